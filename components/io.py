@@ -1,0 +1,79 @@
+"""Atomic file writes and content hashes shared by every stage.
+
+A stage that dies mid-write must never leave a file that looks complete: everything is written to a
+temporary file in the target folder and renamed over the target in one step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.chmod(0o666 & ~_UMASK)  # mkstemp makes 0600; published files get the usual permissions
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Call `write(fileobj)` on a temporary file and publish it as `path` when it returns."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write pretty, key-sorted JSON atomically (stable bytes, so DVC hashes only change with content)."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """Save an array as .npy atomically."""
+    atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """Load a .npy file without ever unpickling objects from it."""
+    return np.load(path, allow_pickle=False)
+
+
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file's bytes, read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def config_hash(record: Any) -> str:
+    """sha256 of a config's canonical JSON: equal configs, equal hashes."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,112 @@
+"""Stage 6: the comparison people read — a markdown table, a sample grid per family and the loss curves."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .io import atomic_path, load_npy, read_json, write_json
+
+GRID_IMAGES = 64
+
+
+def report(
+    families: list[str], samples: dict[str, Path], metrics: dict[str, Path], runs: dict[str, Path],
+    reference: Path, out_dir: Path,
+) -> Path:
+    """Write report.md, summary.json, grids/<family>.png, grids/reference.png and losses.png to out_dir."""
+    out_dir = Path(out_dir)
+    for family in families:
+        for path in (samples[family], metrics[family], runs[family] / "summary.json"):
+            if not Path(path).exists():
+                raise FileNotFoundError(f"{path} not found; run the pipeline for {family} before `genbench report`")
+    rows = [_row(family, read_json(metrics[family]), read_json(runs[family] / "summary.json")) for family in families]
+    save_grid(load_npy(reference), out_dir / "grids" / "reference.png")
+    for family in families:
+        save_grid(load_npy(samples[family]), out_dir / "grids" / f"{family}.png")
+    _plot_losses({family: runs[family] / "history.csv" for family in families}, out_dir / "losses.png")
+    write_json(out_dir / "summary.json", {"families": rows})
+    text = _markdown(rows, read_json(metrics[families[0]]) if families else {})
+    path = out_dir / "report.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def save_grid(images: np.ndarray, path: Path, count: int = GRID_IMAGES) -> None:
+    """Tile the first `count` uint8 NHWC images into an 8-wide PNG."""
+    import torch
+    from torchvision.utils import save_image
+
+    batch = torch.from_numpy(images[:count]).permute(0, 3, 1, 2).float() / 255.0
+    with atomic_path(path) as tmp:
+        save_image(batch, tmp, nrow=8, padding=2, pad_value=1.0, format="png")
+
+
+def _row(family: str, metrics: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "family": family,
+        "fid": metrics["fid"],
+        "precision": metrics["precision"],
+        "recall": metrics["recall"],
+        "n_samples": metrics["n_samples"],
+        "n_reference": metrics["n_reference"],
+        "num_parameters": summary["num_parameters"],
+        "steps": summary["steps"],
+        "train_seconds": summary["seconds"],
+        "device": summary["device"],
+    }
+
+
+def _markdown(rows: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
+    lines = [
+        "# genbench report",
+        "",
+        "| family | FID ↓ | precision ↑ | recall ↑ | samples | reference | parameters | steps | train time | device |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in sorted(rows, key=lambda r: r["fid"]):
+        lines.append(
+            f"| {r['family']} | {r['fid']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['n_samples']} "
+            f"| {r['n_reference']} | {r['num_parameters']:,} | {r['steps']} | {r['train_seconds']:.0f} s "
+            f"| {r['device']} |"
+        )
+    extractor = metrics.get("feature_extractor", {})
+    lines += [
+        "",
+        f"Features: {extractor.get('name', '?')} (sha256 `{extractor.get('sha256', '?')[:16]}…`), "
+        f"preprocessing {metrics.get('preprocessing', {})}.",
+    ]
+    lines += [f"> {warning}" for warning in metrics.get("warnings", [])]
+    lines += ["", "## Samples", "", "Real (reference set):", "", "![reference](grids/reference.png)", ""]
+    for r in rows:
+        lines += [f"### {r['family']}", "", f"![{r['family']}](grids/{r['family']}.png)", ""]
+    lines += ["## Training losses", "", "![losses](losses.png)", ""]
+    return "\n".join(lines)
+
+
+def _plot_losses(histories: dict[str, Path], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(histories), figsize=(4.5 * len(histories), 3.2), squeeze=False)
+    for ax, (family, history) in zip(axes[0], histories.items()):
+        curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        with open(history, newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row["name"].endswith("/loss"):
+                    curves[row["name"]].append((int(row["step"]), float(row["value"])))
+        for name, points in curves.items():
+            ax.plot(*zip(*points), label=name)
+        ax.set(title=family, xlabel="step", ylabel="loss")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

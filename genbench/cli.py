@@ -1,0 +1,175 @@
+"""`genbench`: one command per pipeline stage, plus `run` for the whole pipeline through the Prefect flow.
+
+Heavy libraries (torch, mlflow, prefect) are imported inside the commands, so `genbench --help` is instant.
+Paths default to the project layout (genbench/layout.py) relative to the current folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .config import Config, ConfigError, load_config
+from .layout import Layout
+
+app = typer.Typer(
+    help="Train, sample and evaluate image generative models reproducibly.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+HERE = Layout()
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameter file.")]
+ProfileOpt = Annotated[
+    Optional[str], typer.Option("--profile", help="tiny | quick | full; overrides `profile:` in the params file.")
+]
+FamilyArg = Annotated[str, typer.Argument(help="Model family, e.g. vae, dcgan, ddpm.")]
+
+
+def _config(params: Path, profile: str | None) -> Config:
+    """Load params or exit with code 2 and the message, before any output is touched."""
+    try:
+        return load_config(params, profile)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _check_family(config: Config, family: str) -> None:
+    known = type(config.models).model_fields
+    if family not in known:
+        typer.echo(f"error: unknown family {family!r}; known: {', '.join(known)}", err=True)
+        raise typer.Exit(2)
+
+
+@app.command()
+def prepare(
+    params: ParamsOpt = HERE.params, profile: ProfileOpt = None, out: Annotated[Path, typer.Option()] = HERE.data
+) -> None:
+    """Fetch the dataset and write train / held-out reference images with an md5 manifest."""
+    from .components.io import write_json
+    from .components.prepare import prepare as run_prepare
+
+    config = _config(params, profile)
+    d = config.data
+    manifest = run_prepare(d.dataset, d.train_size, d.reference_size, config.seed, out, HERE.downloads)
+    write_json(out / "config.json", config.stage_record())
+    typer.echo(f"prepared {manifest['counts']} in {out}")
+
+
+@app.command()
+def train(
+    family: FamilyArg,
+    params: ParamsOpt = HERE.params,
+    profile: ProfileOpt = None,
+    data: Annotated[Path, typer.Option(help="Prepared data folder.")] = HERE.data,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY].")] = None,
+) -> None:
+    """Train one family; resumes from runs/FAMILY/checkpoint.pt when the config is unchanged."""
+    from .components.train import train as run_train
+
+    config = _config(params, profile)
+    _check_family(config, family)
+    settings = config.family(family)
+    summary = run_train(
+        family, settings.arch.model_dump(), settings.train.model_dump(), config.stage_record(family),
+        config.seed, data, out or HERE.run(family),
+    )
+    typer.echo(f"trained {family}: {summary['steps']} steps in {summary['seconds']:.0f} s on {summary['device']}")
+
+
+@app.command()
+def sample(
+    family: FamilyArg,
+    params: ParamsOpt = HERE.params,
+    profile: ProfileOpt = None,
+    run: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY].")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output .npy [default: samples/FAMILY.npy].")] = None,
+) -> None:
+    """Draw `sample.n` images (uint8 NHWC) from a trained family."""
+    from .components.sample import sample as run_sample
+
+    config = _config(params, profile)
+    _check_family(config, family)
+    target = out or HERE.samples(family)
+    record = run_sample(run or HERE.run(family), target, config.sample.n, config.sample.batch_size, config.seed,
+                        config.family(family).train.device)
+    typer.echo(f"wrote {record['shape']} to {target}")
+
+
+@app.command()
+def evaluate(
+    family: FamilyArg,
+    params: ParamsOpt = HERE.params,
+    profile: ProfileOpt = None,
+    samples: Annotated[Optional[Path], typer.Option(help="Samples .npy [default: samples/FAMILY.npy].")] = None,
+    reference: Annotated[Path, typer.Option(help="Real reference .npy.")] = HERE.reference,
+    out: Annotated[Optional[Path], typer.Option(help="Metrics JSON [default: metrics/FAMILY.json].")] = None,
+) -> None:
+    """FID and precision/recall of a family's samples against the held-out reference set."""
+    from .components.evaluate import evaluate as run_evaluate
+
+    config = _config(params, profile)
+    _check_family(config, family)
+    result = run_evaluate(
+        samples or HERE.samples(family), reference, out or HERE.metrics(family),
+        cache_dir=HERE.cache, batch_size=config.evaluate.batch_size, k=config.evaluate.k,
+    )
+    typer.echo(f"{family}: FID {result['fid']:.2f}, precision {result['precision']:.3f}, recall {result['recall']:.3f}")
+
+
+@app.command()
+def register(
+    family: FamilyArg,
+    run: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY].")] = None,
+    metrics: Annotated[Optional[Path], typer.Option(help="Metrics JSON [default: metrics/FAMILY.json].")] = None,
+    manifest: Annotated[Path, typer.Option(help="Data manifest.")] = HERE.manifest,
+    out: Annotated[Optional[Path], typer.Option(help="Result JSON [default: registry/FAMILY.json].")] = None,
+) -> None:
+    """Log the run to MLflow, register a new model version and move `champion` if its FID is lower."""
+    from .components.register import register as run_register
+
+    result = run_register(
+        family, run or HERE.run(family), metrics or HERE.metrics(family), manifest, out or HERE.registry(family),
+        project_dir=HERE.root.resolve(),
+    )
+    moved = "now champion" if result["promoted"] else f"champion stays v{result['champion_version']}"
+    typer.echo(f"registered {result['model_name']} v{result['version']} (FID {result['fid']:.2f}; {moved})")
+
+
+@app.command()
+def report(
+    params: ParamsOpt = HERE.params,
+    profile: ProfileOpt = None,
+    out: Annotated[Path, typer.Option(help="Report folder.")] = HERE.report,
+) -> None:
+    """Markdown comparison table, a sample grid per family and loss curves."""
+    from .components.report import report as run_report
+
+    config = _config(params, profile)
+    families = list(config.families)
+    path = run_report(
+        families,
+        {f: HERE.samples(f) for f in families},
+        {f: HERE.metrics(f) for f in families},
+        {f: HERE.run(f) for f in families},
+        HERE.reference,
+        out,
+    )
+    typer.echo(f"report: {path}")
+
+
+@app.command()
+def run(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
+    """The whole pipeline (prepare → train → sample → evaluate → register → report) as a Prefect flow."""
+    _config(params, profile)  # fail fast, before Prefect starts
+    from .flows.pipeline import pipeline
+
+    pipeline(params=str(params), profile=profile)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,55 @@
+"""Where each stage reads and writes inside a project folder.
+
+`dvc.yaml` spells the same paths out literally (DVC must see them); `genbench run` and the CLI defaults
+take them from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path = Path(".")
+
+    @property
+    def params(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data" / "prepared"
+
+    @property
+    def downloads(self) -> Path:
+        return self.root / "data" / "raw"
+
+    @property
+    def reference(self) -> Path:
+        return self.data / "reference.npy"
+
+    @property
+    def manifest(self) -> Path:
+        return self.data / "manifest.json"
+
+    def run(self, family: str) -> Path:
+        return self.root / "runs" / family
+
+    def samples(self, family: str) -> Path:
+        return self.root / "samples" / f"{family}.npy"
+
+    def metrics(self, family: str) -> Path:
+        return self.root / "metrics" / f"{family}.json"
+
+    def registry(self, family: str) -> Path:
+        return self.root / "registry" / f"{family}.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / ".genbench" / "cache"
