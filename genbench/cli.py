@@ -50,10 +50,10 @@ def prepare(
     params: ParamsOpt = HERE.params, profile: ProfileOpt = None, out: Annotated[Path, typer.Option()] = HERE.data
 ) -> None:
     """Fetch the dataset and write train / held-out reference images with an md5 manifest."""
+    config = _config(params, profile)
     from .components.io import write_json
     from .components.prepare import prepare as run_prepare
 
-    config = _config(params, profile)
     d = config.data
     manifest = run_prepare(d.dataset, d.train_size, d.reference_size, config.seed, out, HERE.downloads)
     write_json(out / "config.json", config.stage_record())
@@ -69,10 +69,10 @@ def train(
     out: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY].")] = None,
 ) -> None:
     """Train one family; resumes from runs/FAMILY/checkpoint.pt when the config is unchanged."""
-    from .components.train import train as run_train
-
     config = _config(params, profile)
     _check_family(config, family)
+    from .components.train import train as run_train
+
     settings = config.family(family)
     summary = run_train(
         family, settings.arch.model_dump(), settings.train.model_dump(), config.stage_record(family),
@@ -90,10 +90,10 @@ def sample(
     out: Annotated[Optional[Path], typer.Option(help="Output .npy [default: samples/FAMILY.npy].")] = None,
 ) -> None:
     """Draw `sample.n` images (uint8 NHWC) from a trained family."""
-    from .components.sample import sample as run_sample
-
     config = _config(params, profile)
     _check_family(config, family)
+    from .components.sample import sample as run_sample
+
     target = out or HERE.samples(family)
     record = run_sample(run or HERE.run(family), target, config.sample.n, config.sample.batch_size, config.seed,
                         config.family(family).train.device)
@@ -110,10 +110,10 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option(help="Metrics JSON [default: metrics/FAMILY.json].")] = None,
 ) -> None:
     """FID and precision/recall of a family's samples against the held-out reference set."""
-    from .components.evaluate import evaluate as run_evaluate
-
     config = _config(params, profile)
     _check_family(config, family)
+    from .components.evaluate import evaluate as run_evaluate
+
     result = run_evaluate(
         samples or HERE.samples(family), reference, out or HERE.metrics(family),
         cache_dir=HERE.cache, batch_size=config.evaluate.batch_size, k=config.evaluate.k,
@@ -147,9 +147,9 @@ def report(
     out: Annotated[Path, typer.Option(help="Report folder.")] = HERE.report,
 ) -> None:
     """Markdown comparison table, a sample grid per family and loss curves."""
+    config = _config(params, profile)
     from .components.report import report as run_report
 
-    config = _config(params, profile)
     families = list(config.families)
     path = run_report(
         families,

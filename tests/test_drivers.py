@@ -1,0 +1,149 @@
+"""Both drivers end to end on the tiny profile: the Prefect flow (`genbench run`) and `dvc repro`.
+
+Each runs in its own copy of the project, as a subprocess, with embedded defaults only (no servers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+FAMILIES = ("vae", "dcgan", "ddpm")
+FID_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PREFECT_HOME"] = str(home / ".prefect")  # ephemeral Prefect state stays in the test folder
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "genbench-test"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@localhost"
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, timeout: int = 900) -> str:
+    done = subprocess.run(cmd, cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{cmd} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done.stdout + done.stderr
+
+
+REPO = Path(__file__).resolve().parents[1]
+COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", ".pytest_cache", "data", "runs",
+                                     "samples", "metrics", "registry", "report", "mlflow.db", "mlartifacts",
+                                     ".genbench", "dvc.lock")
+
+
+def _tiny_project(path: Path) -> Path:
+    """A copy of the repository's own files (no venv, no outputs) switched to the tiny profile."""
+    shutil.copytree(REPO, path, ignore=COPY_IGNORE, dirs_exist_ok=True)
+    params = path / "params.yaml"
+    params.write_text(params.read_text().replace("profile: quick ", "profile: tiny ", 1))
+    assert yaml.safe_load(params.read_text())["profile"] == "tiny"
+    return path
+
+
+OUTPUT_DIRS = ("data/prepared", "runs", "samples", "metrics", "registry", "report")
+
+
+def _outputs(root: Path) -> set[str]:
+    return {
+        str(p.relative_to(root))
+        for folder in OUTPUT_DIRS
+        for p in (root / folder).rglob("*")
+        if p.is_file() and p.name != ".gitignore"
+    }
+
+
+@pytest.fixture(scope="module")
+def flow_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = _tiny_project(tmp_path_factory.mktemp("flow"))
+    _run([sys.executable, "-m", "genbench.cli", "run"], root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def dvc_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    root = _tiny_project(tmp_path_factory.mktemp("dvc"))
+    _run(["git", "init", "-q"], root)
+    _run(["git", "add", "-A"], root)
+    _run(["git", "commit", "-qm", "tiny"], root)
+    first = _run(["dvc", "repro"], root)
+    second = _run(["dvc", "repro"], root)
+    return root, first, second
+
+
+def test_flow_writes_every_artifact(flow_project: Path) -> None:
+    root = flow_project
+    n = yaml.safe_load((root / "params.yaml").read_text())["sample"]["profiles"]["tiny"]["n"]
+    for family in FAMILIES:
+        images = np.load(root / "samples" / f"{family}.npy")
+        assert images.dtype == np.uint8 and images.shape == (n, 28, 28, 1) and images.max() > images.min()
+        metrics = json.loads((root / "metrics" / f"{family}.json").read_text())
+        assert {"fid", "precision", "recall", "n_samples", "n_reference", "feature_extractor"} <= metrics.keys()
+        assert np.isfinite(metrics["fid"]) and metrics["fid"] > 0 and 0 <= metrics["precision"] <= 1
+        assert metrics["n_samples"] == n and metrics["feature_extractor"]["sha256"] == FID_SHA256
+    report = (root / "report" / "report.md").read_text()
+    assert all(f"| {family} |" in report for family in FAMILIES)
+    assert all((root / "report" / "grids" / f"{family}.png").stat().st_size > 0 for family in FAMILIES)
+
+
+def test_flow_logs_and_registers_in_mlflow(flow_project: Path) -> None:
+    from mlflow import MlflowClient
+
+    root = flow_project
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("genbench")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == set(FAMILIES)
+    for family in FAMILIES:
+        run = runs[family]
+        config = json.loads((root / "runs" / family / "config.json").read_text())
+        assert run.data.params["train.steps"] == str(config["train"]["steps"])
+        metrics = json.loads((root / "metrics" / f"{family}.json").read_text())
+        assert run.data.metrics["fid"] == pytest.approx(metrics["fid"])
+        loss_key = "model/loss" if family != "dcgan" else "g/loss"
+        history = client.get_metric_history(run.info.run_id, loss_key)
+        assert [m.step for m in history] == list(range(1, config["train"]["steps"] + 1))
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+        assert "model/model.safetensors" in artifacts, artifacts
+        version = client.get_model_version_by_alias(f"genbench-{family}", "champion")
+        assert version.version == "1" and version.run_id == run.info.run_id
+        registry = json.loads((root / "registry" / f"{family}.json").read_text())
+        assert registry["promoted"] and registry["version"] == 1
+
+
+def test_dvc_repro_runs_every_stage_then_nothing(dvc_project: tuple[Path, str, str]) -> None:
+    root, first, second = dvc_project
+    for stage in ["prepare", "report"] + [f"{s}@{f}" for s in ("train", "sample", "evaluate", "register")
+                                         for f in FAMILIES]:
+        assert f"Running stage '{stage}'" in first, stage
+    assert "Running stage" not in second and "up to date" in second, second
+    metrics = json.loads((root / "metrics" / "ddpm.json").read_text())
+    assert np.isfinite(metrics["fid"])
+
+
+def test_dvc_and_flow_produce_the_same_outputs(flow_project: Path, dvc_project: tuple[Path, str, str]) -> None:
+    dvc_root = dvc_project[0]
+    assert _outputs(flow_project) == _outputs(dvc_root)
+    # same params, same seed: the same data and the same samples, bit for bit, on CPU
+    for name in ("data/prepared/train.npy", "samples/vae.npy", "samples/ddpm.npy"):
+        assert (flow_project / name).read_bytes() == (dvc_root / name).read_bytes(), name
+
+
+def test_dvc_retrains_only_the_family_whose_params_changed(dvc_project: tuple[Path, str, str]) -> None:
+    root = dvc_project[0]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["models"]["ddpm"]["profiles"]["tiny"]["train"]["steps"] += 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = _run(["dvc", "status"], root)
+    assert "train@ddpm" in status
+    assert "train@vae" not in status and "train@dcgan" not in status
