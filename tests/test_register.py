@@ -1,0 +1,196 @@
+"""Register stage on the embedded SQLite store (no server): run, metrics, registry, champion."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from genbench.components.register import register
+
+FAMILY = "gan"
+LONG = "x" * 700  # longer than MLflow's portable 500-char param limit
+
+CONFIG = {
+    "profile": "tiny",
+    "seed": 0,
+    "data": {"name": "toy", "image_size": 8},
+    "model": {"family": FAMILY, "channels": [8, 16], "z_dim": 4},
+    "train": {"steps": 30, "lr": 0.0002, "note": LONG},
+}
+# written out by hand, not computed by the code under test
+EXPECTED_PARAMS = {
+    "profile": "tiny",
+    "seed": "0",
+    "data.name": "toy",
+    "data.image_size": "8",
+    "model.family": FAMILY,
+    "model.channels": "[8, 16]",
+    "model.z_dim": "4",
+    "train.steps": "30",
+    "train.lr": "0.0002",
+}
+LOSSES = {10: 0.9, 20: 0.55, 30: 0.25}
+REF_MD5 = "0123456789abcdef0123456789abcdef"
+EXTRACTOR_SHA = "f" * 64
+
+
+def fabricate(project: Path, fid: float, weights: bytes) -> dict[str, Path]:
+    run_dir = project / "runs" / FAMILY
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "model.safetensors").write_bytes(weights)
+    (run_dir / "config.json").write_text(json.dumps(CONFIG, indent=2))
+    lines = ["step,name,value"]
+    for step, loss in LOSSES.items():
+        lines += [
+            f"{step},model/loss,{loss}",
+            f"{step},d/loss,{loss * 2}",
+            f"{step},g/loss,{loss / 2}",
+        ]
+    (run_dir / "history.csv").write_text("\n".join(lines) + "\n")
+    (run_dir / "summary.json").write_text(
+        json.dumps(
+            {"family": FAMILY, "steps": 30, "seconds": 1.5, "num_parameters": 1234, "device": "cpu"}
+        )
+    )
+    metrics = project / "metrics" / f"{FAMILY}.json"
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text(
+        json.dumps(
+            {
+                "fid": fid,
+                "precision": 0.5,
+                "recall": 0.25,
+                "n_samples": 64,
+                "n_reference": 64,
+                "feature_extractor": {"name": "tiny-cnn", "sha256": EXTRACTOR_SHA},
+                "preprocessing": {"resize": 8},
+                "reference_stats_key": "toy-ref",
+            }
+        )
+    )
+    manifest = project / "data" / "prepared" / "manifest.json"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(
+        json.dumps({"dataset": "toy", "files": {"train.npy": "a" * 32, "reference.npy": REF_MD5}})
+    )
+    return {"run_dir": run_dir, "metrics_path": metrics, "manifest_path": manifest}
+
+
+def do_register(project: Path, fid: float, weights: bytes) -> dict:
+    paths = fabricate(project, fid, weights)
+    return register(
+        FAMILY,
+        paths["run_dir"],
+        paths["metrics_path"],
+        paths["manifest_path"],
+        project / "registry" / f"{FAMILY}.json",
+        project_dir=project,
+    )
+
+
+def test_missing_inputs_name_the_stage(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    paths = fabricate(tmp_path, 10.0, b"w")
+    paths["metrics_path"].unlink()
+    with pytest.raises(FileNotFoundError, match=r"genbench evaluate"):
+        register(FAMILY, **paths, out_path=tmp_path / "o.json", project_dir=tmp_path)
+    (paths["run_dir"] / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors.*genbench train"):
+        register(FAMILY, **paths, out_path=tmp_path / "o.json", project_dir=tmp_path)
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_register_and_champion(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.chdir(tmp_path)  # nothing may land in the caller's cwd
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    weights1 = b"weights-v1" * 100
+    r1 = do_register(tmp_path, fid=12.5, weights=weights1)
+
+    db = tmp_path / "mlflow.db"
+    assert db.is_file()
+    assert r1["tracking_uri"] == f"sqlite:///{db.resolve()}"
+    assert json.loads((tmp_path / "registry" / f"{FAMILY}.json").read_text()) == r1
+    assert (r1["model_name"], r1["version"], r1["champion_version"], r1["promoted"]) == (
+        f"genbench-{FAMILY}", 1, 1, True
+    )
+    assert r1["fid"] == 12.5
+
+    client = MlflowClient(tracking_uri=r1["tracking_uri"], registry_uri=r1["tracking_uri"])
+    exp = client.get_experiment_by_name("genbench")
+    assert exp is not None
+    assert exp.artifact_location == (tmp_path / "mlartifacts").resolve().as_uri()
+
+    run = client.get_run(r1["run_id"])
+    assert run.info.run_name == FAMILY
+    assert run.info.experiment_id == exp.experiment_id
+    assert run.info.status == "FINISHED"
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").resolve().as_uri())
+
+    params = run.data.params
+    for key, value in EXPECTED_PARAMS.items():
+        assert params[key] == value, key
+    assert len(params["train.note"]) <= 500 and params["train.note"].startswith("x" * 400)
+    assert set(params) == set(EXPECTED_PARAMS) | {"train.note"}
+
+    hist = client.get_metric_history(r1["run_id"], "model/loss")
+    assert sorted((m.step, m.value) for m in hist) == sorted(LOSSES.items())
+    d_hist = client.get_metric_history(r1["run_id"], "d/loss")
+    expected_d = [(s, v * 2) for s, v in sorted(LOSSES.items())]
+    assert sorted((m.step, m.value) for m in d_hist) == expected_d
+    assert run.data.metrics["fid"] == 12.5
+    assert run.data.metrics["precision"] == 0.5
+    assert run.data.metrics["recall"] == 0.25
+    assert run.data.metrics["train_seconds"] == 1.5
+    assert run.data.metrics["num_parameters"] == 1234
+
+    model_files = {a.path for a in client.list_artifacts(r1["run_id"], "model")}
+    assert model_files == {"model/model.safetensors", "model/config.json"}
+
+    mv = client.get_model_version(f"genbench-{FAMILY}", "1")
+    assert mv.run_id == r1["run_id"]
+    assert mv.status == "READY"
+    assert float(mv.tags["fid"]) == 12.5
+    assert mv.tags["data_md5"] == REF_MD5
+    assert mv.tags["feature_extractor_sha256"] == EXTRACTOR_SHA
+    canonical = json.dumps(CONFIG, sort_keys=True)
+    assert mv.tags["params_hash"] == hashlib.sha256(canonical.encode()).hexdigest()
+    assert mv.tags["git_commit"]  # a sha or "unknown" (tmp_path is normally not a git checkout)
+
+    # worse FID: new version 2, champion stays on 1
+    r2 = do_register(tmp_path, fid=20.0, weights=b"weights-v2")
+    assert (r2["version"], r2["promoted"], r2["champion_version"]) == (2, False, 1)
+    assert int(client.get_model_version_by_alias(f"genbench-{FAMILY}", "champion").version) == 1
+
+    # better FID: version 3 becomes champion
+    weights3 = b"weights-v3-best" * 50
+    r3 = do_register(tmp_path, fid=7.25, weights=weights3)
+    assert (r3["version"], r3["promoted"], r3["champion_version"]) == (3, True, 3)
+    assert int(client.get_model_version_by_alias(f"genbench-{FAMILY}", "champion").version) == 3
+    assert len({r1["run_id"], r2["run_id"], r3["run_id"]}) == 3
+
+    # the champion's files come back through the registry URI
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/genbench-{FAMILY}@champion", dst_path=str(tmp_path / "dl")
+        )
+    )
+    assert sorted(p.name for p in local.iterdir()) == ["config.json", "model.safetensors"]
+    assert (local / "model.safetensors").read_bytes() == weights3
+    assert json.loads((local / "config.json").read_text()) == CONFIG
+    # version 1's files are still its own
+    local1 = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/genbench-{FAMILY}/1", dst_path=str(tmp_path / "dl1")
+        )
+    )
+    assert (local1 / "model.safetensors").read_bytes() == weights1
