@@ -71,7 +71,7 @@ def train(
         step += 1
         bar.update()
         if step % train_cfg["log_every"] == 0 or step == steps:
-            logged = {f"{g}/{name}": float(v) for g, group_losses in losses.items() for name, v in group_losses.items()}
+            logged = {f"{g}/{name}": v.detach().item() for g, group_losses in losses.items() for name, v in group_losses.items()}
             history.extend((step, name, value) for name, value in logged.items())
             bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if k.endswith("/loss")})
         if step % train_cfg["checkpoint_every"] == 0 or step == steps:

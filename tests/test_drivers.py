@@ -116,7 +116,7 @@ def test_flow_logs_and_registers_in_mlflow(flow_project: Path) -> None:
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
         assert "model/model.safetensors" in artifacts, artifacts
         version = client.get_model_version_by_alias(f"genbench-{family}", "champion")
-        assert version.version == "1" and version.run_id == run.info.run_id
+        assert str(version.version) == "1" and version.run_id == run.info.run_id
         registry = json.loads((root / "registry" / f"{family}.json").read_text())
         assert registry["promoted"] and registry["version"] == 1
 
