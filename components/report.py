@@ -37,12 +37,13 @@ def report(
     return path
 
 
-def save_grid(images: np.ndarray, path: Path, count: int = GRID_IMAGES) -> None:
-    """Tile the first `count` uint8 NHWC images into an 8-wide PNG."""
+def save_grid(images: np.ndarray, path: Path, count: int = GRID_IMAGES, zoom: int = 2) -> None:
+    """Tile the first `count` uint8 NHWC images into an 8-wide PNG, each pixel shown as zoom×zoom."""
     import torch
     from torchvision.utils import save_image
 
     batch = torch.from_numpy(images[:count]).permute(0, 3, 1, 2).float() / 255.0
+    batch = batch.repeat_interleave(zoom, dim=2).repeat_interleave(zoom, dim=3)
     with atomic_path(path) as tmp:
         save_image(batch, tmp, nrow=8, padding=2, pad_value=1.0, format="png")
 

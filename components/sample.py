@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .devices import pick_device
 from .io import file_digest, save_npy, write_json
 from .train import load_trained
 
@@ -31,8 +32,7 @@ def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
 
 def sample(run_dir: Path, out_path: Path, n: int, batch_size: int, seed: int, device: str = "auto") -> dict[str, Any]:
     """Write `n` samples of the model in `run_dir` to `out_path` and its resolved config beside it."""
-    target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          "cpu" if device == "auto" else device)
+    target = pick_device(device)
     model, config = load_trained(run_dir, target)
     batches = []
     with torch.inference_mode():

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..models import build_model
 from ..models.base import GenerativeModel
+from .devices import pick_device
 from .io import atomic_path, atomic_write, config_hash, load_npy, write_json
 
 CHECKPOINT = "checkpoint.pt"
@@ -39,7 +40,7 @@ def train(
     out_dir = Path(out_dir)
     images = _to_model_range(load_npy(Path(data_dir) / "train.npy"))
     channels, image_size = images.shape[1], images.shape[2]
-    device = _pick_device(train_cfg["device"])
+    device = pick_device(train_cfg["device"])
     torch.manual_seed(seed)
     model = build_model(family, channels=channels, image_size=image_size, **arch).to(device)
     optimizers = {
@@ -116,14 +117,6 @@ def load_trained(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Gen
 def _to_model_range(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC in [0, 255] → float NCHW in [-1, 1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is visible; use device: auto or cpu")
-    return torch.device(name)
 
 
 def _resume(

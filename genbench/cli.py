@@ -6,6 +6,7 @@ Paths default to the project layout (genbench/layout.py) relative to the current
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -112,11 +113,13 @@ def evaluate(
     """FID and precision/recall of a family's samples against the held-out reference set."""
     config = _config(params, profile)
     _check_family(config, family)
+    from .components.devices import pick_device
     from .components.evaluate import evaluate as run_evaluate
 
     result = run_evaluate(
         samples or HERE.samples(family), reference, out or HERE.metrics(family),
         cache_dir=HERE.cache, batch_size=config.evaluate.batch_size, k=config.evaluate.k,
+        device=str(pick_device(config.evaluate.device)),
     )
     typer.echo(f"{family}: FID {result['fid']:.2f}, precision {result['precision']:.3f}, recall {result['recall']:.3f}")
 
@@ -166,6 +169,8 @@ def report(
 def run(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
     """The whole pipeline (prepare → train → sample → evaluate → register → report) as a Prefect flow."""
     _config(params, profile)  # fail fast, before Prefect starts
+    # The ephemeral server's telemetry write races its own start-up ("database is locked" tracebacks).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from .flows.pipeline import pipeline
 
     pipeline(params=str(params), profile=profile)

@@ -94,6 +94,7 @@ class SampleConfig(Strict):
 class EvaluateConfig(Strict):
     batch_size: PositiveInt = 50  # images per Inception forward pass
     k: PositiveInt = 3  # neighbourhood size of improved precision/recall
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where the Inception network runs
 
 
 class Config(Strict):
