@@ -22,6 +22,17 @@ app = typer.Typer(
     add_completion=False,
 )
 HERE = Layout()
+stack_app = typer.Typer(help="A local MLflow + Prefect + S3 stack on 127.0.0.1, without docker.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+
+
+@app.callback()
+def _use_running_stack() -> None:
+    """Point every command at `genbench stack up`'s servers when they run here (explicit env wins)."""
+    from .stack import apply_stack_env
+
+    apply_stack_env(HERE.root)
+
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameter file.")]
 ProfileOpt = Annotated[
@@ -174,6 +185,46 @@ def run(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
     from .flows.pipeline import pipeline
 
     pipeline(params=str(params), profile=profile)
+
+
+@stack_app.command("up")
+def stack_up(host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you mean it.")] = "127.0.0.1") -> None:
+    """Start S3 storage (MinIO or moto), an MLflow server and a Prefect server; wait until healthy."""
+    from .stack import StackError, up
+
+    try:
+        stack = up(HERE.root, host)
+    except StackError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for name, service in stack["services"].items():
+        typer.echo(f"{name:8s} {service['url']}  (pid {service['pid']})")
+    typer.echo("genbench commands in this folder now use these servers; `genbench stack down` stops them.")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the servers `genbench stack up` started here."""
+    from .stack import down
+
+    stopped = down(HERE.root)
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "no stack was running here")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show each service's url, pid and health."""
+    from .stack import status
+
+    report = status(HERE.root)
+    if not report:
+        typer.echo("no stack here; `genbench stack up` starts one")
+        raise typer.Exit(1)
+    for name, info in report.items():
+        state = "healthy" if info["healthy"] else "running, not answering" if info["alive"] else "stopped"
+        typer.echo(f"{name:8s} {info['url']}  pid {info['pid']}  {state}")
+    if not all(info["healthy"] for info in report.values()):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":
