@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -79,3 +80,30 @@ def test_pipeline_logs_to_servers_and_stores_weights_in_s3(running_stack) -> Non
         runs = json.loads(response.read())
     assert [run["state_type"] for run in runs] == ["COMPLETED"], runs
 
+
+
+def test_dvc_push_and_pull_through_the_s3_endpoint(running_stack, tmp_path: Path) -> None:
+    """The committed remote (`.dvc/config`: s3://genbench-dvc) takes its endpoint and keys from the stack env."""
+    import boto3
+
+    _, started = running_stack
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | started["env"]
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    shutil.copytree(REPO / ".dvc", tmp_path / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
+
+    def run(*cmd: str) -> None:
+        done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{cmd}: {done.stdout}\n{done.stderr}"
+
+    payload = os.urandom(4096)
+    (tmp_path / "blob.bin").write_bytes(payload)
+    run("git", "init", "-q")
+    run("dvc", "add", "-q", "blob.bin")
+    run("dvc", "push", "-q")
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    assert s3.list_objects_v2(Bucket=stack.DVC_BUCKET).get("KeyCount", 0) >= 1
+    (tmp_path / "blob.bin").unlink()
+    shutil.rmtree(tmp_path / ".dvc" / "cache")
+    run("dvc", "pull", "-q")
+    assert (tmp_path / "blob.bin").read_bytes() == payload
