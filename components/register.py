@@ -147,8 +147,12 @@ def register(
     out_path: Path,
     *,
     project_dir: Path,
+    tags: dict[str, str] | None = None,
 ) -> dict:
     """Log the family's training run to MLflow, register a model version, maybe promote it.
+
+    `tags` are added to the MLflow run (the Prefect flow passes its flow-run id, so a run triggered from
+    the Prefect UI can be found in MLflow).
 
     Returns (and writes to ``out_path``) ``{"family", "run_id", "model_name", "version", "fid",
     "champion_version", "promoted", "tracking_uri"}``.
@@ -206,6 +210,7 @@ def register(
         run_tags["genbench.dataset"] = str(manifest["dataset"])
     if commit != "unknown":
         run_tags[MLFLOW_GIT_COMMIT] = commit
+    run_tags |= tags or {}
     run = client.create_run(experiment_id, run_name=family, tags=resolve_tags(run_tags))
     run_id = run.info.run_id
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, runtime, task
 from prefect.cache_policies import NO_CACHE
 
 from genbench import cli
@@ -42,7 +42,7 @@ def evaluate(family: str, params: str, profile: str | None) -> None:
 
 @io_task(task_run_name="register-{family}")
 def register(family: str) -> None:
-    cli.register(family)
+    cli.register(family, tag=[f"prefect.flow_run_id={runtime.flow_run.id}"])
 
 
 @io_task

@@ -142,13 +142,18 @@ def register(
     metrics: Annotated[Optional[Path], typer.Option(help="Metrics JSON [default: metrics/FAMILY.json].")] = None,
     manifest: Annotated[Path, typer.Option(help="Data manifest.")] = HERE.manifest,
     out: Annotated[Optional[Path], typer.Option(help="Result JSON [default: registry/FAMILY.json].")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option(help="Extra MLflow run tag KEY=VALUE (repeatable).")] = None,
 ) -> None:
     """Log the run to MLflow, register a new model version and move `champion` if its FID is lower."""
+    tags = dict(item.split("=", 1) for item in tag or [] if "=" in item)
+    if len(tags) != len(tag or []):
+        typer.echo("error: --tag takes KEY=VALUE", err=True)
+        raise typer.Exit(2)
     from .components.register import register as run_register
 
     result = run_register(
         family, run or HERE.run(family), metrics or HERE.metrics(family), manifest, out or HERE.registry(family),
-        project_dir=HERE.root.resolve(),
+        project_dir=HERE.root.resolve(), tags=tags,
     )
     moved = "now champion" if result["promoted"] else f"champion stays v{result['champion_version']}"
     typer.echo(f"registered {result['model_name']} v{result['version']} (FID {result['fid']:.2f}; {moved})")
@@ -185,6 +190,26 @@ def run(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
     from .flows.pipeline import pipeline
 
     pipeline(params=str(params), profile=profile)
+
+
+@app.command()
+def deploy(
+    name: Annotated[str, typer.Option(help="Deployment name (the flow is genbench-pipeline).")] = "scheduled",
+    cron: Annotated[str, typer.Option(help="Cron schedule, in UTC.")] = "0 3 * * *",
+    pool: Annotated[str, typer.Option(help="Prefect work pool (process type; created if missing).")] = "genbench",
+    params: ParamsOpt = HERE.params,
+    profile: ProfileOpt = None,
+) -> None:
+    """Create a scheduled Prefect deployment of the pipeline for this folder (needs a Prefect server)."""
+    _config(params, profile)
+    if not os.environ.get("PREFECT_API_URL"):
+        typer.echo("error: no Prefect server: run `genbench stack up` here or set PREFECT_API_URL", err=True)
+        raise typer.Exit(2)
+    from .flows.deployment import deploy as run_deploy
+
+    deployment_id = run_deploy(HERE.root, name, cron, pool, {"params": str(params), "profile": profile})
+    typer.echo(f"deployment genbench-pipeline/{name} ({deployment_id}) on pool {pool!r}, cron {cron!r}")
+    typer.echo(f"start a worker: prefect worker start --pool {pool}")
 
 
 @stack_app.command("up")

@@ -107,3 +107,52 @@ def test_dvc_push_and_pull_through_the_s3_endpoint(running_stack, tmp_path: Path
     shutil.rmtree(tmp_path / ".dvc" / "cache")
     run("dvc", "pull", "-q")
     assert (tmp_path / "blob.bin").read_bytes() == payload
+
+
+def _api(base: str, path: str, body: dict | None = None) -> object:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{base}{path}", data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_scheduled_deployment_runs_on_a_worker_and_logs_to_mlflow(running_stack) -> None:
+    import signal
+    import time
+
+    from mlflow import MlflowClient
+
+    root, started = running_stack
+    env = started["env"]
+    api = env["PREFECT_API_URL"]
+    output = _genbench(root, "deploy", "--name", "nightly", "--cron", "0 3 * * *", "--profile", "tiny")
+    assert "genbench-pipeline/nightly" in output
+
+    deployment = _api(api, "/deployments/name/genbench-pipeline/nightly")
+    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 3 * * *"]
+    assert deployment["work_pool_name"] == "genbench" and deployment["parameters"]["profile"] == "tiny"
+    flow_run = _api(api, f"/deployments/{deployment['id']}/create_flow_run", {})
+
+    worker_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "AWS_"))} | env
+    worker_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{worker_env['PATH']}"
+    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "genbench"], cwd=root,
+                              env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 900
+        state = None
+        while time.monotonic() < deadline:
+            state = _api(api, f"/flow_runs/{flow_run['id']}")["state_type"]
+            if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                break
+            time.sleep(3)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        log = worker.communicate(timeout=60)[0].decode(errors="replace")
+    assert state == "COMPLETED", log[-4000:]
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("genbench")
+    runs = client.search_runs([experiment.experiment_id],
+                              filter_string=f"tags.`prefect.flow_run_id` = '{flow_run['id']}'")
+    assert sorted(r.info.run_name for r in runs) == ["dcgan", "ddpm", "vae"]
