@@ -128,6 +128,58 @@ def _require(path: Path, what: str, stage: str) -> Path:
     return Path(path)
 
 
+def same_reference(a, b) -> bool:
+    """FIDs are comparable only against the same reference images through the same feature network."""
+    return all(a.tags.get(tag) == b.tags.get(tag) for tag in (TAG_DATA_MD5, TAG_EXTRACTOR_SHA))
+
+
+def promote_if_better(client, name: str, version: int, force: bool = False) -> dict[str, Any]:
+    """Point `champion` at `version` if it beats the champion's FID on the same reference statistics.
+
+    `force` moves it regardless and records that (tag `promoted_by_force`) on the version.
+    """
+    from mlflow.exceptions import MlflowException
+
+    candidate = client.get_model_version(name, str(version))
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except MlflowException:
+        champion = None
+    if champion is None:
+        promoted, reason = True, "no champion yet"
+    elif int(champion.version) == int(version):
+        promoted, reason = False, "already champion"
+    elif not same_reference(candidate, champion):
+        promoted, reason = False, "FIDs not comparable: different reference data or feature extractor"
+    elif _tag_fid(candidate) < _tag_fid(champion):
+        promoted, reason = True, f"FID {_tag_fid(candidate):.4f} < champion's {_tag_fid(champion):.4f}"
+    else:
+        promoted, reason = False, f"FID {_tag_fid(candidate):.4f} >= champion's {_tag_fid(champion):.4f}"
+    if force and not promoted and reason != "already champion":
+        client.set_model_version_tag(name, str(version), "promoted_by_force", f"true ({reason})")
+        promoted, reason = True, f"forced ({reason})"
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version))
+    current = int(version) if promoted else int(champion.version)
+    return {"model_name": name, "version": int(version), "promoted": promoted, "champion_version": current,
+            "reason": reason}
+
+
+def promote(family: str, *, project_dir: Path, version: int | None = None, force: bool = False) -> dict[str, Any]:
+    """`genbench promote`: consider the latest (or given) version of `genbench-<family>` for champion."""
+    tracking_uri = configure_tracking(project_dir)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    name = model_name(family)
+    if version is None:
+        versions = client.search_model_versions(f"name = '{name}'")
+        if not versions:
+            raise ValueError(f"no versions of {name} in {tracking_uri}; run `genbench register {family}` first")
+        version = max(int(v.version) for v in versions)
+    return promote_if_better(client, name, version, force)
+
+
 def _tag_fid(version) -> float:
     """FID recorded on a model version; +inf when absent/unparsable (never blocks promotion)."""
     try:
@@ -273,17 +325,8 @@ def register(
     )
     version = int(mv.version)
 
-    # ---- champion: move only on strictly lower FID
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
-    except MlflowException:
-        champion = None
-    promoted = champion is None or fid < _tag_fid(champion)
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version))
-        champion_version = version
-    else:
-        champion_version = int(champion.version)
+    decision = promote_if_better(client, name, version)
+    promoted, champion_version = decision["promoted"], decision["champion_version"]
 
     result = {
         "family": family,

@@ -160,6 +160,20 @@ def register(
 
 
 @app.command()
+def promote(
+    family: FamilyArg,
+    version: Annotated[Optional[int], typer.Option(help="Version to consider [default: the latest].")] = None,
+    force: Annotated[bool, typer.Option(help="Move the alias even if not better (recorded in a tag).")] = False,
+) -> None:
+    """Move `champion` to a version only if its FID beats the champion's on the same reference data."""
+    from .components.register import promote as run_promote
+
+    result = run_promote(family, project_dir=HERE.root.resolve(), version=version, force=force)
+    verdict = "now champion" if result["promoted"] else f"champion stays v{result['champion_version']}"
+    typer.echo(f"{result['model_name']} v{result['version']}: {verdict} ({result['reason']})")
+
+
+@app.command()
 def report(
     params: ParamsOpt = HERE.params,
     profile: ProfileOpt = None,

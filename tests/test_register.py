@@ -194,3 +194,28 @@ def test_register_and_champion(tmp_path, monkeypatch):
         )
     )
     assert (local1 / "model.safetensors").read_bytes() == weights1
+
+
+def test_promote_compares_only_on_the_same_reference_and_records_force(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from genbench.components.register import promote
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    first = do_register(tmp_path, 20.0, b"v1")
+    assert first["promoted"]
+    # a better FID, but measured against other reference images: not comparable, champion stays
+    paths = fabricate(tmp_path, 5.0, b"v2")
+    paths["manifest_path"].write_text(json.dumps({"dataset": "toy", "files": {"reference.npy": "e" * 32}}))
+    second = register(FAMILY, **paths, out_path=tmp_path / "r.json", project_dir=tmp_path)
+    assert not second["promoted"] and second["champion_version"] == first["version"]
+
+    kept = promote(FAMILY, project_dir=tmp_path)
+    assert not kept["promoted"] and "not comparable" in kept["reason"]
+    forced = promote(FAMILY, project_dir=tmp_path, force=True)
+    assert forced["promoted"] and forced["champion_version"] == second["version"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias(f"genbench-{FAMILY}", "champion")
+    assert int(champion.version) == second["version"]
+    assert champion.tags["promoted_by_force"].startswith("true")
