@@ -182,3 +182,49 @@ def extract_features(images_uint8_nhwc: np.ndarray, batch_size: int = 50, device
             batch = batch.to(device).permute(0, 3, 1, 2)
             features[start : start + len(batch)] = module(batch).double().cpu().numpy()
     return features
+
+
+# Inception Score needs the 1008-class logits, which the pool3 TorchScript network above does not have.
+IS_WEIGHTS_ENV = "GENBENCH_IS_WEIGHTS"  # path to torch-fidelity's weights-inception-2015-12-05-6726825d.pth
+IS_WEIGHTS_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
+IS_EXTRACTOR_NAME = "inception-v3-compat-tf-2015-12-05-logits-unbiased"
+
+
+def standard_inception_logits(
+    images_uint8_nhwc: np.ndarray, batch_size: int = 50, device: str = "cpu"
+) -> tuple[np.ndarray, dict[str, str]]:
+    """1008-class `logits_unbiased` of the standard TF Inception (torch-fidelity's port), and its identity.
+
+    Inception Score is defined on these logits, and the offline pool3 network has no classifier head, so this
+    takes torchmetrics' `NoTrainInceptionV3` (which needs the `torch-fidelity` package) with the TF1 resize
+    (`antialias=False`, the published protocol; torchmetrics' default antialiased resize is not). Its weights
+    come from `$GENBENCH_IS_WEIGHTS` when set, else torch-fidelity downloads them into the torch hub cache.
+    Any failure (package missing, no internet) raises: the caller records the reason beside a null score.
+    """
+    if importlib.util.find_spec("torch_fidelity") is None:
+        raise ModuleNotFoundError(
+            "torch-fidelity is not installed (`pip install torch-fidelity`, then its weights download once); the "
+            "offline FID network gives pool3 features only, without the classifier logits Inception Score needs"
+        )
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    explicit = os.environ.get(IS_WEIGHTS_ENV)
+    if explicit and not Path(explicit).expanduser().is_file():
+        raise FileNotFoundError(f"{IS_WEIGHTS_ENV}={explicit} does not name an existing file")
+    network = NoTrainInceptionV3(
+        name="inception-v3-compat",
+        features_list=["logits_unbiased"],
+        feature_extractor_weights_path=str(Path(explicit).expanduser()) if explicit else None,
+        antialias=False,
+    ).to(device)
+    path = Path(explicit).expanduser() if explicit else Path(torch.hub.get_dir()) / "checkpoints" / IS_WEIGHTS_FILENAME
+    identity = {"name": IS_EXTRACTOR_NAME, "sha256": weights_sha256(path) if path.is_file() else "unknown"}
+    logits = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(images_uint8_nhwc), batch_size), desc="inception logits", unit="batch"):
+            batch = torch.from_numpy(np.array(images_uint8_nhwc[start : start + batch_size])).to(device)
+            batch = batch.permute(0, 3, 1, 2)
+            if batch.shape[1] == 1:
+                batch = batch.repeat(1, 3, 1, 1)
+            logits.append(network(batch).double().cpu().numpy())
+    return np.concatenate(logits), identity
