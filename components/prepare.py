@@ -1,7 +1,8 @@
 """Stage 1: fetch the dataset and split it into training images and a held-out reference set.
 
-Data comes from `$GENBENCH_DATA_DIR/<dataset>/` when that is set (offline machines, CI) and from
-torchvision's download otherwise. Local files are checked against the original md5s before use.
+Datasets: fashion_mnist and mnist (1×28×28), cifar10 (3×32×32), all through torchvision. Data comes from
+`$GENBENCH_DATA_DIR/<folder>/` when that is set (offline machines, CI) and from torchvision's download
+otherwise. Local Fashion-MNIST is checked against the original md5s, local CIFAR-10 by torchvision.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ FASHION_MNIST_RAW_MD5 = {
     "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
     "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
 }
-LOCAL_FOLDERS = {"fashion_mnist": "fashion-mnist"}
+IDX_FILES = tuple(FASHION_MNIST_RAW_MD5)  # MNIST uses the same four names
+# Folder under $GENBENCH_DATA_DIR per dataset: IDX .gz files for the MNISTs, cifar-10-batches-py/ for CIFAR-10.
+LOCAL_FOLDERS = {"fashion_mnist": "fashion-mnist", "mnist": "mnist", "cifar10": "cifar10"}
+# (channels, size) of each dataset's images, for sizing models before any data is prepared (`genbench models`).
+IMAGE_SHAPES = {"fashion_mnist": (1, 28), "mnist": (1, 28), "cifar10": (3, 32)}
 
 
 def prepare(
@@ -60,27 +65,53 @@ def prepare(
 
 
 def load_dataset(dataset: str, download_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(train images, train labels, test images, test labels); images uint8 NHWC."""
-    if dataset != "fashion_mnist":
-        raise ValueError(f"data.dataset={dataset!r} is not supported; allowed: fashion_mnist")
-    from torchvision.datasets import FashionMNIST
-
-    root = Path(download_dir)
+    """(train images, train labels, test images, test labels); images uint8 NHWC, labels int64."""
+    if dataset not in LOCAL_FOLDERS:
+        raise ValueError(f"data.dataset={dataset!r} is not supported; allowed: {', '.join(LOCAL_FOLDERS)}")
     local = os.environ.get("GENBENCH_DATA_DIR")
-    if local:
-        _stage_local_idx(Path(local) / LOCAL_FOLDERS[dataset], root / "FashionMNIST" / "raw")
-    splits = [FashionMNIST(str(root), train=train, download=not local) for train in (True, False)]
-    images = [split.data.numpy()[..., None] for split in splits]
-    labels = [split.targets.numpy().astype(np.int64) for split in splits]
+    source = Path(local) / LOCAL_FOLDERS[dataset] if local else None
+    if dataset == "cifar10":
+        splits = _cifar10(Path(download_dir), source)
+    else:
+        splits = _idx_dataset(dataset, Path(download_dir), source)
+    images = [np.asarray(split.data) for split in splits]
+    images = [array[..., None] if array.ndim == 3 else array for array in images]  # MNIST: NHW → NHW1
+    labels = [np.asarray(split.targets, dtype=np.int64) for split in splits]
     return images[0], labels[0], images[1], labels[1]
 
 
-def _stage_local_idx(source: Path, raw_dir: Path) -> None:
-    """Decompress local IDX files where torchvision looks for them, verifying the original md5s."""
+def _idx_dataset(dataset: str, root: Path, source: Path | None) -> list[Any]:
+    """torchvision's (Fashion-)MNIST on the four IDX files, staged from `source` when given, else downloaded."""
+    from torchvision.datasets import MNIST, FashionMNIST
+
+    cls = FashionMNIST if dataset == "fashion_mnist" else MNIST
+    if source is not None:
+        md5s = FASHION_MNIST_RAW_MD5 if dataset == "fashion_mnist" else dict.fromkeys(IDX_FILES)
+        _stage_local_idx(source, root / cls.__name__ / "raw", md5s)
+    return [cls(str(root), train=train, download=source is None) for train in (True, False)]
+
+
+def _cifar10(root: Path, source: Path | None) -> list[Any]:
+    """torchvision's CIFAR-10 (python pickles, md5-checked by torchvision), read in place from `source`
+    (which holds cifar-10-batches-py/) when given, else downloaded into `root`."""
+    from torchvision.datasets import CIFAR10
+
+    if source is not None and not (source / CIFAR10.base_folder).is_dir():
+        raise FileNotFoundError(
+            f"{source / CIFAR10.base_folder} not found: GENBENCH_DATA_DIR={source.parent} must hold "
+            f"{source.name}/{CIFAR10.base_folder}/ (unset GENBENCH_DATA_DIR to download with torchvision instead)"
+        )
+    where = source if source is not None else root
+    return [CIFAR10(str(where), train=train, download=source is None) for train in (True, False)]
+
+
+def _stage_local_idx(source: Path, raw_dir: Path, md5s: dict[str, str | None]) -> None:
+    """Decompress local IDX files where torchvision looks for them, verifying the original md5s where known
+    (Fashion-MNIST; for MNIST only torchvision's download is checked, against the .gz files)."""
     raw_dir.mkdir(parents=True, exist_ok=True)
-    for name, md5 in FASHION_MNIST_RAW_MD5.items():
+    for name, md5 in md5s.items():
         target = raw_dir / name
-        if target.exists() and file_digest(target) == md5:
+        if target.exists() and md5 is not None and file_digest(target) == md5:
             continue
         packed = source / f"{name}.gz"
         if not packed.exists():
@@ -91,7 +122,7 @@ def _stage_local_idx(source: Path, raw_dir: Path) -> None:
         partial = target.with_suffix(".partial")
         with gzip.open(packed, "rb") as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst)
-        if (actual := file_digest(partial)) != md5:
+        if md5 is not None and (actual := file_digest(partial)) != md5:
             partial.unlink()
             raise ValueError(f"{packed}: uncompressed md5 {actual} != {md5}; the file is corrupt or not {name}")
         partial.replace(target)

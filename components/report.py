@@ -18,7 +18,8 @@ def report(
     families: list[str], samples: dict[str, Path], metrics: dict[str, Path], runs: dict[str, Path],
     reference: Path, out_dir: Path,
 ) -> Path:
-    """Write report.md, summary.json, grids/<family>.png, grids/reference.png and losses.png to out_dir."""
+    """Write report.md, summary.json, grids/<family>.png, grids/reference.png and losses.png to out_dir, and
+    grids/vae_interpolation.png when the vae is among `families`."""
     out_dir = Path(out_dir)
     for family in families:
         for path in (samples[family], metrics[family], runs[family] / "summary.json"):
@@ -29,6 +30,8 @@ def report(
     for family in families:
         save_grid(load_npy(samples[family]), out_dir / "grids" / f"{family}.png")
     _plot_losses({family: runs[family] / "history.csv" for family in families}, out_dir / "losses.png")
+    if "vae" in families:
+        save_interpolation(runs["vae"], load_npy(reference), out_dir / "grids" / "vae_interpolation.png")
     write_json(out_dir / "summary.json", {"families": rows})
     text = _markdown(rows, read_json(metrics[families[0]]) if families else {})
     path = out_dir / "report.md"
@@ -37,15 +40,30 @@ def report(
     return path
 
 
-def save_grid(images: np.ndarray, path: Path, count: int = GRID_IMAGES, zoom: int = 2) -> None:
-    """Tile the first `count` uint8 NHWC images into an 8-wide PNG, each pixel shown as zoom×zoom."""
+def save_grid(images: np.ndarray, path: Path, count: int = GRID_IMAGES, zoom: int = 2, nrow: int = 8) -> None:
+    """Tile the first `count` uint8 NHWC images into an `nrow`-wide PNG, each pixel shown as zoom×zoom."""
     import torch
     from torchvision.utils import save_image
 
     batch = torch.from_numpy(images[:count]).permute(0, 3, 1, 2).float() / 255.0
     batch = batch.repeat_interleave(zoom, dim=2).repeat_interleave(zoom, dim=3)
     with atomic_path(path) as tmp:
-        save_image(batch, tmp, nrow=8, padding=2, pad_value=1.0, format="png")
+        save_image(batch, tmp, nrow=nrow, padding=2, pad_value=1.0, format="png")
+
+
+def save_interpolation(run_dir: Path, real: np.ndarray, path: Path, pairs: int = 4, steps: int = 8) -> None:
+    """Rows of `steps` images from the trained VAE's latent path between real images 2k and 2k+1, so whether
+    the latent space is smooth (every point decodes to a plausible garment) can be seen at a glance."""
+    import torch
+
+    from ..models.vae import interpolate
+    from .sample import to_uint8_nhwc
+    from .train import load_trained
+
+    vae, _ = load_trained(run_dir)
+    images = torch.from_numpy(real[: 2 * pairs]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    rows = [interpolate(vae, images[2 * k], images[2 * k + 1], steps) for k in range(len(images) // 2)]
+    save_grid(to_uint8_nhwc(torch.cat(rows)), path, count=steps * len(rows), nrow=steps)
 
 
 def _row(family: str, metrics: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +104,10 @@ def _markdown(rows: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
     lines += ["", "## Samples", "", "Real (reference set):", "", "![reference](grids/reference.png)", ""]
     for r in rows:
         lines += [f"### {r['family']}", "", f"![{r['family']}](grids/{r['family']}.png)", ""]
+    if any(r["family"] == "vae" for r in rows):
+        lines += ["### vae: latent interpolation", "",
+                  "Each row decodes the straight line between two real images' posterior means.", "",
+                  "![vae interpolation](grids/vae_interpolation.png)", ""]
     lines += ["## Training losses", "", "![losses](losses.png)", ""]
     return "\n".join(lines)
 

@@ -1,14 +1,20 @@
 """Stage 2: train one model family on the prepared images.
 
 One loop serves every family: it asks the model for its optimizer groups and, each step, for the loss of
-each group in turn. A checkpoint (weights, optimizers, step, RNG states, history) is written every
-`checkpoint_every` steps and resumed from when the config is unchanged, so a killed run continues where it
-stopped and a CPU run repeats bit for bit.
+each group in turn (`updates_per_step` times, each on a fresh batch: WGAN's n_critic), then updates the
+exponential moving average of the weights the model samples from. A checkpoint (weights, EMA, optimizers,
+step, RNG states, history) is written every `checkpoint_every` steps and resumed from when the config is
+unchanged, so a killed run continues where it stopped and a CPU run repeats bit for bit.
+
+model.safetensors holds the weights to sample from (the EMA where the model averages, its own weights
+elsewhere) under the model's state_dict keys, and the last iterate of every averaged tensor under `raw.<key>`,
+so `sampling.ema: false` can sample the raw weights without retraining.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import time
@@ -23,6 +29,7 @@ from tqdm.auto import tqdm
 from ..models import build_model
 from ..models.base import GenerativeModel
 from .devices import pick_device
+from .ema import EMA
 from .io import atomic_path, atomic_write, config_hash, load_npy, write_json
 
 CHECKPOINT = "checkpoint.pt"
@@ -34,23 +41,30 @@ def train(
 ) -> dict[str, Any]:
     """Train `family` and write model.safetensors, history.csv, config.json and summary.json to out_dir.
 
-    `record` is the resolved config written beside the outputs; its hash decides whether an existing
-    checkpoint may be resumed.
+    `record` is the resolved config written beside the outputs; its hash (less `sampling`) decides whether an
+    existing checkpoint may be resumed. Its `sampling` section, where present, holds the sampler options the
+    model is built with.
     """
+    sampling = _model_sampling_options(record.get("sampling", {}))
     out_dir = Path(out_dir)
     images = _to_model_range(load_npy(Path(data_dir) / "train.npy"))
+    labels = torch.from_numpy(load_npy(Path(data_dir) / "train_labels.npy")).long()
     channels, image_size = images.shape[1], images.shape[2]
     device = pick_device(train_cfg["device"])
     torch.manual_seed(seed)
-    model = build_model(family, channels=channels, image_size=image_size, **arch).to(device)
+    model = build_model(family, channels=channels, image_size=image_size, **arch, **sampling).to(device)
+    ema = EMA(model.ema_parameters(), train_cfg["ema_decay"])
+    updates = model.updates_per_step()
     optimizers = {
         group: torch.optim.Adam(params, lr=train_cfg["lr"], betas=tuple(train_cfg["betas"]))
         for group, params in model.parameter_groups().items()
     }
     batches = torch.Generator().manual_seed(seed)
     record = record | {"image": {"channels": channels, "size": image_size}}
-    fingerprint = config_hash(record)
-    state = _resume(out_dir / CHECKPOINT, fingerprint, model, optimizers, batches)
+    # Sampling settings change no weight, so a checkpoint stays valid when only they change; frozen weights a
+    # model loaded (the ldm's vae) are part of what it trains on, so another copy of them invalidates it.
+    fingerprint = config_hash({k: v for k, v in record.items() if k != "sampling"} | _frozen_digest(model))
+    state = _resume(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, batches)
     step, history, seconds = state["step"], state["history"], state["seconds"]
 
     steps, batch_size = train_cfg["steps"], train_cfg["batch_size"]
@@ -59,16 +73,22 @@ def train(
     started = time.perf_counter() - seconds
     bar = tqdm(total=steps, initial=step, desc=f"train {family}", unit="step", disable=None)
     while step < steps:
-        if order is None or cursor + batch_size > len(order):
-            order, cursor = torch.randperm(len(images), generator=batches), 0
-        x = images[order[cursor : cursor + batch_size]].to(device)
-        cursor += batch_size
+        # The i-th update of every group in a step sees the step's i-th batch (one batch for most families).
+        indices = []
+        for _ in range(max(updates.values())):
+            if order is None or cursor + batch_size > len(order):
+                order, cursor = torch.randperm(len(images), generator=batches), 0
+            indices.append(order[cursor : cursor + batch_size])
+            cursor += batch_size
         losses: dict[str, dict[str, torch.Tensor]] = {}
         for group, optimizer in optimizers.items():
-            losses[group] = model.training_losses(x, group)
-            optimizer.zero_grad(set_to_none=True)
-            losses[group]["loss"].backward()
-            optimizer.step()
+            for index in indices[: updates[group]]:
+                losses[group] = model.training_losses(images[index].to(device), group, labels[index].to(device))
+                optimizer.zero_grad(set_to_none=True)
+                losses[group]["loss"].backward()
+                optimizer.step()
+                model.after_update(group)
+        ema.update(model.ema_parameters())
         step += 1
         bar.update()
         if step % train_cfg["log_every"] == 0 or step == steps:
@@ -77,7 +97,7 @@ def train(
             bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if k.endswith("/loss")})
         if step % train_cfg["checkpoint_every"] == 0 or step == steps:
             elapsed = time.perf_counter() - started
-            _save_checkpoint(out_dir / CHECKPOINT, fingerprint, model, optimizers, batches, step, order,
+            _save_checkpoint(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, batches, step, order,
                              cursor, elapsed, history)
             _write_history(out_dir / "history.csv", history)
     bar.close()
@@ -85,8 +105,7 @@ def train(
 
     write_json(out_dir / "config.json", record)
     with atomic_path(out_dir / "model.safetensors") as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp),
-                  metadata={"family": family, "config_sha256": fingerprint})
+        save_file(_sampling_weights(model, ema), str(tmp), metadata={"family": family, "config_sha256": fingerprint})
     summary = {
         "family": family,
         "steps": steps,
@@ -108,10 +127,41 @@ def load_trained(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Gen
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir / name} not found; run `genbench train` for this family first")
     config = json.loads((run_dir / "config.json").read_text())
+    sampling = config.get("sampling", {})
     model = build_model(config["family"], channels=config["image"]["channels"],
-                        image_size=config["image"]["size"], **config["arch"])
-    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+                        image_size=config["image"]["size"], **config["arch"], **_model_sampling_options(sampling))
+    stored = load_file(str(run_dir / "model.safetensors"))
+    weights = {k: v for k, v in stored.items() if not k.startswith("raw.")}
+    if not sampling.get("ema", True):
+        weights |= {k.removeprefix("raw."): v for k, v in stored.items() if k.startswith("raw.")}
+    model.load_state_dict(weights)
     return model.to(device).eval(), config
+
+
+def _frozen_digest(model: GenerativeModel) -> dict[str, str]:
+    """{"frozen_sha256": ...} over the model's non-trainable parameters; {} when it has none."""
+    frozen = [(name, p) for name, p in model.named_parameters() if not p.requires_grad]
+    if not frozen:
+        return {}
+    digest = hashlib.sha256()
+    for name, p in frozen:
+        digest.update(name.encode())
+        digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return {"frozen_sha256": digest.hexdigest()}
+
+
+def _model_sampling_options(sampling: dict[str, Any]) -> dict[str, Any]:
+    """A family's `sampling` section less `ema`, which picks weights rather than configuring the model."""
+    return {k: v for k, v in sampling.items() if k != "ema"}
+
+
+def _sampling_weights(model: GenerativeModel, ema: EMA) -> dict[str, torch.Tensor]:
+    """The model's state with averaged tensors replaced by their EMA, plus the raw ones under `raw.`."""
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    for name, shadow in ema.shadow.items():
+        weights[f"raw.{name}"] = weights[name]
+        weights[name] = shadow.detach().contiguous().cpu()
+    return weights
 
 
 def _to_model_range(images: np.ndarray) -> torch.Tensor:
@@ -120,7 +170,7 @@ def _to_model_range(images: np.ndarray) -> torch.Tensor:
 
 
 def _resume(
-    path: Path, fingerprint: str, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer],
+    path: Path, fingerprint: str, model: GenerativeModel, ema: EMA, optimizers: dict[str, torch.optim.Optimizer],
     batches: torch.Generator,
 ) -> dict[str, Any]:
     fresh = {"step": 0, "order": None, "cursor": 0, "seconds": 0.0, "history": []}
@@ -131,6 +181,7 @@ def _resume(
         tqdm.write(f"{path}: written for another config; starting from scratch")
         return fresh
     model.load_state_dict(checkpoint["model"])
+    ema.load_state_dict(checkpoint["ema"])
     for group, optimizer in optimizers.items():
         optimizer.load_state_dict(checkpoint["optimizers"][group])
     torch.set_rng_state(checkpoint["torch_rng"])
@@ -144,7 +195,7 @@ def _resume(
 
 
 def _save_checkpoint(
-    path: Path, fingerprint: str, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer],
+    path: Path, fingerprint: str, model: GenerativeModel, ema: EMA, optimizers: dict[str, torch.optim.Optimizer],
     batches: torch.Generator, step: int, order: torch.Tensor, cursor: int, seconds: float,
     history: list[tuple[int, str, float]],
 ) -> None:
@@ -155,6 +206,7 @@ def _save_checkpoint(
         "cursor": cursor,
         "seconds": seconds,
         "model": model.state_dict(),
+        "ema": ema.state_dict(),
         "optimizers": {group: opt.state_dict() for group, opt in optimizers.items()},
         "torch_rng": torch.get_rng_state(),
         "batch_rng": batches.get_state(),

@@ -33,7 +33,6 @@ def _use_running_stack() -> None:
 
     apply_stack_env(HERE.root)
 
-
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameter file.")]
 ProfileOpt = Annotated[
     Optional[str], typer.Option("--profile", help="tiny | quick | full; overrides `profile:` in the params file.")
@@ -136,68 +135,6 @@ def evaluate(
 
 
 @app.command()
-def metrics(
-    real: Annotated[Path, typer.Argument(help="Real images: .npy (uint8 NHWC) or a folder of PNG/JPEG.")],
-    fake: Annotated[Path, typer.Argument(help="Generated images: .npy (uint8 NHWC) or a folder of PNG/JPEG.")],
-    json_output: Annotated[bool, typer.Option("--json", help="Print the full JSON record instead of a table.")] = False,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95 % intervals of FID, P, R (0: off).")] = 0,
-    k: Annotated[int, typer.Option(help="Neighbourhood size of improved precision/recall.")] = 3,
-    batch_size: Annotated[int, typer.Option(help="Images per Inception forward pass.")] = 50,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed of KID subsets and bootstrap resamples.")] = 0,
-) -> None:
-    """All metrics (FID, KID, IS, precision/recall, density/coverage) of FAKE against REAL; REAL's stats cached."""
-    if bootstrap < 0 or k < 1 or batch_size < 1:
-        typer.echo("error: --bootstrap must be >= 0, --k and --batch-size >= 1", err=True)
-        raise typer.Exit(2)
-    import json
-
-    from .components.devices import pick_device
-    from .components.evaluate import array_digest, load_images, score
-    from .components.io import file_digest
-
-    try:
-        real_images, fake_images = load_images(real), load_images(fake)
-        real_md5 = file_digest(real) if real.is_file() else array_digest(real_images)
-        result = score(
-            fake_images, real_images, real_md5, cache_dir=HERE.cache, batch_size=batch_size, k=k,
-            bootstrap=bootstrap, seed=seed, device=str(pick_device(device)), samples_name=str(fake),
-            reference_name=str(real),
-        )  # fmt: skip
-    except (ValueError, RuntimeError) as exc:  # bad images, or FIDWeightsNotFoundError saying how to fix it
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    if json_output:
-        typer.echo(json.dumps(result, indent=2, sort_keys=True))
-        return
-
-    def ci(name: str) -> str:
-        interval = result.get(f"{name}_ci95")
-        return f"  [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else ""
-
-    is_value = result["inception_score"]
-    rows = [
-        ("FID", f"{result['fid']:.4f}{ci('fid')}"),
-        (f"KID ({result['kid_subsets']} x {result['kid_subset_size']})",
-         f"{result['kid_mean']:.6f} ± {result['kid_std']:.6f}"),
-        ("Inception Score", f"{is_value:.4f} ± {result['inception_score_std']:.4f}" if is_value is not None
-         else f"unavailable ({result['inception_score_unavailable']})"),
-        (f"precision (k={result['k']})", f"{result['precision']:.4f}{ci('precision')}"),
-        (f"recall (k={result['k']})", f"{result['recall']:.4f}{ci('recall')}"),
-        (f"density (k={result['density_k']})", f"{result['density']:.4f}"),
-        (f"coverage (k={result['density_k']})", f"{result['coverage']:.4f}"),
-        ("N fake / real", f"{result['n_samples']} / {result['n_reference']}"),
-        ("extractor", f"{result['feature_extractor']['name']} sha256 {result['feature_extractor']['sha256'][:12]}"),
-        ("preprocessing", ", ".join(f"{key}={value}" for key, value in result["preprocessing"].items())),
-    ]  # fmt: skip
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        typer.echo(f"{name:<{width}}  {value}")
-    for note in result["warnings"]:
-        typer.echo(f"warning: {note}")
-
-
-@app.command()
 def register(
     family: FamilyArg,
     run: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY].")] = None,
@@ -266,6 +203,87 @@ def run(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
     from .flows.pipeline import pipeline
 
     pipeline(params=str(params), profile=profile)
+
+
+@app.command()
+def metrics(
+    real: Annotated[Path, typer.Argument(help="Real images: .npy (uint8 NHWC) or a folder of PNG/JPEG.")],
+    fake: Annotated[Path, typer.Argument(help="Generated images: .npy (uint8 NHWC) or a folder of PNG/JPEG.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the full JSON record instead of a table.")] = False,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95 % intervals of FID, P, R (0: off).")] = 0,
+    k: Annotated[int, typer.Option(help="Neighbourhood size of improved precision/recall.")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Images per Inception forward pass.")] = 50,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of KID subsets and bootstrap resamples.")] = 0,
+) -> None:
+    """All metrics (FID, KID, IS, precision/recall, density/coverage) of FAKE against REAL; REAL's stats cached."""
+    if bootstrap < 0 or k < 1 or batch_size < 1:
+        typer.echo("error: --bootstrap must be >= 0, --k and --batch-size >= 1", err=True)
+        raise typer.Exit(2)
+    import json
+
+    from .components.devices import pick_device
+    from .components.evaluate import array_digest, load_images, score
+    from .components.io import file_digest
+
+    try:
+        real_images, fake_images = load_images(real), load_images(fake)
+        real_md5 = file_digest(real) if real.is_file() else array_digest(real_images)
+        result = score(
+            fake_images, real_images, real_md5, cache_dir=HERE.cache, batch_size=batch_size, k=k,
+            bootstrap=bootstrap, seed=seed, device=str(pick_device(device)), samples_name=str(fake),
+            reference_name=str(real),
+        )  # fmt: skip
+    except (ValueError, RuntimeError) as exc:  # bad images, or FIDWeightsNotFoundError saying how to fix it
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if json_output:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+
+    def ci(name: str) -> str:
+        interval = result.get(f"{name}_ci95")
+        return f"  [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else ""
+
+    is_value = result["inception_score"]
+    rows = [
+        ("FID", f"{result['fid']:.4f}{ci('fid')}"),
+        (f"KID ({result['kid_subsets']} x {result['kid_subset_size']})",
+         f"{result['kid_mean']:.6f} ± {result['kid_std']:.6f}"),
+        ("Inception Score", f"{is_value:.4f} ± {result['inception_score_std']:.4f}" if is_value is not None
+         else f"unavailable ({result['inception_score_unavailable']})"),
+        (f"precision (k={result['k']})", f"{result['precision']:.4f}{ci('precision')}"),
+        (f"recall (k={result['k']})", f"{result['recall']:.4f}{ci('recall')}"),
+        (f"density (k={result['density_k']})", f"{result['density']:.4f}"),
+        (f"coverage (k={result['density_k']})", f"{result['coverage']:.4f}"),
+        ("N fake / real", f"{result['n_samples']} / {result['n_reference']}"),
+        ("extractor", f"{result['feature_extractor']['name']} sha256 {result['feature_extractor']['sha256'][:12]}"),
+        ("preprocessing", ", ".join(f"{key}={value}" for key, value in result["preprocessing"].items())),
+    ]  # fmt: skip
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        typer.echo(f"{name:<{width}}  {value}")
+    for note in result["warnings"]:
+        typer.echo(f"warning: {note}")
+
+
+@app.command()
+def models(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
+    """Every model family with its trainable parameter count under the active profile's settings."""
+    config = _config(params, profile)
+    from .components.prepare import IMAGE_SHAPES
+    from .models import REGISTRY, build_model
+
+    channels, size = IMAGE_SHAPES[config.data.dataset]
+    typer.echo(f"profile {config.profile}, {config.data.dataset} images {channels}x{size}x{size}")
+    for family, cls in REGISTRY.items():
+        settings = config.family(family)
+        options = {k: v for k, v in settings.sampling.model_dump().items() if k != "ema"}
+        try:
+            count = f"{build_model(family, channels, size, **settings.arch.model_dump(), **options).num_parameters():,}"
+        except (FileNotFoundError, ValueError) as exc:  # ldm: its frozen vae must be trained, and fit
+            count = f"n/a: {exc}"
+        typer.echo(f"{family:<8} {cls.__name__:<9} {count}")
 
 
 @app.command()

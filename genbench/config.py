@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 Profile = Literal["tiny", "quick", "full"]
 PROFILES: tuple[str, ...] = ("tiny", "quick", "full")
-Family = Literal["vae", "dcgan", "ddpm"]
+Family = Literal["vae", "dcgan", "wgan_gp", "wgan", "vae_gan", "ddpm", "ldm"]
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -32,7 +32,7 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    dataset: Literal["fashion_mnist"] = "fashion_mnist"  # the dataset prepare loads
+    dataset: Literal["fashion_mnist", "mnist", "cifar10"] = "fashion_mnist"  # 1×28×28, 1×28×28, 3×32×32
     train_size: PositiveInt = 60000  # training images taken from the train split (seeded subset)
     reference_size: PositiveInt = 10000  # held-out real images from the test split that metrics compare against
 
@@ -45,6 +45,7 @@ class TrainConfig(Strict):
     log_every: PositiveInt = 25  # steps between rows in history.csv
     checkpoint_every: PositiveInt = 500  # steps between resumable checkpoints
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999  # EMA of the sampled weights; 0 = last iterate
 
 
 class VAEArch(Strict):
@@ -58,32 +59,113 @@ class DCGANArch(Strict):
     base_channels: PositiveInt = 64
 
 
+class WGANGPArch(Strict):
+    latent_dim: PositiveInt = 64
+    base_channels: PositiveInt = 64
+    n_critic: PositiveInt = 5  # critic updates per generator update
+    gp_weight: PositiveFloat = 10.0  # lambda of the gradient penalty
+
+
+class WGANArch(Strict):
+    latent_dim: PositiveInt = 64
+    base_channels: PositiveInt = 64
+    n_critic: PositiveInt = 5  # critic updates per generator update
+    clip: PositiveFloat = 0.01  # critic weights are clipped to [-clip, clip]
+
+
+class VAEGANArch(Strict):
+    latent_dim: PositiveInt = 64
+    base_channels: PositiveInt = 64
+    beta: Annotated[float, Field(ge=0)] = 1.0  # weight of the KL term in the encoder's loss
+    gamma: Annotated[float, Field(ge=0)] = 1e-2  # weight of feature reconstruction against the GAN term (decoder)
+
+
 class DDPMArch(Strict):
     base_channels: PositiveInt = 32
     channel_mults: tuple[PositiveInt, ...] = (1, 2, 2)  # UNet width per resolution level
     timesteps: Annotated[int, Field(ge=2)] = 1000  # diffusion steps T (training and sampling)
     schedule: Literal["linear", "cosine"] = "linear"
+    prediction: Literal["eps", "v"] = "eps"  # what the UNet predicts: the noise or the velocity
+    num_classes: Annotated[int, Field(ge=0)] = 0  # classes to condition on; 0 = unconditional
+    cond_drop_prob: Annotated[float, Field(ge=0, le=1)] = 0.1  # share of labels dropped to train the CFG branch
+
+
+class LDMArch(DDPMArch):
+    vae_run: str = "runs/vae"  # the trained vae run whose frozen encoder/decoder the diffusion works through
+    latent_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 4, 4)  # vae latent viewed as C×H×W
+
+
+class SamplingConfig(Strict):
+    ema: bool = True  # sample from the EMA weights (else the last iterate)
+
+
+class DiffusionSampling(SamplingConfig):
+    sampler: Literal["ddpm", "ddim"] = "ddpm"  # ancestral over all T, or DDIM over sample_steps
+    sample_steps: PositiveInt = 50  # DDIM steps (<= timesteps); ignored by the ddpm sampler
+    eta: Annotated[float, Field(ge=0, le=1)] = 0.0  # DDIM noise: 0 deterministic, 1 DDPM-like
+    guidance_scale: Annotated[float, Field(ge=0)] = 1.0  # CFG: 0 unconditional, 1 conditional, >1 guided
 
 
 class VAEConfig(Strict):
     arch: VAEArch = VAEArch()
     train: TrainConfig = TrainConfig(lr=1e-3)
+    sampling: SamplingConfig = SamplingConfig()
 
 
 class DCGANConfig(Strict):
     arch: DCGANArch = DCGANArch()
     train: TrainConfig = TrainConfig(betas=(0.5, 0.999))
+    sampling: SamplingConfig = SamplingConfig()
+
+
+class WGANGPConfig(Strict):
+    arch: WGANGPArch = WGANGPArch()
+    train: TrainConfig = TrainConfig(lr=1e-4, betas=(0.5, 0.9))  # Gulrajani et al.
+    sampling: SamplingConfig = SamplingConfig()
+
+
+class WGANConfig(Strict):
+    arch: WGANArch = WGANArch()
+    train: TrainConfig = TrainConfig(lr=5e-5, betas=(0.5, 0.9))
+    sampling: SamplingConfig = SamplingConfig()
+
+
+class VAEGANConfig(Strict):
+    arch: VAEGANArch = VAEGANArch()
+    train: TrainConfig = TrainConfig(betas=(0.5, 0.999))
+    sampling: SamplingConfig = SamplingConfig()
 
 
 class DDPMConfig(Strict):
     arch: DDPMArch = DDPMArch()
     train: TrainConfig = TrainConfig()
+    sampling: DiffusionSampling = DiffusionSampling()
+
+    @model_validator(mode="after")
+    def _sampler_fits(self) -> DDPMConfig:
+        if self.sampling.sampler == "ddim" and self.sampling.sample_steps > self.arch.timesteps:
+            raise ValueError(f"sampling.sample_steps={self.sampling.sample_steps} exceeds arch.timesteps="
+                             f"{self.arch.timesteps}")
+        if self.sampling.guidance_scale != 1.0 and not self.arch.num_classes:
+            raise ValueError("sampling.guidance_scale needs a class-conditional model (arch.num_classes > 0)")
+        return self
+
+
+class LDMConfig(DDPMConfig):
+    arch: LDMArch = LDMArch()
+
+
+FamilyConfig = VAEConfig | DCGANConfig | WGANGPConfig | WGANConfig | VAEGANConfig | DDPMConfig | LDMConfig
 
 
 class ModelsConfig(Strict):
     vae: VAEConfig = VAEConfig()
     dcgan: DCGANConfig = DCGANConfig()
+    wgan_gp: WGANGPConfig = WGANGPConfig()
+    wgan: WGANConfig = WGANConfig()
+    vae_gan: VAEGANConfig = VAEGANConfig()
     ddpm: DDPMConfig = DDPMConfig()
+    ldm: LDMConfig = LDMConfig()
 
 
 class SampleConfig(Strict):
@@ -110,9 +192,13 @@ class Config(Strict):
     def _families_unique(self) -> Config:
         if len(set(self.families)) != len(self.families):
             raise ValueError(f"families lists a family twice: {list(self.families)}")
+        if "ldm" in self.families and self.models.ldm.arch.vae_run == "runs/vae" and (
+            "vae" not in self.families or self.families.index("vae") > self.families.index("ldm")
+        ):
+            raise ValueError("families: ldm trains on runs/vae, so vae must be listed before it")
         return self
 
-    def family(self, name: str) -> VAEConfig | DCGANConfig | DDPMConfig:
+    def family(self, name: str) -> FamilyConfig:
         """The resolved settings of one model family."""
         return getattr(self.models, name)
 

@@ -1,13 +1,15 @@
 """The one interface every model family implements.
 
 The training loop, the sampler and the evaluator only ever talk to `GenerativeModel`, so adding a family
-never touches them. Images cross this boundary as float NCHW tensors in [-1, 1].
+never touches them. Images cross this boundary as float NCHW tensors in [-1, 1]; class labels, where a
+family uses them, as int64 tensors of shape (B,) in [0, num_classes).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +17,9 @@ from torch import Tensor, nn
 
 class GenerativeModel(nn.Module, abc.ABC):
     """A generative model with named optimizer groups, a loss per group and a seeded sampler."""
+
+    # Classes a conditional family models; 0 = unconditional, labels are then ignored.
+    num_classes: int = 0
 
     def __init__(self, channels: int, image_size: int) -> None:
         super().__init__()
@@ -25,24 +30,37 @@ class GenerativeModel(nn.Module, abc.ABC):
     def parameter_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         """Parameters per optimizer, e.g. {"model": ...} or {"d": ..., "g": ...}.
 
-        The trainer builds one optimizer per key and, each step, updates the groups in this dict's order.
+        The trainer builds one optimizer per key and, each step, updates the groups in this dict's order,
+        each `updates_per_step()[group]` times.
         """
 
+    def updates_per_step(self) -> dict[str, int]:
+        """How many optimizer updates each group gets per training step (WGAN's n_critic); default 1 each."""
+        return {group: 1 for group in self.parameter_groups()}
+
+    def after_update(self, group: str) -> None:
+        """Called after each optimizer step of `group`; a place for constraints such as weight clipping."""
+
+    def ema_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters whose moving average is sampled from (a GAN's generator); default all trainable ones."""
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
     @abc.abstractmethod
-    def training_losses(self, x: Tensor, group: str) -> dict[str, Tensor]:
-        """Losses for one update of `group` on the real batch `x` (NCHW in [-1, 1]).
+    def training_losses(self, x: Tensor, group: str, labels: Tensor | None = None) -> dict[str, Tensor]:
+        """Losses for one update of `group` on the real batch `x` (NCHW in [-1, 1]) with its class `labels`.
 
         `"loss"` is the scalar the trainer backpropagates into `group`'s optimizer; every other entry is
         a detached scalar that is only logged. Randomness comes from torch's global generator, which the
-        trainer seeds and checkpoints, so a CPU run repeats bit for bit.
+        trainer seeds and checkpoints, so a CPU run repeats bit for bit. Unconditional families ignore
+        `labels`.
         """
 
     @abc.abstractmethod
-    def sample(self, generators: Sequence[torch.Generator]) -> Tensor:
-        """One image per generator, NCHW float in [-1, 1].
+    def sample(self, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
+        """One image per generator (of class labels[i] for conditional families), NCHW float in [-1, 1].
 
         Every random draw for image i comes from `generators[i]` (see `randn_per_sample`), so image i
-        depends only on its own seed and never on which other images share the batch.
+        depends only on its own seed (and label) and never on which other images share the batch.
         """
 
     def num_parameters(self) -> int:
@@ -59,3 +77,14 @@ def randn_per_sample(
     every device.
     """
     return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators]).to(device)
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` in eval mode (BatchNorm running statistics) inside the block, its previous mode restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)

@@ -7,13 +7,13 @@ BatchNorm except on the input layer, and a last conv covering the s/4 map that g
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import GenerativeModel, randn_per_sample
+from .base import GenerativeModel, eval_mode, randn_per_sample
 
 
 def dcgan_init(module: nn.Module) -> None:
@@ -39,6 +39,31 @@ def generator_loss(d: nn.Module, fake: Tensor) -> dict[str, Tensor]:
     return {"loss": F.softplus(-fake_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean().detach()}
 
 
+def dcgan_generator(channels: int, image_size: int, latent_dim: int, base_channels: int) -> nn.Sequential:
+    """z (B, latent_dim) → image in [-1, 1]; shared by the GAN families so they differ only in loss and critic."""
+    b, s = base_channels, image_size // 4
+    return nn.Sequential(
+        nn.Unflatten(1, (latent_dim, 1, 1)),
+        nn.ConvTranspose2d(latent_dim, 4 * b, s, bias=False), nn.BatchNorm2d(4 * b), nn.ReLU(),
+        nn.ConvTranspose2d(4 * b, 2 * b, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * b), nn.ReLU(),
+        nn.ConvTranspose2d(2 * b, channels, 4, stride=2, padding=1), nn.Tanh(),
+    )
+
+
+def dcgan_discriminator(
+    channels: int, image_size: int, base_channels: int, norm: Callable[[int], nn.Module] = nn.BatchNorm2d
+) -> nn.Sequential:
+    """Image → one logit (or critic score) per image. `norm` is BatchNorm for DCGAN; WGAN-GP passes a
+    per-sample norm, because a batch norm couples the images that the gradient penalty treats one by one."""
+    b, s = base_channels, image_size // 4
+    return nn.Sequential(
+        nn.Conv2d(channels, b, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+        nn.Conv2d(b, 2 * b, 4, stride=2, padding=1, bias=False), norm(2 * b), nn.LeakyReLU(0.2),
+        nn.Conv2d(2 * b, 4 * b, 3, padding=1, bias=False), norm(4 * b), nn.LeakyReLU(0.2),
+        nn.Conv2d(4 * b, 1, s), nn.Flatten(0),
+    )
+
+
 class DCGAN(GenerativeModel):
     """Generator `g` and discriminator `d`; updated d first, then g, as the groups' order says."""
 
@@ -47,25 +72,17 @@ class DCGAN(GenerativeModel):
         if image_size % 4:
             raise ValueError(f"image_size {image_size} must be divisible by 4")
         self.latent_dim = latent_dim
-        b, s = base_channels, image_size // 4
-        self.g = nn.Sequential(
-            nn.Unflatten(1, (latent_dim, 1, 1)),
-            nn.ConvTranspose2d(latent_dim, 4 * b, s, bias=False), nn.BatchNorm2d(4 * b), nn.ReLU(),
-            nn.ConvTranspose2d(4 * b, 2 * b, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * b), nn.ReLU(),
-            nn.ConvTranspose2d(2 * b, channels, 4, stride=2, padding=1), nn.Tanh(),
-        )
-        self.d = nn.Sequential(
-            nn.Conv2d(channels, b, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv2d(b, 2 * b, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * b), nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * b, 4 * b, 3, padding=1, bias=False), nn.BatchNorm2d(4 * b), nn.LeakyReLU(0.2),
-            nn.Conv2d(4 * b, 1, s), nn.Flatten(0),
-        )
+        self.g = dcgan_generator(channels, image_size, latent_dim, base_channels)
+        self.d = dcgan_discriminator(channels, image_size, base_channels)
         self.apply(dcgan_init)
 
     def parameter_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         return {"d": self.d.parameters(), "g": self.g.parameters()}
 
-    def training_losses(self, x: Tensor, group: str) -> dict[str, Tensor]:
+    def ema_parameters(self) -> dict[str, nn.Parameter]:
+        return {f"g.{name}": p for name, p in self.g.named_parameters()}
+
+    def training_losses(self, x: Tensor, group: str, labels: Tensor | None = None) -> dict[str, Tensor]:
         z = torch.randn(x.shape[0], self.latent_dim, device=x.device)
         if group == "d":
             return discriminator_loss(self.d, x, self.g(z).detach())
@@ -74,12 +91,8 @@ class DCGAN(GenerativeModel):
         raise ValueError(f"unknown DCGAN group {group!r}; known: ['d', 'g']")
 
     @torch.no_grad()
-    def sample(self, generators: Sequence[torch.Generator]) -> Tensor:
+    def sample(self, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
         """Generator in eval mode (BatchNorm running statistics), so image i never depends on its batch."""
-        was_training = self.g.training
-        self.g.eval()
-        try:
+        with eval_mode(self.g):
             device = next(self.g.parameters()).device
             return self.g(randn_per_sample((self.latent_dim,), generators, device))
-        finally:
-            self.g.train(was_training)

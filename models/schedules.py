@@ -44,6 +44,18 @@ class NoiseSchedule:
         """Invert `q_sample` for x0 given a noise estimate: x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
         return (xt - self._at(self.sqrt_one_minus_alphas_cumprod, t, xt) * eps) / self._at(self.sqrt_alphas_cumprod, t, xt)
 
+    def predict_eps(self, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        """The noise consistent with x_t and an x0 estimate: eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)."""
+        return (xt - self._at(self.sqrt_alphas_cumprod, t, xt) * x0) / self._at(self.sqrt_one_minus_alphas_cumprod, t, xt)
+
+    def v_target(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """Salimans & Ho's velocity v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (the v-prediction target)."""
+        return self._at(self.sqrt_alphas_cumprod, t, x0) * noise - self._at(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+
+    def eps_from_v(self, xt: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        """Invert v for the noise: eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v."""
+        return self._at(self.sqrt_one_minus_alphas_cumprod, t, xt) * xt + self._at(self.sqrt_alphas_cumprod, t, xt) * v
+
     def posterior_mean_variance(self, x0: Tensor, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and variance of q(x_{t-1} | x_t, x_0) (Ho et al. eq. 6-7); the variance broadcasts like x_t."""
         mean = self._at(self.posterior_mean_coef_x0, t, xt) * x0 + self._at(self.posterior_mean_coef_xt, t, xt) * xt

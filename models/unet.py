@@ -73,7 +73,7 @@ class SelfAttention(nn.Module):
 
 
 class UNet(nn.Module):
-    """ε-prediction network: (x_t, t) → tensor shaped like x_t.
+    """Noise (or velocity) prediction network: (x_t, t[, class]) → tensor shaped like x_t.
 
     Level i has width base_channels * channel_mults[i] and one residual block on each path; every level but
     the last halves the resolution (strided conv) and is restored by nearest upsampling, so the image size
@@ -81,12 +81,16 @@ class UNet(nn.Module):
     (not DDPM's two) roughly halve the CPU cost, which the full-resolution level dominates.
     """
 
-    def __init__(self, channels: int, base_channels: int = 32, channel_mults: Sequence[int] = (1, 2, 2)) -> None:
+    def __init__(self, channels: int, base_channels: int = 32, channel_mults: Sequence[int] = (1, 2, 2),
+                 num_classes: int = 0) -> None:
         super().__init__()
         self.base_channels = base_channels
+        self.num_classes = num_classes
         emb_dim = 4 * base_channels
         widths = [base_channels * m for m in channel_mults]
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # Class c has row c; row num_classes is "no class", the unconditional branch of classifier-free guidance.
+        self.class_embedding = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
         self.conv_in = nn.Conv2d(channels, base_channels, 3, padding=1)
         self.down = nn.ModuleList(
             ResBlock(w_in, w_out, emb_dim) for w_in, w_out in zip([base_channels, *widths[:-1]], widths)
@@ -104,8 +108,13 @@ class UNet(nn.Module):
         self.norm_out = group_norm(widths[0])
         self.conv_out = zero_init(nn.Conv2d(widths[0], channels, 3, padding=1))
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """`y`: class per row (num_classes = no class); required by, and only by, a class-conditional UNet."""
         emb = self.time_mlp(timestep_embedding(t, self.base_channels))
+        if self.class_embedding is not None:
+            if y is None:
+                raise ValueError("a class-conditional UNet needs labels y (num_classes for 'no class')")
+            emb = emb + self.class_embedding(y)
         lowest = len(self.down) - 1
         h = self.conv_in(x)
         skips = []

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import GenerativeModel, randn_per_sample
+from .base import GenerativeModel, eval_mode, randn_per_sample
 
 
 class VAE(GenerativeModel):
@@ -59,7 +59,7 @@ class VAE(GenerativeModel):
         """Mean image in [-1, 1] (the Bernoulli means, rescaled) for latents z."""
         return torch.sigmoid(self.decoder(z)) * 2.0 - 1.0
 
-    def training_losses(self, x: Tensor, group: str) -> dict[str, Tensor]:
+    def training_losses(self, x: Tensor, group: str, labels: Tensor | None = None) -> dict[str, Tensor]:
         """Negative ELBO per image with beta-weighted KL: sum over pixels/latents, mean over the batch."""
         mu, logvar = self.encode(x)
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
@@ -70,6 +70,16 @@ class VAE(GenerativeModel):
         return {"loss": loss, "recon": recon.mean().detach(), "kl": kl.mean().detach()}
 
     @torch.no_grad()
-    def sample(self, generators: Sequence[torch.Generator]) -> Tensor:
+    def sample(self, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
         device = next(self.parameters()).device
         return self.decode(randn_per_sample((self.latent_dim,), generators, device))
+
+
+@torch.no_grad()
+def interpolate(vae: VAE, a: Tensor, b: Tensor, steps: int) -> Tensor:
+    """Decoded images along the straight line between the posterior means of real images `a` and `b`
+    (each CHW in [-1, 1]); shape (steps, C, H, W), the ends being the two reconstructions."""
+    with eval_mode(vae):
+        mu = vae.encode(torch.stack([a, b]))[0]
+        weights = torch.linspace(0.0, 1.0, steps, device=mu.device)[:, None]
+        return vae.decode((1.0 - weights) * mu[0] + weights * mu[1])

@@ -11,22 +11,50 @@ import math
 import pytest
 import torch
 
+import json
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from genbench.components.ema import EMA
 from genbench.models import REGISTRY, build_model
 from genbench.models.base import GenerativeModel
 from genbench.models.dcgan import DCGAN
+from genbench.models.ddpm import noise_predictor
+from genbench.models.samplers import ddim_sample, ddim_step, ddim_timesteps, ddpm_sample
 from genbench.models.schedules import make_schedule
+from genbench.models.unet import UNet
+from genbench.models.vae import VAE, interpolate
 
 # Tiny architectures per family: seconds on a CPU.
 TINY: dict[str, dict] = {
     "vae": {"base_channels": 8, "latent_dim": 4},
     "dcgan": {"base_channels": 8, "latent_dim": 8},
+    "wgan_gp": {"base_channels": 8, "latent_dim": 8, "n_critic": 2},
+    "wgan": {"base_channels": 8, "latent_dim": 8, "n_critic": 2},
+    "vae_gan": {"base_channels": 8, "latent_dim": 8},
     "ddpm": {"base_channels": 8, "channel_mults": (1, 2), "timesteps": 10},
+    "ldm": {"base_channels": 8, "channel_mults": (1,), "timesteps": 10, "latent_shape": (1, 2, 2)},
 }
+GROUPS = {"dcgan": ["d", "g"], "wgan_gp": ["d", "g"], "wgan": ["d", "g"], "vae_gan": ["d", "enc", "dec"]}
+VAE_RUNS: dict[tuple[int, int], Path] = {}
 
 
-def tiny(family: str, channels: int = 1, image_size: int = 28) -> GenerativeModel:
+@pytest.fixture(scope="module", autouse=True)
+def vae_runs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tiny untrained `genbench train vae`-style run folders for the ldm to freeze, one per image shape."""
+    for channels, size in ((1, 28), (3, 32)):
+        run = tmp_path_factory.mktemp(f"vae{channels}x{size}")
+        (run / "config.json").write_text(json.dumps(
+            {"family": "vae", "arch": TINY["vae"], "image": {"channels": channels, "size": size}}))
+        save_file(tiny("vae", channels, size).state_dict(), str(run / "model.safetensors"))
+        VAE_RUNS[channels, size] = run
+
+
+def tiny(family: str, channels: int = 1, image_size: int = 28, **overrides) -> GenerativeModel:
     torch.manual_seed(0)
-    return build_model(family, channels=channels, image_size=image_size, **TINY[family])
+    arch = TINY[family] | ({"vae_run": str(VAE_RUNS[channels, image_size])} if family == "ldm" else {}) | overrides
+    return build_model(family, channels=channels, image_size=image_size, **arch)
 
 
 def toy_batch(n: int = 16, channels: int = 1, size: int = 28) -> torch.Tensor:
@@ -45,7 +73,7 @@ def generators(seeds: list[int]) -> list[torch.Generator]:
 
 
 def test_registry_lists_every_family_and_rejects_unknown_names() -> None:
-    assert set(REGISTRY) == {"vae", "dcgan", "ddpm"}
+    assert set(REGISTRY) == {"vae", "dcgan", "wgan_gp", "wgan", "vae_gan", "ddpm", "ldm"}
     with pytest.raises(ValueError, match=r"'gan'.*dcgan.*ddpm.*vae"):
         build_model("gan", channels=1, image_size=28)
 
@@ -56,7 +84,7 @@ def test_losses_and_samples_have_the_right_shapes_and_range(family: str, channel
     model = tiny(family, channels, size)
     x = toy_batch(4, channels, size)
     groups = list(model.parameter_groups())
-    assert groups == (["d", "g"] if family == "dcgan" else ["model"])
+    assert groups == GROUPS.get(family, ["model"])
     for group in groups:
         losses = model.training_losses(x, group)
         assert losses["loss"].shape == () and losses["loss"].requires_grad and torch.isfinite(losses["loss"])
@@ -69,7 +97,7 @@ def test_losses_and_samples_have_the_right_shapes_and_range(family: str, channel
     assert images.std() > 0  # not a constant image
 
 
-@pytest.mark.parametrize(("family", "threshold"), [("vae", 0.6), ("ddpm", 0.5)])
+@pytest.mark.parametrize(("family", "threshold"), [("vae", 0.6), ("ddpm", 0.5), ("ldm", 0.6)])
 def test_single_group_families_drive_their_loss_down(family: str, threshold: float) -> None:
     model, x = tiny(family), toy_batch()
     before = fixed_noise_loss(model, x, "model")
@@ -91,6 +119,37 @@ def test_dcgan_discriminator_and_generator_each_learn_against_a_frozen_opponent(
     assert after_g < 0.5 * before_g, (before_g, after_g)
 
 
+@pytest.mark.parametrize(("family", "factor", "overrides"), [
+    ("wgan_gp", None, {}),
+    ("wgan", None, {"clip": 0.1}),  # at the paper's 0.01 the scores barely move in 20 steps
+    ("vae_gan", 0.5, {}),
+])
+def test_adversarial_families_learn_each_group_against_frozen_opponents(
+    family: str, factor: float | None, overrides: dict
+) -> None:
+    """Each group, trained alone in the trainer's order, lowers its own loss on a fixed batch (Wasserstein
+    losses are unbounded below, so for them "lower by a clear margin" rather than "by a factor")."""
+    model, x = tiny(family, **overrides), toy_batch(8)
+    for group in GROUPS[family]:
+        before = fixed_noise_loss(model, x, group)
+        train(model, x, group, steps=20, lr=2e-3)
+        after = fixed_noise_loss(model, x, group)
+        if factor is None:
+            assert after < before - 0.05 * abs(before), (group, before, after)
+        elif group == "enc":  # the decoder is frozen: the encoder can only move the posterior a little
+            assert after < 0.995 * before, (group, before, after)
+        else:
+            assert after < factor * before, (group, before, after)
+
+
+def test_wgan_clips_its_critic_and_wgan_gp_penalises_it() -> None:
+    clipped, penalised = tiny("wgan", clip=0.05), tiny("wgan_gp")
+    train(clipped, toy_batch(), "d", steps=3, lr=1e-1)
+    assert max(float(p.detach().abs().max()) for p in clipped.d.parameters()) == pytest.approx(0.05)
+    assert clipped.updates_per_step() == {"d": 2, "g": 1}
+    assert "gradient_penalty" in penalised.training_losses(toy_batch(4), "d")
+
+
 def fixed_noise_loss(model: GenerativeModel, x: torch.Tensor, group: str) -> float:
     """The loss under one fixed draw of the model's internal noise, so before/after compare like with like."""
     with torch.random.fork_rng():
@@ -106,6 +165,7 @@ def train(model: GenerativeModel, x: torch.Tensor, group: str, steps: int, lr: f
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        model.after_update(group)
 
 
 @pytest.mark.parametrize("family", sorted(REGISTRY))
@@ -220,3 +280,133 @@ def test_posterior_at_the_first_step_returns_x0_without_noise() -> None:
     mean, variance = schedule.posterior_mean_variance(x0, xt, torch.tensor([0]))
     torch.testing.assert_close(mean, x0)
     assert float(variance) == 0.0
+
+
+def test_interpolation_runs_between_the_two_reconstructions() -> None:
+    vae = tiny("vae")
+    assert isinstance(vae, VAE)
+    a, b = toy_batch(2)
+    path = interpolate(vae, a, b, steps=5)
+    assert path.shape == (5, 1, 28, 28) and path.min() >= -1 and path.max() <= 1
+    with torch.no_grad():
+        ends = vae.decode(vae.encode(torch.stack([a, b]))[0])
+    torch.testing.assert_close(path[[0, -1]], ends)
+
+
+def test_v_parametrisation_round_trips_in_closed_form() -> None:
+    schedule = make_schedule("cosine", 100)
+    t = torch.tensor([0, 37, 99])
+    x0 = torch.tensor([0.5, -0.3, 0.9], dtype=torch.float64).reshape(3, 1)
+    eps = torch.tensor([1.2, 0.4, -0.7], dtype=torch.float64).reshape(3, 1)
+    abar = schedule.alphas_cumprod[t].reshape(3, 1)
+    v = schedule.v_target(x0, t, eps)
+    torch.testing.assert_close(v, abar.sqrt() * eps - (1 - abar).sqrt() * x0, rtol=1e-12, atol=0)
+    xt = schedule.q_sample(x0, t, eps)
+    torch.testing.assert_close(schedule.eps_from_v(xt, t, v), eps, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(schedule.predict_x0(xt, t, eps), x0, rtol=1e-9, atol=1e-12)
+
+
+def test_ddim_timesteps_spread_evenly_and_cover_all_t_when_equal() -> None:
+    assert ddim_timesteps(10, 10) == list(range(10))
+    assert ddim_timesteps(1000, 5) == [0, 250, 500, 749, 999]
+    with pytest.raises(ValueError):
+        ddim_timesteps(10, 11)
+
+
+def test_ddim_step_with_eta_1_is_the_ddpm_posterior() -> None:
+    """sigma^2 = posterior variance and, with ε consistent with x0, the mean is Ho et al.'s eq. 7."""
+    schedule = make_schedule("linear", 1000)
+    x0 = torch.tensor([[0.5], [-0.25]], dtype=torch.float64)
+    xt = torch.tensor([[0.1], [1.3]], dtype=torch.float64)
+    for t in (1, 400, 999):
+        tt = torch.full((2,), t)
+        eps = schedule.predict_eps(xt, tt, x0)
+        mean, variance = schedule.posterior_mean_variance(x0, xt, tt)
+        step = ddim_step(schedule, xt, t, t - 1, eps, eta=1.0, noise=torch.zeros_like(xt), clip=False)
+        torch.testing.assert_close(step, mean, rtol=1e-10, atol=1e-12)
+        unit = ddim_step(schedule, xt, t, t - 1, eps, eta=1.0, noise=torch.ones_like(xt), clip=False) - step
+        torch.testing.assert_close(unit, variance.sqrt(), rtol=1e-10, atol=1e-12)
+
+
+def test_ddim_with_eta_0_is_deterministic_and_matches_the_closed_form() -> None:
+    """With ε ≡ 0 every DDIM step rescales by sqrt(abar_prev / abar_t), so x_0 = x_T / sqrt(abar_{T-1}), and no
+    randomness is drawn after x_T."""
+    schedule = make_schedule("linear", 20)
+    gens = generators([5, 6])
+    out = ddim_sample(lambda x, t: torch.zeros_like(x), schedule, (1, 2, 2), gens, sample_steps=7, eta=0.0,
+                      clip=False)
+    fresh = generators([5, 6])
+    x_T = torch.stack([torch.randn(1, 2, 2, generator=g) for g in fresh])
+    torch.testing.assert_close(out, x_T / float(schedule.alphas_cumprod[-1]) ** 0.5, rtol=1e-6, atol=1e-6)
+    assert all(torch.equal(g.get_state(), f.get_state()) for g, f in zip(gens, fresh))
+
+
+def wake(net: torch.nn.Module) -> None:
+    """Give the zero-initialised layers weights, so ε and the class embedding reach the output untrained."""
+    with torch.no_grad():
+        for p in net.parameters():
+            if not p.any():
+                p.normal_(0, 0.1)
+
+
+def test_ddim_with_eta_1_over_all_steps_equals_the_ddpm_sampler() -> None:
+    torch.manual_seed(0)
+    net = UNet(1, 8, (1, 2)).eval()
+    wake(net)
+    schedule = make_schedule("cosine", 6)
+    eps_fn = noise_predictor(net, schedule, "eps")
+    with torch.no_grad():
+        ddpm = ddpm_sample(eps_fn, schedule, (1, 8, 8), generators([1, 2]))
+        ddim = ddim_sample(eps_fn, schedule, (1, 8, 8), generators([1, 2]), sample_steps=6, eta=1.0)
+    torch.testing.assert_close(ddim, ddpm, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_guidance_0_is_the_unconditional_branch(prediction: str) -> None:
+    model = tiny("ddpm", num_classes=3, prediction=prediction, guidance_scale=0.0, sampler="ddim", sample_steps=4)
+    wake(model.net)
+    x, t, labels = toy_batch(2), torch.tensor([3, 7]), torch.tensor([0, 2])
+    with torch.no_grad():
+        guided = noise_predictor(model.net, model.schedule, prediction, labels, 3, 0.0)(x, t)
+        unconditional = noise_predictor(model.net, model.schedule, prediction, torch.full_like(labels, 3))(x, t)
+        conditional = noise_predictor(model.net, model.schedule, prediction, labels)(x, t)
+    torch.testing.assert_close(guided, unconditional, rtol=0, atol=1e-5)  # one batch vs two: float rounding
+    assert not torch.allclose(conditional, unconditional)  # the class embedding does matter
+    a = model.sample(generators([3, 4]), torch.tensor([0, 1]))
+    b = model.sample(generators([3, 4]), torch.tensor([2, 2]))
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_conditional_ddpm_needs_labels_and_samples_per_seed() -> None:
+    model = tiny("ddpm", num_classes=3, guidance_scale=2.0)
+    with pytest.raises(ValueError, match="labels"):
+        model.training_losses(toy_batch(2), "model")
+    loss = model.training_losses(toy_batch(2), "model", torch.tensor([0, 1]))["loss"]
+    assert torch.isfinite(loss) and loss.requires_grad
+    batch = model.sample(generators([1, 2, 3]), torch.tensor([0, 1, 2]))
+    alone = model.sample(generators([2]), torch.tensor([1]))
+    torch.testing.assert_close(alone[0], batch[1], rtol=0, atol=1e-5)
+
+
+def test_ema_follows_the_closed_form_with_warm_up() -> None:
+    p = torch.nn.Parameter(torch.tensor([0.0]))
+    ema = EMA({"p": p}, decay=0.9)
+    expected = 0.0
+    for n, value in enumerate([1.0, 2.0, 3.0, 4.0]):
+        p.data.fill_(value)
+        ema.update({"p": p})
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * value
+        assert float(ema.shadow["p"]) == pytest.approx(expected, rel=1e-6)
+    restored = EMA({"p": p}, decay=0.9)
+    restored.load_state_dict(ema.state_dict())
+    assert restored.updates == 4 and torch.equal(restored.shadow["p"], ema.shadow["p"])
+
+
+def test_gans_average_only_their_generator() -> None:
+    for family, prefix in (("dcgan", "g."), ("wgan_gp", "g."), ("vae_gan", "dec.")):
+        names = tiny(family).ema_parameters()
+        assert names and all(n.startswith(prefix) for n in names), family
+    ldm = tiny("ldm")
+    assert all(n.startswith("diffusion.") for n in ldm.ema_parameters())
+    assert not any(p.requires_grad for p in ldm.vae.parameters())

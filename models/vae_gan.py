@@ -1,0 +1,81 @@
+"""VAE-GAN (Larsen et al., 2016): a VAE whose reconstruction error is measured in a discriminator's features.
+
+Three networks, three optimizers, the paper's three losses (section 2, algorithm 1):
+  enc: KL(q(z|x) || N(0, I)) + L_llike          (pulls posteriors to the prior, reconstructs in feature space)
+  dec: gamma * L_llike + non-saturating GAN loss on reconstructions and prior samples
+  d:   GAN loss, real against reconstructions and prior samples
+L_llike is a unit-variance Gaussian log-likelihood of the real image's discriminator features (at the last
+conv layer) given the reconstruction's: 0.5 * ||D_l(x) - D_l(x~)||^2 summed over features. The networks are
+DCGAN's, with a per-sample norm in the discriminator so that the features of x and x~ do not depend on
+which other images share the batch.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import GenerativeModel, eval_mode, randn_per_sample
+from .dcgan import dcgan_discriminator, dcgan_generator, dcgan_init
+
+
+class VAEGAN(GenerativeModel):
+    """Encoder `enc`, decoder/generator `dec`, discriminator `d_features` → `d_head`."""
+
+    def __init__(self, channels: int, image_size: int, latent_dim: int = 64, base_channels: int = 64,
+                 beta: float = 1.0, gamma: float = 1e-2) -> None:
+        super().__init__(channels, image_size)
+        if image_size % 4:
+            raise ValueError(f"image_size {image_size} must be divisible by 4")
+        self.latent_dim, self.beta, self.gamma = latent_dim, beta, gamma
+        b, s = base_channels, image_size // 4
+        self.enc = nn.Sequential(
+            nn.Conv2d(channels, b, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(b, 2 * b, 4, stride=2, padding=1), nn.GroupNorm(1, 2 * b), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(2 * b * s * s, 2 * latent_dim),
+        )
+        self.dec = dcgan_generator(channels, image_size, latent_dim, base_channels)
+        critic = dcgan_discriminator(channels, image_size, base_channels, norm=functools.partial(nn.GroupNorm, 1))
+        self.d_features, self.d_head = critic[:-2], critic[-2:]  # features = Dis_l, the last conv block
+        self.apply(dcgan_init)
+
+    def parameter_groups(self) -> dict[str, Iterable[nn.Parameter]]:
+        return {"d": [*self.d_features.parameters(), *self.d_head.parameters()], "enc": self.enc.parameters(),
+                "dec": self.dec.parameters()}
+
+    def ema_parameters(self) -> dict[str, nn.Parameter]:
+        return {f"dec.{name}": p for name, p in self.dec.named_parameters()}
+
+    def training_losses(self, x: Tensor, group: str, labels: Tensor | None = None) -> dict[str, Tensor]:
+        mu, logvar = self.enc(x).chunk(2, dim=1)
+        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+        recon = self.dec(z)
+        prior = self.dec(torch.randn_like(mu))
+        if group == "d":
+            real_logits = self.d_head(self.d_features(x))
+            fake_logits = self.d_head(self.d_features(torch.cat([recon, prior]).detach()))
+            loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+            return {"loss": loss, "d_real": torch.sigmoid(real_logits).mean().detach(),
+                    "d_fake": torch.sigmoid(fake_logits).mean().detach()}
+        features = self.d_features(torch.cat([x, recon]))
+        real_features, recon_features = features.chunk(2)
+        llike = 0.5 * (real_features.detach() - recon_features).pow(2).flatten(1).sum(1).mean()
+        if group == "enc":
+            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1).mean()
+            return {"loss": self.beta * kl + llike, "kl": kl.detach(), "llike": llike.detach()}
+        if group == "dec":
+            fake_logits = self.d_head(torch.cat([recon_features, self.d_features(prior)]))
+            gan = F.softplus(-fake_logits).mean()
+            return {"loss": self.gamma * llike + gan, "gan": gan.detach(), "llike": llike.detach()}
+        raise ValueError(f"unknown VAE-GAN group {group!r}; known: ['d', 'enc', 'dec']")
+
+    @torch.no_grad()
+    def sample(self, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
+        """Decoded prior samples, decoder in eval mode (BatchNorm running statistics)."""
+        with eval_mode(self.dec):
+            device = next(self.dec.parameters()).device
+            return self.dec(randn_per_sample((self.latent_dim,), generators, device))

@@ -1,0 +1,106 @@
+"""Wasserstein GANs: WGAN-GP (Gulrajani et al., 2017) and, as the option it replaced, WGAN with weight clipping
+(Arjovsky et al., 2017).
+
+Both share DCGAN's generator; the critic is DCGAN's discriminator with a per-sample norm (GroupNorm with one
+group, i.e. layer norm) instead of BatchNorm, since the gradient penalty is defined per image and a batch
+norm would couple them. The critic is updated `n_critic` times per generator update (the trainer reads
+`updates_per_step`), each time on a fresh real batch.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .base import GenerativeModel, eval_mode, randn_per_sample
+from .dcgan import dcgan_discriminator, dcgan_generator, dcgan_init
+
+
+def critic_loss(critic: nn.Module, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
+    """E[D(fake)] - E[D(real)]: minimising it maximises the critic's estimate of the Wasserstein distance."""
+    real_score, fake_score = critic(real).mean(), critic(fake).mean()
+    return {"loss": fake_score - real_score, "wasserstein": (real_score - fake_score).detach()}
+
+
+def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+    """Gulrajani et al. eq. 3: E[(||grad D(x_hat)||_2 - 1)^2] at x_hat uniform on lines between real and fake."""
+    eps = torch.rand(real.shape[0], *([1] * (real.ndim - 1)), device=real.device, dtype=real.dtype)
+    x_hat = (eps * real + (1.0 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1.0).pow(2).mean()
+
+
+def wasserstein_generator_loss(critic: nn.Module, fake: Tensor) -> dict[str, Tensor]:
+    """-E[D(G(z))]: the generator moves its samples up the critic's score."""
+    return {"loss": -critic(fake).mean()}
+
+
+class WGAN(GenerativeModel):
+    """Generator `g` and critic `d`; the Lipschitz constraint is a gradient penalty (`gp_weight` > 0) or,
+    when `clip` > 0, clipping every critic weight to [-clip, clip] after each critic update."""
+
+    def __init__(self, channels: int, image_size: int, latent_dim: int = 64, base_channels: int = 64,
+                 n_critic: int = 5, gp_weight: float = 10.0, clip: float = 0.0) -> None:
+        super().__init__(channels, image_size)
+        if image_size % 4:
+            raise ValueError(f"image_size {image_size} must be divisible by 4")
+        if (gp_weight > 0) == (clip > 0):
+            raise ValueError("choose exactly one Lipschitz constraint: gp_weight > 0 or clip > 0")
+        self.latent_dim, self.n_critic, self.gp_weight, self.clip = latent_dim, n_critic, gp_weight, clip
+        self.g = dcgan_generator(channels, image_size, latent_dim, base_channels)
+        self.d = dcgan_discriminator(channels, image_size, base_channels, norm=functools.partial(nn.GroupNorm, 1))
+        self.apply(dcgan_init)
+
+    def parameter_groups(self) -> dict[str, Iterable[nn.Parameter]]:
+        return {"d": self.d.parameters(), "g": self.g.parameters()}
+
+    def updates_per_step(self) -> dict[str, int]:
+        return {"d": self.n_critic, "g": 1}
+
+    def after_update(self, group: str) -> None:
+        if group == "d" and self.clip > 0:
+            with torch.no_grad():
+                for p in self.d.parameters():
+                    p.clamp_(-self.clip, self.clip)
+
+    def ema_parameters(self) -> dict[str, nn.Parameter]:
+        return {f"g.{name}": p for name, p in self.g.named_parameters()}
+
+    def training_losses(self, x: Tensor, group: str, labels: Tensor | None = None) -> dict[str, Tensor]:
+        z = torch.randn(x.shape[0], self.latent_dim, device=x.device)
+        if group == "d":
+            fake = self.g(z).detach()
+            losses = critic_loss(self.d, x, fake)
+            if self.gp_weight > 0:
+                penalty = gradient_penalty(self.d, x, fake)
+                losses["loss"] = losses["loss"] + self.gp_weight * penalty
+                losses["gradient_penalty"] = penalty.detach()
+            return losses
+        if group == "g":
+            return wasserstein_generator_loss(self.d, self.g(z))
+        raise ValueError(f"unknown WGAN group {group!r}; known: ['d', 'g']")
+
+    @torch.no_grad()
+    def sample(self, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
+        with eval_mode(self.g):
+            device = next(self.g.parameters()).device
+            return self.g(randn_per_sample((self.latent_dim,), generators, device))
+
+
+class WGANGP(WGAN):
+    """`wgan_gp`: the gradient-penalty variant (λ = `gp_weight`)."""
+
+    def __init__(self, channels: int, image_size: int, latent_dim: int = 64, base_channels: int = 64,
+                 n_critic: int = 5, gp_weight: float = 10.0) -> None:
+        super().__init__(channels, image_size, latent_dim, base_channels, n_critic, gp_weight=gp_weight, clip=0.0)
+
+
+class WGANClip(WGAN):
+    """`wgan`: the original weight-clipping variant."""
+
+    def __init__(self, channels: int, image_size: int, latent_dim: int = 64, base_channels: int = 64,
+                 n_critic: int = 5, clip: float = 0.01) -> None:
+        super().__init__(channels, image_size, latent_dim, base_channels, n_critic, gp_weight=0.0, clip=clip)
