@@ -6,6 +6,9 @@ says which parameters matter (`GenerativeModel.ema_parameters`: a GAN's generato
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor, nn
 
@@ -39,3 +42,17 @@ class EMA:
         self.updates = int(state["updates"])
         for name in self.shadow:
             self.shadow[name].copy_(state[f"shadow.{name}"])
+
+    @contextmanager
+    def swapped_in(self, params: dict[str, nn.Parameter]) -> Iterator[None]:
+        """The averaged weights inside the block (to measure what will be sampled), the live ones after."""
+        live = {name: p.detach().clone() for name, p in params.items()}
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(self.shadow[name])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(live[name])

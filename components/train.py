@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..models import build_model
-from ..models.base import GenerativeModel
+from ..models.base import GenerativeModel, eval_mode
 from .devices import pick_device
 from .ema import EMA
 from .io import atomic_path, atomic_write, config_hash, load_npy, write_json
@@ -37,9 +37,13 @@ CHECKPOINT = "checkpoint.pt"
 
 def train(
     family: str, arch: dict[str, Any], train_cfg: dict[str, Any], record: dict[str, Any], seed: int,
-    data_dir: Path, out_dir: Path,
+    data_dir: Path, out_dir: Path, cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train `family` and write model.safetensors, history.csv, config.json and summary.json to out_dir.
+
+    With `train_cfg["fid_every"] > 0`, every that many steps the EMA weights draw `fid_n` fixed-seed images
+    whose FID against `data_dir/reference.npy` (statistics cached in `cache_dir`) goes into history.csv as
+    `fid_curve` (and its cost as `fid_curve_seconds`), which `register` logs to MLflow per step.
 
     `record` is the resolved config written beside the outputs; its hash (less `sampling`) decides whether an
     existing checkpoint may be resumed. Its `sampling` section, where present, holds the sampler options the
@@ -69,6 +73,7 @@ def train(
 
     steps, batch_size = train_cfg["steps"], train_cfg["batch_size"]
     order, cursor = state["order"], state["cursor"]
+    curve = _fid_curve(train_cfg, Path(data_dir), cache_dir or out_dir / "fid-cache", device)
     model.train()
     started = time.perf_counter() - seconds
     bar = tqdm(total=steps, initial=step, desc=f"train {family}", unit="step", disable=None)
@@ -95,6 +100,11 @@ def train(
             logged = {f"{g}/{name}": v.detach().item() for g, group_losses in losses.items() for name, v in group_losses.items()}
             history.extend((step, name, value) for name, value in logged.items())
             bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if k.endswith("/loss")})
+        if curve is not None and curve.due(step):
+            with ema.swapped_in(model.ema_parameters()), eval_mode(model):
+                fid = curve.maybe_measure(step, lambda n: _fixed_samples(model, n, seed))
+            history.extend([(step, "fid_curve", fid), (step, "fid_curve_seconds", curve.history[-1]["seconds"])])
+            bar.set_postfix({"fid_curve": f"{fid:.1f}"})
         if step % train_cfg["checkpoint_every"] == 0 or step == steps:
             elapsed = time.perf_counter() - started
             _save_checkpoint(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, batches, step, order,
@@ -136,6 +146,27 @@ def load_trained(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Gen
         weights |= {k.removeprefix("raw."): v for k, v in stored.items() if k.startswith("raw.")}
     model.load_state_dict(weights)
     return model.to(device).eval(), config
+
+
+def _fid_curve(train_cfg: dict[str, Any], data_dir: Path, cache_dir: Path, device: torch.device):
+    """The FID curve the config asks for, or None (imports the Inception code only when used)."""
+    if not train_cfg.get("fid_every"):
+        return None
+    from .fid_curve import FIDCurve
+
+    return FIDCurve(data_dir / "reference.npy", cache_dir, n=train_cfg["fid_n"], every=train_cfg["fid_every"],
+                    device=str(device))
+
+
+@torch.no_grad()
+def _fixed_samples(model: GenerativeModel, n: int, seed: int) -> np.ndarray:
+    """Images 0..n-1 of `seed`, drawn from per-image generators: the same noise at every curve point, and the
+    training RNG untouched (so resuming and bit-for-bit repeats are unaffected)."""
+    from .sample import image_generator, image_labels, to_uint8_nhwc
+
+    indices = range(n)
+    return to_uint8_nhwc(model.sample([image_generator(seed, i) for i in indices],
+                                      image_labels(indices, model.num_classes)))
 
 
 def _frozen_digest(model: GenerativeModel) -> dict[str, str]:

@@ -87,7 +87,7 @@ def train(
     settings = config.family(family)
     summary = run_train(
         family, settings.arch.model_dump(), settings.train.model_dump(), config.stage_record(family),
-        config.seed, data, out or HERE.run(family),
+        config.seed, data, out or HERE.run(family), cache_dir=HERE.cache,
     )
     typer.echo(f"trained {family}: {summary['steps']} steps in {summary['seconds']:.0f} s on {summary['device']}")
 

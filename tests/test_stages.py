@@ -254,3 +254,19 @@ def test_report_draws_the_vae_latent_interpolation(prepared: Path) -> None:
     save_interpolation(prepared / "runs" / "vae", reference, prepared / "interp.png", pairs=2, steps=5)
     width, height = Image.open(prepared / "interp.png").size
     assert (width, height) == (2 + 5 * (2 * 28 + 2), 2 + 2 * (2 * 28 + 2))  # 5 columns, 2 rows, zoom 2, padding 2
+
+
+def test_fid_curve_goes_into_the_history(prepared: Path) -> None:
+    """train.fid_every > 0: FID of the EMA weights every K steps lands in history.csv (register logs it)."""
+    import yaml
+
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["models"]["vae"]["profiles"]["tiny"]["train"] |= {"fid_every": 2, "fid_n": 8}
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    invoke("train", "vae")
+    rows = [line.split(",") for line in Path("runs/vae/history.csv").read_text().splitlines()[1:]]
+    curve = {int(step): float(value) for step, name, value in rows if name == "fid_curve"}
+    steps = load_config("params.yaml").models.vae.train.steps
+    assert sorted(curve) == list(range(2, steps + 1, 2))
+    assert all(np.isfinite(v) and v > 0 for v in curve.values())
+    assert any(name == "fid_curve_seconds" for _, name, _ in rows)
