@@ -88,3 +88,12 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         yield module
     finally:
         module.train(was_training)
+
+
+@torch.no_grad()
+def sample_from_prior(decoder: nn.Module, latent_dim: int, generators: Sequence[torch.Generator]) -> Tensor:
+    """decoder(z) with z ~ N(0, I) drawn per image, in eval mode (BatchNorm running statistics), so image i
+    never depends on the other images in its batch."""
+    with eval_mode(decoder):
+        device = next(decoder.parameters()).device
+        return decoder(randn_per_sample((latent_dim,), generators, device))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import GenerativeModel, eval_mode, randn_per_sample
+from .base import GenerativeModel, sample_from_prior
 
 
 def dcgan_init(module: nn.Module) -> None:
@@ -93,6 +93,4 @@ class DCGAN(GenerativeModel):
     @torch.no_grad()
     def sample(self, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
         """Generator in eval mode (BatchNorm running statistics), so image i never depends on its batch."""
-        with eval_mode(self.g):
-            device = next(self.g.parameters()).device
-            return self.g(randn_per_sample((self.latent_dim,), generators, device))
+        return sample_from_prior(self.g, self.latent_dim, generators)

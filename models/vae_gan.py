@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import GenerativeModel, eval_mode, randn_per_sample
+from .base import GenerativeModel, sample_from_prior
 from .dcgan import dcgan_discriminator, dcgan_generator, dcgan_init
 
 
@@ -76,6 +76,4 @@ class VAEGAN(GenerativeModel):
     @torch.no_grad()
     def sample(self, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
         """Decoded prior samples, decoder in eval mode (BatchNorm running statistics)."""
-        with eval_mode(self.dec):
-            device = next(self.dec.parameters()).device
-            return self.dec(randn_per_sample((self.latent_dim,), generators, device))
+        return sample_from_prior(self.dec, self.latent_dim, generators)

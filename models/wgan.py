@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .base import GenerativeModel, eval_mode, randn_per_sample
+from .base import GenerativeModel, sample_from_prior
 from .dcgan import dcgan_discriminator, dcgan_generator, dcgan_init
 
 
@@ -85,9 +85,7 @@ class WGAN(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
-        with eval_mode(self.g):
-            device = next(self.g.parameters()).device
-            return self.g(randn_per_sample((self.latent_dim,), generators, device))
+        return sample_from_prior(self.g, self.latent_dim, generators)
 
 
 class WGANGP(WGAN):
