@@ -35,9 +35,15 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory):
     assert not any(stack._alive(service["pid"]) for service in started["services"].values())
 
 
-def _genbench(root: Path, *args: str) -> str:
+def _client_env(services: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without any service endpoints or keys, the venv first on PATH, then `services`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "AWS_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env | (services or {})
+
+
+def _genbench(root: Path, *args: str) -> str:
+    env = _client_env()
     done = subprocess.run([sys.executable, "-m", "genbench.cli", *args], cwd=root, env=env, capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0, f"{args}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -87,8 +93,7 @@ def test_dvc_push_and_pull_through_the_s3_endpoint(running_stack, tmp_path: Path
     import boto3
 
     _, started = running_stack
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | started["env"]
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env = _client_env(started["env"])
     shutil.copytree(REPO / ".dvc", tmp_path / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
 
     def run(*cmd: str) -> None:
@@ -133,8 +138,7 @@ def test_scheduled_deployment_runs_on_a_worker_and_logs_to_mlflow(running_stack)
     assert deployment["work_pool_name"] == "genbench" and deployment["parameters"]["profile"] == "tiny"
     flow_run = _api(api, f"/deployments/{deployment['id']}/create_flow_run", {})
 
-    worker_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "AWS_"))} | env
-    worker_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{worker_env['PATH']}"
+    worker_env = _client_env(env)
     worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "genbench"], cwd=root,
                               env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True)
