@@ -180,6 +180,38 @@ def promote(family: str, *, project_dir: Path, version: int | None = None, force
     return promote_if_better(client, name, version, force)
 
 
+def fetch_registered(model_uri: str, dest: Path, *, project_dir: Path) -> dict[str, Any]:
+    """Download a registered version's `model.safetensors` and `config.json` into `dest`, a run folder's shape.
+
+    `model_uri` is `models:/<name>@<alias>` or `models:/<name>/<version>`. The alias is resolved once and that
+    exact version is downloaded, so a promotion in between cannot mix two versions. Returns where the
+    weights came from (name, version, run id, FID tag), for the samples' record.
+    """
+    if not model_uri.startswith("models:/"):
+        raise ValueError(f"model URI {model_uri!r}: expected models:/genbench-<family>@<alias> "
+                         "or models:/genbench-<family>/<version>")
+    tracking_uri = configure_tracking(project_dir)
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    try:
+        name, version = get_model_name_and_version(client, model_uri)
+        found = client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise ValueError(f"{model_uri}: not in the registry at {tracking_uri} ({exc.message})") from None
+    dest = Path(dest)
+    mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dest),
+                                        tracking_uri=tracking_uri)
+    missing = [f for f in ("model.safetensors", "config.json") if not (dest / f).is_file()]
+    if missing:
+        raise ValueError(f"{model_uri} (version {version}) lacks {', '.join(missing)}; "
+                         "it was not registered by `genbench register`")
+    return {"model_uri": model_uri, "model_name": name, "version": int(version), "run_id": found.run_id,
+            "fid": found.tags.get(TAG_FID), "tracking_uri": tracking_uri}
+
+
 def _tag_fid(version) -> float:
     """FID recorded on a model version; +inf when absent/unparsable (never blocks promotion)."""
     try:

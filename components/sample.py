@@ -36,10 +36,17 @@ def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
     return scaled.to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def sample(run_dir: Path, out_path: Path, n: int, batch_size: int, seed: int, device: str = "auto") -> dict[str, Any]:
-    """Write `n` samples of the model in `run_dir` to `out_path` and its resolved config beside it."""
+def sample(
+    run_dir: Path, out_path: Path, n: int, batch_size: int, seed: int, device: str = "auto",
+    sampling: dict[str, Any] | None = None, source: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write `n` samples of the model in `run_dir` to `out_path` and its resolved config beside it.
+
+    `sampling` overrides the sampler settings stored with the weights (None keeps them); `source` (e.g. the
+    registry version the weights came from) is copied into the record.
+    """
     target = pick_device(device)
-    model, config = load_trained(run_dir, target)
+    model, config = load_trained(run_dir, target, sampling)
     batches = []
     with torch.inference_mode():
         for start in tqdm(range(0, n, batch_size), desc=f"sample {config['family']}", unit="batch", disable=None):
@@ -63,5 +70,7 @@ def sample(run_dir: Path, out_path: Path, n: int, batch_size: int, seed: int, de
         "weights": "ema" if config.get("sampling", {}).get("ema", True) else "raw",
         "sampling": config.get("sampling", {}),
     }
+    if source:
+        record["source"] = source
     write_json(out_path.with_suffix(".json"), record)
     return record

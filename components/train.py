@@ -128,8 +128,14 @@ def train(
     return summary
 
 
-def load_trained(run_dir: Path, device: torch.device | str = "cpu") -> tuple[GenerativeModel, dict[str, Any]]:
-    """Rebuild a trained model from a run folder's config.json and model.safetensors."""
+def load_trained(
+    run_dir: Path, device: torch.device | str = "cpu", sampling: dict[str, Any] | None = None
+) -> tuple[GenerativeModel, dict[str, Any]]:
+    """Rebuild a trained model from a run folder's config.json and model.safetensors.
+
+    `sampling` (a family's `sampling` section) replaces the one stored at training time: sampler settings
+    change no weight, so the same weights serve DDPM and DDIM, EMA and raw. The returned config holds it.
+    """
     from safetensors.torch import load_file
 
     run_dir = Path(run_dir)
@@ -137,6 +143,8 @@ def load_trained(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Gen
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir / name} not found; run `genbench train` for this family first")
     config = json.loads((run_dir / "config.json").read_text())
+    if sampling is not None:
+        config["sampling"] = dict(sampling)
     sampling = config.get("sampling", {})
     model = build_model(config["family"], channels=config["image"]["channels"],
                         image_size=config["image"]["size"], **config["arch"], **_model_sampling_options(sampling))

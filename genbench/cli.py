@@ -6,6 +6,7 @@ Paths default to the project layout (genbench/layout.py) relative to the current
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -98,17 +99,41 @@ def sample(
     params: ParamsOpt = HERE.params,
     profile: ProfileOpt = None,
     run: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY].")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output .npy [default: samples/FAMILY.npy].")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help="Sample a registered version instead of a run folder: models:/genbench-FAMILY@champion or "
+             "models:/genbench-FAMILY/VERSION (from the MLflow registry genbench logs to).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Output .npy [default: samples/FAMILY.npy; with --model samples/FAMILY-vVERSION.npy].")] = None,
 ) -> None:
-    """Draw `sample.n` images (uint8 NHWC) from a trained family."""
+    """Draw `sample.n` images (uint8 NHWC) from a trained family with the params' sampler settings."""
     config = _config(params, profile)
     _check_family(config, family)
+    if model and run:
+        typer.echo("error: give --run or --model, not both", err=True)
+        raise typer.Exit(2)
+    import tempfile
+
     from .components.sample import sample as run_sample
 
-    target = out or HERE.samples(family)
-    record = run_sample(run or HERE.run(family), target, config.sample.n, config.sample.batch_size, config.seed,
-                        config.family(family).train.device)
-    typer.echo(f"wrote {record['shape']} to {target}")
+    with tempfile.TemporaryDirectory(prefix="genbench-model-") as downloaded:
+        source = None
+        try:
+            if model:
+                from .components.register import fetch_registered
+
+                source = fetch_registered(model, Path(downloaded), project_dir=HERE.root.resolve())
+                stored = json.loads((Path(downloaded) / "config.json").read_text())["family"]
+                if stored != family:
+                    raise ValueError(f"{model} holds a {stored} model, not {family}")
+            target = out or (HERE.samples(f"{family}-v{source['version']}") if source else HERE.samples(family))
+            record = run_sample(Path(downloaded) if source else run or HERE.run(family), target, config.sample.n,
+                                config.sample.batch_size, config.seed, config.family(family).train.device,
+                                sampling=config.family(family).sampling.model_dump(), source=source)
+        except (FileNotFoundError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    origin = f" from {source['model_name']} v{source['version']}" if source else ""
+    typer.echo(f"wrote {record['shape']} to {target}{origin}")
 
 
 @app.command()
@@ -220,7 +245,6 @@ def metrics(
     if bootstrap < 0 or k < 1 or batch_size < 1:
         typer.echo("error: --bootstrap must be >= 0, --k and --batch-size >= 1", err=True)
         raise typer.Exit(2)
-    import json
 
     from .components.devices import pick_device
     from .components.evaluate import array_digest, load_images, score

@@ -160,15 +160,47 @@ def test_sampling_raw_weights_is_one_switch(prepared: Path) -> None:
     invoke("train", "vae")
     from genbench.components.train import load_trained
 
-    ema_model, _ = load_trained(prepared / "runs" / "vae")
-    config = json.loads((prepared / "runs" / "vae" / "config.json").read_text())
-    config["sampling"]["ema"] = False
-    (prepared / "runs" / "vae" / "config.json").write_text(json.dumps(config))
-    raw_model, _ = load_trained(prepared / "runs" / "vae")
+    ema_model, config = load_trained(prepared / "runs" / "vae")
+    raw_model, _ = load_trained(prepared / "runs" / "vae", sampling=config["sampling"] | {"ema": False})
     stored = load_file(str(prepared / "runs" / "vae" / "model.safetensors"))
     for name, value in raw_model.state_dict().items():
         assert torch.equal(value, stored.get(f"raw.{name}", stored[name])), name
     assert any(not torch.equal(a, b) for a, b in zip(ema_model.state_dict().values(), raw_model.state_dict().values()))
+
+
+def test_sampler_settings_come_from_params_without_retraining(prepared: Path) -> None:
+    invoke("train", "ddpm")
+    weights = (prepared / "runs" / "ddpm" / "model.safetensors").read_bytes()
+    invoke("sample", "ddpm")
+    ancestral = np.load(prepared / "samples" / "ddpm.npy")
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["models"]["ddpm"]["sampling"].update(sampler="ddim", eta=0.0)
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    invoke("sample", "ddpm")
+    record = json.loads((prepared / "samples" / "ddpm.json").read_text())
+    assert record["sampling"]["sampler"] == "ddim" and record["sampling"]["eta"] == 0.0
+    assert not np.array_equal(np.load(prepared / "samples" / "ddpm.npy"), ancestral)
+    assert (prepared / "runs" / "ddpm" / "model.safetensors").read_bytes() == weights
+
+
+def test_sample_from_the_registry_champion(prepared: Path) -> None:
+    for stage in ("train", "sample", "evaluate", "register"):
+        invoke(stage, "ddpm")
+    output = invoke("sample", "ddpm", "--model", "models:/genbench-ddpm@champion")
+    assert "from genbench-ddpm v1" in output
+    assert np.array_equal(np.load(prepared / "samples" / "ddpm-v1.npy"), np.load(prepared / "samples" / "ddpm.npy"))
+    source = json.loads((prepared / "samples" / "ddpm-v1.json").read_text())["source"]
+    assert source["model_uri"] == "models:/genbench-ddpm@champion" and source["version"] == 1
+    assert source["run_id"] == json.loads((prepared / "registry" / "ddpm.json").read_text())["run_id"]
+
+    for args, message in [
+        (["sample", "vae", "--model", "models:/genbench-ddpm/1"], "holds a ddpm model, not vae"),
+        (["sample", "ddpm", "--model", "models:/genbench-ddpm@nobody"], "not in the registry"),
+        (["sample", "ddpm", "--model", "runs:/abc/model"], "expected models:/genbench-<family>@<alias>"),
+        (["sample", "ddpm", "--model", "models:/genbench-ddpm/1", "--run", "runs/ddpm"], "not both"),
+    ]:
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
 
 
 def test_models_lists_every_family_with_its_size(project: Path) -> None:
