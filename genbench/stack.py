@@ -91,7 +91,9 @@ def up(root: Path, host: str = "127.0.0.1") -> dict[str, Any]:
             "prefect",
             [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(prefect_port)],
             folder,
-            {"PREFECT_HOME": str(folder / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+            # The UI's API address defaults to port 4200: point it at this server's port.
+            {"PREFECT_HOME": str(folder / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+             "PREFECT_UI_API_URL": f"http://{host}:{prefect_port}/api"},
             url=f"http://{host}:{prefect_port}",
         )
         _wait_healthy("mlflow", services["mlflow"], f"{services['mlflow']['url']}/health")

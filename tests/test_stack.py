@@ -14,6 +14,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from genbench import stack
@@ -58,12 +59,19 @@ def test_servers_bind_loopback_and_report_healthy(running_stack) -> None:
     assert output.count("healthy") == 3, output
 
 
-def test_pipeline_logs_to_servers_and_stores_weights_in_s3(running_stack) -> None:
+@pytest.fixture(scope="module")
+def pipeline_ran(running_stack):
+    """The tiny pipeline, once, through the Prefect server and into the MLflow server."""
+    root, _ = running_stack
+    _genbench(root, "run")
+    return running_stack
+
+
+def test_pipeline_logs_to_servers_and_stores_weights_in_s3(pipeline_ran) -> None:
     import boto3
     from mlflow import MlflowClient
 
-    root, started = running_stack
-    _genbench(root, "run")
+    root, started = pipeline_ran
     env = started["env"]
 
     s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
@@ -86,6 +94,40 @@ def test_pipeline_logs_to_servers_and_stores_weights_in_s3(running_stack) -> Non
         runs = json.loads(response.read())
     assert [run["state_type"] for run in runs] == ["COMPLETED"], runs
 
+
+def test_champion_moves_only_for_a_lower_fid_and_samples_from_the_registry(pipeline_ran) -> None:
+    """A second, differently trained ddpm becomes v2; the alias follows the lower FID; re-registering the loser
+    (v3) leaves it; `sample --model models:/…@champion` reproduces the winner's local samples bit for bit."""
+    from mlflow import MlflowClient
+
+    root, started = pipeline_ran
+    params = (root / "params.yaml").read_text()
+    longer = params.replace("tiny: {arch: {base_channels: 8, timesteps: 4}, train: {fid_every: 0, steps: 4,",
+                            "tiny: {arch: {base_channels: 8, timesteps: 4}, train: {fid_every: 0, steps: 12,", 1)
+    assert longer != params
+    (root / "params-b.yaml").write_text(longer)
+    _genbench(root, "train", "ddpm", "--params", "params-b.yaml", "--out", "runs/ddpm-b")
+    _genbench(root, "sample", "ddpm", "--run", "runs/ddpm-b", "--out", "samples/ddpm-b.npy")
+    _genbench(root, "evaluate", "ddpm", "--samples", "samples/ddpm-b.npy", "--out", "metrics/ddpm-b.json")
+    _genbench(root, "register", "ddpm", "--run", "runs/ddpm-b", "--metrics", "metrics/ddpm-b.json",
+              "--out", "registry/ddpm-b.json")
+    first, second = (json.loads((root / "registry" / name).read_text()) for name in ("ddpm.json", "ddpm-b.json"))
+    assert (first["version"], second["version"]) == (1, 2) and first["fid"] != second["fid"]
+    winner, loser = (first, second) if first["fid"] < second["fid"] else (second, first)
+    client = MlflowClient(tracking_uri=started["env"]["MLFLOW_TRACKING_URI"])
+    assert client.get_model_version_by_alias("genbench-ddpm", "champion").version == str(winner["version"])
+
+    loser_name = "ddpm" if loser is first else "ddpm-b"
+    _genbench(root, "register", "ddpm", "--run", f"runs/{loser_name}", "--metrics", f"metrics/{loser_name}.json",
+              "--out", "registry/ddpm-c.json")
+    third = json.loads((root / "registry" / "ddpm-c.json").read_text())
+    assert third["version"] == 3 and not third["promoted"]
+    assert client.get_model_version_by_alias("genbench-ddpm", "champion").version == str(winner["version"])
+
+    output = _genbench(root, "sample", "ddpm", "--model", "models:/genbench-ddpm@champion")
+    assert f"from genbench-ddpm v{winner['version']}" in output
+    winner_samples = root / "samples" / ("ddpm.npy" if winner is first else "ddpm-b.npy")
+    assert np.array_equal(np.load(root / "samples" / f"ddpm-v{winner['version']}.npy"), np.load(winner_samples))
 
 
 def test_dvc_push_and_pull_through_the_s3_endpoint(running_stack, tmp_path: Path) -> None:
@@ -160,3 +202,53 @@ def test_scheduled_deployment_runs_on_a_worker_and_logs_to_mlflow(running_stack)
     runs = client.search_runs([experiment.experiment_id],
                               filter_string=f"tags.`prefect.flow_run_id` = '{flow_run['id']}'")
     assert sorted(r.info.run_name for r in runs) == ["dcgan", "ddpm", "vae"]
+
+
+CHROMIUM_FLAGS = [  # headless as root, and no calls home: this machine's network is closed
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+SCREENSHOTS = REPO / "docs" / "img"
+
+
+def _chromium() -> str:
+    """Debian's chromium (the README's test command installs it); required in CI, skipped elsewhere."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        message = "chromium not installed: `apt-get install chromium` (the README's test command does it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def test_browser_shows_the_deployment_schedule_and_the_champion(pipeline_ran) -> None:
+    """The two pages people click: the Prefect deployment with its schedule, the MLflow model with its alias."""
+    from mlflow import MlflowClient
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = _chromium()
+    root, started = pipeline_ran
+    urls = {name: service["url"] for name, service in started["services"].items()}
+    _genbench(root, "deploy", "--name", "browser-check", "--cron", "0 3 * * *", "--profile", "tiny")
+    deployment = _api(started["env"]["PREFECT_API_URL"], "/deployments/name/genbench-pipeline/browser-check")
+    champion = MlflowClient(tracking_uri=started["env"]["MLFLOW_TRACKING_URI"]).get_model_version_by_alias(
+        "genbench-ddpm", "champion")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"{urls['prefect']}/deployments/deployment/{deployment['id']}")
+            expect(page.get_by_text("browser-check").first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("At 03:00 AM every day")).to_be_visible(timeout=60_000)  # cron 0 3 * * *
+            page.screenshot(path=SCREENSHOTS / "prefect-deployment.png")
+
+            page.goto(f"{urls['mlflow']}/#/models/genbench-ddpm")
+            row = page.get_by_role("row").filter(has_text="champion")
+            expect(row).to_have_count(1, timeout=60_000)
+            expect(row).to_contain_text(f"Version {champion.version}")
+            page.screenshot(path=SCREENSHOTS / "mlflow-model.png")
+        finally:
+            browser.close()
