@@ -2,8 +2,9 @@
 
 One loop serves every family: it asks the model for its optimizer groups and, each step, for the loss of
 each group in turn (`updates_per_step` times, each on a fresh batch: WGAN's n_critic), then updates the
-exponential moving average of the weights the model samples from. A checkpoint (weights, EMA, optimizers,
-step, RNG states, history) is written every `checkpoint_every` steps and resumed from when the config is
+exponential moving average of the weights the model samples from. `train.precision` runs the forward passes
+under autocast (bf16, or fp16 with a gradient scaler per group). A checkpoint (weights, EMA, optimizers,
+loss scalers, step, RNG states, history) is written every `checkpoint_every` steps and resumed from when the config is
 unchanged, so a killed run continues where it stopped and a CPU run repeats bit for bit.
 
 model.safetensors holds the weights to sample from (the EMA where the model averages, its own weights
@@ -30,6 +31,7 @@ from ..models import build_model
 from ..models.base import GenerativeModel, eval_mode
 from .devices import pick_device
 from .ema import EMA
+from .precision import Precision
 from .io import atomic_path, atomic_write, config_hash, load_npy, write_json
 
 CHECKPOINT = "checkpoint.pt"
@@ -63,12 +65,13 @@ def train(
         group: torch.optim.Adam(params, lr=train_cfg["lr"], betas=tuple(train_cfg["betas"]))
         for group, params in model.parameter_groups().items()
     }
+    precision = Precision(train_cfg.get("precision", "fp32"), device, optimizers)
     batches = torch.Generator().manual_seed(seed)
     record = record | {"image": {"channels": channels, "size": image_size}}
     # Sampling settings change no weight, so a checkpoint stays valid when only they change; frozen weights a
     # model loaded (the ldm's vae) are part of what it trains on, so another copy of them invalidates it.
     fingerprint = config_hash({k: v for k, v in record.items() if k != "sampling"} | _frozen_digest(model))
-    state = _resume(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, batches)
+    state = _resume(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, precision, batches)
     step, history, seconds = state["step"], state["history"], state["seconds"]
 
     steps, batch_size = train_cfg["steps"], train_cfg["batch_size"]
@@ -88,10 +91,10 @@ def train(
         losses: dict[str, dict[str, torch.Tensor]] = {}
         for group, optimizer in optimizers.items():
             for index in indices[: updates[group]]:
-                losses[group] = model.training_losses(images[index].to(device), group, labels[index].to(device))
+                with precision.autocast():
+                    losses[group] = model.training_losses(images[index].to(device), group, labels[index].to(device))
                 optimizer.zero_grad(set_to_none=True)
-                losses[group]["loss"].backward()
-                optimizer.step()
+                precision.backward_and_step(group, losses[group]["loss"], optimizer)
                 model.after_update(group)
         ema.update(model.ema_parameters())
         step += 1
@@ -107,8 +110,8 @@ def train(
             bar.set_postfix({"fid_curve": f"{fid:.1f}"})
         if step % train_cfg["checkpoint_every"] == 0 or step == steps:
             elapsed = time.perf_counter() - started
-            _save_checkpoint(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, batches, step, order,
-                             cursor, elapsed, history)
+            _save_checkpoint(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, precision, batches, step,
+                             order, cursor, elapsed, history)
             _write_history(out_dir / "history.csv", history)
     bar.close()
     seconds = time.perf_counter() - started
@@ -210,7 +213,7 @@ def _to_model_range(images: np.ndarray) -> torch.Tensor:
 
 def _resume(
     path: Path, fingerprint: str, model: GenerativeModel, ema: EMA, optimizers: dict[str, torch.optim.Optimizer],
-    batches: torch.Generator,
+    precision: Precision, batches: torch.Generator,
 ) -> dict[str, Any]:
     fresh = {"step": 0, "order": None, "cursor": 0, "seconds": 0.0, "history": []}
     if not path.exists():
@@ -223,6 +226,7 @@ def _resume(
     ema.load_state_dict(checkpoint["ema"])
     for group, optimizer in optimizers.items():
         optimizer.load_state_dict(checkpoint["optimizers"][group])
+    precision.load_state_dict(checkpoint["scalers"])
     torch.set_rng_state(checkpoint["torch_rng"])
     batches.set_state(checkpoint["batch_rng"])
     if torch.cuda.is_available() and "cuda_rng" in checkpoint:
@@ -235,7 +239,7 @@ def _resume(
 
 def _save_checkpoint(
     path: Path, fingerprint: str, model: GenerativeModel, ema: EMA, optimizers: dict[str, torch.optim.Optimizer],
-    batches: torch.Generator, step: int, order: torch.Tensor, cursor: int, seconds: float,
+    precision: Precision, batches: torch.Generator, step: int, order: torch.Tensor, cursor: int, seconds: float,
     history: list[tuple[int, str, float]],
 ) -> None:
     checkpoint: dict[str, Any] = {
@@ -247,6 +251,7 @@ def _save_checkpoint(
         "model": model.state_dict(),
         "ema": ema.state_dict(),
         "optimizers": {group: opt.state_dict() for group, opt in optimizers.items()},
+        "scalers": precision.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "batch_rng": batches.get_state(),
         "history_csv": _history_text(history),

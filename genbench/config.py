@@ -45,6 +45,8 @@ class TrainConfig(Strict):
     log_every: PositiveInt = 25  # steps between rows in history.csv
     checkpoint_every: PositiveInt = 500  # steps between resumable checkpoints
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
+    # autocast dtype of the forward passes; fp16 adds a loss scaler per optimizer group (saved in checkpoints)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999  # EMA of the sampled weights; 0 = last iterate
     fid_every: Annotated[int, Field(ge=0)] = 0  # steps between FID-curve points (EMA weights); 0 = no curve
     fid_n: Annotated[int, Field(ge=6)] = 100  # images per FID-curve point (small N: a trend, not a result)

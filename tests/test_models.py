@@ -410,3 +410,22 @@ def test_gans_average_only_their_generator() -> None:
     ldm = tiny("ldm")
     assert all(n.startswith("diffusion.") for n in ldm.ema_parameters())
     assert not any(p.requires_grad for p in ldm.vae.parameters())
+
+
+def test_fp16_scaler_skips_an_overflowing_step_and_its_state_survives_a_checkpoint() -> None:
+    from genbench.components.precision import Precision
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    precision = Precision("fp16", torch.device("cpu"), {"model": optimizer})
+    precision.backward_and_step("model", (weight * float("inf")).sum(), optimizer)
+    assert torch.equal(weight.detach(), torch.ones(3))  # the step with inf gradients was skipped
+    assert precision.state_dict()["model"]["scale"] == 2.0**16 / 2  # and the scale backed off
+    optimizer.zero_grad()
+    precision.backward_and_step("model", weight.sum(), optimizer)
+    assert torch.allclose(weight.detach(), torch.full((3,), 0.9))  # unscaled before the step
+
+    restored = Precision("fp16", torch.device("cpu"), {"model": optimizer})
+    restored.load_state_dict(precision.state_dict())
+    assert restored.state_dict() == precision.state_dict()
+    assert Precision("fp32", torch.device("cpu"), {"model": optimizer}).state_dict() == {"model": {}}

@@ -87,10 +87,16 @@ def test_samples_do_not_depend_on_batch_size(prepared: Path, family: str, tmp_pa
     assert np.abs(first - other).max() > 1  # another seed, other images
 
 
-@pytest.mark.parametrize("family", ["vae", "wgan_gp"])
-def test_resume_gives_the_same_weights(prepared: Path, monkeypatch: pytest.MonkeyPatch, family: str) -> None:
+@pytest.mark.parametrize(("family", "precision"), [("vae", "fp32"), ("wgan_gp", "fp32"), ("dcgan", "fp16")])
+def test_resume_gives_the_same_weights(
+    prepared: Path, monkeypatch: pytest.MonkeyPatch, family: str, precision: str
+) -> None:
     """Stop after the first checkpoint, rerun, and end with exactly the weights of an uninterrupted run: the
-    EMA weights sampled from and the raw last iterate (`raw.*`), for a VAE and a GAN with n_critic > 1."""
+    EMA weights sampled from and the raw last iterate (`raw.*`), for a VAE, a GAN with n_critic > 1 and a GAN
+    under fp16 autocast with its loss scalers."""
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["models"][family]["train"]["precision"] = precision
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     invoke("train", family, "--out", "straight")
     straight = load_file("straight/model.safetensors")
 
@@ -117,6 +123,8 @@ def test_resume_gives_the_same_weights(prepared: Path, monkeypatch: pytest.Monke
     raw = [key for key in straight if key.startswith("raw.")]
     assert raw and any(not torch.equal(straight[key], straight[key.removeprefix("raw.")]) for key in raw)
     assert Path("straight/history.csv").read_text() == Path("resumed/history.csv").read_text()
+    scalers = torch.load("resumed/checkpoint.pt", weights_only=True)["scalers"]
+    assert all(("scale" in state) == (precision == "fp16") for state in scalers.values()), scalers
 
 
 def test_training_repeats_bit_for_bit(prepared: Path) -> None:
