@@ -18,8 +18,9 @@ def report(
     families: list[str], samples: dict[str, Path], metrics: dict[str, Path], runs: dict[str, Path],
     reference: Path, out_dir: Path,
 ) -> Path:
-    """Write report.md, summary.json, grids/<family>.png, grids/reference.png and losses.png to out_dir, and
-    grids/vae_interpolation.png when the vae is among `families`."""
+    """Write report.md, summary.json, grids/<family>.png, grids/reference.png and losses.png to out_dir,
+    grids/vae_interpolation.png when the vae is among `families`, and fid_curve.png when a run measured an
+    FID curve (`train.fid_every`)."""
     out_dir = Path(out_dir)
     for family in families:
         for path in (samples[family], metrics[family], runs[family] / "summary.json"):
@@ -29,11 +30,13 @@ def report(
     save_grid(load_npy(reference), out_dir / "grids" / "reference.png")
     for family in families:
         save_grid(load_npy(samples[family]), out_dir / "grids" / f"{family}.png")
-    _plot_losses({family: runs[family] / "history.csv" for family in families}, out_dir / "losses.png")
+    histories = {family: runs[family] / "history.csv" for family in families}
+    _plot_losses(histories, out_dir / "losses.png")
+    fid_curves = plot_fid_curves(histories, out_dir / "fid_curve.png")
     if "vae" in families:
         save_interpolation(runs["vae"], load_npy(reference), out_dir / "grids" / "vae_interpolation.png")
     write_json(out_dir / "summary.json", {"families": rows})
-    text = _markdown(rows, read_json(metrics[families[0]]) if families else {})
+    text = _markdown(rows, read_json(metrics[families[0]]) if families else {}, fid_curves)
     path = out_dir / "report.md"
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -81,7 +84,7 @@ def _row(family: str, metrics: dict[str, Any], summary: dict[str, Any]) -> dict[
     }
 
 
-def _markdown(rows: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
+def _markdown(rows: list[dict[str, Any]], metrics: dict[str, Any], fid_curves: bool) -> str:
     lines = [
         "# genbench report",
         "",
@@ -109,26 +112,61 @@ def _markdown(rows: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
                   "Each row decodes the straight line between two real images' posterior means.", "",
                   "![vae interpolation](grids/vae_interpolation.png)", ""]
     lines += ["## Training losses", "", "![losses](losses.png)", ""]
+    if fid_curves:
+        lines += ["## FID during training", "",
+                  "EMA weights on fixed seeds (`train.fid_every`, `train.fid_n` images): a trend, comparable only "
+                  "within a curve.", "", "![FID curve](fid_curve.png)", ""]
     return "\n".join(lines)
 
 
+def _read_curves(history: Path, keep) -> dict[str, list[tuple[int, float]]]:
+    """{name: [(step, value)]} of the history rows whose name `keep` accepts."""
+    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    with open(history, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if keep(row["name"]):
+                curves[row["name"]].append((int(row["step"]), float(row["value"])))
+    return curves
+
+
 def _plot_losses(histories: dict[str, Path], path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(histories), figsize=(4.5 * len(histories), 3.2), squeeze=False)
+    for ax, (family, history) in zip(axes[0], histories.items()):
+        for name, points in _read_curves(history, lambda name: name.endswith("/loss")).items():
+            ax.plot(*zip(*points), label=name)
+        ax.set(title=family, xlabel="step", ylabel="loss")
+        ax.legend(fontsize="small")
+    _save_figure(plt, fig, path)
+
+
+def plot_fid_curves(histories: dict[str, Path], path: Path) -> bool:
+    """One FID-vs-step line per family that measured a curve; False (and no file) when none did."""
+    curves = {family: _read_curves(history, lambda name: name == "fid_curve").get("fid_curve")
+              for family, history in histories.items()}
+    curves = {family: points for family, points in curves.items() if points}
+    if not curves:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for family, points in curves.items():
+        ax.plot(*zip(*points), marker="o", label=family)
+    ax.set(xlabel="step", ylabel="FID (curve points)", yscale="log", title="FID during training")
+    ax.legend(fontsize="small")
+    _save_figure(plt, fig, path)
+    return True
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(histories), figsize=(4.5 * len(histories), 3.2), squeeze=False)
-    for ax, (family, history) in zip(axes[0], histories.items()):
-        curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
-        with open(history, newline="") as handle:
-            for row in csv.DictReader(handle):
-                if row["name"].endswith("/loss"):
-                    curves[row["name"]].append((int(row["step"]), float(row["value"])))
-        for name, points in curves.items():
-            ax.plot(*zip(*points), label=name)
-        ax.set(title=family, xlabel="step", ylabel="loss")
-        ax.legend(fontsize="small")
+    return plt
+
+
+def _save_figure(plt, fig, path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

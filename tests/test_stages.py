@@ -310,3 +310,12 @@ def test_fid_curve_goes_into_the_history(prepared: Path) -> None:
     assert sorted(curve) == list(range(2, steps + 1, 2))
     assert all(np.isfinite(v) and v > 0 for v in curve.values())
     assert any(name == "fid_curve_seconds" for _, name, _ in rows)
+    from PIL import Image
+
+    from genbench.components.report import plot_fid_curves
+
+    assert plot_fid_curves({"vae": Path("runs/vae/history.csv")}, Path("fid_curve.png"))
+    assert Image.open("fid_curve.png").size == (600, 400)
+    invoke("train", "dcgan")  # no curve: the report leaves the figure out
+    assert not plot_fid_curves({"dcgan": Path("runs/dcgan/history.csv")}, Path("none.png"))
+    assert not Path("none.png").exists()
