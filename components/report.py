@@ -12,6 +12,7 @@ import numpy as np
 from .io import atomic_path, load_npy, read_json, write_json
 
 GRID_IMAGES = 64
+LOSS_PANELS_PER_ROW = 4
 
 
 def report(
@@ -131,12 +132,16 @@ def _read_curves(history: Path, keep) -> dict[str, list[tuple[int, float]]]:
 
 def _plot_losses(histories: dict[str, Path], path: Path) -> None:
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(histories), figsize=(4.5 * len(histories), 3.2), squeeze=False)
-    for ax, (family, history) in zip(axes[0], histories.items()):
+    cols = min(LOSS_PANELS_PER_ROW, len(histories))
+    rows = -(-len(histories) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+    for ax, (family, history) in zip(axes.flat, histories.items()):
         for name, points in _read_curves(history, lambda name: name.endswith("/loss")).items():
             ax.plot(*zip(*points), label=name)
         ax.set(title=family, xlabel="step", ylabel="loss")
         ax.legend(fontsize="small")
+    for ax in list(axes.flat)[len(histories):]:
+        ax.set_visible(False)
     _save_figure(plt, fig, path)
 
 
@@ -151,7 +156,7 @@ def plot_fid_curves(histories: dict[str, Path], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6, 4))
     for family, points in curves.items():
         ax.plot(*zip(*points), marker="o", label=family)
-    ax.set(xlabel="step", ylabel="FID (curve points)", yscale="log", title="FID during training")
+    ax.set(xlabel="step", ylabel="FID (curve points)", title="FID during training")
     ax.legend(fontsize="small")
     _save_figure(plt, fig, path)
     return True
