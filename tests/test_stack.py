@@ -181,9 +181,11 @@ def test_scheduled_deployment_runs_on_a_worker_and_logs_to_mlflow(running_stack)
     flow_run = _api(api, f"/deployments/{deployment['id']}/create_flow_run", {})
 
     worker_env = _client_env(env)
-    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "genbench"], cwd=root,
-                              env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    log_path = root / "worker.log"  # a file, not a pipe: a full pipe or a child holding it open cannot stall us
+    with open(log_path, "wb") as log_file:
+        worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "genbench"],
+                                  cwd=root, env=worker_env, stdout=log_file, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
     try:
         deadline = time.monotonic() + 900
         state = None
@@ -194,8 +196,12 @@ def test_scheduled_deployment_runs_on_a_worker_and_logs_to_mlflow(running_stack)
             time.sleep(3)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
-        log = worker.communicate(timeout=60)[0].decode(errors="replace")
-    assert state == "COMPLETED", log[-4000:]
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # still shutting down after a minute: it is our test client, stop it
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
+    assert state == "COMPLETED", log_path.read_text(errors="replace")[-4000:]
 
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("genbench")
