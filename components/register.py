@@ -208,8 +208,9 @@ def fetch_registered(model_uri: str, dest: Path, *, project_dir: Path) -> dict[s
     if missing:
         raise ValueError(f"{model_uri} (version {version}) lacks {', '.join(missing)}; "
                          "it was not registered by `genbench register`")
+    fid = _tag_fid(found)
     return {"model_uri": model_uri, "model_name": name, "version": int(version), "run_id": found.run_id,
-            "fid": found.tags.get(TAG_FID), "tracking_uri": tracking_uri}
+            "fid": fid if math.isfinite(fid) else None, "tracking_uri": tracking_uri}
 
 
 def _tag_fid(version) -> float:

@@ -199,6 +199,7 @@ def test_sample_from_the_registry_champion(prepared: Path) -> None:
     assert np.array_equal(np.load(prepared / "samples" / "ddpm-v1.npy"), np.load(prepared / "samples" / "ddpm.npy"))
     source = json.loads((prepared / "samples" / "ddpm-v1.json").read_text())["source"]
     assert source["model_uri"] == "models:/genbench-ddpm@champion" and source["version"] == 1
+    assert source["fid"] == json.loads((prepared / "metrics" / "ddpm.json").read_text())["fid"]
     assert source["run_id"] == json.loads((prepared / "registry" / "ddpm.json").read_text())["run_id"]
 
     for args, message in [
