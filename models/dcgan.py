@@ -64,16 +64,19 @@ def dcgan_discriminator(
     )
 
 
-class DCGAN(GenerativeModel):
-    """Generator `g` and discriminator `d`; updated d first, then g, as the groups' order says."""
+class GAN(GenerativeModel):
+    """DCGAN's generator `g` fed from N(0, I) and its discriminator or critic `d` (normalised by `critic_norm`):
+    the groups (d first, then g, as the dict's order says), the EMA over `g` and the prior sampler that every
+    GAN family here shares. Subclasses supply `training_losses`."""
 
-    def __init__(self, channels: int, image_size: int, latent_dim: int = 64, base_channels: int = 64) -> None:
+    def __init__(self, channels: int, image_size: int, latent_dim: int, base_channels: int,
+                 critic_norm: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__(channels, image_size)
         if image_size % 4:
             raise ValueError(f"image_size {image_size} must be divisible by 4")
         self.latent_dim = latent_dim
         self.g = dcgan_generator(channels, image_size, latent_dim, base_channels)
-        self.d = dcgan_discriminator(channels, image_size, base_channels)
+        self.d = dcgan_discriminator(channels, image_size, base_channels, norm=critic_norm)
         self.apply(dcgan_init)
 
     def parameter_groups(self) -> dict[str, Iterable[nn.Parameter]]:
@@ -82,6 +85,18 @@ class DCGAN(GenerativeModel):
     def ema_parameters(self) -> dict[str, nn.Parameter]:
         return {f"g.{name}": p for name, p in self.g.named_parameters()}
 
+    @torch.no_grad()
+    def sample(self, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
+        """Generator in eval mode (BatchNorm running statistics), so image i never depends on its batch."""
+        return sample_from_prior(self.g, self.latent_dim, generators)
+
+
+class DCGAN(GAN):
+    """`dcgan`: the non-saturating loss on a BatchNorm discriminator."""
+
+    def __init__(self, channels: int, image_size: int, latent_dim: int = 64, base_channels: int = 64) -> None:
+        super().__init__(channels, image_size, latent_dim, base_channels)
+
     def training_losses(self, x: Tensor, group: str, labels: Tensor | None = None) -> dict[str, Tensor]:
         z = torch.randn(x.shape[0], self.latent_dim, device=x.device)
         if group == "d":
@@ -89,8 +104,3 @@ class DCGAN(GenerativeModel):
         if group == "g":
             return generator_loss(self.d, self.g(z))
         raise ValueError(f"unknown DCGAN group {group!r}; known: ['d', 'g']")
-
-    @torch.no_grad()
-    def sample(self, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
-        """Generator in eval mode (BatchNorm running statistics), so image i never depends on its batch."""
-        return sample_from_prior(self.g, self.latent_dim, generators)

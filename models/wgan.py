@@ -10,13 +10,10 @@ norm would couple them. The critic is updated `n_critic` times per generator upd
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
-
 import torch
 from torch import Tensor, nn
 
-from .base import GenerativeModel, sample_from_prior
-from .dcgan import dcgan_discriminator, dcgan_generator, dcgan_init
+from .dcgan import GAN
 
 
 def critic_loss(critic: nn.Module, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
@@ -38,24 +35,17 @@ def wasserstein_generator_loss(critic: nn.Module, fake: Tensor) -> dict[str, Ten
     return {"loss": -critic(fake).mean()}
 
 
-class WGAN(GenerativeModel):
+class WGAN(GAN):
     """Generator `g` and critic `d`; the Lipschitz constraint is a gradient penalty (`gp_weight` > 0) or,
     when `clip` > 0, clipping every critic weight to [-clip, clip] after each critic update."""
 
     def __init__(self, channels: int, image_size: int, latent_dim: int = 64, base_channels: int = 64,
                  n_critic: int = 5, gp_weight: float = 10.0, clip: float = 0.0) -> None:
-        super().__init__(channels, image_size)
-        if image_size % 4:
-            raise ValueError(f"image_size {image_size} must be divisible by 4")
         if (gp_weight > 0) == (clip > 0):
             raise ValueError("choose exactly one Lipschitz constraint: gp_weight > 0 or clip > 0")
-        self.latent_dim, self.n_critic, self.gp_weight, self.clip = latent_dim, n_critic, gp_weight, clip
-        self.g = dcgan_generator(channels, image_size, latent_dim, base_channels)
-        self.d = dcgan_discriminator(channels, image_size, base_channels, norm=functools.partial(nn.GroupNorm, 1))
-        self.apply(dcgan_init)
-
-    def parameter_groups(self) -> dict[str, Iterable[nn.Parameter]]:
-        return {"d": self.d.parameters(), "g": self.g.parameters()}
+        super().__init__(channels, image_size, latent_dim, base_channels,
+                         critic_norm=functools.partial(nn.GroupNorm, 1))
+        self.n_critic, self.gp_weight, self.clip = n_critic, gp_weight, clip
 
     def updates_per_step(self) -> dict[str, int]:
         return {"d": self.n_critic, "g": 1}
@@ -65,9 +55,6 @@ class WGAN(GenerativeModel):
             with torch.no_grad():
                 for p in self.d.parameters():
                     p.clamp_(-self.clip, self.clip)
-
-    def ema_parameters(self) -> dict[str, nn.Parameter]:
-        return {f"g.{name}": p for name, p in self.g.named_parameters()}
 
     def training_losses(self, x: Tensor, group: str, labels: Tensor | None = None) -> dict[str, Tensor]:
         z = torch.randn(x.shape[0], self.latent_dim, device=x.device)
@@ -82,10 +69,6 @@ class WGAN(GenerativeModel):
         if group == "g":
             return wasserstein_generator_loss(self.d, self.g(z))
         raise ValueError(f"unknown WGAN group {group!r}; known: ['d', 'g']")
-
-    @torch.no_grad()
-    def sample(self, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
-        return sample_from_prior(self.g, self.latent_dim, generators)
 
 
 class WGANGP(WGAN):
