@@ -3,9 +3,9 @@
 One loop serves every family: it asks the model for its optimizer groups and, each step, for the loss of
 each group in turn (`updates_per_step` times, each on a fresh batch: WGAN's n_critic), then updates the
 exponential moving average of the weights the model samples from. `train.precision` runs the forward passes
-under autocast (bf16, or fp16 with a gradient scaler per group). A checkpoint (weights, EMA, optimizers,
-loss scalers, step, RNG states, history) is written every `checkpoint_every` steps and resumed from when the config is
-unchanged, so a killed run continues where it stopped and a CPU run repeats bit for bit.
+under autocast (bf16, or fp16 with a gradient scaler per group). A checkpoint (weights, EMA, optimizers, loss
+scalers, step, RNG states, history) is written every `checkpoint_every` steps and resumed from when the config
+is unchanged, so a killed run continues where it stopped and a CPU run repeats bit for bit.
 
 model.safetensors holds the weights to sample from (the EMA where the model averages, its own weights
 elsewhere) under the model's state_dict keys, and the last iterate of every averaged tensor under `raw.<key>`,
@@ -31,8 +31,8 @@ from ..models import build_model
 from ..models.base import GenerativeModel, eval_mode
 from .devices import pick_device
 from .ema import EMA
-from .precision import Precision
 from .io import atomic_path, atomic_write, config_hash, load_npy, write_json
+from .precision import Precision
 
 CHECKPOINT = "checkpoint.pt"
 
