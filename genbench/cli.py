@@ -113,6 +113,7 @@ def sample(
         raise typer.Exit(2)
     import tempfile
 
+    from .components.io import read_json
     from .components.sample import sample as run_sample
 
     with tempfile.TemporaryDirectory(prefix="genbench-model-") as downloaded:
@@ -122,12 +123,15 @@ def sample(
                 from .components.register import fetch_registered
 
                 source = fetch_registered(model, Path(downloaded), project_dir=HERE.root.resolve())
-                stored = json.loads((Path(downloaded) / "config.json").read_text())["family"]
-                if stored != family:
-                    raise ValueError(f"{model} holds a {stored} model, not {family}")
+            weights = Path(downloaded) if source else run or HERE.run(family)
+            # FAMILY's sampler settings go to these weights, so they must be FAMILY's (a missing config.json
+            # is left to the sampler, whose error says which stage to run).
+            stored_config = weights / "config.json"
+            if stored_config.is_file() and (stored := read_json(stored_config)["family"]) != family:
+                raise ValueError(f"{model or weights} holds a {stored} model, not {family}")
             target = out or (HERE.samples(f"{family}-v{source['version']}") if source else HERE.samples(family))
-            record = run_sample(Path(downloaded) if source else run or HERE.run(family), target, config.sample.n,
-                                config.sample.batch_size, config.seed, config.family(family).train.device,
+            record = run_sample(weights, target, config.sample.n, config.sample.batch_size, config.seed,
+                                config.family(family).train.device,
                                 sampling=config.family(family).sampling.model_dump(), source=source)
         except (FileNotFoundError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)

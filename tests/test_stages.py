@@ -204,6 +204,7 @@ def test_sample_from_the_registry_champion(prepared: Path) -> None:
 
     for args, message in [
         (["sample", "vae", "--model", "models:/genbench-ddpm/1"], "holds a ddpm model, not vae"),
+        (["sample", "vae", "--run", "runs/ddpm"], "runs/ddpm holds a ddpm model, not vae"),
         (["sample", "ddpm", "--model", "models:/genbench-ddpm@nobody"], "not in the registry"),
         (["sample", "ddpm", "--model", "runs:/abc/model"], "expected models:/genbench-<family>@<alias>"),
         (["sample", "ddpm", "--model", "models:/genbench-ddpm/1", "--run", "runs/ddpm"], "not both"),
