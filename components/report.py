@@ -31,9 +31,9 @@ def report(
     save_grid(load_npy(reference), out_dir / "grids" / "reference.png")
     for family in families:
         save_grid(load_npy(samples[family]), out_dir / "grids" / f"{family}.png")
-    histories = {family: runs[family] / "history.csv" for family in families}
-    _plot_losses(histories, out_dir / "losses.png")
-    fid_curves = plot_fid_curves(histories, out_dir / "fid_curve.png")
+    curves = {family: read_curves(runs[family] / "history.csv") for family in families}
+    _plot_losses(curves, out_dir / "losses.png")
+    fid_curves = plot_fid_curves(curves, out_dir / "fid_curve.png")
     if "vae" in families:
         save_interpolation(runs["vae"], load_npy(reference), out_dir / "grids" / "vae_interpolation.png")
     write_json(out_dir / "summary.json", {"families": rows})
@@ -120,41 +120,43 @@ def _markdown(rows: list[dict[str, Any]], metrics: dict[str, Any], fid_curves: b
     return "\n".join(lines)
 
 
-def _read_curves(history: Path, keep) -> dict[str, list[tuple[int, float]]]:
-    """{name: [(step, value)]} of the history rows whose name `keep` accepts."""
-    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
+Curves = dict[str, list[tuple[int, float]]]  # history name → [(step, value)]
+
+
+def read_curves(history: Path) -> Curves:
+    """Every series of a run's history.csv (losses, FID curve, ...)."""
+    curves: Curves = defaultdict(list)
     with open(history, newline="") as handle:
         for row in csv.DictReader(handle):
-            if keep(row["name"]):
-                curves[row["name"]].append((int(row["step"]), float(row["value"])))
-    return curves
+            curves[row["name"]].append((int(row["step"]), float(row["value"])))
+    return dict(curves)
 
 
-def _plot_losses(histories: dict[str, Path], path: Path) -> None:
+def _plot_losses(curves: dict[str, Curves], path: Path) -> None:
+    """One panel per family with its groups' losses, four panels to a row."""
     plt = _pyplot()
-    cols = min(LOSS_PANELS_PER_ROW, len(histories))
-    rows = -(-len(histories) // cols)
+    cols = min(LOSS_PANELS_PER_ROW, len(curves))
+    rows = -(-len(curves) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
-    for ax, (family, history) in zip(axes.flat, histories.items()):
-        for name, points in _read_curves(history, lambda name: name.endswith("/loss")).items():
-            ax.plot(*zip(*points), label=name)
+    for ax, (family, series) in zip(axes.flat, curves.items()):
+        for name, points in series.items():
+            if name.endswith("/loss"):
+                ax.plot(*zip(*points), label=name)
         ax.set(title=family, xlabel="step", ylabel="loss")
         ax.legend(fontsize="small")
-    for ax in list(axes.flat)[len(histories):]:
+    for ax in list(axes.flat)[len(curves):]:
         ax.set_visible(False)
     _save_figure(plt, fig, path)
 
 
-def plot_fid_curves(histories: dict[str, Path], path: Path) -> bool:
+def plot_fid_curves(curves: dict[str, Curves], path: Path) -> bool:
     """One FID-vs-step line per family that measured a curve; False (and no file) when none did."""
-    curves = {family: _read_curves(history, lambda name: name == "fid_curve").get("fid_curve")
-              for family, history in histories.items()}
-    curves = {family: points for family, points in curves.items() if points}
-    if not curves:
+    measured = {family: series["fid_curve"] for family, series in curves.items() if series.get("fid_curve")}
+    if not measured:
         return False
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for family, points in curves.items():
+    for family, points in measured.items():
         ax.plot(*zip(*points), marker="o", label=family)
     ax.set(xlabel="step", ylabel="FID (curve points)", title="FID during training")
     ax.legend(fontsize="small")

@@ -314,10 +314,10 @@ def test_fid_curve_goes_into_the_history(prepared: Path) -> None:
     assert any(name == "fid_curve_seconds" for _, name, _ in rows)
     from PIL import Image
 
-    from genbench.components.report import plot_fid_curves
+    from genbench.components.report import plot_fid_curves, read_curves
 
-    assert plot_fid_curves({"vae": Path("runs/vae/history.csv")}, Path("fid_curve.png"))
+    assert plot_fid_curves({"vae": read_curves(Path("runs/vae/history.csv"))}, Path("fid_curve.png"))
     assert Image.open("fid_curve.png").size == (600, 400)
     invoke("train", "dcgan")  # no curve: the report leaves the figure out
-    assert not plot_fid_curves({"dcgan": Path("runs/dcgan/history.csv")}, Path("none.png"))
+    assert not plot_fid_curves({"dcgan": read_curves(Path("runs/dcgan/history.csv"))}, Path("none.png"))
     assert not Path("none.png").exists()
