@@ -6,9 +6,9 @@ import torch
 
 
 def pick_device(name: str) -> torch.device:
-    """`auto` → CUDA when visible, else CPU; asking for CUDA without one is an error, not a silent fallback."""
+    """`auto` → CUDA when visible, else CPU; asking for CUDA without one is an input error, not a silent fallback."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda was asked for but no CUDA device is visible; use device: auto or cpu")
+        raise ValueError("device: cuda was asked for but no CUDA device is visible; use auto or cpu")
     return torch.device(name)

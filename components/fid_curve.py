@@ -1,6 +1,6 @@
 """FID during training: every `every` steps, FID of `n` fresh samples against cached reference statistics.
 
-A curve, not a benchmark number: at small n FID is strongly biased upward (see `evaluate.FULL_FID_N`), so the
+A curve, not a benchmark number: at small n FID is strongly biased upward (see `metrics.FULL_FID_N`), so the
 curve is only comparable with itself (same n, same reference). Its cost is one feature pass over n images per
 measurement (the reference is computed once and cached on disk); see docs/benchmarks.md for seconds per
 measurement. The trainer owns MLflow: pass `log_metric` (e.g. `mlflow.log_metric`) to log each point.
@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import _reference_features, frechet_distance_from_features, reference_stats_key, validate_images
-from .inception import PREPROCESSING, extract_features, extractor_identity
+from .features import reference_features
+from .images import validate_images
+from .inception import extract_features
 from .io import file_digest, load_npy
+from .metrics import frechet_distance_from_features
 
 
 class FIDCurve:
@@ -51,8 +53,8 @@ class FIDCurve:
         if self._reference_features is None:
             reference = load_npy(self.reference_path)
             validate_images(reference, str(self.reference_path))
-            key = reference_stats_key(file_digest(self.reference_path), extractor_identity(), PREPROCESSING)
-            features, _, _ = _reference_features(reference, key, self.cache_dir, self.batch_size, self.device)
+            features = reference_features(reference, file_digest(self.reference_path), self.cache_dir,
+                                          self.batch_size, self.device)[0]
             self._reference_features = features
         return self._reference_features
 

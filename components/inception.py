@@ -37,7 +37,7 @@ PREPROCESSING: dict[str, object] = {
 }
 
 
-class FIDWeightsNotFoundError(RuntimeError):
+class FIDWeightsNotFoundError(FileNotFoundError):
     """The FID network is nowhere we look; the message says how to provide it."""
 
 

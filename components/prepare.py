@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
+from ..config import DataConfig
 from .io import file_digest, save_npy, write_json
 
 # md5 of the *uncompressed* original IDX files (Debian recompresses the .gz, so those hashes differ).
@@ -31,10 +33,19 @@ LOCAL_FOLDERS = {"fashion_mnist": "fashion-mnist", "mnist": "mnist", "cifar10": 
 IMAGE_SHAPES = {"fashion_mnist": (1, 28), "mnist": (1, 28), "cifar10": (3, 32)}
 
 
-def prepare(
-    dataset: str, train_size: int, reference_size: int, seed: int, out_dir: Path, download_dir: Path
-) -> dict[str, Any]:
-    """Write train/reference images (uint8 NHWC) and labels plus an md5 manifest; return the manifest."""
+class Manifest(BaseModel):
+    """manifest.json, and what `prepare` returns."""
+
+    dataset: str
+    image_shape: list[int]
+    counts: dict[str, int]
+    files: dict[str, str]  # md5 of each written file
+
+
+def prepare(data: DataConfig, seed: int, out_dir: Path, download_dir: Path) -> Manifest:
+    """Write train/reference images (uint8 NHWC) and labels, an md5 manifest and the config used (`seed`,
+    `data`) to `out_dir`; return the manifest."""
+    dataset, train_size, reference_size = data.dataset, data.train_size, data.reference_size
     train_images, train_labels, test_images, test_labels = load_dataset(dataset, download_dir)
     for name, wanted, available in (
         ("data.train_size", train_size, len(train_images)),
@@ -54,13 +65,13 @@ def prepare(
     out_dir = Path(out_dir)
     for name, array in arrays.items():
         save_npy(out_dir / name, array)
-    manifest = {
-        "dataset": dataset,
-        "image_shape": list(train_images.shape[1:]),
-        "counts": {name: len(array) for name, array in arrays.items()},
-        "files": {name: file_digest(out_dir / name) for name in arrays},
-    }
-    write_json(out_dir / "manifest.json", manifest)
+    manifest = Manifest(
+        dataset=dataset, image_shape=list(train_images.shape[1:]),
+        counts={name: len(array) for name, array in arrays.items()},
+        files={name: file_digest(out_dir / name) for name in arrays},
+    )
+    write_json(out_dir / "manifest.json", manifest.model_dump())
+    write_json(out_dir / "config.json", {"seed": seed, "data": data.model_dump(mode="json")})
     return manifest
 
 

@@ -2,42 +2,42 @@
 
 from __future__ import annotations
 
-import csv
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..layout import Layout
+from .artifacts import curves as group_curves
+from .artifacts import load_trained, read_history, read_summary, to_model_range, to_uint8_nhwc
 from .io import atomic_path, load_npy, read_json, write_json
 
 GRID_IMAGES = 64
 LOSS_PANELS_PER_ROW = 4
 
 
-def report(
-    families: list[str], samples: dict[str, Path], metrics: dict[str, Path], runs: dict[str, Path],
-    reference: Path, out_dir: Path,
-) -> Path:
-    """Write report.md, summary.json, grids/<family>.png, grids/reference.png and losses.png to out_dir,
-    grids/vae_interpolation.png when the vae is among `families`, and fid_curve.png when a run measured an
-    FID curve (`train.fid_every`)."""
+def report(families: list[str], layout: Layout, out_dir: Path) -> Path:
+    """Write report.md, summary.json, grids/<family>.png, grids/reference.png and losses.png to out_dir from the
+    project `layout`'s samples, metrics and runs; grids/vae_interpolation.png when the vae is among `families`,
+    and fid_curve.png when a run measured an FID curve (`train.fid_every`). Returns report.md's path."""
     out_dir = Path(out_dir)
     for family in families:
-        for path in (samples[family], metrics[family], runs[family] / "summary.json"):
+        for path in (layout.samples(family), layout.metrics(family), layout.run(family) / "summary.json"):
             if not Path(path).exists():
                 raise FileNotFoundError(f"{path} not found; run the pipeline for {family} before `genbench report`")
-    rows = [_row(family, read_json(metrics[family]), read_json(runs[family] / "summary.json")) for family in families]
-    save_grid(load_npy(reference), out_dir / "grids" / "reference.png")
+    metrics = {family: read_json(layout.metrics(family)) for family in families}
+    rows = [_row(family, metrics[family], read_summary(layout.run(family)).model_dump()) for family in families]
+    reference = load_npy(layout.reference)
+    save_grid(reference, out_dir / "grids" / "reference.png")
     for family in families:
-        save_grid(load_npy(samples[family]), out_dir / "grids" / f"{family}.png")
-    curves = {family: read_curves(runs[family] / "history.csv") for family in families}
+        save_grid(load_npy(layout.samples(family)), out_dir / "grids" / f"{family}.png")
+    curves = {family: group_curves(read_history(layout.run(family))) for family in families}
     _plot_losses(curves, out_dir / "losses.png")
     fid_curves = plot_fid_curves(curves, out_dir / "fid_curve.png")
     if "vae" in families:
-        save_interpolation(runs["vae"], load_npy(reference), out_dir / "grids" / "vae_interpolation.png")
+        save_interpolation(layout.run("vae"), reference, out_dir / "grids" / "vae_interpolation.png")
     write_json(out_dir / "summary.json", {"families": rows})
-    text = _markdown(rows, read_json(metrics[families[0]]) if families else {}, fid_curves)
+    text = _markdown(rows, metrics[families[0]] if families else {}, fid_curves)
     path = out_dir / "report.md"
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -61,11 +61,9 @@ def save_interpolation(run_dir: Path, real: np.ndarray, path: Path, pairs: int =
     import torch
 
     from ..models.vae import interpolate
-    from .sample import to_uint8_nhwc
-    from .train import load_trained
 
     vae, _ = load_trained(run_dir)
-    images = torch.from_numpy(real[: 2 * pairs]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    images = to_model_range(real[: 2 * pairs])
     rows = [interpolate(vae, images[2 * k], images[2 * k + 1], steps) for k in range(len(images) // 2)]
     save_grid(to_uint8_nhwc(torch.cat(rows)), path, count=steps * len(rows), nrow=steps)
 
@@ -121,15 +119,6 @@ def _markdown(rows: list[dict[str, Any]], metrics: dict[str, Any], fid_curves: b
 
 
 Curves = dict[str, list[tuple[int, float]]]  # history name → [(step, value)]
-
-
-def read_curves(history: Path) -> Curves:
-    """Every series of a run's history.csv (losses, FID curve, ...)."""
-    curves: Curves = defaultdict(list)
-    with open(history, newline="") as handle:
-        for row in csv.DictReader(handle):
-            curves[row["name"]].append((int(row["step"]), float(row["value"])))
-    return dict(curves)
 
 
 def _plot_losses(curves: dict[str, Curves], path: Path) -> None:

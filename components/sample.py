@@ -2,21 +2,47 @@
 
 Image i is generated from its own generator seeded by (seed, i) and, for a class-conditional model, as class
 i % num_classes (every class equally often, in order), so any image can be regenerated alone and the file
-does not depend on the batch size.
+does not depend on the batch size. The sampler and its options come from `sampling.<family>` at call time.
 """
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from ..config import SampleConfig
+from ..models import family as family_spec
+from ..models.base import GenerativeModel
+from ..models.config import SamplingConfig
+from ..models.samplers import draw
+from .artifacts import WEIGHTS, load_trained, read_config, to_uint8_nhwc
 from .devices import pick_device
 from .io import file_digest, save_npy, write_json
-from .train import load_trained
+
+
+class SampleRecord(BaseModel):
+    """samples/<name>.json, and what `sample` returns."""
+
+    family: str
+    n: int
+    seed: int
+    batch_size: int
+    shape: list[int]
+    device: str
+    weights_sha256: str
+    weights: str  # ema | raw
+    num_classes: int
+    labels: str | None
+    sampling: dict[str, Any]
+    out: str
+    source: dict[str, Any] | None = None  # the registry version the weights came from
 
 
 def image_generator(seed: int, index: int) -> torch.Generator:
@@ -25,52 +51,55 @@ def image_generator(seed: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def image_labels(indices: range, num_classes: int) -> torch.Tensor | None:
+def image_labels(indices: Sequence[int], num_classes: int) -> torch.Tensor | None:
     """Class i % num_classes for image i: balanced and a function of i alone; None for unconditional models."""
     return torch.tensor(list(indices), dtype=torch.long) % num_classes if num_classes else None
 
 
-def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
-    """float NCHW in [-1, 1] → uint8 NHWC in [0, 255] (round to nearest, clamp)."""
-    scaled = ((images.float().cpu() + 1.0) * 127.5).round().clamp(0, 255)
-    return scaled.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+@torch.no_grad()
+def draw_images(model: GenerativeModel, indices: Sequence[int], seed: int, sampling: SamplingConfig) -> np.ndarray:
+    """Images `indices` of `seed` as uint8 NHWC, each from its own generator: the training RNG is untouched."""
+    generators = [image_generator(seed, i) for i in indices]
+    return to_uint8_nhwc(draw(model, generators, image_labels(indices, model.num_classes), sampling))
 
 
-def sample(
-    run_dir: Path, out_path: Path, n: int, batch_size: int, seed: int, device: str = "auto",
-    sampling: dict[str, Any] | None = None, source: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Write `n` samples of the model in `run_dir` to `out_path` and its resolved config beside it.
+def sample(run_dir: Path, out_path: Path, family: str, settings: SampleConfig, sampling: SamplingConfig,
+           seed: int, source: dict[str, Any] | None = None) -> SampleRecord:
+    """Write `settings.n` samples of the `family` model in `run_dir` to `out_path`, its record beside it.
 
-    `sampling` overrides the sampler settings stored with the weights (None keeps them); `source` (e.g. the
-    registry version the weights came from) is copied into the record.
+    `family` is checked against the run: its sampling settings must not reach another family's weights.
+    `source` (the registry version the weights came from) is copied into the record.
     """
-    target = pick_device(device)
-    model, config = load_trained(run_dir, target, sampling)
-    batches = []
+    stored = read_config(run_dir)["family"]
+    if stored != family:
+        raise ValueError(f"{source['model_uri'] if source else run_dir} holds a {stored} model, not {family}")
+    device = pick_device(settings.device)
+    model, record = load_trained(run_dir, device, ema=sampling.ema)
+    sampling.check(family_spec(family).arch.model_validate(record.arch))
+    n, batch_size = settings.n, settings.batch_size
     with torch.inference_mode():
-        for start in tqdm(range(0, n, batch_size), desc=f"sample {config['family']}", unit="batch", disable=None):
-            indices = range(start, min(start + batch_size, n))
-            generators = [image_generator(seed, i) for i in indices]
-            labels = image_labels(indices, model.num_classes)
-            batches.append(to_uint8_nhwc(model.sample(generators, labels)))
+        batches = [draw_images(model, range(start, min(start + batch_size, n)), seed, sampling)
+                   for start in tqdm(range(0, n, batch_size), desc=f"sample {family}", unit="batch", disable=None)]
     images = np.concatenate(batches)
     out_path = Path(out_path)
     save_npy(out_path, images)
-    record = {
-        "family": config["family"],
-        "n": n,
-        "seed": seed,
-        "batch_size": batch_size,
-        "weights_sha256": file_digest(Path(run_dir) / "model.safetensors", "sha256"),
-        "shape": list(images.shape),
-        "device": str(target),
-        "num_classes": model.num_classes,
-        "labels": "image i has class i % num_classes" if model.num_classes else None,
-        "weights": "ema" if config.get("sampling", {}).get("ema", True) else "raw",
-        "sampling": config.get("sampling", {}),
-    }
-    if source:
-        record["source"] = source
-    write_json(out_path.with_suffix(".json"), record)
-    return record
+    result = SampleRecord(
+        family=family, n=n, seed=seed, batch_size=batch_size, shape=list(images.shape), device=str(device),
+        weights_sha256=file_digest(Path(run_dir) / WEIGHTS, "sha256"), weights="ema" if sampling.ema else "raw",
+        num_classes=model.num_classes, labels="image i has class i % num_classes" if model.num_classes else None,
+        sampling=sampling.model_dump(mode="json"), out=str(out_path), source=source,
+    )  # fmt: skip
+    write_json(out_path.with_suffix(".json"), result.model_dump(mode="json", exclude_none=True))
+    return result
+
+
+def sample_registered(model_uri: str, family: str, settings: SampleConfig, sampling: SamplingConfig, seed: int,
+                      samples_dir: Path, project_dir: Path, out_path: Path | None = None) -> SampleRecord:
+    """`sample` a registry version (`models:/genbench-<family>@<alias>` or `.../<version>`) into
+    `out_path` or `samples_dir/<family>-v<version>.npy`; needs nothing of the run folders."""
+    from .registry import fetch_registered
+
+    with tempfile.TemporaryDirectory(prefix="genbench-model-") as downloaded:
+        source = fetch_registered(model_uri, Path(downloaded), project_dir=project_dir)
+        target = out_path or Path(samples_dir) / f"{family}-v{source['version']}.npy"
+        return sample(Path(downloaded), target, family, settings, sampling, seed, source=source)

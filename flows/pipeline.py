@@ -1,63 +1,74 @@
-"""The Prefect driver: one task per stage and family over the same entry points `dvc.yaml` calls.
+"""The Prefect driver: prepare → (train → sample → evaluate → register) per family → report.
 
-Tasks add retries and names, nothing else: every stage runs `genbench.cli`'s command function, exactly
-what `dvc repro` runs through the shell. With no PREFECT_API_URL set, Prefect runs it on an ephemeral
-local server; set PREFECT_API_URL to run against a real one.
+Each task calls one component, exactly what the CLI command of the same name (and so `dvc repro`) calls, and
+adds a name and retries, nothing else. Tasks retry only transient I/O failures (flows/retries.py): a config or
+input error fails the flow at once with its message. With no PREFECT_API_URL set, Prefect runs it on an
+ephemeral local server; set PREFECT_API_URL to run against a real one.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from genbench.components.evaluate import evaluate as evaluate_component
+from genbench.components.prepare import prepare as prepare_component
+from genbench.components.register import register as register_component
+from genbench.components.report import report as report_component
+from genbench.components.sample import sample as sample_component
+from genbench.components.train import train as train_component
 from prefect import flow, runtime, task
 from prefect.cache_policies import NO_CACHE
 
-from genbench import cli
-from genbench.config import load_config
+from genbench.config import Config, load_config
+from genbench.layout import Layout
 
-# I/O stages retry (downloads, tracking server, disk); compute stages resume from checkpoints on retry.
-io_task = task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
-compute_task = task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+from .retries import retry_transient
 
-
-@io_task
-def prepare(params: str, profile: str | None) -> None:
-    cli.prepare(params=Path(params), profile=profile)
+stage = task(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+HERE = Layout()
 
 
-@compute_task(task_run_name="train-{family}")
-def train(family: str, params: str, profile: str | None) -> None:
-    cli.train(family, params=Path(params), profile=profile)
+@stage
+def prepare(config: Config) -> None:
+    prepare_component(config.data, config.seed, HERE.data, HERE.downloads)
 
 
-@compute_task(task_run_name="sample-{family}")
-def sample(family: str, params: str, profile: str | None) -> None:
-    cli.sample(family, params=Path(params), profile=profile)
+@stage(task_run_name="train-{family}")
+def train(family: str, config: Config) -> None:
+    train_component(family, config.family(family), config.seed, HERE.data, HERE.run(family), cache_dir=HERE.cache)
 
 
-@compute_task(task_run_name="evaluate-{family}")
-def evaluate(family: str, params: str, profile: str | None) -> None:
-    cli.evaluate(family, params=Path(params), profile=profile)
+@stage(task_run_name="sample-{family}")
+def sample(family: str, config: Config) -> None:
+    sample_component(HERE.run(family), HERE.samples(family), family, config.sample, config.sampling_for(family),
+                     config.seed)
 
 
-@io_task(task_run_name="register-{family}")
+@stage(task_run_name="evaluate-{family}")
+def evaluate(family: str, config: Config) -> None:
+    evaluate_component(HERE.samples(family), HERE.reference, HERE.metrics(family), cache_dir=HERE.cache,
+                       settings=config.evaluate)
+
+
+@stage(task_run_name="register-{family}")
 def register(family: str) -> None:
-    cli.register(family, tag=[f"prefect.flow_run_id={runtime.flow_run.id}"])
+    register_component(family, HERE.run(family), HERE.metrics(family), HERE.manifest, HERE.registry(family),
+                       project_dir=HERE.root.resolve(), tags={"prefect.flow_run_id": str(runtime.flow_run.id)})
 
 
-@io_task
-def report(params: str, profile: str | None) -> None:
-    cli.report(params=Path(params), profile=profile)
+@stage
+def report(config: Config) -> None:
+    report_component(list(config.families), HERE, HERE.report)
 
 
 @flow(name="genbench-pipeline", log_prints=True)
 def pipeline(params: str = "params.yaml", profile: str | None = None) -> None:
     """prepare → (train → sample → evaluate → register) per family → report, in the current folder."""
-    families = load_config(params, profile).families
-    prepare(params, profile)
-    for family in families:
-        train(family, params, profile)
-        sample(family, params, profile)
-        evaluate(family, params, profile)
+    config = load_config(Path(params), profile)
+    prepare(config)
+    for family in config.families:
+        train(family, config)
+        sample(family, config)
+        evaluate(family, config)
         register(family)
-    report(params, profile)
+    report(config)

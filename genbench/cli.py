@@ -1,20 +1,26 @@
 """`genbench`: one command per pipeline stage, plus `run` for the whole pipeline through the Prefect flow.
 
-Heavy libraries (torch, mlflow, prefect) are imported inside the commands, so `genbench --help` is instant.
-Paths default to the project layout (genbench/layout.py) relative to the current folder.
+Each command parses its arguments, calls one component (or, for `run` and `deploy`, the Prefect driver) and
+maps input errors (bad params, a missing file, bad images) to a message and exit code 2. Heavy libraries
+(torch, mlflow, prefect) and the config schema (which imports the models) load inside the commands, so
+`genbench --help` is instant. Paths default to the project layout (genbench/layout.py) under the current folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional, TypeVar
 
 import typer
 
-from .config import Config, ConfigError, load_config
 from .layout import Layout
+
+if TYPE_CHECKING:
+    from .config import Config
 
 app = typer.Typer(
     help="Train, sample and evaluate image generative models reproducibly.",
@@ -25,6 +31,7 @@ app = typer.Typer(
 HERE = Layout()
 stack_app = typer.Typer(help="A local MLflow + Prefect + S3 stack on 127.0.0.1, without docker.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+T = TypeVar("T")
 
 
 @app.callback()
@@ -34,27 +41,39 @@ def _use_running_stack() -> None:
 
     apply_stack_env(HERE.root)
 
+
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameter file.")]
 ProfileOpt = Annotated[
     Optional[str], typer.Option("--profile", help="tiny | quick | full; overrides `profile:` in the params file.")
 ]
-FamilyArg = Annotated[str, typer.Argument(help="Model family, e.g. vae, dcgan, ddpm.")]
+FamilyArg = Annotated[str, typer.Argument(help="Model family, e.g. vae, dcgan, ddpm (`genbench models` lists them).")]
 
 
-def _config(params: Path, profile: str | None) -> Config:
-    """Load params or exit with code 2 and the message, before any output is touched."""
+@contextmanager
+def _input_errors() -> Iterator[None]:
+    """Bad input (ValueError, including ConfigError and pydantic's errors; a missing file) → its message, exit 2."""
     try:
-        return load_config(params, profile)
-    except ConfigError as exc:
+        yield
+    except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
-def _check_family(config: Config, family: str) -> None:
-    known = type(config.models).model_fields
-    if family not in known:
-        typer.echo(f"error: unknown family {family!r}; known: {', '.join(known)}", err=True)
-        raise typer.Exit(2)
+def _call(component: Callable[..., T], *args: object, **kwargs: object) -> T:
+    with _input_errors():
+        return component(*args, **kwargs)
+
+
+def _config(params: Path, profile: str | None, family: str | None = None) -> Config:
+    """Load params (and check `family` is registered) or exit with code 2, before any output is touched."""
+    from .config import load_config
+    from .models import family as family_spec
+
+    with _input_errors():
+        config = load_config(params, profile)
+        if family is not None:
+            family_spec(family)
+        return config
 
 
 @app.command()
@@ -63,13 +82,10 @@ def prepare(
 ) -> None:
     """Fetch the dataset and write train / held-out reference images with an md5 manifest."""
     config = _config(params, profile)
-    from .components.io import write_json
     from .components.prepare import prepare as run_prepare
 
-    d = config.data
-    manifest = run_prepare(d.dataset, d.train_size, d.reference_size, config.seed, out, HERE.downloads)
-    write_json(out / "config.json", config.stage_record())
-    typer.echo(f"prepared {manifest['counts']} in {out}")
+    manifest = _call(run_prepare, config.data, config.seed, out, HERE.downloads)
+    typer.echo(f"prepared {manifest.counts} in {out}")
 
 
 @app.command()
@@ -81,16 +97,12 @@ def train(
     out: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY].")] = None,
 ) -> None:
     """Train one family; resumes from runs/FAMILY/checkpoint.pt when the config is unchanged."""
-    config = _config(params, profile)
-    _check_family(config, family)
+    config = _config(params, profile, family)
     from .components.train import train as run_train
 
-    settings = config.family(family)
-    summary = run_train(
-        family, settings.arch.model_dump(), settings.train.model_dump(), config.stage_record(family),
-        config.seed, data, out or HERE.run(family), cache_dir=HERE.cache,
-    )
-    typer.echo(f"trained {family}: {summary['steps']} steps in {summary['seconds']:.0f} s on {summary['device']}")
+    summary = _call(run_train, family, config.family(family), config.seed, data, out or HERE.run(family),
+                    cache_dir=HERE.cache)
+    typer.echo(f"trained {family}: {summary.steps} steps in {summary.seconds:.0f} s on {summary.device}")
 
 
 @app.command()
@@ -105,39 +117,23 @@ def sample(
     out: Annotated[Optional[Path], typer.Option(
         help="Output .npy [default: samples/FAMILY.npy; with --model samples/FAMILY-vVERSION.npy].")] = None,
 ) -> None:
-    """Draw `sample.n` images (uint8 NHWC) from a trained family with the params' sampler settings."""
-    config = _config(params, profile)
-    _check_family(config, family)
+    """Draw `sample.n` images (uint8 NHWC) from a trained family with the `sampling.FAMILY` settings."""
+    config = _config(params, profile, family)
     if model and run:
         typer.echo("error: give --run or --model, not both", err=True)
         raise typer.Exit(2)
-    import tempfile
-
-    from .components.io import read_json
     from .components.sample import sample as run_sample
+    from .components.sample import sample_registered
 
-    with tempfile.TemporaryDirectory(prefix="genbench-model-") as downloaded:
-        source = None
-        try:
-            if model:
-                from .components.register import fetch_registered
-
-                source = fetch_registered(model, Path(downloaded), project_dir=HERE.root.resolve())
-            weights = Path(downloaded) if source else run or HERE.run(family)
-            # FAMILY's sampler settings go to these weights, so they must be FAMILY's (a missing config.json
-            # is left to the sampler, whose error says which stage to run).
-            stored_config = weights / "config.json"
-            if stored_config.is_file() and (stored := read_json(stored_config)["family"]) != family:
-                raise ValueError(f"{model or weights} holds a {stored} model, not {family}")
-            target = out or (HERE.samples(f"{family}-v{source['version']}") if source else HERE.samples(family))
-            record = run_sample(weights, target, config.sample.n, config.sample.batch_size, config.seed,
-                                config.family(family).train.device,
-                                sampling=config.family(family).sampling.model_dump(), source=source)
-        except (FileNotFoundError, ValueError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-    origin = f" from {source['model_name']} v{source['version']}" if source else ""
-    typer.echo(f"wrote {record['shape']} to {target}{origin}")
+    settings, sampling = config.sample, config.sampling_for(family)
+    if model:
+        record = _call(sample_registered, model, family, settings, sampling, config.seed, HERE.samples_dir,
+                       HERE.root.resolve(), out)
+    else:
+        record = _call(run_sample, run or HERE.run(family), out or HERE.samples(family), family, settings,
+                       sampling, config.seed)
+    origin = f" from {record.source['model_name']} v{record.source['version']}" if record.source else ""
+    typer.echo(f"wrote {record.shape} to {record.out}{origin}")
 
 
 @app.command()
@@ -149,17 +145,12 @@ def evaluate(
     reference: Annotated[Path, typer.Option(help="Real reference .npy.")] = HERE.reference,
     out: Annotated[Optional[Path], typer.Option(help="Metrics JSON [default: metrics/FAMILY.json].")] = None,
 ) -> None:
-    """FID and precision/recall of a family's samples against the held-out reference set."""
-    config = _config(params, profile)
-    _check_family(config, family)
-    from .components.devices import pick_device
+    """FID, KID, precision/recall and more of a family's samples against the held-out reference set."""
+    config = _config(params, profile, family)
     from .components.evaluate import evaluate as run_evaluate
 
-    result = run_evaluate(
-        samples or HERE.samples(family), reference, out or HERE.metrics(family),
-        cache_dir=HERE.cache, batch_size=config.evaluate.batch_size, k=config.evaluate.k,
-        device=str(pick_device(config.evaluate.device)),
-    )
+    result = _call(run_evaluate, samples or HERE.samples(family), reference, out or HERE.metrics(family),
+                   cache_dir=HERE.cache, settings=config.evaluate)
     typer.echo(f"{family}: FID {result['fid']:.2f}, precision {result['precision']:.3f}, recall {result['recall']:.3f}")
 
 
@@ -179,12 +170,10 @@ def register(
         raise typer.Exit(2)
     from .components.register import register as run_register
 
-    result = run_register(
-        family, run or HERE.run(family), metrics or HERE.metrics(family), manifest, out or HERE.registry(family),
-        project_dir=HERE.root.resolve(), tags=tags,
-    )
-    moved = "now champion" if result["promoted"] else f"champion stays v{result['champion_version']}"
-    typer.echo(f"registered {result['model_name']} v{result['version']} (FID {result['fid']:.2f}; {moved})")
+    result = _call(run_register, family, run or HERE.run(family), metrics or HERE.metrics(family), manifest,
+                   out or HERE.registry(family), project_dir=HERE.root.resolve(), tags=tags)
+    moved = "now champion" if result.promoted else f"champion stays v{result.champion_version}"
+    typer.echo(f"registered {result.model_name} v{result.version} (FID {result.fid:.2f}; {moved})")
 
 
 @app.command()
@@ -194,11 +183,11 @@ def promote(
     force: Annotated[bool, typer.Option(help="Move the alias even if not better (recorded in a tag).")] = False,
 ) -> None:
     """Move `champion` to a version only if its FID beats the champion's on the same reference data."""
-    from .components.register import promote as run_promote
+    from .components.registry import promote as run_promote
 
-    result = run_promote(family, project_dir=HERE.root.resolve(), version=version, force=force)
-    verdict = "now champion" if result["promoted"] else f"champion stays v{result['champion_version']}"
-    typer.echo(f"{result['model_name']} v{result['version']}: {verdict} ({result['reason']})")
+    result = _call(run_promote, family, project_dir=HERE.root.resolve(), version=version, force=force)
+    verdict = "now champion" if result.promoted else f"champion stays v{result.champion_version}"
+    typer.echo(f"{result.model_name} v{result.version}: {verdict} ({result.reason})")
 
 
 @app.command()
@@ -211,16 +200,7 @@ def report(
     config = _config(params, profile)
     from .components.report import report as run_report
 
-    families = list(config.families)
-    path = run_report(
-        families,
-        {f: HERE.samples(f) for f in families},
-        {f: HERE.metrics(f) for f in families},
-        {f: HERE.run(f) for f in families},
-        HERE.reference,
-        out,
-    )
-    typer.echo(f"report: {path}")
+    typer.echo(f"report: {_call(run_report, list(config.families), HERE, out)}")
 
 
 @app.command()
@@ -231,7 +211,7 @@ def run(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from .flows.pipeline import pipeline
 
-    pipeline(params=str(params), profile=profile)
+    _call(pipeline, params=str(params), profile=profile)
 
 
 @app.command()
@@ -246,25 +226,14 @@ def metrics(
     seed: Annotated[int, typer.Option(help="Seed of KID subsets and bootstrap resamples.")] = 0,
 ) -> None:
     """All metrics (FID, KID, IS, precision/recall, density/coverage) of FAKE against REAL; REAL's stats cached."""
-    if bootstrap < 0 or k < 1 or batch_size < 1:
-        typer.echo("error: --bootstrap must be >= 0, --k and --batch-size >= 1", err=True)
+    if bootstrap < 0:
+        typer.echo("error: --bootstrap must be >= 0", err=True)
         raise typer.Exit(2)
+    from .components.evaluate import compare
+    from .config import EvaluateConfig
 
-    from .components.devices import pick_device
-    from .components.evaluate import array_digest, load_images, score
-    from .components.io import file_digest
-
-    try:
-        real_images, fake_images = load_images(real), load_images(fake)
-        real_md5 = file_digest(real) if real.is_file() else array_digest(real_images)
-        result = score(
-            fake_images, real_images, real_md5, cache_dir=HERE.cache, batch_size=batch_size, k=k,
-            bootstrap=bootstrap, seed=seed, device=str(pick_device(device)), samples_name=str(fake),
-            reference_name=str(real),
-        )  # fmt: skip
-    except (ValueError, RuntimeError) as exc:  # bad images, or FIDWeightsNotFoundError saying how to fix it
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    settings = _call(EvaluateConfig, batch_size=batch_size, k=k, device=device)
+    result = _call(compare, real, fake, cache_dir=HERE.cache, settings=settings, bootstrap=bootstrap, seed=seed)
     if json_output:
         typer.echo(json.dumps(result, indent=2, sort_keys=True))
         return
@@ -299,19 +268,21 @@ def metrics(
 def models(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
     """Every model family with its trainable parameter count under the active profile's settings."""
     config = _config(params, profile)
-    from .components.prepare import IMAGE_SHAPES
-    from .models import REGISTRY, build_model
+    from .components.catalog import describe_families
 
-    channels, size = IMAGE_SHAPES[config.data.dataset]
-    typer.echo(f"profile {config.profile}, {config.data.dataset} images {channels}x{size}x{size}")
-    for family, cls in REGISTRY.items():
-        settings = config.family(family)
-        options = {k: v for k, v in settings.sampling.model_dump().items() if k != "ema"}
-        try:
-            count = f"{build_model(family, channels, size, **settings.arch.model_dump(), **options).num_parameters():,}"
-        except (FileNotFoundError, ValueError) as exc:  # ldm: its frozen vae must be trained, and fit
-            count = f"n/a: {exc}"
-        typer.echo(f"{family:<8} {cls.__name__:<9} {count}")
+    typer.echo(f"profile {config.profile}, {config.data.dataset} images")
+    for row in describe_families(config.models, config.data):
+        count = f"{row.num_parameters:,}" if row.num_parameters is not None else f"n/a: {row.unavailable}"
+        typer.echo(f"{row.family:<8} {row.model_class:<9} {count}")
+
+
+@app.command("params")
+def show_params(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
+    """Every parameter as the active profile resolves it, defaults included (YAML)."""
+    import yaml
+
+    config = _config(params, profile)
+    typer.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, width=120).rstrip())
 
 
 @app.command()

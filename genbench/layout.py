@@ -1,7 +1,7 @@
 """Where each stage reads and writes inside a project folder.
 
-`dvc.yaml` spells the same paths out literally (DVC must see them); `genbench run` and the CLI defaults
-take them from here.
+`dvc.yaml` spells the same paths out literally (DVC must see them); the CLI and the Prefect flow take them
+from here.
 """
 
 from __future__ import annotations
@@ -37,8 +37,12 @@ class Layout:
     def run(self, family: str) -> Path:
         return self.root / "runs" / family
 
+    @property
+    def samples_dir(self) -> Path:
+        return self.root / "samples"
+
     def samples(self, family: str) -> Path:
-        return self.root / "samples" / f"{family}.npy"
+        return self.samples_dir / f"{family}.npy"
 
     def metrics(self, family: str) -> Path:
         return self.root / "metrics" / f"{family}.json"

@@ -1,6 +1,6 @@
-"""The one interface every model family implements.
+"""The one interface every model family implements, and the record that registers a family.
 
-The training loop, the sampler and the evaluator only ever talk to `GenerativeModel`, so adding a family
+The training loop, the samplers and the evaluator only ever talk to `GenerativeModel`, so adding a family
 never touches them. Images cross this boundary as float NCHW tensors in [-1, 1]; class labels, where a
 family uses them, as int64 tensors of shape (B,) in [0, num_classes).
 """
@@ -10,13 +10,20 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from .config import NoArch, SamplingConfig, Strict, TrainConfig
+
 
 class GenerativeModel(nn.Module, abc.ABC):
-    """A generative model with named optimizer groups, a loss per group and a seeded sampler."""
+    """A generative model with named optimizer groups, a loss per group and a default seeded sampler.
+
+    Constructors take `(channels, image_size, arch)` plus, for a family built on other trained models
+    (`Family.frozen`), those models; never a sampler setting and never a path.
+    """
 
     # Classes a conditional family models; 0 = unconditional, labels are then ignored.
     num_classes: int = 0
@@ -57,7 +64,8 @@ class GenerativeModel(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def sample(self, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
-        """One image per generator (of class labels[i] for conditional families), NCHW float in [-1, 1].
+        """The family's default sampler: one image per generator (of class labels[i] for conditional families),
+        NCHW float in [-1, 1]. Other samplers live in `samplers.SAMPLERS` and take the model as an argument.
 
         Every random draw for image i comes from `generators[i]` (see `randn_per_sample`), so image i
         depends only on its own seed (and label) and never on which other images share the batch.
@@ -66,6 +74,28 @@ class GenerativeModel(nn.Module, abc.ABC):
     def num_parameters(self) -> int:
         """Trainable parameter count, for reports and `genbench models`."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the registry knows of a family: its module and the config classes beside it.
+
+    `frozen` maps a constructor argument to the family whose trained model is passed there (the ldm's
+    `vae`); `arch.<argument>_run` names the run folder it is loaded from at training time, and the trained
+    weights travel inside this family's own `model.safetensors` afterwards.
+    """
+
+    model: type[GenerativeModel]
+    arch: type[Strict] = NoArch
+    train: type[TrainConfig] = TrainConfig
+    sampling: type[SamplingConfig] = SamplingConfig
+    frozen: dict[str, str] = field(default_factory=dict)
+
+
+def check_divisible_by_4(image_size: int) -> None:
+    """The two stride-2 stages of the VAE and GAN networks need a size divisible by 4 (28 and 32 are)."""
+    if image_size % 4:
+        raise ValueError(f"image_size {image_size} must be divisible by 4")
 
 
 def randn_per_sample(

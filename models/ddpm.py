@@ -1,25 +1,26 @@
-"""DDPM (Ho et al., 2020): a UNet trained to predict the noise (or the velocity), sampled by ancestral steps
-over all T or by DDIM over a subset; optionally class-conditional with classifier-free guidance.
+"""DDPM (Ho et al., 2020): a UNet trained to predict the noise (or the velocity); optionally class-conditional,
+trained for classifier-free guidance (Ho & Salimans, 2021).
 
-The loss and the samplers are plain functions of (network, schedule) so either can be swapped alone; `DDPM`
-only binds a UNet to a schedule and adapts them to `GenerativeModel`.
+The loss is a plain function of (network, schedule) and the samplers (models/samplers.py) take the model at
+call time, so each can be swapped alone; `DDPM` only binds a UNet to a schedule and adapts them to
+`GenerativeModel`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from .base import GenerativeModel
-from .samplers import EpsFn, ddim_sample, ddpm_sample
+from .base import Family, GenerativeModel
+from .config import PositiveInt, Strict, TrainConfig, UnitInterval
+from .samplers import DiffusionSampling, EpsFn, ancestral
 from .schedules import NoiseSchedule, make_schedule
 from .unet import UNet
-
-PREDICTIONS = ("eps", "v")
-SAMPLER_NAMES = ("ddpm", "ddim")
 
 
 def diffusion_loss(
@@ -60,33 +61,42 @@ def noise_predictor(
     return guided
 
 
+class DDPMArch(Strict):
+    base_channels: PositiveInt = 128  # UNet width at full resolution (Ho et al.: 128 on CIFAR-10)
+    channel_mults: tuple[PositiveInt, ...] = (1, 2, 2)  # UNet width per resolution level
+    timesteps: Annotated[int, Field(ge=2)] = 1000  # diffusion steps T (training; the ddpm sampler walks all)
+    schedule: Literal["linear", "cosine"] = "linear"
+    prediction: Literal["eps", "v"] = "eps"  # what the UNet predicts: the noise or the velocity
+    num_classes: Annotated[int, Field(ge=0)] = 0  # classes to condition on; 0 = unconditional
+    cond_drop_prob: Annotated[float, Field(ge=0, le=1)] = 0.1  # share of labels dropped to train the CFG branch
+
+
+class DDPMTrain(TrainConfig):
+    steps: PositiveInt = 100000
+    log_every: PositiveInt = 100
+    checkpoint_every: PositiveInt = 5000
+    ema_decay: UnitInterval = 0.9999  # Ho et al.
+
+
 class DDPM(GenerativeModel):
     """Denoising diffusion; the schedule is fixed numbers, not state, so it is not saved.
 
-    Sampling settings (`sampler`, `sample_steps`, `eta`, `guidance_scale`) change no weight: the same trained
-    model can be sampled every way. `clip` keeps x0 estimates in [-1, 1]; the latent model turns it off.
+    The model knows nothing of samplers: `samplers.SAMPLERS` draws from it by any of them, so the same trained
+    weights serve DDPM and DDIM at any guidance scale. `clip` keeps x0 estimates in [-1, 1]; the latent model
+    turns it off.
     """
 
-    def __init__(
-        self, channels: int, image_size: int, base_channels: int = 32, channel_mults: Sequence[int] = (1, 2, 2),
-        timesteps: int = 1000, schedule: str = "linear", prediction: str = "eps", num_classes: int = 0,
-        cond_drop_prob: float = 0.1, sampler: str = "ddpm", sample_steps: int = 50, eta: float = 0.0,
-        guidance_scale: float = 1.0, clip: bool = True,
-    ) -> None:
+    def __init__(self, channels: int, image_size: int, arch: DDPMArch, clip: bool = True) -> None:
         super().__init__(channels, image_size)
-        channel_mults = tuple(channel_mults)
+        channel_mults = tuple(arch.channel_mults)
         if image_size % 2 ** (len(channel_mults) - 1):
             raise ValueError(f"image_size {image_size} must be divisible by 2**(len(channel_mults)-1) "
                              f"= {2 ** (len(channel_mults) - 1)}")
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"unknown prediction {prediction!r}; known: {list(PREDICTIONS)}")
-        if sampler not in SAMPLER_NAMES:
-            raise ValueError(f"unknown sampler {sampler!r}; known: {list(SAMPLER_NAMES)}")
-        self.net = UNet(channels, base_channels, channel_mults, num_classes)
-        self.schedule = make_schedule(schedule, timesteps)
-        self.num_classes, self.prediction, self.cond_drop_prob = num_classes, prediction, cond_drop_prob
-        self.sampler, self.sample_steps, self.eta = sampler, sample_steps, eta
-        self.guidance_scale, self.clip = guidance_scale, clip
+        self.net = UNet(channels, arch.base_channels, channel_mults, arch.num_classes)
+        self.schedule = make_schedule(arch.schedule, arch.timesteps)
+        self.num_classes, self.prediction, self.cond_drop_prob = arch.num_classes, arch.prediction, arch.cond_drop_prob
+        self.clip = clip
+        self.diffusion_shape = (channels, image_size, image_size)
 
     def parameter_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         return {"model": self.parameters()}
@@ -102,16 +112,18 @@ class DDPM(GenerativeModel):
             y = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         return {"loss": diffusion_loss(self.net, self.schedule, x, self.prediction, y)}
 
+    def noise_predictor(self, labels: Tensor | None, guidance_scale: float = 1.0) -> EpsFn:
+        """(x_t, t) → ε for the samplers; guided when `labels` are given and `guidance_scale` != 1."""
+        return noise_predictor(self.net, self.schedule, self.prediction, labels, self.num_classes, guidance_scale)
+
+    def decode(self, x: Tensor) -> Tensor:
+        """DDPM diffuses in pixel space: its samples are the images."""
+        return x
+
     @torch.no_grad()
     def sample(self, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
-        device = next(self.parameters()).device
-        if self.num_classes and labels is None:
-            raise ValueError("a class-conditional DDPM (num_classes > 0) needs labels to sample")
-        labels = labels.to(device) if self.num_classes else None
-        eps_fn = noise_predictor(self.net, self.schedule, self.prediction, labels, self.num_classes,
-                                 self.guidance_scale)
-        shape = (self.channels, self.image_size, self.image_size)
-        if self.sampler == "ddim":
-            return ddim_sample(eps_fn, self.schedule, shape, generators, self.sample_steps, self.eta, device,
-                               self.clip)
-        return ddpm_sample(eps_fn, self.schedule, shape, generators, device, self.clip)
+        """The default sampler: ancestral over all T steps, no guidance."""
+        return ancestral(self, generators, labels)
+
+
+FAMILY = Family(DDPM, DDPMArch, DDPMTrain, DiffusionSampling)

@@ -1,25 +1,72 @@
-"""Samplers for Gaussian diffusion: plain functions of (noise predictor, schedule), so the same weights can be
-sampled by either and a sampler can be checked alone.
+"""Samplers, apart from the models they sample, as diffusers keeps schedulers apart from UNets: a sampler takes
+the model and its options at call time, so a change of sampler, step count, η or guidance scale never
+touches training and a sweep re-samples the same weights.
 
-`eps_fn(x_t, t)` is whatever predicts the noise: a bare UNet, a v-prediction network converted to ε, or a
-classifier-free-guided pair of branches (models/ddpm.py builds these). Every random draw for image i comes
-from generators[i], and steps use the clipped x0 estimate when `clip` is set (pixels live in [-1, 1];
-latents do not, so the latent model turns it off).
+`SAMPLERS` maps a name to `sampler(model, generators, labels, **options) -> images in [-1, 1]`:
+  prior  the family's own `sample` (VAE and GANs: decode z ~ N(0, I))
+  ddpm   ancestral sampling over all T steps (Ho et al., 2020, algorithm 2)
+  ddim   DDIM over `sample_steps` of them (Song et al., 2021), η from 0 (deterministic) to 1 (DDPM-like)
+The two diffusion samplers drive any `Diffusion` model (DDPM, and the LDM in its latent space) through
+plain functions of (noise predictor, schedule), each checkable alone. Every random draw for image i comes
+from generators[i], and steps use the clipped x0 estimate when the model `clip`s (pixels live in [-1, 1];
+latents do not).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Literal, Protocol
 
 import torch
+from pydantic import BaseModel, Field
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .base import randn_per_sample
+from .base import GenerativeModel, randn_per_sample
+from .config import PositiveInt, SamplingConfig
 from .schedules import NoiseSchedule
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
+
+
+class DiffusionSampling(SamplingConfig):
+    """The sample stage's settings for a diffusion family (`sampling.<family>` in params.yaml)."""
+
+    sampler: Literal["ddpm", "ddim"] = "ddpm"  # ancestral over all T, or DDIM over sample_steps
+    sample_steps: PositiveInt = 100  # DDIM steps (<= timesteps); ignored by the ddpm sampler
+    eta: Annotated[float, Field(ge=0, le=1)] = 0.0  # DDIM noise: 0 deterministic, 1 DDPM-like
+    guidance_scale: Annotated[float, Field(ge=0)] = 1.0  # CFG: 0 unconditional, 1 conditional, >1 guided
+
+    def sampler_call(self) -> tuple[str, dict[str, Any]]:
+        options: dict[str, Any] = {"guidance_scale": self.guidance_scale}
+        if self.sampler == "ddim":
+            options |= {"sample_steps": self.sample_steps, "eta": self.eta}
+        return self.sampler, options
+
+    def check(self, arch: BaseModel) -> None:
+        timesteps, num_classes = getattr(arch, "timesteps"), getattr(arch, "num_classes")
+        if self.sampler == "ddim" and self.sample_steps > timesteps:
+            raise ValueError(f"sample_steps={self.sample_steps} exceeds the model's timesteps={timesteps}")
+        if self.guidance_scale != 1.0 and not num_classes:
+            raise ValueError(f"guidance_scale={self.guidance_scale} needs a class-conditional model "
+                             "(arch.num_classes > 0); use 1.0")
+
+
+class Diffusion(Protocol):
+    """What the diffusion samplers need of a model: its schedule, the shape it diffuses in, a noise predictor
+    (with classifier-free guidance for conditional models) and the map from that space to images."""
+
+    schedule: NoiseSchedule
+    num_classes: int
+    clip: bool
+    diffusion_shape: tuple[int, ...]
+
+    def noise_predictor(self, labels: Tensor | None, guidance_scale: float) -> EpsFn: ...
+
+    def decode(self, x: Tensor) -> Tensor: ...
+
+    def parameters(self) -> Any: ...
 
 
 def ddpm_sample(
@@ -97,3 +144,46 @@ def ddim_sample(
         x = ddim_step(schedule, x, t, t_prev, eps, eta, noise, clip)
     return x.clamp(-1.0, 1.0) if clip else x
 
+
+
+def _noise_predictor(model: Diffusion, labels: Tensor | None, guidance_scale: float) -> tuple[EpsFn, torch.device]:
+    device = next(model.parameters()).device
+    if model.num_classes and labels is None:
+        raise ValueError("a class-conditional model (num_classes > 0) needs labels to sample")
+    if guidance_scale != 1.0 and not model.num_classes:
+        raise ValueError(f"guidance_scale={guidance_scale} needs a class-conditional model (num_classes > 0)")
+    labels = labels.to(device) if model.num_classes else None
+    return model.noise_predictor(labels, guidance_scale), device
+
+
+@torch.no_grad()
+def ancestral(model: Diffusion, generators: Sequence[torch.Generator], labels: Tensor | None = None,
+              guidance_scale: float = 1.0) -> Tensor:
+    """`ddpm`: ancestral sampling over all T steps, then the model's decoder."""
+    eps_fn, device = _noise_predictor(model, labels, guidance_scale)
+    return model.decode(ddpm_sample(eps_fn, model.schedule, model.diffusion_shape, generators, device, model.clip))
+
+
+@torch.no_grad()
+def ddim(model: Diffusion, generators: Sequence[torch.Generator], labels: Tensor | None = None,
+         sample_steps: int = 50, eta: float = 0.0, guidance_scale: float = 1.0) -> Tensor:
+    """`ddim`: DDIM over `sample_steps` evenly spread timesteps, then the model's decoder."""
+    eps_fn, device = _noise_predictor(model, labels, guidance_scale)
+    x = ddim_sample(eps_fn, model.schedule, model.diffusion_shape, generators, sample_steps, eta, device, model.clip)
+    return model.decode(x)
+
+
+def prior(model: GenerativeModel, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
+    """`prior`: the family's own default sampler (`GenerativeModel.sample`)."""
+    return model.sample(generators, labels)
+
+
+Sampler = Callable[..., Tensor]
+SAMPLERS: dict[str, Sampler] = {"prior": prior, "ddpm": ancestral, "ddim": ddim}
+
+
+def draw(model: GenerativeModel, generators: Sequence[torch.Generator], labels: Tensor | None,
+         sampling: SamplingConfig) -> Tensor:
+    """Images from `model` by the sampler and options `sampling` names."""
+    name, options = sampling.sampler_call()
+    return SAMPLERS[name](model, generators, labels, **options)

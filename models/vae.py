@@ -9,25 +9,37 @@ wash out to grey blobs; BCE weights errors like a sharp likelihood without tunin
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from .base import GenerativeModel, eval_mode, randn_per_sample
+from .base import Family, GenerativeModel, check_divisible_by_4, eval_mode, randn_per_sample
+from .config import PositiveFloat, PositiveInt, Strict, TrainConfig
+
+
+class VAEArch(Strict):
+    latent_dim: PositiveInt = 16
+    base_channels: PositiveInt = 32
+    beta: Annotated[float, Field(ge=0)] = 1.0  # weight of the KL term (beta-VAE; 1 = the ELBO)
+
+
+class VAETrain(TrainConfig):
+    steps: PositiveInt = 20000
+    lr: PositiveFloat = 1e-3
 
 
 class VAE(GenerativeModel):
     """Two stride-2 convs down to image_size/4, a linear map to (mu, logvar), and the mirror image up."""
 
-    def __init__(self, channels: int, image_size: int, latent_dim: int = 16, base_channels: int = 32,
-                 beta: float = 1.0) -> None:
+    def __init__(self, channels: int, image_size: int, arch: VAEArch) -> None:
         super().__init__(channels, image_size)
-        if image_size % 4:
-            raise ValueError(f"image_size {image_size} must be divisible by 4")
-        self.latent_dim = latent_dim
-        self.beta = beta
-        c, s = base_channels, image_size // 4
+        check_divisible_by_4(image_size)
+        latent_dim = self.latent_dim = arch.latent_dim
+        self.beta = arch.beta
+        c, s = arch.base_channels, image_size // 4
         self._feature_shape = (2 * c, s, s)
         features = 2 * c * s * s
         self.encoder = nn.Sequential(
@@ -83,3 +95,6 @@ def interpolate(vae: VAE, a: Tensor, b: Tensor, steps: int) -> Tensor:
         mu = vae.encode(torch.stack([a, b]))[0]
         weights = torch.linspace(0.0, 1.0, steps, device=mu.device)[:, None]
         return vae.decode((1.0 - weights) * mu[0] + weights * mu[1])
+
+
+FAMILY = Family(VAE, VAEArch, VAETrain)

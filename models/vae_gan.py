@@ -14,24 +14,37 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from .base import GenerativeModel, sample_from_prior
-from .dcgan import dcgan_discriminator, dcgan_generator, dcgan_init
+from .base import Family, GenerativeModel, check_divisible_by_4, sample_from_prior
+from .config import PositiveInt, TrainConfig, UnitInterval
+from .gan import GANArch, dcgan_discriminator, dcgan_generator, dcgan_init
+
+
+class VAEGANArch(GANArch):
+    beta: Annotated[float, Field(ge=0)] = 1.0  # weight of the KL term in the encoder's loss
+    gamma: Annotated[float, Field(ge=0)] = 1e-2  # weight of feature reconstruction against the GAN term (decoder)
+
+
+class VAEGANTrain(TrainConfig):
+    steps: PositiveInt = 30000
+    batch_size: PositiveInt = 64
+    betas: tuple[UnitInterval, UnitInterval] = (0.5, 0.999)
 
 
 class VAEGAN(GenerativeModel):
     """Encoder `enc`, decoder/generator `dec`, discriminator `d_features` → `d_head`."""
 
-    def __init__(self, channels: int, image_size: int, latent_dim: int = 64, base_channels: int = 64,
-                 beta: float = 1.0, gamma: float = 1e-2) -> None:
+    def __init__(self, channels: int, image_size: int, arch: VAEGANArch) -> None:
         super().__init__(channels, image_size)
-        if image_size % 4:
-            raise ValueError(f"image_size {image_size} must be divisible by 4")
-        self.latent_dim, self.beta, self.gamma = latent_dim, beta, gamma
+        check_divisible_by_4(image_size)
+        latent_dim, base_channels = arch.latent_dim, arch.base_channels
+        self.latent_dim, self.beta, self.gamma = latent_dim, arch.beta, arch.gamma
         b, s = base_channels, image_size // 4
         self.enc = nn.Sequential(
             nn.Conv2d(channels, b, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
@@ -77,3 +90,6 @@ class VAEGAN(GenerativeModel):
     def sample(self, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
         """Decoded prior samples, decoder in eval mode (BatchNorm running statistics)."""
         return sample_from_prior(self.dec, self.latent_dim, generators)
+
+
+FAMILY = Family(VAEGAN, VAEGANArch, VAEGANTrain)

@@ -1,5 +1,4 @@
-"""Wasserstein GANs: WGAN-GP (Gulrajani et al., 2017) and, as the option it replaced, WGAN with weight clipping
-(Arjovsky et al., 2017).
+"""Wasserstein GANs: WGAN-GP (Gulrajani et al., 2017) and WGAN with weight clipping (Arjovsky et al., 2017).
 
 Both share DCGAN's generator; the critic is DCGAN's discriminator with a per-sample norm (GroupNorm with one
 group, i.e. layer norm) instead of BatchNorm, since the gradient penalty is defined per image and a batch
@@ -10,10 +9,37 @@ norm would couple them. The critic is updated `n_critic` times per generator upd
 from __future__ import annotations
 
 import functools
+
 import torch
 from torch import Tensor, nn
 
-from .dcgan import GAN
+from .base import Family
+from .config import PositiveFloat, PositiveInt, TrainConfig, UnitInterval
+from .gan import GAN, GANArch
+
+
+class WGANGPArch(GANArch):
+    n_critic: PositiveInt = 5  # critic updates per generator update
+    gp_weight: PositiveFloat = 10.0  # lambda of the gradient penalty
+
+
+class WGANArch(GANArch):
+    n_critic: PositiveInt = 5  # critic updates per generator update
+    clip: PositiveFloat = 0.01  # critic weights are clipped to [-clip, clip]
+
+
+class WGANGPTrain(TrainConfig):
+    steps: PositiveInt = 30000
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 1e-4  # Gulrajani et al., algorithm 1: alpha = 1e-4, beta1 = 0.5, beta2 = 0.9
+    betas: tuple[UnitInterval, UnitInterval] = (0.5, 0.9)
+
+
+class WGANTrain(TrainConfig):
+    steps: PositiveInt = 30000
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 5e-5  # Arjovsky et al.'s learning rate
+    betas: tuple[UnitInterval, UnitInterval] = (0.5, 0.9)
 
 
 def critic_loss(critic: nn.Module, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
@@ -35,16 +61,15 @@ def wasserstein_generator_loss(critic: nn.Module, fake: Tensor) -> dict[str, Ten
     return {"loss": -critic(fake).mean()}
 
 
-class WGAN(GAN):
-    """Generator `g` and critic `d`; the Lipschitz constraint is a gradient penalty (`gp_weight` > 0) or,
-    when `clip` > 0, clipping every critic weight to [-clip, clip] after each critic update."""
+class WassersteinGAN(GAN):
+    """Generator `g` and critic `d` under the Wasserstein loss; the Lipschitz constraint is a gradient penalty
+    (`gp_weight` > 0) or clipping every critic weight to [-clip, clip] after each critic update (`clip` > 0)."""
 
-    def __init__(self, channels: int, image_size: int, latent_dim: int = 64, base_channels: int = 64,
-                 n_critic: int = 5, gp_weight: float = 10.0, clip: float = 0.0) -> None:
+    def __init__(self, channels: int, image_size: int, arch: GANArch, n_critic: int, gp_weight: float = 0.0,
+                 clip: float = 0.0) -> None:
         if (gp_weight > 0) == (clip > 0):
             raise ValueError("choose exactly one Lipschitz constraint: gp_weight > 0 or clip > 0")
-        super().__init__(channels, image_size, latent_dim, base_channels,
-                         critic_norm=functools.partial(nn.GroupNorm, 1))
+        super().__init__(channels, image_size, arch, critic_norm=functools.partial(nn.GroupNorm, 1))
         self.n_critic, self.gp_weight, self.clip = n_critic, gp_weight, clip
 
     def updates_per_step(self) -> dict[str, int]:
@@ -71,17 +96,19 @@ class WGAN(GAN):
         raise ValueError(f"unknown WGAN group {group!r}; known: ['d', 'g']")
 
 
-class WGANGP(WGAN):
+class WGANGP(WassersteinGAN):
     """`wgan_gp`: the gradient-penalty variant (λ = `gp_weight`)."""
 
-    def __init__(self, channels: int, image_size: int, latent_dim: int = 64, base_channels: int = 64,
-                 n_critic: int = 5, gp_weight: float = 10.0) -> None:
-        super().__init__(channels, image_size, latent_dim, base_channels, n_critic, gp_weight=gp_weight, clip=0.0)
+    def __init__(self, channels: int, image_size: int, arch: WGANGPArch) -> None:
+        super().__init__(channels, image_size, arch, arch.n_critic, gp_weight=arch.gp_weight)
 
 
-class WGANClip(WGAN):
+class WGAN(WassersteinGAN):
     """`wgan`: the original weight-clipping variant."""
 
-    def __init__(self, channels: int, image_size: int, latent_dim: int = 64, base_channels: int = 64,
-                 n_critic: int = 5, clip: float = 0.01) -> None:
-        super().__init__(channels, image_size, latent_dim, base_channels, n_critic, gp_weight=0.0, clip=clip)
+    def __init__(self, channels: int, image_size: int, arch: WGANArch) -> None:
+        super().__init__(channels, image_size, arch, arch.n_critic, clip=arch.clip)
+
+
+WGAN_GP_FAMILY = Family(WGANGP, WGANGPArch, WGANGPTrain)
+WGAN_FAMILY = Family(WGAN, WGANArch, WGANTrain)

@@ -1,0 +1,213 @@
+"""Run artifacts: the one module that writes and reads a run folder, and converts images between ranges.
+
+A run folder (`runs/<family>/`, or a registry download) holds:
+  model.safetensors  the weights to sample from (the EMA where the model averages) under the model's
+                     state_dict keys, the last iterate of every averaged tensor under `raw.<key>`
+  config.json        the run record: family, seed, image shape, arch, train, and the records of the frozen
+                     models it was built on (the ldm's vae), so it rebuilds anywhere with no other folder
+  history.csv        step,name,value rows (per-step losses, the FID curve)
+  summary.json       steps, seconds, parameter count, device, config hash
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from ..models import build_model, family
+from ..models.base import GenerativeModel
+from .io import atomic_path, atomic_write, read_json, write_json
+
+WEIGHTS, CONFIG, HISTORY, SUMMARY = "model.safetensors", "config.json", "history.csv", "summary.json"
+RAW_PREFIX = "raw."
+
+HistoryRow = tuple[int, str, float]  # (step, name, value)
+
+
+class ImageShape(BaseModel):
+    channels: int
+    size: int
+
+
+class RunRecord(BaseModel):
+    """config.json: what rebuilds the model (family, image, arch, frozen) and what trained it (seed, train)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: str
+    seed: int
+    image: ImageShape
+    arch: dict[str, Any]
+    train: dict[str, Any]
+    train_data_md5: str  # the training images it saw
+    frozen: dict[str, RunRecord] = {}  # constructor argument → the frozen model's own record
+
+
+class TrainSummary(BaseModel):
+    """summary.json, and what `components.train.train` returns."""
+
+    family: str
+    steps: int
+    seconds: float
+    num_parameters: int
+    device: str
+    config_sha256: str
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def to_model_range(images: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC in [0, 255] → float NCHW in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
+    """float NCHW in [-1, 1] → uint8 NHWC in [0, 255] (round to nearest, clamp)."""
+    scaled = ((images.float().cpu() + 1.0) * 127.5).round().clamp(0, 255)
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def require(run_dir: Path, *names: str) -> None:
+    """FileNotFoundError naming the first missing file and the stage that makes it."""
+    for name in names:
+        if not (Path(run_dir) / name).is_file():
+            raise FileNotFoundError(f"{Path(run_dir) / name} not found; run `genbench train` for this family first")
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run folder's config.json as written (the one reader of it)."""
+    require(run_dir, CONFIG)
+    return read_json(Path(run_dir) / CONFIG)
+
+
+def write_config(run_dir: Path, record: RunRecord) -> None:
+    write_json(Path(run_dir) / CONFIG, record.model_dump(mode="json"))
+
+
+def write_summary(run_dir: Path, summary: TrainSummary) -> None:
+    write_json(Path(run_dir) / SUMMARY, summary.model_dump(mode="json"))
+
+
+def read_summary(run_dir: Path) -> TrainSummary:
+    require(run_dir, SUMMARY)
+    return TrainSummary.model_validate(read_json(Path(run_dir) / SUMMARY))
+
+
+def history_text(rows: list[HistoryRow]) -> str:
+    """history.csv's bytes (also kept inside checkpoints, so a resumed run writes the same file)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("step", "name", "value"))
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def parse_history(text: str, source: str = "history.csv") -> list[HistoryRow]:
+    """`step,name,value` rows in file order; rows with an empty value are skipped; a bad row is an error
+    naming its line."""
+    reader = csv.DictReader(io.StringIO(text))
+    missing = {"step", "name", "value"} - set(reader.fieldnames or [])
+    if missing:
+        raise ValueError(f"{source}: header must contain step,name,value (missing {sorted(missing)})")
+    rows = []
+    for lineno, row in enumerate(reader, start=2):
+        value = (row["value"] or "").strip()
+        if not value:
+            continue
+        try:
+            rows.append((int(float(row["step"])), row["name"], float(value)))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source}:{lineno}: bad row {row!r}: {exc}") from exc
+    return rows
+
+
+def write_history(run_dir: Path, rows: list[HistoryRow]) -> None:
+    text = history_text(rows)
+    atomic_write(Path(run_dir) / HISTORY, lambda handle: handle.write(text.encode()))
+
+
+def read_history(run_dir: Path) -> list[HistoryRow]:
+    """A run's history.csv (the one reader of it)."""
+    require(run_dir, HISTORY)
+    path = Path(run_dir) / HISTORY
+    return parse_history(path.read_text(), str(path))
+
+
+def curves(rows: list[HistoryRow]) -> dict[str, list[tuple[int, float]]]:
+    """History rows grouped by name: {name: [(step, value), ...]}."""
+    grouped: dict[str, list[tuple[int, float]]] = {}
+    for step, name, value in rows:
+        grouped.setdefault(name, []).append((step, value))
+    return grouped
+
+
+# ---------------------------------------------------------------------------------------------- weights
+
+
+def save_weights(run_dir: Path, model: GenerativeModel, averaged: dict[str, torch.Tensor],
+                 metadata: dict[str, str]) -> None:
+    """model.safetensors: the state with averaged tensors replaced by `averaged`, the raw ones under `raw.`."""
+    from safetensors.torch import save_file
+
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    for name, shadow in averaged.items():
+        weights[f"{RAW_PREFIX}{name}"] = weights[name]
+        weights[name] = shadow.detach().contiguous().cpu()
+    with atomic_path(Path(run_dir) / WEIGHTS) as tmp:
+        save_file(weights, str(tmp), metadata=metadata)
+
+
+def build(record: RunRecord) -> GenerativeModel:
+    """An untrained model shaped as `record` says, with untrained frozen models of the recorded shapes
+    (the weights of all of them come from one model.safetensors)."""
+    frozen = {argument: build(sub) for argument, sub in record.frozen.items()}
+    return build_model(record.family, record.image.channels, record.image.size, record.arch, **frozen)
+
+
+def load_trained(run_dir: Path, device: torch.device | str = "cpu", ema: bool = True
+                 ) -> tuple[GenerativeModel, RunRecord]:
+    """The trained model of a run folder (EMA weights, or the last iterate with `ema=False`), in eval mode."""
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    require(run_dir, CONFIG, WEIGHTS)
+    record = RunRecord.model_validate(read_config(run_dir))
+    family(record.family)  # a clear error for a family this version does not know
+    model = build(record)
+    stored = load_file(str(run_dir / WEIGHTS))
+    weights = {k: v for k, v in stored.items() if not k.startswith(RAW_PREFIX)}
+    if not ema:
+        weights |= {k.removeprefix(RAW_PREFIX): v for k, v in stored.items() if k.startswith(RAW_PREFIX)}
+    model.load_state_dict(weights)
+    return model.to(device).eval(), record
+
+
+def load_frozen(name: str, arch: BaseModel, channels: int, image_size: int
+                 ) -> dict[str, tuple[GenerativeModel, RunRecord]]:
+    """The trained models family `name` is built on (`Family.frozen`), from the run folders its arch names
+    (`arch.<argument>_run`), checked to be that family and image shape."""
+    loaded = {}
+    for argument, needed in family(name).frozen.items():
+        run = Path(getattr(arch, f"{argument}_run"))
+        try:
+            model, record = load_trained(run)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{name} is built on a trained {needed}: {exc} (or set "
+                                    f"models.{name}.arch.{argument}_run)") from None
+        if record.family != needed:
+            raise ValueError(f"models.{name}.arch.{argument}_run={run} holds a {record.family} run, not a {needed}")
+        if (record.image.channels, record.image.size) != (channels, image_size):
+            raise ValueError(f"{run}: {needed} trained on {record.image.channels}×{record.image.size} images, "
+                             f"{name} on {channels}×{image_size}")
+        loaded[argument] = (model, record)
+    return loaded

@@ -1,0 +1,37 @@
+"""Inception features of image sets, with the reference set's features cached on disk.
+
+Every family is scored against the same reference numbers, and the slow network runs over the reference once:
+the cache key is the reference bytes' md5, the network's sha256 and the preprocessing, so a changed byte,
+network or resize rule recomputes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .inception import PREPROCESSING, extract_features, extractor_identity
+from .io import atomic_write, config_hash
+from .metrics import feature_stats
+
+
+def reference_stats_key(reference_md5: str, extractor: dict[str, str], preprocessing: dict[str, Any]) -> str:
+    """Cache key of reference statistics: same image bytes, same network, same preprocessing, same stats."""
+    return config_hash({"reference_md5": reference_md5, "extractor": extractor, "preprocessing": preprocessing})
+
+
+def reference_features(
+    reference: np.ndarray, reference_md5: str, cache_dir: Path, batch_size: int, device: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Reference features, mean, covariance and cache key, from the cache or computed once and cached atomically."""
+    key = reference_stats_key(reference_md5, extractor_identity(), PREPROCESSING)
+    cache_path = Path(cache_dir) / f"reference-{key}.npz"
+    if cache_path.is_file():
+        with np.load(cache_path, allow_pickle=False) as cached:
+            return cached["features"], cached["mu"], cached["sigma"], key
+    features = extract_features(reference, batch_size=batch_size, device=device)
+    mu, sigma = feature_stats(features)
+    atomic_write(cache_path, lambda handle: np.savez(handle, features=features, mu=mu, sigma=sigma))
+    return features, mu, sigma, key

@@ -1,0 +1,39 @@
+"""Which failures a Prefect task retries: transient I/O (network, S3, tracking server) and nothing else.
+
+A bad parameter, a missing input or a bug fails the flow at once with its own message; retrying it would only
+repeat the message two more times.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Error codes an MLflow server answers with when a retry can succeed.
+TRANSIENT_MLFLOW_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "INTERNAL_ERROR"}
+# botocore's connection failures (module botocore.exceptions), by class name: botocore need not be imported.
+TRANSIENT_BOTOCORE = {"EndpointConnectionError", "ConnectionClosedError", "ConnectTimeoutError", "ReadTimeoutError"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for connection failures and timeouts anywhere in the exception's cause chain."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ConnectionError, TimeoutError)):
+            return True
+        kind = type(current)
+        if kind.__module__.startswith("botocore") and kind.__name__ in TRANSIENT_BOTOCORE:
+            return True
+        if kind.__module__.startswith(("requests", "urllib3")) and "Error" in kind.__name__:
+            return not isinstance(current, (ValueError, TypeError))
+        if kind.__name__ in {"MlflowException", "RestException"}:
+            return getattr(current, "error_code", None) in TRANSIENT_MLFLOW_CODES
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's `retry_condition_fn`: go on to the retry policy only when the task failed transiently."""
+    exc = state.result(raise_on_failure=False)
+    return isinstance(exc, BaseException) and is_transient(exc)

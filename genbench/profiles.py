@@ -1,0 +1,68 @@
+"""Profile resolution: any mapping in `params.yaml` may carry `profiles: {tiny|quick|full: overrides}`, deep-merged
+over its siblings when that profile is active. Overrides sit beside the values they change, so a DVC stage can
+depend on `models.ddpm` alone and editing DDPM settings never retrains the VAE.
+
+Pure functions over plain dicts; `genbench/config.py` validates what comes out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+PROFILES: tuple[str, ...] = ("tiny", "quick", "full")
+Origins = dict[tuple[str, ...], tuple[str, ...]]  # resolved key path → where its value was written
+
+
+class ConfigError(ValueError):
+    """Bad parameters: the message names each offending field and what is allowed."""
+
+
+def resolve_profiles(node: Any, profile: str, path: Path, here: tuple[str, ...] = (),
+                     origins: Origins | None = None) -> Any:
+    """Deep-merge each mapping's `profiles[profile]` over it, recording in `origins` where overridden values
+    came from (so an error names the line the user wrote)."""
+    origins = {} if origins is None else origins
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    overrides = node.pop("profiles", None) or {}
+    if not isinstance(overrides, dict) or not set(overrides) <= set(PROFILES):
+        where = ".".join((*here, "profiles"))
+        raise ConfigError(f"{path}: {where}: must map profile names ({', '.join(PROFILES)}) to overrides")
+    chosen = overrides.get(profile) or {}
+    if not isinstance(chosen, dict):
+        raise ConfigError(f"{path}: {'.'.join((*here, 'profiles', profile))}: must be a mapping of overrides")
+    merged = _deep_merge(node, chosen, here, (*here, "profiles", profile), origins)
+    return {key: resolve_profiles(value, profile, path, (*here, key), origins) for key, value in merged.items()}
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any], here: tuple[str, ...], source: tuple[str, ...],
+                origins: Origins) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value, (*here, key), (*source, key), origins)
+        else:
+            merged[key] = value
+            origins[(*here, key)] = (*source, key)
+    return merged
+
+
+def describe(exc: ValidationError, origins: Origins, path: Path) -> str:
+    """One line per bad field, named where the user wrote it, with what is allowed."""
+    lines = [f"{path}: {exc.error_count()} invalid parameter(s):"]
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        shown = next((origins[loc[:i]] + loc[i:] for i in range(len(loc), 0, -1) if loc[:i] in origins), loc)
+        field = ".".join(shown) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key; remove it or fix its spelling (`genbench params` prints every key)"
+        elif "input" in error and not isinstance(error["input"], dict):
+            message += f" (got {error['input']!r})"
+        lines.append(f"  {field}: {message}")
+    lines.append("Nothing was written. Fix params.yaml and run again.")
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""The pydantic building blocks every family's config is made of.
+
+Each family declares its own `Arch` and `Train` classes beside its `nn.Module` (models/<family>.py), with the
+defaults of its `full` profile, i.e. the literature settings; `genbench/config.py` assembles the params schema
+from the registry. A default therefore lives in exactly one place: its class here or in a family module.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+UnitInterval = Annotated[float, Field(ge=0, lt=1)]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must never silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoArch(Strict):
+    """For a family without architecture options."""
+
+
+class TrainConfig(Strict):
+    """The training recipe; a family subclasses it to change defaults (e.g. `steps`, `lr`, `betas`)."""
+
+    steps: PositiveInt = 1000  # optimizer steps per group
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 2e-4  # Adam learning rate, shared by every optimizer group
+    betas: tuple[UnitInterval, UnitInterval] = (0.9, 0.999)  # Adam's (beta1, beta2)
+    log_every: PositiveInt = 50  # steps between rows in history.csv
+    checkpoint_every: PositiveInt = 2000  # steps between resumable checkpoints
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
+    # autocast dtype of the forward passes; fp16 adds a loss scaler per optimizer group (saved in checkpoints)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    ema_decay: UnitInterval = 0.999  # EMA of the sampled weights; 0 = last iterate
+    fid_every: Annotated[int, Field(ge=0)] = 5000  # steps between FID-curve points (EMA weights); 0 = no curve
+    fid_n: Annotated[int, Field(ge=6)] = 1000  # images per FID-curve point (small N: a trend, not a result)
+
+
+class SamplingConfig(Strict):
+    """How the sample stage draws from a trained model; never read by training.
+
+    Families without a choice of sampler (VAE, GANs) draw z from their prior; the diffusion families use
+    `samplers.DiffusionSampling`.
+    """
+
+    ema: bool = True  # sample from the EMA weights (else the last iterate)
+
+    def sampler_call(self) -> tuple[str, dict[str, Any]]:
+        """(name in `samplers.SAMPLERS`, its keyword options)."""
+        return "prior", {}
+
+    def check(self, arch: BaseModel) -> None:
+        """Raise ValueError naming the field when these settings cannot sample a model built from `arch`."""
