@@ -28,7 +28,7 @@ REGISTRY: dict[str, Family] = {
 def family(name: str) -> Family:
     """The registered family `name`; ValueError listing the known ones otherwise."""
     if name not in REGISTRY:
-        raise ValueError(f"unknown model family {name!r}; known: {', '.join(REGISTRY)}")
+        raise ValueError(f"unknown model family {name!r}; known: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
 
 

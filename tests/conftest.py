@@ -1,4 +1,10 @@
-"""Shared fixtures: offline data, a tiny-profile project folder, isolated MLflow/Prefect state."""
+"""Shared fixtures and the test tiers.
+
+Each folder is a tier, marked automatically: unit (maths, config, models; seconds, no files), stages (each
+component on tiny data, sharing one prepared-and-trained project), drivers (dvc and the Prefect flow end to
+end), services (real MLflow / Prefect / S3 servers: marker `server`; the headless-Chromium test also
+`browser`). The fast loop is `uv run pytest -m "not server and not browser"`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+TIER_MARKERS = {"unit": "unit", "stages": "stages", "drivers": "drivers", "services": "server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        tier = Path(str(item.fspath)).relative_to(tests).parts[0]
+        if tier in TIER_MARKERS:
+            item.add_marker(TIER_MARKERS[tier])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,14 +36,18 @@ def offline_data() -> Path:
     return data_dir
 
 
+def tiny_params() -> str:
+    """The repository's params.yaml switched to the tiny profile."""
+    text = (REPO / "params.yaml").read_text().replace("profile: quick ", "profile: tiny ", 1)
+    assert "profile: tiny" in text
+    return text
+
+
 @pytest.fixture()
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh project folder with the repo's params.yaml on the tiny profile, as the cwd."""
-    text = (REPO / "params.yaml").read_text().replace("profile: quick ", "profile: tiny ", 1)
-    assert "profile: tiny" in text
-    (tmp_path / "params.yaml").write_text(text)
+    (tmp_path / "params.yaml").write_text(tiny_params())
     monkeypatch.chdir(tmp_path)
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "PREFECT_API_URL"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
-

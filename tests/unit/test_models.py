@@ -11,17 +11,12 @@ import math
 import pytest
 import torch
 
-import json
-from pathlib import Path
-
-from safetensors.torch import save_file
-
 from genbench.components.ema import EMA
 from genbench.models import REGISTRY, build_model
 from genbench.models.base import GenerativeModel
 from genbench.models.dcgan import DCGAN
 from genbench.models.ddpm import noise_predictor
-from genbench.models.samplers import ddim_sample, ddim_step, ddim_timesteps, ddpm_sample
+from genbench.models.samplers import ancestral, ddim, ddim_sample, ddim_step, ddim_timesteps, ddpm_sample
 from genbench.models.schedules import make_schedule
 from genbench.models.unet import UNet
 from genbench.models.vae import VAE, interpolate
@@ -37,24 +32,13 @@ TINY: dict[str, dict] = {
     "ldm": {"base_channels": 8, "channel_mults": (1,), "timesteps": 10, "latent_shape": (1, 2, 2)},
 }
 GROUPS = {"dcgan": ["d", "g"], "wgan_gp": ["d", "g"], "wgan": ["d", "g"], "vae_gan": ["d", "enc", "dec"]}
-VAE_RUNS: dict[tuple[int, int], Path] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def vae_runs(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Tiny untrained `genbench train vae`-style run folders for the ldm to freeze, one per image shape."""
-    for channels, size in ((1, 28), (3, 32)):
-        run = tmp_path_factory.mktemp(f"vae{channels}x{size}")
-        (run / "config.json").write_text(json.dumps(
-            {"family": "vae", "arch": TINY["vae"], "image": {"channels": channels, "size": size}}))
-        save_file(tiny("vae", channels, size).state_dict(), str(run / "model.safetensors"))
-        VAE_RUNS[channels, size] = run
 
 
 def tiny(family: str, channels: int = 1, image_size: int = 28, **overrides) -> GenerativeModel:
+    """A tiny untrained model; the ldm gets a tiny untrained vae of the same image shape to freeze."""
+    frozen = {"vae": tiny("vae", channels, image_size)} if family == "ldm" else {}
     torch.manual_seed(0)
-    arch = TINY[family] | ({"vae_run": str(VAE_RUNS[channels, image_size])} if family == "ldm" else {}) | overrides
-    return build_model(family, channels=channels, image_size=image_size, **arch)
+    return build_model(family, channels, image_size, TINY[family] | overrides, **frozen)
 
 
 def toy_batch(n: int = 16, channels: int = 1, size: int = 28) -> torch.Tensor:
@@ -76,6 +60,13 @@ def test_registry_lists_every_family_and_rejects_unknown_names() -> None:
     assert set(REGISTRY) == {"vae", "dcgan", "wgan_gp", "wgan", "vae_gan", "ddpm", "ldm"}
     with pytest.raises(ValueError, match=r"'gan'.*dcgan.*ddpm.*vae"):
         build_model("gan", channels=1, image_size=28)
+    with pytest.raises(ValueError, match="trained vae"):
+        build_model("ldm", channels=1, image_size=28)  # a family built on a trained model must be given it
+
+
+def test_guidance_needs_a_conditional_model() -> None:
+    with pytest.raises(ValueError, match="class-conditional"):
+        ddim(tiny("ddpm"), generators([0]), sample_steps=2, guidance_scale=3.0)
 
 
 @pytest.mark.parametrize("family", sorted(REGISTRY))
@@ -363,7 +354,7 @@ def test_ddim_with_eta_1_over_all_steps_equals_the_ddpm_sampler() -> None:
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])
 def test_guidance_0_is_the_unconditional_branch(prediction: str) -> None:
-    model = tiny("ddpm", num_classes=3, prediction=prediction, guidance_scale=0.0, sampler="ddim", sample_steps=4)
+    model = tiny("ddpm", num_classes=3, prediction=prediction)
     wake(model.net)
     x, t, labels = toy_batch(2), torch.tensor([3, 7]), torch.tensor([0, 2])
     with torch.no_grad():
@@ -372,19 +363,21 @@ def test_guidance_0_is_the_unconditional_branch(prediction: str) -> None:
         conditional = noise_predictor(model.net, model.schedule, prediction, labels)(x, t)
     torch.testing.assert_close(guided, unconditional, rtol=0, atol=1e-5)  # one batch vs two: float rounding
     assert not torch.allclose(conditional, unconditional)  # the class embedding does matter
-    a = model.sample(generators([3, 4]), torch.tensor([0, 1]))
-    b = model.sample(generators([3, 4]), torch.tensor([2, 2]))
+    a = ddim(model, generators([3, 4]), torch.tensor([0, 1]), sample_steps=4, guidance_scale=0.0)
+    b = ddim(model, generators([3, 4]), torch.tensor([2, 2]), sample_steps=4, guidance_scale=0.0)
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
 def test_conditional_ddpm_needs_labels_and_samples_per_seed() -> None:
-    model = tiny("ddpm", num_classes=3, guidance_scale=2.0)
+    model = tiny("ddpm", num_classes=3)
     with pytest.raises(ValueError, match="labels"):
         model.training_losses(toy_batch(2), "model")
+    with pytest.raises(ValueError, match="labels"):
+        ancestral(model, generators([1]))
     loss = model.training_losses(toy_batch(2), "model", torch.tensor([0, 1]))["loss"]
     assert torch.isfinite(loss) and loss.requires_grad
-    batch = model.sample(generators([1, 2, 3]), torch.tensor([0, 1, 2]))
-    alone = model.sample(generators([2]), torch.tensor([1]))
+    batch = ancestral(model, generators([1, 2, 3]), torch.tensor([0, 1, 2]), guidance_scale=2.0)
+    alone = ancestral(model, generators([2]), torch.tensor([1]), guidance_scale=2.0)
     torch.testing.assert_close(alone[0], batch[1], rtol=0, atol=1e-5)
 
 

@@ -1,0 +1,43 @@
+"""One tiny project, prepared and trained once per session (vae, dcgan, ddpm), that stage tests copy from."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from genbench.components.prepare import prepare
+from genbench.components.train import train
+from genbench.config import load_config
+from genbench.layout import Layout
+
+from ..conftest import tiny_params
+
+FAMILIES = ("vae", "dcgan", "ddpm")
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory: pytest.TempPathFactory, offline_data: Path) -> Path:
+    """Read-only: the tiny profile's prepared data and trained runs of FAMILIES. Tests copy what they need."""
+    root = tmp_path_factory.mktemp("tiny-trained")
+    (root / "params.yaml").write_text(tiny_params())
+    layout, config = Layout(root), load_config(root / "params.yaml")
+    prepare(config.data, config.seed, layout.data, layout.downloads)
+    for family in FAMILIES:
+        train(family, config.family(family), config.seed, layout.data, layout.run(family), cache_dir=layout.cache)
+    return root
+
+
+@pytest.fixture()
+def prepared(project: Path, tiny_trained: Path) -> Path:
+    """`project` with the tiny prepared data in data/prepared."""
+    shutil.copytree(tiny_trained / "data" / "prepared", project / "data" / "prepared")
+    return project
+
+
+@pytest.fixture()
+def trained(prepared: Path, tiny_trained: Path) -> Path:
+    """`prepared` with trained runs/{vae,dcgan,ddpm}."""
+    shutil.copytree(tiny_trained / "runs", prepared / "runs")
+    return prepared
