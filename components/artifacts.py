@@ -3,8 +3,9 @@
 A run folder (`runs/<family>/`, or a registry download) holds:
   model.safetensors  the weights to sample from (the EMA where the model averages) under the model's
                      state_dict keys, the last iterate of every averaged tensor under `raw.<key>`
-  config.json        the run record: family, seed, image shape, arch, train, and the records of the frozen
-                     models it was built on (the ldm's vae), so it rebuilds anywhere with no other folder
+  config.json        the run record: family, seed, image shape, arch, train, the training images' md5, and the
+                     records of the frozen models it was built on (the ldm's vae), so it rebuilds anywhere
+                     with no other folder
   history.csv        step,name,value rows (per-step losses, the FID curve)
   summary.json       steps, seconds, parameter count, device, config hash
 """

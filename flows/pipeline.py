@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prefect import flow, runtime, task
+from prefect.cache_policies import NO_CACHE
+
 from genbench.components.evaluate import evaluate as evaluate_component
 from genbench.components.prepare import prepare as prepare_component
 from genbench.components.register import register as register_component
 from genbench.components.report import report as report_component
 from genbench.components.sample import sample as sample_component
 from genbench.components.train import train as train_component
-from prefect import flow, runtime, task
-from prefect.cache_policies import NO_CACHE
-
 from genbench.config import Config, load_config
 from genbench.layout import Layout
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-# Error codes an MLflow server answers with when a retry can succeed.
-TRANSIENT_MLFLOW_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "INTERNAL_ERROR"}
+# Error codes an MLflow server answers with when a retry can succeed. Not INTERNAL_ERROR: MLflow gives every
+# unclassified error that code, and its REST client already retries 5xx answers with backoff.
+TRANSIENT_MLFLOW_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
 # botocore's connection failures (module botocore.exceptions), by class name: botocore need not be imported.
 TRANSIENT_BOTOCORE = {"EndpointConnectionError", "ConnectionClosedError", "ConnectTimeoutError", "ReadTimeoutError"}
 

@@ -57,12 +57,12 @@ def describe(exc: ValidationError, origins: Origins, path: Path) -> str:
     for error in exc.errors():
         loc = tuple(str(part) for part in error["loc"])
         shown = next((origins[loc[:i]] + loc[i:] for i in range(len(loc), 0, -1) if loc[:i] in origins), loc)
-        field = ".".join(shown) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key; remove it or fix its spelling (`genbench params` prints every key)"
         elif "input" in error and not isinstance(error["input"], dict):
             message += f" (got {error['input']!r})"
-        lines.append(f"  {field}: {message}")
+        # A check across sections (no location) names its fields itself.
+        lines.append(f"  {'.'.join(shown)}: {message}" if shown else f"  {message}")
     lines.append("Nothing was written. Fix params.yaml and run again.")
     return "\n".join(lines)

@@ -36,7 +36,7 @@ def _run(cmd: list[str], cwd: Path, timeout: int = 900) -> str:
     return done.stdout + done.stderr
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", ".pytest_cache", "data", "runs",
                                      "samples", "metrics", "registry", "report", "mlflow.db", "mlartifacts",
                                      ".genbench", "dvc.lock")
@@ -139,11 +139,35 @@ def test_dvc_and_flow_produce_the_same_outputs(flow_project: Path, dvc_project: 
         assert (flow_project / name).read_bytes() == (dvc_root / name).read_bytes(), name
 
 
+def _status_after(root: Path, edit) -> str:
+    """`dvc status` after editing params.yaml, with the original params put back afterwards."""
+    path = root / "params.yaml"
+    original = path.read_text()
+    params = yaml.safe_load(original)
+    edit(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        return _run(["dvc", "status"], root)
+    finally:
+        path.write_text(original)
+
+
 def test_dvc_retrains_only_the_family_whose_params_changed(dvc_project: tuple[Path, str, str]) -> None:
     root = dvc_project[0]
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["models"]["ddpm"]["profiles"]["tiny"]["train"]["steps"] += 1
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = _run(["dvc", "status"], root)
+    status = _status_after(root, lambda p: p["models"]["ddpm"]["profiles"]["tiny"]["train"].update(steps=5))
     assert "train@ddpm" in status
     assert "train@vae" not in status and "train@dcgan" not in status
+
+
+def test_a_sampler_change_resamples_without_retraining(dvc_project: tuple[Path, str, str]) -> None:
+    """DDIM steps, eta and guidance live in sampling.<family>: sample@ddpm reruns (and the stages after it,
+    whose inputs it rewrites), train@ddpm stays up to date."""
+    root = dvc_project[0]
+
+    def ddim_steps(params: dict) -> None:
+        params["sampling"]["ddpm"]["sampler"] = "ddim"
+        params["sampling"]["ddpm"]["profiles"]["tiny"]["sample_steps"] = 3
+
+    status = _status_after(root, ddim_steps)
+    assert "sample@ddpm" in status and "sampling.ddpm" in status, status
+    assert "train@" not in status and "sample@vae" not in status, status

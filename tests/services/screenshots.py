@@ -1,0 +1,117 @@
+"""The two pages people click, rendered in headless Chromium: the Prefect deployment with its schedule and the
+MLflow registered model with its `champion` alias.
+
+The browser test (test_stack.py) saves them to its temporary folder. The README's pictures come from a
+quick-profile run instead, refreshed by
+
+    GENBENCH_DATA_DIR=../shared/data uv run python -m tests.services.screenshots
+
+which clones this checkout to a temporary folder (so versions carry the real git commit), starts
+`genbench stack up` there, runs the quick profile through the Prefect server into the MLflow server, deploys
+it on a nightly schedule, writes docs/img/{prefect-deployment,mlflow-model}.png and stops the stack
+(~10-15 minutes on 2 CPU cores). Look at both pictures before committing them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM_FLAGS = [  # headless as root, and no calls home: this machine's network is closed
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+VIEWPORT = {"width": 1600, "height": 1000}
+
+
+def chromium() -> str | None:
+    """Debian's chromium, if installed (the README's test command installs it)."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def api(base: str, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{base}{path}", data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def capture(urls: dict[str, str], deployment: dict, champion_version: str, out_dir: Path,
+            executable: str) -> tuple[Path, Path]:
+    """Render the deployment page (checking its name and schedule) and the genbench-ddpm model page (checking
+    the alias row) into out_dir; return the two PNGs."""
+    from playwright.sync_api import expect, sync_playwright
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shots = out_dir / "prefect-deployment.png", out_dir / "mlflow-model.png"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(f"{urls['prefect']}/deployments/deployment/{deployment['id']}")
+            expect(page.get_by_text(deployment["name"]).first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("At 03:00 AM every day")).to_be_visible(timeout=60_000)  # cron 0 3 * * *
+            _settle(page)
+            page.screenshot(path=shots[0])
+
+            page.goto(f"{urls['mlflow']}/#/models/genbench-ddpm")
+            row = page.get_by_role("row").filter(has_text="champion")
+            expect(row).to_have_count(1, timeout=60_000)
+            expect(row).to_contain_text(f"Version {champion_version}")
+            _settle(page)
+            page.screenshot(path=shots[1])
+        finally:
+            browser.close()
+    return shots
+
+
+def _settle(page) -> None:  # noqa: ANN001 - playwright's Page
+    """Close whatever a first visit pops up (dialogs, tours) and let transitions finish before the picture."""
+    page.keyboard.press("Escape")
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(1500)
+
+
+def main() -> None:
+    from genbench import stack
+
+    executable = chromium()
+    if executable is None:
+        sys.exit("chromium is not installed: apt-get install chromium")
+    with tempfile.TemporaryDirectory(prefix="genbench-screenshots-") as folder:
+        project = Path(folder) / "genbench"
+        subprocess.run(["git", "clone", "--quiet", "--local", str(REPO), str(project)], check=True)
+        shutil.copy(REPO / "params.yaml", project / "params.yaml")  # the working tree's params, quick profile
+        started = stack.up(project)
+        try:
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "AWS_"))}
+            env |= started["env"]
+
+            def genbench(*args: str) -> None:
+                subprocess.run([sys.executable, "-m", "genbench.cli", *args], cwd=project, env=env, check=True)
+
+            genbench("run", "--profile", "quick")
+            genbench("deploy", "--name", "nightly", "--cron", "0 3 * * *", "--profile", "quick")
+            from mlflow import MlflowClient
+
+            deployment = api(env["PREFECT_API_URL"], "/deployments/name/genbench-pipeline/nightly")
+            champion = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).get_model_version_by_alias(
+                "genbench-ddpm", "champion")
+            urls = {name: service["url"] for name, service in started["services"].items()}
+            shots = capture(urls, deployment, champion.version, Path(folder) / "shots", executable)
+            for shot in shots:
+                shutil.copy(shot, REPO / "docs" / "img" / shot.name)
+                print(f"wrote docs/img/{shot.name}")
+        finally:
+            stack.down(project)
+
+
+if __name__ == "__main__":
+    main()
