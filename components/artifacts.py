@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..models import build_model, family
 from ..models.base import GenerativeModel
-from .io import atomic_path, atomic_write, read_json, write_json
+from .io import atomic_path, atomic_write, read_json, require_file, write_json
 
 WEIGHTS, CONFIG, HISTORY, SUMMARY = "model.safetensors", "config.json", "history.csv", "summary.json"
 RAW_PREFIX = "raw."
@@ -81,8 +81,7 @@ def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
 def require(run_dir: Path, *names: str) -> None:
     """FileNotFoundError naming the first missing file and the stage that makes it."""
     for name in names:
-        if not (Path(run_dir) / name).is_file():
-            raise FileNotFoundError(f"{Path(run_dir) / name} not found; run `genbench train` for this family first")
+        require_file(Path(run_dir) / name, "genbench train")
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from .devices import pick_device
 from .features import reference_features
 from .images import array_digest, load_images, validate_images
 from .inception import PREPROCESSING, extract_features, extractor_identity, standard_inception_logits
-from .io import file_digest, load_npy, write_json
+from .io import file_digest, load_npy, require_file, write_json
 from .metrics import (
     DENSITY_K,
     IS_SPLITS,
@@ -127,9 +127,8 @@ def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_
     kid_subsets, kid_subset_size, bootstrap, seed, is_splits, compute_inception_score).
     """
     samples_path, reference_path = Path(samples_path), Path(reference_path)
-    for path, stage in ((samples_path, "genbench sample"), (reference_path, "genbench prepare")):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found; run `{stage}` first")
+    require_file(samples_path, "genbench sample")
+    require_file(reference_path, "genbench prepare")
     result = score(
         load_npy(samples_path), load_npy(reference_path), file_digest(reference_path), cache_dir=cache_dir,
         batch_size=settings.batch_size, k=settings.k, device=str(pick_device(settings.device)),

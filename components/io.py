@@ -70,6 +70,14 @@ def load_npy(path: Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
+def require_file(path: Path, stage: str) -> Path:
+    """`path`, or FileNotFoundError naming it and the command that makes it: every stage checks its inputs
+    this way before doing any work."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} not found; run `{stage}` first")
+    return Path(path)
+
+
 def file_digest(path: Path, algorithm: str = "md5") -> str:
     """Hex digest of a file's bytes, read in chunks."""
     digest = hashlib.new(algorithm)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from .artifacts import CONFIG, HISTORY, SUMMARY, WEIGHTS, read_config, read_history, read_summary
-from .io import config_hash, read_json, write_json
+from .artifacts import CONFIG, HISTORY, SUMMARY, WEIGHTS, read_config, read_history, read_summary, require
+from .io import config_hash, read_json, require_file, write_json
 from .promotion import TAG_DATA_MD5, TAG_EXTRACTOR_SHA, TAG_FID
 from .registry import apply_promotion, create_version, model_name
 from .run_logging import git_commit, log_run, numeric_items
@@ -34,23 +34,15 @@ class RegisterRecord(BaseModel):
     tracking_uri: str
 
 
-def _require(path: Path, what: str, stage: str) -> Path:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{what} not found: {path} (made by `{stage}`; run it first)")
-    return Path(path)
-
-
 def register(family: str, run_dir: Path, metrics_path: Path, manifest_path: Path, out_path: Path, *,
              project_dir: Path, tags: dict[str, str] | None = None) -> RegisterRecord:
     """Log the run, create version N of `genbench-<family>` tagged with its FID and provenance, and move
     `champion` to it if the promotion policy says so. `tags` go on the MLflow run (the Prefect flow passes its
     flow-run id, so a run triggered from the Prefect UI can be found in MLflow)."""
     run_dir, project_dir = Path(run_dir), Path(project_dir)
-    for name, stage in ((WEIGHTS, "genbench train"), (CONFIG, "genbench train"), (HISTORY, "genbench train"),
-                        (SUMMARY, "genbench train")):
-        _require(run_dir / name, f"run file {name}", stage)
-    metrics = read_json(_require(metrics_path, "evaluation metrics", "genbench evaluate"))
-    manifest = read_json(_require(manifest_path, "data manifest", "genbench prepare"))
+    require(run_dir, WEIGHTS, CONFIG, HISTORY, SUMMARY)
+    metrics = read_json(require_file(metrics_path, "genbench evaluate"))
+    manifest = read_json(require_file(manifest_path, "genbench prepare"))
     config, history, summary = read_config(run_dir), read_history(run_dir), read_summary(run_dir)
     if "fid" not in metrics:
         raise ValueError(f"{metrics_path} has no 'fid' (re-run `genbench evaluate`)")

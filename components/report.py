@@ -10,7 +10,7 @@ import numpy as np
 from ..layout import Layout
 from .artifacts import curves as group_curves
 from .artifacts import load_trained, read_history, read_summary, to_model_range, to_uint8_nhwc
-from .io import atomic_path, load_npy, read_json, write_json
+from .io import atomic_path, load_npy, read_json, require_file, write_json
 
 GRID_IMAGES = 64
 LOSS_PANELS_PER_ROW = 4
@@ -22,9 +22,8 @@ def report(families: list[str], layout: Layout, out_dir: Path) -> Path:
     and fid_curve.png when a run measured an FID curve (`train.fid_every`). Returns report.md's path."""
     out_dir = Path(out_dir)
     for family in families:
-        for path in (layout.samples(family), layout.metrics(family), layout.run(family) / "summary.json"):
-            if not Path(path).exists():
-                raise FileNotFoundError(f"{path} not found; run the pipeline for {family} before `genbench report`")
+        require_file(layout.samples(family), f"genbench sample {family}")
+        require_file(layout.metrics(family), f"genbench evaluate {family}")
     metrics = {family: read_json(layout.metrics(family)) for family in families}
     rows = [_row(family, metrics[family], read_summary(layout.run(family)).model_dump()) for family in families]
     reference = load_npy(layout.reference)
