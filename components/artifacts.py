@@ -15,15 +15,17 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict
 
-from ..models import build_model, family
-from ..models.base import GenerativeModel
 from .io import atomic_path, atomic_write, read_json, require_file, write_json
+
+if TYPE_CHECKING:  # torch and the models load inside the functions that need them: `register` needs neither
+    import numpy as np
+    import torch
+
+    from ..models.base import GenerativeModel
 
 WEIGHTS, CONFIG, HISTORY, SUMMARY = "model.safetensors", "config.json", "history.csv", "summary.json"
 RAW_PREFIX = "raw."
@@ -66,11 +68,15 @@ class TrainSummary(BaseModel):
 
 def to_model_range(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC in [0, 255] → float NCHW in [-1, 1]."""
+    import torch
+
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
     """float NCHW in [-1, 1] → uint8 NHWC in [0, 255] (round to nearest, clamp)."""
+    import torch
+
     scaled = ((images.float().cpu() + 1.0) * 127.5).round().clamp(0, 255)
     return scaled.to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
@@ -170,6 +176,8 @@ def save_weights(run_dir: Path, model: GenerativeModel, averaged: dict[str, torc
 def build(record: RunRecord) -> GenerativeModel:
     """An untrained model shaped as `record` says, with untrained frozen models of the recorded shapes
     (the weights of all of them come from one model.safetensors)."""
+    from ..models import build_model
+
     frozen = {argument: build(sub) for argument, sub in record.frozen.items()}
     return build_model(record.family, record.image.channels, record.image.size, record.arch, **frozen)
 
@@ -178,6 +186,8 @@ def load_trained(run_dir: Path, device: torch.device | str = "cpu", ema: bool = 
                  ) -> tuple[GenerativeModel, RunRecord]:
     """The trained model of a run folder (EMA weights, or the last iterate with `ema=False`), in eval mode."""
     from safetensors.torch import load_file
+
+    from ..models import family
 
     run_dir = Path(run_dir)
     require(run_dir, CONFIG, WEIGHTS)
@@ -196,6 +206,8 @@ def load_frozen(name: str, arch: BaseModel, channels: int, image_size: int
                  ) -> dict[str, tuple[GenerativeModel, RunRecord]]:
     """The trained models family `name` is built on (`Family.frozen`), from the run folders its arch names
     (`arch.<argument>_run`), checked to be that family and image shape."""
+    from ..models import family
+
     loaded = {}
     for argument, needed in family(name).frozen.items():
         run = Path(getattr(arch, f"{argument}_run"))

@@ -19,6 +19,7 @@ from genbench.components.metrics import (
     kernel_inception_distance,
     knn_radii_squared,
     manifold_metrics,
+    poly_mmd,
     precision_recall,
 )
 
@@ -48,6 +49,10 @@ def test_kid_clamps_subset_size_and_agrees_with_torchmetrics_on_one_full_subset(
     class Features(nn.Identity):
         num_features = 8
 
+    from torchmetrics.image.kid import poly_mmd as torchmetrics_poly_mmd
+
+    r, f = torch.from_numpy(real[:40]), torch.from_numpy(fake)
+    assert float(poly_mmd(r, f)) == float(torchmetrics_poly_mmd(r, f))  # the same operations, the same bits
     metric = KernelInceptionDistance(feature=Features(), subsets=1, subset_size=40)
     metric.update(torch.from_numpy(real[:40]), real=True)
     metric.update(torch.from_numpy(fake), real=False)
