@@ -35,6 +35,10 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect's `retry_condition_fn`: go on to the retry policy only when the task failed transiently."""
-    exc = state.result(raise_on_failure=False)
-    return isinstance(exc, BaseException) and is_transient(exc)
+    """Prefect's `retry_condition_fn`: go on to the retry policy only when the task failed transiently (a failed
+    state's `result()` raises the task's exception, as Prefect's documentation shows)."""
+    try:
+        state.result()
+    except BaseException as exc:  # noqa: BLE001 - the task's own failure, classified, not handled
+        return is_transient(exc)
+    return False

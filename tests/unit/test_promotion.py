@@ -59,3 +59,12 @@ def test_only_transient_failures_are_retried() -> None:
                   ValueError("bad images"), MlflowException("no such model", error_code=RESOURCE_DOES_NOT_EXIST),
                   MlflowException("an unclassified error"), RuntimeError("a bug")):
         assert not is_transient(error), error
+
+
+def test_prefect_retries_a_task_only_for_a_transient_failure() -> None:
+    from genbench.flows.retries import retry_transient
+
+    from prefect.states import Failed
+
+    assert retry_transient(None, None, Failed(data=ConnectionRefusedError("tracking server down")))
+    assert not retry_transient(None, None, Failed(data=ValueError("models.vae.train.lr: ...")))
