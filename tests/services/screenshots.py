@@ -65,6 +65,10 @@ def capture(urls: dict[str, str], deployment: dict, champion_version: str, out_d
             row = page.get_by_role("row").filter(has_text="champion")
             expect(row).to_have_count(1, timeout=60_000)
             expect(row).to_contain_text(f"Version {champion_version}")
+            assistant = page.get_by_text("MLflow Assistant", exact=True)
+            if assistant.count():  # MLflow 3.17 opens a chat panel over a third of the page; close it
+                page.get_by_role("button", name="Close", exact=True).first.click()
+                expect(assistant).to_have_count(0, timeout=10_000)
             _settle(page)
             page.screenshot(path=shots[1])
         finally:
@@ -73,10 +77,10 @@ def capture(urls: dict[str, str], deployment: dict, champion_version: str, out_d
 
 
 def _settle(page) -> None:  # noqa: ANN001 - playwright's Page
-    """Close whatever a first visit pops up (dialogs, tours) and let transitions finish before the picture."""
+    """Close whatever a first visit pops up (dialogs, tours) and let transitions finish before the picture.
+    Not "networkidle": both UIs poll their servers for as long as the page is open."""
     page.keyboard.press("Escape")
-    page.wait_for_load_state("networkidle")
-    page.wait_for_timeout(1500)
+    page.wait_for_timeout(2000)
 
 
 def main() -> None:
