@@ -62,9 +62,9 @@ def test_only_transient_failures_are_retried() -> None:
 
 
 def test_prefect_retries_a_task_only_for_a_transient_failure() -> None:
-    from genbench.flows.retries import retry_transient
-
     from prefect.states import Failed
+
+    from genbench.flows.retries import retry_transient
 
     assert retry_transient(None, None, Failed(data=ConnectionRefusedError("tracking server down")))
     assert not retry_transient(None, None, Failed(data=ValueError("models.vae.train.lr: ...")))
