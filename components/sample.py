@@ -22,7 +22,7 @@ from ..models import family as family_spec
 from ..models.base import GenerativeModel
 from ..models.config import SamplingConfig
 from ..models.samplers import draw
-from .artifacts import WEIGHTS, load_trained, read_config, to_uint8_nhwc
+from .artifacts import WEIGHTS, load_trained, to_uint8_nhwc
 from .devices import pick_device
 from .io import file_digest, save_npy, write_json
 
@@ -70,11 +70,10 @@ def sample(run_dir: Path, out_path: Path, family: str, settings: SampleConfig, s
     `family` is checked against the run: its sampling settings must not reach another family's weights.
     `source` (the registry version the weights came from) is copied into the record.
     """
-    stored = read_config(run_dir)["family"]
-    if stored != family:
-        raise ValueError(f"{source['model_uri'] if source else run_dir} holds a {stored} model, not {family}")
     device = pick_device(settings.device)
     model, record = load_trained(run_dir, device, ema=sampling.ema)
+    if record.family != family:
+        raise ValueError(f"{source['model_uri'] if source else run_dir} holds a {record.family} model, not {family}")
     sampling.check(family_spec(family).arch.model_validate(record.arch))
     n, batch_size = settings.n, settings.batch_size
     with torch.inference_mode():
