@@ -24,12 +24,6 @@ DEFAULT_EXPERIMENT = "genbench"
 DB_FILENAME = "mlflow.db"
 ARTIFACTS_DIRNAME = "mlartifacts"
 
-# MLflow's ``set_tracking_uri`` exports MLFLOW_TRACKING_URI into os.environ (so that subprocesses
-# inherit it). Remember the embedded URIs we set, so that a later call in the same process (for
-# another project_dir) does not mistake our own export for a user-provided server URI.
-_EMBEDDED_URIS: set[str] = set()
-
-
 def experiment_name() -> str:
     """The experiment that genbench logs to (``MLFLOW_EXPERIMENT_NAME`` or ``genbench``)."""
     return os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
@@ -49,7 +43,7 @@ def resolve_tracking_uri(project_dir: Path) -> tuple[str, bool]:
     """Return ``(uri, embedded)`` without importing or configuring MLflow."""
     default = embedded_tracking_uri(project_dir)
     env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if env and env != default and env not in _EMBEDDED_URIS:
+    if env and env != default:
         return env, False
     return default, True
 
@@ -93,9 +87,14 @@ def configure_tracking(project_dir: Path) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI (for subprocesses); put the user's value back, or a
+    # later call in this process for another project would take our embedded URI for the user's server.
+    exported = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
-    if embedded:
-        _EMBEDDED_URIS.add(uri)
+    if exported is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = exported
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     name = experiment_name()

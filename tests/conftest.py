@@ -2,8 +2,9 @@
 
 Each folder is a tier, marked automatically: unit (maths, config, models; seconds, no files), stages (each
 component on tiny data, sharing one prepared-and-trained project), drivers (dvc and the Prefect flow end to
-end), services (real MLflow / Prefect / S3 servers: marker `server`; the headless-Chromium test also
-`browser`). The fast loop is `uv run pytest -m "not server and not browser"`.
+end, started in the background at collection and run last; the flow's tests start Prefect's ephemeral
+server, so they are also `server`), services (real MLflow / Prefect / S3 servers: marker `server`; the
+headless-Chromium test also `browser`). The fast loop is `uv run pytest -m "not server and not browser"`.
 """
 
 from __future__ import annotations

@@ -1,61 +1,22 @@
 """Both drivers end to end on the tiny profile: the Prefect flow (`genbench run`) and `dvc repro`.
 
-Each runs in its own copy of the project, as a subprocess, with embedded defaults only (no servers). The two
-runs are independent, so they run at the same time: most of their cost is process start-up (imports, the
-ephemeral Prefect server), which two cores overlap well.
+conftest.py starts both in the background at collection, each in its own copy of the project; these tests run
+last and read what they wrote.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-FAMILIES = ("vae", "ddpm")  # two are enough to show that one family's change leaves the other alone
-FID_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["PREFECT_HOME"] = str(home / ".prefect")  # ephemeral Prefect state stays in the test folder
-    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
-    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "genbench-test"
-    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@localhost"
-    return env
-
-
-def _run(cmd: list[str], cwd: Path, timeout: int = 900) -> str:
-    done = subprocess.run(cmd, cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{cmd} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    return done.stdout + done.stderr
-
-
-REPO = Path(__file__).resolve().parents[2]
-COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", ".pytest_cache", "data", "runs",
-                                     "samples", "metrics", "registry", "report", "mlflow.db", "mlartifacts",
-                                     ".genbench", "dvc.lock")
-
-
-def _tiny_project(path: Path) -> Path:
-    """A copy of the repository's own files (no venv, no outputs) switched to the tiny profile."""
-    shutil.copytree(REPO, path, ignore=COPY_IGNORE, dirs_exist_ok=True)
-    params = path / "params.yaml"
-    text = params.read_text().replace("profile: quick ", "profile: tiny ", 1)
-    params.write_text(text.replace("families: [vae, dcgan, ddpm] ", f"families: [{', '.join(FAMILIES)}] ", 1))
-    assert yaml.safe_load(params.read_text())["profile"] == "tiny"
-    assert tuple(yaml.safe_load(params.read_text())["families"]) == FAMILIES
-    return path
-
+from .conftest import FAMILIES, run_checked
 
 OUTPUT_DIRS = ("data/prepared", "runs", "samples", "metrics", "registry", "report")
+FID_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 
 
 def _outputs(root: Path) -> set[str]:
@@ -67,49 +28,7 @@ def _outputs(root: Path) -> set[str]:
     }
 
 
-SECOND_REPRO = "=== second dvc repro ==="
-
-
-@pytest.fixture(scope="module")
-def drivers_ran(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[Path, str, str]]:
-    """The flow in one tiny project and `dvc repro` twice in another, concurrently."""
-    flow_root = _tiny_project(tmp_path_factory.mktemp("flow"))
-    dvc_root = _tiny_project(tmp_path_factory.mktemp("dvc"))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
-        _run(cmd, dvc_root)
-    commands = {
-        flow_root: [sys.executable, "-m", "genbench.cli", "run"],
-        dvc_root: ["sh", "-c", f"dvc repro && echo '{SECOND_REPRO}' && dvc repro"],
-    }
-    logs = {root: open(root / "driver.log", "w+") for root in commands}  # files: a full pipe cannot stall a run
-    running = {root: subprocess.Popen(cmd, cwd=root, env=_env(root), stdout=logs[root], stderr=subprocess.STDOUT)
-               for root, cmd in commands.items()}
-    try:
-        codes = {root: process.wait(timeout=900) for root, process in running.items()}
-    finally:
-        for process in running.values():
-            if process.poll() is None:
-                process.kill()
-    outputs = {}
-    for root, log in logs.items():
-        log.seek(0)
-        outputs[root] = log.read()
-        log.close()
-        assert codes[root] == 0, f"{commands[root]} failed ({codes[root]}):\n{outputs[root][-6000:]}"
-    first, second = outputs[dvc_root].split(SECOND_REPRO)
-    return flow_root, (dvc_root, first, second)
-
-
-@pytest.fixture(scope="module")
-def flow_project(drivers_ran: tuple[Path, tuple[Path, str, str]]) -> Path:
-    return drivers_ran[0]
-
-
-@pytest.fixture(scope="module")
-def dvc_project(drivers_ran: tuple[Path, tuple[Path, str, str]]) -> tuple[Path, str, str]:
-    return drivers_ran[1]
-
-
+@pytest.mark.server  # the flow starts Prefect's ephemeral server
 def test_flow_writes_every_artifact(flow_project: Path) -> None:
     root = flow_project
     n = yaml.safe_load((root / "params.yaml").read_text())["sample"]["profiles"]["tiny"]["n"]
@@ -125,6 +44,7 @@ def test_flow_writes_every_artifact(flow_project: Path) -> None:
     assert all((root / "report" / "grids" / f"{family}.png").stat().st_size > 0 for family in FAMILIES)
 
 
+@pytest.mark.server
 def test_flow_logs_and_registers_in_mlflow(flow_project: Path) -> None:
     from mlflow import MlflowClient
 
@@ -160,6 +80,7 @@ def test_dvc_repro_runs_every_stage_then_nothing(dvc_project: tuple[Path, str, s
     assert np.isfinite(metrics["fid"])
 
 
+@pytest.mark.server
 def test_dvc_and_flow_produce_the_same_outputs(flow_project: Path, dvc_project: tuple[Path, str, str]) -> None:
     dvc_root = dvc_project[0]
     assert _outputs(flow_project) == _outputs(dvc_root)
@@ -176,7 +97,7 @@ def _status_after(root: Path, edit) -> str:
     edit(params)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        return _run(["dvc", "status"], root)
+        return run_checked(["dvc", "status"], root)
     finally:
         path.write_text(original)
 

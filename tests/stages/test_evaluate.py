@@ -79,7 +79,7 @@ def test_missing_weights_raise_an_error_that_says_how_to_provide_them(
 def test_fid_agrees_with_torchmetrics_on_real_images(fid_network: None, fashion_test_images: np.ndarray) -> None:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    real, fake = fashion_test_images[:24], fashion_test_images[24:48]
+    real, fake = fashion_test_images[:12], fashion_test_images[12:24]  # agree to 6e-7 at this N
     ours = frechet_distance(*feature_stats(extract_features(real)), *feature_stats(extract_features(fake)))
 
     metric = FrechetInceptionDistance(feature=inception.feature_module(), reset_real_features=False)
@@ -89,7 +89,7 @@ def test_fid_agrees_with_torchmetrics_on_real_images(fid_network: None, fashion_
         theirs = float(metric.compute())
 
     assert ours > 1.0  # two different sets of images: a zero would mean the features are degenerate
-    assert ours == pytest.approx(theirs, rel=1e-3)
+    assert ours == pytest.approx(theirs, rel=1e-5)
 
 
 # (f) evaluate() end to end, and the reference cache ------------------------------------------------------
@@ -99,8 +99,8 @@ def test_evaluate_writes_the_record_and_reuses_cached_reference_stats(
     fid_network: None, fashion_test_images: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     samples_path, reference_path = tmp_path / "samples.npy", tmp_path / "reference.npy"
-    np.save(samples_path, fashion_test_images[100:116])
-    np.save(reference_path, fashion_test_images[200:216])
+    np.save(samples_path, fashion_test_images[100:108])
+    np.save(reference_path, fashion_test_images[200:208])
     cache_dir, out_path = tmp_path / "cache", tmp_path / "metrics" / "metrics.json"
 
     calls: list[int] = []
@@ -123,18 +123,18 @@ def test_evaluate_writes_the_record_and_reuses_cached_reference_stats(
     assert written == json.loads(json.dumps(first))  # the file holds exactly what evaluate() returned
     assert written["fid"] > 0
     assert 0.0 <= written["precision"] <= 1.0 and 0.0 <= written["recall"] <= 1.0
-    assert (written["n_samples"], written["n_reference"]) == (16, 16)
+    assert (written["n_samples"], written["n_reference"]) == (8, 8)
     assert written["feature_extractor"] == inception.extractor_identity()
     assert written["feature_extractor"]["name"] == inception.EXTRACTOR_NAME
     assert written["preprocessing"] == inception.PREPROCESSING
     assert any("biased upward" in note for note in written["warnings"])
-    assert calls == [16, 16]  # reference, then samples
+    assert calls == [8, 8]  # reference, then samples
     assert (cache_dir / f"reference-{written['reference_stats_key']}.npz").is_file()
     assert not list(out_path.parent.glob("*.tmp"))  # the atomic write left no temp file behind
 
     calls.clear()
     second = evaluate(samples_path, reference_path, out_path, cache_dir=cache_dir, settings=settings)
-    assert calls == [16]  # only the samples: the reference came from the cache
+    assert calls == [8]  # only the samples: the reference came from the cache
     assert second["reference_stats_key"] == first["reference_stats_key"]
     assert second["fid"] == pytest.approx(first["fid"], rel=1e-6)
 

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -225,7 +222,8 @@ def test_sample_from_the_registry_champion(trained: Path) -> None:
         assert result.exit_code == 2 and message in result.output, (args, result.output)
 
 
-def test_a_registered_ldm_samples_in_an_empty_folder(trained: Path, tmp_path: Path) -> None:
+def test_a_registered_ldm_samples_in_an_empty_folder(trained: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The registered version carries the frozen vae it was trained on: no runs/ folder is needed."""
     invoke("train", "ldm")
     invoke("sample", "ldm")
@@ -235,14 +233,12 @@ def test_a_registered_ldm_samples_in_an_empty_folder(trained: Path, tmp_path: Pa
     Path("metrics/ldm.json").write_text(json.dumps({"fid": 321.0}))
     invoke("register", "ldm")
     here = np.load(trained / "samples" / "ldm.npy")
+    # An empty folder, as on another machine that reaches the same tracking server.
     empty = tmp_path / "elsewhere"
     empty.mkdir()
-    # A new process in the empty folder, as on another machine that reaches the same tracking server.
-    env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{trained / 'mlflow.db'}"}
-    done = subprocess.run([sys.executable, "-m", "genbench.cli", "sample", "ldm", "--params",
-                           str(trained / "params.yaml"), "--model", "models:/genbench-ldm@champion"],
-                          cwd=empty, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
+    monkeypatch.chdir(empty)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{trained / 'mlflow.db'}")
+    invoke("sample", "ldm", "--params", str(trained / "params.yaml"), "--model", "models:/genbench-ldm@champion")
     assert sorted(p.relative_to(empty).as_posix() for p in empty.rglob("*")) == [
         "samples", "samples/ldm-v1.json", "samples/ldm-v1.npy"]
     assert np.array_equal(np.load(empty / "samples" / "ldm-v1.npy"), here)

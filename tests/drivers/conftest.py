@@ -1,0 +1,147 @@
+"""The drivers run in the background from the moment collection ends, and their tests run last.
+
+`dvc repro` and the Prefect flow each cost about two minutes on 2 cores, nearly all of it process start-up
+(every DVC stage imports torch anew; the flow starts Prefect's ephemeral server). Started as soon as pytest
+knows which tests it will run, they overlap the unit and stage tests instead of following them. Each runs in
+its own copy of the project on the tiny profile, with embedded defaults only, as a subprocess with one torch
+thread so that it does not fight the test process for the two cores. The flow starts a real (ephemeral)
+Prefect server, so its tests are marked `server` and stay out of the fast loop.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+FAMILIES = ("vae", "ddpm")  # two are enough to show that one family's change leaves the other alone
+SECOND_REPRO = "=== second dvc repro ==="
+COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", ".pytest_cache", "data", "runs",
+                                     "samples", "metrics", "registry", "report", "mlflow.db", "mlartifacts",
+                                     ".genbench", "dvc.lock")
+
+
+def driver_env(home: Path) -> dict[str, str]:
+    """The caller's environment without tracking or Prefect settings (embedded defaults), rooted at `home`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PREFECT_HOME"] = str(home / ".prefect")  # ephemeral Prefect state stays in the test folder
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
+    env["OMP_NUM_THREADS"] = "1"  # both drivers get the same setting, so their outputs still compare bit for bit
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "genbench-test"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@localhost"
+    return env
+
+
+def run_checked(cmd: list[str], cwd: Path, timeout: int = 900) -> str:
+    done = subprocess.run(cmd, cwd=cwd, env=driver_env(cwd), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{cmd} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done.stdout + done.stderr
+
+
+def tiny_project(path: Path) -> Path:
+    """A copy of the repository's own files (no venv, no outputs) switched to the tiny profile."""
+    shutil.copytree(REPO, path, ignore=COPY_IGNORE, dirs_exist_ok=True)
+    params = path / "params.yaml"
+    text = params.read_text().replace("profile: quick ", "profile: tiny ", 1)
+    params.write_text(text.replace("families: [vae, dcgan, ddpm] ", f"families: [{', '.join(FAMILIES)}] ", 1))
+    assert yaml.safe_load(params.read_text())["profile"] == "tiny"
+    assert tuple(yaml.safe_load(params.read_text())["families"]) == FAMILIES
+    return path
+
+
+def _dvc_command(root: Path) -> list[str]:
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
+        run_checked(cmd, root)
+    return ["sh", "-c", f"dvc repro && echo '{SECOND_REPRO}' && dvc repro"]
+
+
+def _flow_command(root: Path) -> list[str]:
+    return [sys.executable, "-m", "genbench.cli", "run"]
+
+
+COMMANDS = {"dvc_project": _dvc_command, "flow_project": _flow_command}  # fixture name → how to start its driver
+
+
+@dataclass
+class Driver:
+    root: Path
+    command: list[str]
+    process: subprocess.Popen
+    log: IO[str]  # a file, not a pipe: a full pipe would stall the run
+
+    def wait(self) -> str:
+        """The driver's output once it has finished; fails the test with its tail if it exited non-zero."""
+        code = self.process.wait(timeout=900)
+        self.log.seek(0)
+        output = self.log.read()
+        assert code == 0, f"{self.command} failed ({code}):\n{output[-6000:]}"
+        return output
+
+
+_running: dict[str, Driver] = {}
+_scratch: list[Path] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Driver tests last, so the tests before them run while the drivers work."""
+    here = Path(__file__).parent
+    items.sort(key=lambda item: Path(str(item.fspath)).is_relative_to(here))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    wanted = [name for name in COMMANDS if any(name in getattr(i, "fixturenames", ()) for i in session.items)]
+    if not wanted or session.config.option.collectonly:
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="genbench-drivers-"))
+    _scratch.append(scratch)
+    for name in wanted:
+        root = tiny_project(scratch / name)
+        command = COMMANDS[name](root)
+        log = open(root / "driver.log", "w+")
+        process = subprocess.Popen(command, cwd=root, env=driver_env(root), stdout=log, stderr=subprocess.STDOUT)
+        _running[name] = Driver(root, command, process, log)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop drivers whose tests never ran (a -x stop, ^C); keep their folders when something failed."""
+    for driver in _running.values():
+        if driver.process.poll() is None:
+            driver.process.kill()
+            driver.process.wait()
+        driver.log.close()
+    for scratch in _scratch:
+        if exitstatus == 0:
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            print(f"\ndriver projects kept in {scratch}")
+
+
+def _finished(name: str) -> tuple[Path, str]:
+    if name not in _running:
+        pytest.fail(f"the {name} driver was not started at collection (tests/drivers/conftest.py)")
+    driver = _running[name]
+    return driver.root, driver.wait()
+
+
+@pytest.fixture(scope="session")
+def flow_project() -> Path:
+    """A tiny project after `genbench run` (the Prefect flow, ephemeral server)."""
+    return _finished("flow_project")[0]
+
+
+@pytest.fixture(scope="session")
+def dvc_project() -> tuple[Path, str, str]:
+    """A tiny project after `dvc repro` twice: (root, first output, second output)."""
+    root, output = _finished("dvc_project")
+    first, second = output.split(SECOND_REPRO)
+    return root, first, second
