@@ -82,6 +82,8 @@ def train(family: str, settings: FamilySettings, seed: int, data_dir: Path, out_
     fingerprint = config_hash(record.model_dump(mode="json") | _frozen_digest(model))
     state = _resume(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, precision, batches)
     step, history, seconds = state["step"], state["history"], state["seconds"]
+    if step == 0:
+        model.fit_data(images)
 
     steps, batch_size = cfg.steps, cfg.batch_size
     order, cursor = state["order"], state["cursor"]

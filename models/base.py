@@ -48,6 +48,11 @@ class GenerativeModel(nn.Module, abc.ABC):
     def after_update(self, group: str) -> None:
         """Called after each optimizer step of `group`; a place for constraints such as weight clipping."""
 
+    def fit_data(self, images: Tensor) -> None:
+        """Called once by the trainer before the first step of a fresh run (not on resume) with every training
+        image (NCHW in [-1, 1], on the CPU): for statistics a family derives from its data and keeps in a
+        buffer, so that they travel with the weights (the LDM's latent scale). Default: nothing."""
+
     def ema_parameters(self) -> dict[str, nn.Parameter]:
         """The parameters whose moving average is sampled from (a GAN's generator); default all trainable ones."""
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
