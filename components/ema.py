@@ -2,6 +2,12 @@
 
 Averaged generator weights give visibly smoother samples than the last iterate for every family; the model
 says which parameters matter (`GenerativeModel.ema_parameters`: a GAN's generator, not its critic).
+
+BatchNorm's running statistics are not parameters: collected while the *raw* weights trained, they do not
+describe the activations of the averaged weights, and sampling in eval mode with that mismatch costs a
+DCGAN ~14 FID points. `averaged` therefore recomputes them for the averaged network on prior samples (the
+procedure of SWA, Izmailov et al. 2018, `torch.optim.swa_utils.update_bn`), and the trainer stores them with
+the averaged weights; the raw weights keep their own.
 """
 
 from __future__ import annotations
@@ -11,6 +17,11 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import update_bn
+
+from ..models.base import GenerativeModel
+
+BN_BATCHES = 100  # batches of prior z over which the averaged network's BatchNorm statistics are averaged
 
 
 class EMA:
@@ -56,3 +67,30 @@ class EMA:
             with torch.no_grad():
                 for name, p in params.items():
                     p.copy_(live[name])
+
+
+@contextmanager
+def averaged(model: GenerativeModel, ema: EMA, seed: int, batch_size: int) -> Iterator[dict[str, Tensor]]:
+    """`model` with the averaged weights and, if it samples through BatchNorm (`prior_network`), running
+    statistics recomputed for them: reset, then the plain average over BN_BATCHES batches of z ~ N(0, I)
+    drawn from `seed` (train mode, no grad). Yields those statistics by state-dict name, to be stored with the
+    averaged weights; the raw weights and statistics are back after the block. The z come from their own
+    generator, so measuring never moves the training's random stream."""
+    prior = model.prior_network()
+    network, latent_dim = prior if prior is not None else (None, 0)
+    owned = {id(b) for b in network.buffers()} if network is not None else set()
+    statistics = {name: b for name, b in model.named_buffers() if id(b) in owned}
+    raw = {name: b.clone() for name, b in statistics.items()}
+    with ema.swapped_in(model.ema_parameters()):
+        if network is not None:
+            device = next(network.parameters()).device
+            z = torch.Generator().manual_seed(seed)
+            batches = (torch.randn(batch_size, latent_dim, generator=z).to(device) for _ in range(BN_BATCHES))
+            with torch.no_grad():
+                update_bn(batches, network)
+        try:
+            yield {name: b.clone() for name, b in statistics.items()}
+        finally:
+            with torch.no_grad():
+                for name, b in statistics.items():
+                    b.copy_(raw[name])

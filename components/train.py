@@ -2,7 +2,8 @@
 
 One loop serves every family: it asks the model for its optimizer groups and, each step, for the loss of
 each group in turn (`updates_per_step` times, each on a fresh batch: WGAN's n_critic), then updates the
-exponential moving average of the weights the model samples from. `train.precision` runs the forward passes
+exponential moving average of the weights the model samples from (with BatchNorm statistics recomputed for
+the averaged weights before each FID-curve point and at the end, `ema.averaged`). `train.precision` runs the forward passes
 under autocast (bf16, or fp16 with a gradient scaler per group). A checkpoint (weights, EMA, optimizers, loss
 scalers, step, RNG states, history) is written every `checkpoint_every` steps and resumed from when the run
 record is unchanged, so a killed run continues where it stopped and a CPU run repeats bit for bit. Sampler
@@ -36,7 +37,7 @@ from .artifacts import (
     write_summary,
 )  # fmt: skip
 from .devices import pick_device
-from .ema import EMA
+from .ema import EMA, averaged
 from .io import atomic_write, config_hash, file_digest, load_npy
 from .precision import Precision
 from .sample import draw_images
@@ -116,7 +117,7 @@ def train(family: str, settings: FamilySettings, seed: int, data_dir: Path, out_
             history.extend((step, name, value) for name, value in logged.items())
             bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if k.endswith("/loss")})
         if curve is not None and curve.due(step):
-            with ema.swapped_in(model.ema_parameters()), eval_mode(model):
+            with averaged(model, ema, seed, batch_size), eval_mode(model):
                 fid = curve.maybe_measure(step, lambda n: draw_images(model, range(n), seed, default_sampling))
             history.extend([(step, "fid_curve", fid), (step, "fid_curve_seconds", curve.history[-1]["seconds"])])
             bar.set_postfix({"fid_curve": f"{fid:.1f}"})
@@ -129,7 +130,9 @@ def train(family: str, settings: FamilySettings, seed: int, data_dir: Path, out_
     seconds = time.perf_counter() - started
 
     write_config(out_dir, record)
-    save_weights(out_dir, model, ema.shadow, {"family": family, "config_sha256": fingerprint})
+    with averaged(model, ema, seed, batch_size) as statistics:
+        averaged_state = ema.shadow | statistics
+    save_weights(out_dir, model, averaged_state, {"family": family, "config_sha256": fingerprint})
     summary = TrainSummary(family=family, steps=steps, seconds=round(seconds, 3),
                            num_parameters=model.num_parameters(), device=str(device), config_sha256=fingerprint)
     write_summary(out_dir, summary)

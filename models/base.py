@@ -48,6 +48,12 @@ class GenerativeModel(nn.Module, abc.ABC):
     def after_update(self, group: str) -> None:
         """Called after each optimizer step of `group`; a place for constraints such as weight clipping."""
 
+    def prior_network(self) -> tuple[nn.Module, int] | None:
+        """(network, latent size) when sampling feeds z ~ N(0, I) to a network with BatchNorm layers (a GAN's
+        generator, VAE-GAN's decoder): the trainer recomputes that network's running statistics under the
+        averaged weights it samples from. None when sampling runs no BatchNorm."""
+        return None
+
     def fit_data(self, images: Tensor) -> None:
         """Called once by the trainer before the first step of a fresh run (not on resume) with every training
         image (NCHW in [-1, 1], on the CPU): for statistics a family derives from its data and keeps in a

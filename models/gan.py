@@ -76,6 +76,9 @@ class GAN(GenerativeModel):
     def ema_parameters(self) -> dict[str, nn.Parameter]:
         return {f"g.{name}": p for name, p in self.g.named_parameters()}
 
+    def prior_network(self) -> tuple[nn.Module, int]:
+        return self.g, self.latent_dim
+
     @torch.no_grad()
     def sample(self, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
         """Generator in eval mode (BatchNorm running statistics), so image i never depends on its batch."""

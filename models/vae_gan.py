@@ -63,6 +63,10 @@ class VAEGAN(GenerativeModel):
     def ema_parameters(self) -> dict[str, nn.Parameter]:
         return {f"dec.{name}": p for name, p in self.dec.named_parameters()}
 
+    def prior_network(self) -> tuple[nn.Module, int]:
+        """The decoder; its averaged statistics come from prior z only (training mixes reconstructions in)."""
+        return self.dec, self.latent_dim
+
     def training_losses(self, x: Tensor, group: str, labels: Tensor | None = None) -> dict[str, Tensor]:
         mu, logvar = self.enc(x).chunk(2, dim=1)
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
