@@ -60,6 +60,8 @@ class TrainSummary(BaseModel):
     seconds: float
     num_parameters: int
     device: str
+    precision: str = "fp32"  # train.precision as resolved on the device (auto → bf16 or fp32)
+    channels_last: bool = False
     config_sha256: str
 
 

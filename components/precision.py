@@ -1,8 +1,13 @@
-"""Mixed precision for the training loop: autocast for the forward pass, a gradient scaler per group for fp16.
+"""Mixed precision for the training loop: autocast for the forward pass, a gradient scaler per group for fp16,
+gradient clipping, and the choice of `auto`.
 
 GANs step their groups one after another within a step (critic, then generator), each on its own loss, so each
 group gets its own scaler: one group's overflow never skips or rescales another's update. bf16 keeps fp32's
 exponent range and needs no scaler; fp32 makes every method here a plain pass-through.
+
+`auto` takes bf16 only where the hardware computes it natively: there it is the fast path (measured on a
+2-core AMX CPU: a DDPM UNet step 2.4–2.9× faster at base 64–128, channels_last adding to it); on a CPU
+without AMX or avx512-bf16, bf16 is emulated and slower than fp32, so auto stays fp32 there.
 """
 
 from __future__ import annotations
@@ -16,13 +21,31 @@ import torch
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class Precision:
-    """`precision` ∈ fp32 | bf16 | fp16 on `device`, with a scaler for each optimizer group."""
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware: a GPU that supports it, a CPU with AMX or avx512-bf16."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
 
-    def __init__(self, precision: str, device: torch.device, groups: dict[str, torch.optim.Optimizer]) -> None:
+
+def resolve(precision: str, channels_last: str | bool, device: torch.device) -> tuple[str, bool]:
+    """(precision, channels_last) to train with: `auto` resolved for `device` as the module docstring says."""
+    if precision == "auto":
+        precision = "bf16" if native_bf16(device) else "fp32"
+    if channels_last == "auto":
+        channels_last = precision != "fp32"
+    return precision, bool(channels_last)
+
+
+class Precision:
+    """`precision` ∈ fp32 | bf16 | fp16 on `device`, with a scaler for each optimizer group and, when
+    `grad_clip` > 0, each group's gradient norm clipped to it (after unscaling) before its step."""
+
+    def __init__(self, precision: str, device: torch.device, groups: dict[str, torch.optim.Optimizer],
+                 grad_clip: float = 0.0) -> None:
         if precision not in DTYPES:
             raise ValueError(f"train.precision: {precision!r}; allowed: {', '.join(DTYPES)}")
-        self.dtype, self.device_type = DTYPES[precision], device.type
+        self.dtype, self.device_type, self.grad_clip = DTYPES[precision], device.type, grad_clip
         self.scalers = {g: torch.amp.GradScaler(device.type, enabled=precision == "fp16") for g in groups}
 
     @contextlib.contextmanager
@@ -35,6 +58,10 @@ class Precision:
         """loss.backward() and optimizer.step(), through the group's scaler (which skips steps with inf grads)."""
         scaler = self.scalers[group]
         scaler.scale(loss).backward()
+        if self.grad_clip:
+            scaler.unscale_(optimizer)
+            params = [p for param_group in optimizer.param_groups for p in param_group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
         scaler.step(optimizer)
         scaler.update()
 

@@ -1,19 +1,22 @@
 """Stage 2: train one model family on the prepared images.
 
-One loop serves every family: it asks the model for its optimizer groups and, each step, for the loss of
-each group in turn (`updates_per_step` times, each on a fresh batch: WGAN's n_critic), then updates the
-exponential moving average of the weights the model samples from (with BatchNorm statistics recomputed for
-the averaged weights before each FID-curve point and at the end, `ema.averaged`). `train.precision` runs the forward passes
-under autocast (bf16, or fp16 with a gradient scaler per group). A checkpoint (weights, EMA, optimizers, loss
-scalers, step, RNG states, history) is written every `checkpoint_every` steps and resumed from when the run
-record is unchanged, so a killed run continues where it stopped and a CPU run repeats bit for bit. Sampler
-settings are not an input: training never depends on how the model will be sampled.
+One loop serves every family: it asks the model for its optimizer groups (`train.optimizer`, the learning rate
+warmed up over `warmup_steps`) and, each step, for the loss of each group in turn (`updates_per_step` times,
+each on a fresh batch: WGAN's n_critic), clipping each group's gradient norm to `grad_clip`, then updates the
+exponential moving average of the weights the model samples from; BatchNorm statistics are recomputed for the
+averaged weights before each FID-curve point and at the end (`ema.averaged`). `train.precision` runs the
+forward passes under autocast (bf16, or fp16 with a gradient scaler per group; `auto` picks bf16 where the
+hardware runs it natively). A checkpoint (weights, EMA, optimizers, loss scalers, step, RNG states, history)
+is written every `checkpoint_every` steps and resumed from when the run record is unchanged, so a killed run
+continues where it stopped and a CPU run repeats bit for bit. Sampler settings are not an input: training
+never depends on how the model will be sampled.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from ..config import FamilySettings
 from ..models import build_model
 from ..models import family as family_spec
 from ..models.base import GenerativeModel, eval_mode
+from ..models.config import TrainConfig
 from .artifacts import (
     RunRecord,
     TrainSummary,
@@ -40,6 +44,7 @@ from .devices import pick_device
 from .ema import EMA, averaged
 from .io import atomic_write, config_hash, file_digest, load_npy
 from .precision import Precision
+from .precision import resolve as resolve_precision
 from .sample import draw_images
 
 CHECKPOINT = "checkpoint.pt"
@@ -71,13 +76,13 @@ def train(family: str, settings: FamilySettings, seed: int, data_dir: Path, out_
         arch=settings.arch.model_dump(mode="json"), train=cfg.model_dump(mode="json"),
         train_data_md5=file_digest(train_path), frozen={argument: rec for argument, (_, rec) in frozen.items()},
     )  # fmt: skip
+    dtype, channels_last = resolve_precision(cfg.precision, cfg.channels_last, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     ema = EMA(model.ema_parameters(), cfg.ema_decay)
     updates = model.updates_per_step()
-    optimizers = {
-        group: torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
-        for group, params in model.parameter_groups().items()
-    }
-    precision = Precision(cfg.precision, device, optimizers)
+    optimizers = {group: make_optimizer(cfg, params) for group, params in model.parameter_groups().items()}
+    precision = Precision(dtype, device, optimizers, cfg.grad_clip)
     batches = torch.Generator().manual_seed(seed)
     # The frozen weights a model was given are part of what it trains on: another copy of them invalidates it.
     fingerprint = config_hash(record.model_dump(mode="json") | _frozen_digest(model))
@@ -102,10 +107,16 @@ def train(family: str, settings: FamilySettings, seed: int, data_dir: Path, out_
             indices.append(order[cursor : cursor + batch_size])
             cursor += batch_size
         losses: dict[str, dict[str, torch.Tensor]] = {}
+        for optimizer in optimizers.values():
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = cfg.lr * warmup_factor(step + 1, cfg.warmup_steps)
         for group, optimizer in optimizers.items():
             for index in indices[: updates[group]]:
+                batch = images[index].to(device)
+                if channels_last:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
                 with precision.autocast():
-                    losses[group] = model.training_losses(images[index].to(device), group, labels[index].to(device))
+                    losses[group] = model.training_losses(batch, group, labels[index].to(device))
                 optimizer.zero_grad(set_to_none=True)
                 precision.backward_and_step(group, losses[group]["loss"], optimizer)
                 model.after_update(group)
@@ -134,9 +145,24 @@ def train(family: str, settings: FamilySettings, seed: int, data_dir: Path, out_
         averaged_state = ema.shadow | statistics
     save_weights(out_dir, model, averaged_state, {"family": family, "config_sha256": fingerprint})
     summary = TrainSummary(family=family, steps=steps, seconds=round(seconds, 3),
-                           num_parameters=model.num_parameters(), device=str(device), config_sha256=fingerprint)
+                           num_parameters=model.num_parameters(), device=str(device), precision=dtype,
+                           channels_last=channels_last, config_sha256=fingerprint)
     write_summary(out_dir, summary)
     return summary
+
+
+def make_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """`train.optimizer`: Adam with `betas` (most papers here), or RMSProp (Arjovsky et al.'s WGAN, who found
+    momentum-based optimizers unstable for a clipped critic) with torch's defaults, as in their code."""
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The learning-rate multiplier of 1-based step `step`: step/warmup_steps up to 1 (Ho et al.'s linear
+    warmup; their step 0 ran at lr 0, ours starts at lr/warmup_steps so that no step is wasted)."""
+    return min(1.0, step / warmup_steps) if warmup_steps else 1.0
 
 
 def _fid_curve(every: int, n: int, data_dir: Path, cache_dir: Path, device: torch.device):

@@ -31,13 +31,19 @@ class TrainConfig(Strict):
 
     steps: PositiveInt = 1000  # optimizer steps per group
     batch_size: PositiveInt = 128
-    lr: PositiveFloat = 2e-4  # Adam learning rate, shared by every optimizer group
-    betas: tuple[UnitInterval, UnitInterval] = (0.9, 0.999)  # Adam's (beta1, beta2)
+    optimizer: Literal["adam", "rmsprop"] = "adam"  # one per group; rmsprop with torch's defaults (alpha 0.99)
+    lr: PositiveFloat = 2e-4  # learning rate, shared by every optimizer group
+    betas: tuple[UnitInterval, UnitInterval] = (0.9, 0.999)  # Adam's (beta1, beta2); unused by rmsprop
+    warmup_steps: Annotated[int, Field(ge=0)] = 0  # lr rises linearly over these steps (step n: lr·n/warmup)
+    grad_clip: Annotated[float, Field(ge=0)] = 0.0  # max global gradient norm per group; 0 = no clipping
     log_every: PositiveInt = 50  # steps between rows in history.csv
     checkpoint_every: PositiveInt = 2000  # steps between resumable checkpoints
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
-    # autocast dtype of the forward passes; fp16 adds a loss scaler per optimizer group (saved in checkpoints)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # autocast dtype of the forward passes; auto = bf16 where the hardware runs it natively (CPUs with AMX or
+    # avx512-bf16, GPUs with bf16), fp32 elsewhere; fp16 adds a loss scaler per optimizer group
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # NHWC activations and weights; auto = with a low-precision autocast (the CPU fast path), not with fp32
+    channels_last: Literal["auto"] | bool = "auto"
     ema_decay: UnitInterval = 0.999  # EMA of the sampled weights; 0 = last iterate
     fid_every: Annotated[int, Field(ge=0)] = 5000  # steps between FID-curve points (EMA weights); 0 = no curve
     fid_n: Annotated[int, Field(ge=6)] = 1000  # images per FID-curve point (small N: a trend, not a result)

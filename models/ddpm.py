@@ -76,6 +76,8 @@ class DDPMTrain(TrainConfig):
     log_every: PositiveInt = 100
     checkpoint_every: PositiveInt = 5000
     ema_decay: UnitInterval = 0.9999  # Ho et al.
+    warmup_steps: Annotated[int, Field(ge=0)] = 5000  # Ho et al.'s learning-rate warmup
+    grad_clip: Annotated[float, Field(ge=0)] = 1.0  # Ho et al. clip the gradient norm to 1
 
 
 class DDPM(GenerativeModel):

@@ -2,8 +2,9 @@
 
 Three networks, three optimizers, the paper's three losses (section 2, algorithm 1):
   enc: KL(q(z|x) || N(0, I)) + L_llike          (pulls posteriors to the prior, reconstructs in feature space)
-  dec: gamma * L_llike + non-saturating GAN loss on reconstructions and prior samples
-  d:   GAN loss, real against reconstructions and prior samples
+  dec: gamma * L_llike + non-saturating GAN loss on reconstructions plus that on prior samples
+  d:   GAN loss, real against reconstructions plus real against prior samples (algorithm 1's L_GAN: the two
+       fake terms are summed, each a mean over its batch)
 L_llike is a unit-variance Gaussian log-likelihood of the real image's discriminator features (at the last
 conv layer) given the reconstruction's: 0.5 * ||D_l(x) - D_l(x~)||^2 summed over features. The networks are
 DCGAN's, with a per-sample norm in the discriminator so that the features of x and x~ do not depend on
@@ -74,10 +75,10 @@ class VAEGAN(GenerativeModel):
         prior = self.dec(torch.randn_like(mu))
         if group == "d":
             real_logits = self.d_head(self.d_features(x))
-            fake_logits = self.d_head(self.d_features(torch.cat([recon, prior]).detach()))
-            loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+            recon_logits, prior_logits = self.d_head(self.d_features(torch.cat([recon, prior]).detach())).chunk(2)
+            loss = F.softplus(-real_logits).mean() + F.softplus(recon_logits).mean() + F.softplus(prior_logits).mean()
             return {"loss": loss, "d_real": torch.sigmoid(real_logits).mean().detach(),
-                    "d_fake": torch.sigmoid(fake_logits).mean().detach()}
+                    "d_fake": torch.sigmoid(torch.cat([recon_logits, prior_logits])).mean().detach()}
         features = self.d_features(torch.cat([x, recon]))
         real_features, recon_features = features.chunk(2)
         llike = 0.5 * (real_features.detach() - recon_features).pow(2).flatten(1).sum(1).mean()
@@ -85,8 +86,8 @@ class VAEGAN(GenerativeModel):
             kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1).mean()
             return {"loss": self.beta * kl + llike, "kl": kl.detach(), "llike": llike.detach()}
         if group == "dec":
-            fake_logits = self.d_head(torch.cat([recon_features, self.d_features(prior)]))
-            gan = F.softplus(-fake_logits).mean()
+            recon_logits, prior_logits = self.d_head(torch.cat([recon_features, self.d_features(prior)])).chunk(2)
+            gan = F.softplus(-recon_logits).mean() + F.softplus(-prior_logits).mean()
             return {"loss": self.gamma * llike + gan, "gan": gan.detach(), "llike": llike.detach()}
         raise ValueError(f"unknown VAE-GAN group {group!r}; known: ['d', 'enc', 'dec']")
 

@@ -9,6 +9,7 @@ norm would couple them. The critic is updated `n_critic` times per generator upd
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +30,7 @@ class WGANArch(GANArch):
 
 
 class WGANGPTrain(TrainConfig):
-    steps: PositiveInt = 30000
+    steps: PositiveInt = 200000  # generator iterations of Gulrajani et al.'s MNIST code (ITERS = 200000)
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 1e-4  # Gulrajani et al., algorithm 1: alpha = 1e-4, beta1 = 0.5, beta2 = 0.9
     betas: tuple[UnitInterval, UnitInterval] = (0.5, 0.9)
@@ -38,8 +39,9 @@ class WGANGPTrain(TrainConfig):
 class WGANTrain(TrainConfig):
     steps: PositiveInt = 30000
     batch_size: PositiveInt = 64
-    lr: PositiveFloat = 5e-5  # Arjovsky et al.'s learning rate
-    betas: tuple[UnitInterval, UnitInterval] = (0.5, 0.9)
+    # Arjovsky et al., algorithm 1: RMSProp at 5e-5; they report Adam unstable with a clipped critic
+    optimizer: Literal["adam", "rmsprop"] = "rmsprop"
+    lr: PositiveFloat = 5e-5
 
 
 def critic_loss(critic: nn.Module, real: Tensor, fake: Tensor) -> dict[str, Tensor]:

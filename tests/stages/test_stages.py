@@ -144,6 +144,18 @@ def test_training_repeats_bit_for_bit(trained: Path) -> None:
     assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
 
 
+def test_warmup_and_clipping_reach_the_optimizer(prepared: Path) -> None:
+    """Four steps of an eight-step warmup end at half the learning rate, in the checkpoint's optimizer."""
+    edit_params(lambda p: p["models"]["ddpm"]["profiles"]["tiny"]["train"].update(warmup_steps=8, grad_clip=0.5))
+    invoke("train", "ddpm")
+    lr = load_config("params.yaml").family("ddpm").train.lr
+    checkpoint = torch.load("runs/ddpm/checkpoint.pt", weights_only=True)
+    assert checkpoint["step"] == 4
+    assert checkpoint["optimizers"]["model"]["param_groups"][0]["lr"] == pytest.approx(lr * 4 / 8)
+    summary = json.loads(Path("runs/ddpm/summary.json").read_text())
+    assert (summary["precision"], summary["channels_last"]) in {("fp32", False), ("bf16", True)}
+
+
 @pytest.mark.parametrize("family", ["wgan_gp", "wgan", "vae_gan", "ldm"])
 def test_other_families_train_and_sample(trained: Path, family: str) -> None:
     invoke("train", family)  # the ldm freezes the trained runs/vae
