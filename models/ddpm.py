@@ -61,14 +61,30 @@ def noise_predictor(
     return guided
 
 
-class DDPMArch(Strict):
-    base_channels: PositiveInt = 128  # UNet width at full resolution (Ho et al.: 128 on CIFAR-10)
-    channel_mults: tuple[PositiveInt, ...] = (1, 2, 2)  # UNet width per resolution level
+def training_labels(labels: Tensor | None, num_classes: int, cond_drop_prob: float) -> Tensor | None:
+    """The labels a conditional network trains on: each replaced by "no class" (row num_classes) with
+    probability `cond_drop_prob` (classifier-free guidance's unconditional branch); None when unconditional."""
+    if not num_classes:
+        return None
+    if labels is None:
+        raise ValueError("a class-conditional model (num_classes > 0) needs labels to train")
+    drop = torch.rand(labels.shape, device=labels.device) < cond_drop_prob
+    return torch.where(drop, torch.full_like(labels, num_classes), labels)
+
+
+class DiffusionArch(Strict):
+    """What every diffusion family's arch holds besides its network: the process and the conditioning."""
+
     timesteps: Annotated[int, Field(ge=2)] = 1000  # diffusion steps T (training; the ddpm sampler walks all)
     schedule: Literal["linear", "cosine"] = "linear"
-    prediction: Literal["eps", "v"] = "eps"  # what the UNet predicts: the noise or the velocity
+    prediction: Literal["eps", "v"] = "eps"  # what the network predicts: the noise or the velocity
     num_classes: Annotated[int, Field(ge=0)] = 0  # classes to condition on; 0 = unconditional
     cond_drop_prob: Annotated[float, Field(ge=0, le=1)] = 0.1  # share of labels dropped to train the CFG branch
+
+
+class DDPMArch(DiffusionArch):
+    base_channels: PositiveInt = 128  # UNet width at full resolution (Ho et al.: 128 on CIFAR-10)
+    channel_mults: tuple[PositiveInt, ...] = (1, 2, 2)  # UNet width per resolution level
 
 
 class DDPMTrain(TrainConfig):
@@ -82,11 +98,12 @@ class DDPM(GenerativeModel):
     """Denoising diffusion; the schedule is fixed numbers, not state, so it is not saved.
 
     The model knows nothing of samplers: `samplers.SAMPLERS` draws from it by any of them, so the same trained
-    weights serve DDPM and DDIM at any guidance scale. `clip` keeps x0 estimates in [-1, 1]; the latent model
-    turns it off.
+    weights serve DDPM and DDIM at any guidance scale. `clip` keeps x0 estimates in [-1, 1].
     """
 
-    def __init__(self, channels: int, image_size: int, arch: DDPMArch, clip: bool = True) -> None:
+    clip = True
+
+    def __init__(self, channels: int, image_size: int, arch: DDPMArch) -> None:
         super().__init__(channels, image_size)
         channel_mults = tuple(arch.channel_mults)
         if image_size % 2 ** (len(channel_mults) - 1):
@@ -95,7 +112,6 @@ class DDPM(GenerativeModel):
         self.net = UNet(channels, arch.base_channels, channel_mults, arch.num_classes)
         self.schedule = make_schedule(arch.schedule, arch.timesteps)
         self.num_classes, self.prediction, self.cond_drop_prob = arch.num_classes, arch.prediction, arch.cond_drop_prob
-        self.clip = clip
         self.diffusion_shape = (channels, image_size, image_size)
 
     def parameter_groups(self) -> dict[str, Iterable[nn.Parameter]]:
@@ -104,12 +120,7 @@ class DDPM(GenerativeModel):
     def training_losses(self, x: Tensor, group: str, labels: Tensor | None = None) -> dict[str, Tensor]:
         """The diffusion loss; a conditional model sees "no class" for a `cond_drop_prob` share of the batch,
         which trains the unconditional branch that guidance needs."""
-        y = None
-        if self.num_classes:
-            if labels is None:
-                raise ValueError("a class-conditional DDPM (num_classes > 0) needs labels to train")
-            drop = torch.rand(labels.shape, device=labels.device) < self.cond_drop_prob
-            y = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        y = training_labels(labels, self.num_classes, self.cond_drop_prob)
         return {"loss": diffusion_loss(self.net, self.schedule, x, self.prediction, y)}
 
     def noise_predictor(self, labels: Tensor | None, guidance_scale: float = 1.0) -> EpsFn:
