@@ -3,7 +3,9 @@ trained for classifier-free guidance (Ho & Salimans, 2021).
 
 The loss is a plain function of (network, schedule) and the samplers (models/samplers.py) take the model at
 call time, so each can be swapped alone; `DDPM` only binds a UNet to a schedule and adapts them to
-`GenerativeModel`.
+`GenerativeModel`. `DDPMArch`'s defaults are Ho et al.'s CIFAR-10 settings (width 128, two residual blocks
+per level, dropout 0.1, attention at the 16×16 level, T = 1000, linear betas, EMA 0.9999), moved to
+Fashion-MNIST's 28×28: three levels (28, 14, 7; 7 cannot be halved again) where Ho has four on 32×32.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from .base import Family, GenerativeModel
 from .config import PositiveInt, Strict, TrainConfig, UnitInterval
 from .samplers import DiffusionSampling, EpsFn, ancestral
 from .schedules import NoiseSchedule, make_schedule
-from .unet import UNet
+from .unet import UNet, feature_sizes
 
 
 def diffusion_loss(
@@ -84,7 +86,20 @@ class DiffusionArch(Strict):
 
 class DDPMArch(DiffusionArch):
     base_channels: PositiveInt = 128  # UNet width at full resolution (Ho et al.: 128 on CIFAR-10)
-    channel_mults: tuple[PositiveInt, ...] = (1, 2, 2)  # UNet width per resolution level
+    channel_mults: tuple[PositiveInt, ...] = (1, 2, 2)  # UNet width per resolution level (Ho: 1,2,2,2 on 32 px)
+    num_res_blocks: PositiveInt = 2  # residual blocks per level on the way down (+1 on the way up); Ho et al.: 2
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1  # in every residual block, train mode only; Ho: 0.1
+    # Feature-map sides that get self-attention after each residual block (the middle block always has one).
+    # Ho et al.: 16 on 32 px; at 28 px the matching level is 14, and we attend at the lowest (7) too. cifar10
+    # (32 px): use [16, 8]. Checked against the UNet's sizes when the model is built.
+    attention_resolutions: tuple[PositiveInt, ...] = (14, 7)
+
+    @field_validator("attention_resolutions")
+    @classmethod
+    def _distinct(cls, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(sizes)) != len(sizes):
+            raise ValueError(f"lists a size twice: {list(sizes)}")
+        return sizes
 
 
 class DDPMTrain(TrainConfig):
@@ -109,7 +124,15 @@ class DDPM(GenerativeModel):
         if image_size % 2 ** (len(channel_mults) - 1):
             raise ValueError(f"image_size {image_size} must be divisible by 2**(len(channel_mults)-1) "
                              f"= {2 ** (len(channel_mults) - 1)}")
-        self.net = UNet(channels, arch.base_channels, channel_mults, arch.num_classes)
+        sizes = feature_sizes(image_size, len(channel_mults))
+        unknown = [size for size in arch.attention_resolutions if size not in sizes]
+        if unknown:
+            raise ValueError(f"models.ddpm.arch.attention_resolutions: {unknown} not among the UNet's feature-map "
+                             f"sizes {sizes} (on {image_size}×{image_size} images with channel_mults "
+                             f"{list(channel_mults)})")
+        self.net = UNet(channels, arch.base_channels, channel_mults, arch.num_classes,
+                        num_res_blocks=arch.num_res_blocks, attention_resolutions=arch.attention_resolutions,
+                        dropout=arch.dropout, image_size=image_size)
         self.schedule = make_schedule(arch.schedule, arch.timesteps)
         self.num_classes, self.prediction, self.cond_drop_prob = arch.num_classes, arch.prediction, arch.cond_drop_prob
         self.diffusion_shape = (channels, image_size, image_size)

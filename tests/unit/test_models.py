@@ -28,7 +28,8 @@ TINY: dict[str, dict] = {
     "wgan_gp": {"base_channels": 8, "latent_dim": 8, "n_critic": 2},
     "wgan": {"base_channels": 8, "latent_dim": 8, "n_critic": 2},
     "vae_gan": {"base_channels": 8, "latent_dim": 8},
-    "ddpm": {"base_channels": 8, "channel_mults": (1, 2), "timesteps": 10},
+    "ddpm": {"base_channels": 8, "channel_mults": (1, 2), "timesteps": 10, "num_res_blocks": 1, "dropout": 0.0,
+             "attention_resolutions": ()},
     "ldm": {"hidden_dim": 32, "num_layers": 3, "timesteps": 10},
 }
 GROUPS = {"dcgan": ["d", "g"], "wgan_gp": ["d", "g"], "wgan": ["d", "g"], "vae_gan": ["d", "enc", "dec"]}

@@ -2,8 +2,8 @@
 
 The expected numbers were produced by the samplers as they stood before sampling moved out of the models
 (`DDPM(..., sampler=..., sample_steps=..., eta=..., guidance_scale=...).sample`, genbench c0be1c9): these tests
-pin that moving them changed no number, and will catch any later change to the maths. The ddpm sampler runs
-with the variance it then had (fixed_small).
+pin that moving them changed no number, and will catch any later change to the maths. They run on the UNet of
+that time (tests/unit/golden_unet.py), and the ddpm sampler with the variance it then had (fixed_small).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from genbench.models.config import SamplingConfig
 from genbench.models.ddpm import DDPMArch
 from genbench.models.samplers import SAMPLERS, DiffusionSampling, ddpm_step, draw
 from genbench.models.schedules import make_schedule
+
+from .golden_unet import GoldenUNet
 
 # The ddpm sampler's numbers were made with the posterior variance, then its only one: fixed_small.
 OLD_DDPM = {"variance_type": "fixed_small"}
@@ -35,9 +37,13 @@ def generators(seeds: list[int]) -> list[torch.Generator]:
 
 
 def tiny_ddpm(**arch: object) -> GenerativeModel:
-    """Seeded tiny DDPM whose zero-initialised layers get small random weights, so every path matters."""
+    """Seeded tiny DDPM on the UNet the golden values were made with (`GoldenUNet`, seeded as then), whose
+    zero-initialised layers get small random weights, so every path matters."""
+    model = build_model("ddpm", 1, 8, {"base_channels": 8, "channel_mults": (1, 2), "timesteps": 10,
+                                       "attention_resolutions": (), **arch})
     torch.manual_seed(0)
-    model = build_model("ddpm", 1, 8, {"base_channels": 8, "channel_mults": (1, 2), "timesteps": 10, **arch}).eval()
+    model.net = GoldenUNet(1, 8, (1, 2), model.num_classes)
+    model.eval()
     with torch.no_grad():
         for p in model.net.parameters():
             if not p.any():
