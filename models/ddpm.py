@@ -3,7 +3,9 @@ trained for classifier-free guidance (Ho & Salimans, 2021).
 
 The loss is a plain function of (network, schedule) and the samplers (models/samplers.py) take the model at
 call time, so each can be swapped alone; `DDPM` only binds a UNet to a schedule and adapts them to
-`GenerativeModel`.
+`GenerativeModel`. `DDPMArch`'s defaults are Ho et al.'s CIFAR-10 settings (width 128, two residual blocks
+per level, dropout 0.1, attention at the 16×16 level, T = 1000, linear betas, EMA 0.9999), moved to
+Fashion-MNIST's 28×28: three levels (28, 14, 7; 7 cannot be halved again) where Ho has four on 32×32.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from .base import Family, GenerativeModel
 from .config import PositiveInt, Strict, TrainConfig, UnitInterval
 from .samplers import DiffusionSampling, EpsFn, ancestral
 from .schedules import NoiseSchedule, make_schedule
-from .unet import UNet
+from .unet import UNet, feature_sizes
 
 
 def diffusion_loss(
@@ -61,14 +63,43 @@ def noise_predictor(
     return guided
 
 
-class DDPMArch(Strict):
-    base_channels: PositiveInt = 128  # UNet width at full resolution (Ho et al.: 128 on CIFAR-10)
-    channel_mults: tuple[PositiveInt, ...] = (1, 2, 2)  # UNet width per resolution level
+def training_labels(labels: Tensor | None, num_classes: int, cond_drop_prob: float) -> Tensor | None:
+    """The labels a conditional network trains on: each replaced by "no class" (row num_classes) with
+    probability `cond_drop_prob` (classifier-free guidance's unconditional branch); None when unconditional."""
+    if not num_classes:
+        return None
+    if labels is None:
+        raise ValueError("a class-conditional model (num_classes > 0) needs labels to train")
+    drop = torch.rand(labels.shape, device=labels.device) < cond_drop_prob
+    return torch.where(drop, torch.full_like(labels, num_classes), labels)
+
+
+class DiffusionArch(Strict):
+    """What every diffusion family's arch holds besides its network: the process and the conditioning."""
+
     timesteps: Annotated[int, Field(ge=2)] = 1000  # diffusion steps T (training; the ddpm sampler walks all)
     schedule: Literal["linear", "cosine"] = "linear"
-    prediction: Literal["eps", "v"] = "eps"  # what the UNet predicts: the noise or the velocity
+    prediction: Literal["eps", "v"] = "eps"  # what the network predicts: the noise or the velocity
     num_classes: Annotated[int, Field(ge=0)] = 0  # classes to condition on; 0 = unconditional
     cond_drop_prob: Annotated[float, Field(ge=0, le=1)] = 0.1  # share of labels dropped to train the CFG branch
+
+
+class DDPMArch(DiffusionArch):
+    base_channels: PositiveInt = 128  # UNet width at full resolution (Ho et al.: 128 on CIFAR-10)
+    channel_mults: tuple[PositiveInt, ...] = (1, 2, 2)  # UNet width per resolution level (Ho: 1,2,2,2 on 32 px)
+    num_res_blocks: PositiveInt = 2  # residual blocks per level on the way down (+1 on the way up); Ho et al.: 2
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1  # in every residual block, train mode only; Ho: 0.1
+    # Feature-map sides that get self-attention after each residual block (the middle block always has one).
+    # Ho et al.: 16 on 32 px; at 28 px the matching level is 14, and we attend at the lowest (7) too. cifar10
+    # (32 px): use [16, 8]. Checked against the UNet's sizes when the model is built.
+    attention_resolutions: tuple[PositiveInt, ...] = (14, 7)
+
+    @field_validator("attention_resolutions")
+    @classmethod
+    def _distinct(cls, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(sizes)) != len(sizes):
+            raise ValueError(f"lists a size twice: {list(sizes)}")
+        return sizes
 
 
 class DDPMTrain(TrainConfig):
@@ -84,20 +115,28 @@ class DDPM(GenerativeModel):
     """Denoising diffusion; the schedule is fixed numbers, not state, so it is not saved.
 
     The model knows nothing of samplers: `samplers.SAMPLERS` draws from it by any of them, so the same trained
-    weights serve DDPM and DDIM at any guidance scale. `clip` keeps x0 estimates in [-1, 1]; the latent model
-    turns it off.
+    weights serve DDPM and DDIM at any guidance scale. `clip` keeps x0 estimates in [-1, 1].
     """
 
-    def __init__(self, channels: int, image_size: int, arch: DDPMArch, clip: bool = True) -> None:
+    clip = True
+
+    def __init__(self, channels: int, image_size: int, arch: DDPMArch) -> None:
         super().__init__(channels, image_size)
         channel_mults = tuple(arch.channel_mults)
         if image_size % 2 ** (len(channel_mults) - 1):
             raise ValueError(f"image_size {image_size} must be divisible by 2**(len(channel_mults)-1) "
                              f"= {2 ** (len(channel_mults) - 1)}")
-        self.net = UNet(channels, arch.base_channels, channel_mults, arch.num_classes)
+        sizes = feature_sizes(image_size, len(channel_mults))
+        unknown = [size for size in arch.attention_resolutions if size not in sizes]
+        if unknown:
+            raise ValueError(f"models.ddpm.arch.attention_resolutions: {unknown} not among the UNet's feature-map "
+                             f"sizes {sizes} (on {image_size}×{image_size} images with channel_mults "
+                             f"{list(channel_mults)})")
+        self.net = UNet(channels, arch.base_channels, channel_mults, arch.num_classes,
+                        num_res_blocks=arch.num_res_blocks, attention_resolutions=arch.attention_resolutions,
+                        dropout=arch.dropout, image_size=image_size)
         self.schedule = make_schedule(arch.schedule, arch.timesteps)
         self.num_classes, self.prediction, self.cond_drop_prob = arch.num_classes, arch.prediction, arch.cond_drop_prob
-        self.clip = clip
         self.diffusion_shape = (channels, image_size, image_size)
 
     def parameter_groups(self) -> dict[str, Iterable[nn.Parameter]]:
@@ -106,12 +145,7 @@ class DDPM(GenerativeModel):
     def training_losses(self, x: Tensor, group: str, labels: Tensor | None = None) -> dict[str, Tensor]:
         """The diffusion loss; a conditional model sees "no class" for a `cond_drop_prob` share of the batch,
         which trains the unconditional branch that guidance needs."""
-        y = None
-        if self.num_classes:
-            if labels is None:
-                raise ValueError("a class-conditional DDPM (num_classes > 0) needs labels to train")
-            drop = torch.rand(labels.shape, device=labels.device) < self.cond_drop_prob
-            y = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        y = training_labels(labels, self.num_classes, self.cond_drop_prob)
         return {"loss": diffusion_loss(self.net, self.schedule, x, self.prediction, y)}
 
     def noise_predictor(self, labels: Tensor | None, guidance_scale: float = 1.0) -> EpsFn:

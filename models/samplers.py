@@ -4,12 +4,13 @@ touches training and a sweep re-samples the same weights.
 
 `SAMPLERS` maps a name to `sampler(model, generators, labels, **options) -> images in [-1, 1]`:
   prior  the family's own `sample` (VAE and GANs: decode z ~ N(0, I))
-  ddpm   ancestral sampling over all T steps (Ho et al., 2020, algorithm 2)
+  ddpm   ancestral sampling over all T steps (Ho et al., 2020, algorithm 2), σ_t² = β_t (`fixed_large`) or
+         the posterior variance β̃_t (`fixed_small`)
   ddim   DDIM over `sample_steps` of them (Song et al., 2021), η from 0 (deterministic) to 1 (DDPM-like)
 The two diffusion samplers drive any `Diffusion` model (DDPM, and the LDM in its latent space) through
 plain functions of (noise predictor, schedule), each checkable alone. Every random draw for image i comes
 from generators[i], and steps use the clipped x0 estimate when the model `clip`s (pixels live in [-1, 1];
-latents do not).
+latents do not). The network runs in eval mode (no dropout) whatever mode the model is in.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from pydantic import BaseModel, Field
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .base import GenerativeModel, randn_per_sample
+from .base import GenerativeModel, eval_mode, randn_per_sample
 from .config import PositiveInt, SamplingConfig
 from .schedules import NoiseSchedule
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
+VarianceType = Literal["fixed_small", "fixed_large"]
 
 
 class DiffusionSampling(SamplingConfig):
@@ -37,9 +39,14 @@ class DiffusionSampling(SamplingConfig):
     sample_steps: PositiveInt = 100  # DDIM steps (<= timesteps); ignored by the ddpm sampler
     eta: Annotated[float, Field(ge=0, le=1)] = 0.0  # DDIM noise: 0 deterministic, 1 DDPM-like
     guidance_scale: Annotated[float, Field(ge=0)] = 1.0  # CFG: 0 unconditional, 1 conditional, >1 guided
+    # The ddpm sampler's step variance: fixed_large σ_t² = β_t (Ho et al.'s best CIFAR-10 FID, 3.17) or
+    # fixed_small σ_t² = β̃_t, the posterior's (their better log-likelihood); ignored by ddim (η sets it).
+    variance_type: VarianceType = "fixed_large"
 
     def sampler_call(self) -> tuple[str, dict[str, Any]]:
         options: dict[str, Any] = {"guidance_scale": self.guidance_scale}
+        if self.sampler == "ddpm":
+            options["variance_type"] = self.variance_type
         if self.sampler == "ddim":
             options |= {"sample_steps": self.sample_steps, "eta": self.eta}
         return self.sampler, options
@@ -68,26 +75,44 @@ class Diffusion(Protocol):
 
     def parameters(self) -> Any: ...
 
+    def train(self, mode: bool = True) -> Any: ...
+
+
+def ddpm_step(
+    schedule: NoiseSchedule, x: Tensor, t: int, eps: Tensor, noise: Tensor | None, clip: bool = True,
+    variance_type: VarianceType = "fixed_large",
+) -> Tensor:
+    """One step of Ho et al.'s algorithm 2 from timestep t to t-1, with the mean written through an x0 estimate.
+
+    x0 = (x_t - sqrt(1-abar_t) ε) / sqrt(abar_t) (clipped to [-1, 1] when `clip`: keeps early, poor estimates
+    in the data range), the mean is q(x_{t-1} | x_t, x0)'s (eq. 7), and x_{t-1} = mean + σ_t `noise` with
+    σ_t² from `NoiseSchedule.step_variance`. The last step (t = 0) returns the mean and needs no noise. This
+    is diffusers' `DDPMScheduler.step` with `clip_sample=clip` and the same `variance_type`.
+    """
+    tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+    x0 = schedule.predict_x0(x, tt, eps)
+    if clip:
+        x0 = x0.clamp(-1.0, 1.0)
+    mean, _ = schedule.posterior_mean_variance(x0, x, tt)
+    if t == 0:
+        return mean
+    if noise is None:
+        raise ValueError("a ddpm step with t > 0 needs noise")
+    return mean + schedule.step_variance(tt, x, variance_type).sqrt() * noise
+
 
 def ddpm_sample(
     eps_fn: EpsFn, schedule: NoiseSchedule, shape: Sequence[int], generators: Sequence[torch.Generator],
-    device: torch.device | str = "cpu", clip: bool = True,
+    device: torch.device | str = "cpu", clip: bool = True, variance_type: VarianceType = "fixed_large",
 ) -> Tensor:
-    """Ho et al. algorithm 2 with the posterior written through an x0 estimate.
-
-    x_T ~ N(0, I); each step predicts ε, forms x0 = (x_t - sqrt(1-abar_t) ε) / sqrt(abar_t) (clipped to
-    [-1, 1] when `clip`: keeps early, poor estimates in the data range), and draws
-    x_{t-1} ~ q(x_{t-1} | x_t, x0). The last step adds no noise.
-    """
+    """Ho et al. algorithm 2: x_T ~ N(0, I), then `ddpm_step` from t = T-1 down to 0, noise drawn per image from
+    its generator on every step but the last."""
     x = randn_per_sample(shape, generators, device)
     for step in tqdm(range(schedule.timesteps - 1, -1, -1), desc="ddpm sample", unit="step", leave=False,
                      disable=None):
-        t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
-        x0 = schedule.predict_x0(x, t, eps_fn(x, t))
-        if clip:
-            x0 = x0.clamp(-1.0, 1.0)
-        mean, variance = schedule.posterior_mean_variance(x0, x, t)
-        x = mean + variance.sqrt() * randn_per_sample(shape, generators, device) if step > 0 else mean
+        eps = eps_fn(x, torch.full((x.shape[0],), step, device=x.device, dtype=torch.long))
+        noise = randn_per_sample(shape, generators, device) if step > 0 else None
+        x = ddpm_step(schedule, x, step, eps, noise, clip, variance_type)
     return x.clamp(-1.0, 1.0) if clip else x
 
 
@@ -158,19 +183,23 @@ def _noise_predictor(model: Diffusion, labels: Tensor | None, guidance_scale: fl
 
 @torch.no_grad()
 def ancestral(model: Diffusion, generators: Sequence[torch.Generator], labels: Tensor | None = None,
-              guidance_scale: float = 1.0) -> Tensor:
-    """`ddpm`: ancestral sampling over all T steps, then the model's decoder."""
-    eps_fn, device = _noise_predictor(model, labels, guidance_scale)
-    return model.decode(ddpm_sample(eps_fn, model.schedule, model.diffusion_shape, generators, device, model.clip))
+              guidance_scale: float = 1.0, variance_type: VarianceType = "fixed_large") -> Tensor:
+    """`ddpm`: ancestral sampling over all T steps with σ_t² by `variance_type`, then the model's decoder."""
+    with eval_mode(model):
+        eps_fn, device = _noise_predictor(model, labels, guidance_scale)
+        x = ddpm_sample(eps_fn, model.schedule, model.diffusion_shape, generators, device, model.clip, variance_type)
+        return model.decode(x)
 
 
 @torch.no_grad()
 def ddim(model: Diffusion, generators: Sequence[torch.Generator], labels: Tensor | None = None,
          sample_steps: int = 50, eta: float = 0.0, guidance_scale: float = 1.0) -> Tensor:
     """`ddim`: DDIM over `sample_steps` evenly spread timesteps, then the model's decoder."""
-    eps_fn, device = _noise_predictor(model, labels, guidance_scale)
-    x = ddim_sample(eps_fn, model.schedule, model.diffusion_shape, generators, sample_steps, eta, device, model.clip)
-    return model.decode(x)
+    with eval_mode(model):
+        eps_fn, device = _noise_predictor(model, labels, guidance_scale)
+        x = ddim_sample(eps_fn, model.schedule, model.diffusion_shape, generators, sample_steps, eta, device,
+                        model.clip)
+        return model.decode(x)
 
 
 def prior(model: GenerativeModel, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:

@@ -35,6 +35,10 @@ class NoiseSchedule:
         self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef_x0 = betas * self.alphas_cumprod_prev.sqrt() / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef_xt = (1.0 - self.alphas_cumprod_prev) * self.alphas.sqrt() / (1.0 - self.alphas_cumprod)
+        # Ho et al.'s `fixed_large` reverse variance, as in their code: beta_t, with the posterior's at the first
+        # step (posterior_variance[0] is 0, whose log their likelihood cannot take). Samplers add no noise on
+        # the last step, so for sampling it is beta_t throughout, as diffusers' `fixed_large`.
+        self.fixed_large_variance = torch.cat([self.posterior_variance[1:2], betas[1:]])
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x0, (1 - abar_t) I), reparametrised with the given `noise`."""
@@ -60,6 +64,16 @@ class NoiseSchedule:
         """Mean and variance of q(x_{t-1} | x_t, x_0) (Ho et al. eq. 6-7); the variance broadcasts like x_t."""
         mean = self._at(self.posterior_mean_coef_x0, t, xt) * x0 + self._at(self.posterior_mean_coef_xt, t, xt) * xt
         return mean, self._at(self.posterior_variance, t, xt)
+
+    def step_variance(self, t: Tensor, like: Tensor, variance_type: str = "fixed_large") -> Tensor:
+        """σ_t² of the reverse step p(x_{t-1} | x_t), Ho et al.'s two fixed choices (sec. 3.2), shaped to broadcast
+        like `like`: `fixed_small` is the posterior variance β̃_t (optimal for a deterministic x0),
+        `fixed_large` is β_t (optimal for x0 ~ N(0, I); their best FID)."""
+        if variance_type == "fixed_small":
+            return self._at(self.posterior_variance, t, like)
+        if variance_type == "fixed_large":
+            return self._at(self.fixed_large_variance, t, like)
+        raise ValueError(f"unknown variance_type {variance_type!r}; known: fixed_small, fixed_large")
 
     @staticmethod
     def _at(values: Tensor, t: Tensor, like: Tensor) -> Tensor:

@@ -99,14 +99,23 @@ def test_samples_do_not_depend_on_batch_size(trained: Path, family: str, tmp_pat
     assert np.abs(first - other).max() > 1  # another seed, other images
 
 
-@pytest.mark.parametrize(("family", "precision"), [("vae", "fp32"), ("wgan_gp", "fp32"), ("dcgan", "fp16")])
+@pytest.mark.parametrize(("family", "precision", "arch"), [
+    ("vae", "fp32", {}), ("wgan_gp", "fp32", {}), ("dcgan", "fp16", {}), ("ddpm", "fp32", {"dropout": 0.1}),
+    ("ldm", "fp32", {}),
+])
 def test_resume_gives_the_same_weights(
-    prepared: Path, monkeypatch: pytest.MonkeyPatch, family: str, precision: str
+    trained: Path, monkeypatch: pytest.MonkeyPatch, family: str, precision: str, arch: dict
 ) -> None:
     """Stop after the first checkpoint, rerun, and end with exactly the weights of an uninterrupted run: the
-    EMA weights sampled from and the raw last iterate (`raw.*`), for a VAE, a GAN with n_critic > 1 and a GAN
-    under fp16 autocast with its loss scalers."""
-    edit_params(lambda p: p["models"][family].setdefault("train", {}).update(precision=precision))
+    EMA weights sampled from and the raw last iterate (`raw.*`), for a VAE, a GAN with n_critic > 1, a GAN
+    under fp16 autocast with its loss scalers, a DDPM with dropout (its masks come from the checkpointed RNG)
+    and the LDM on the trained runs/vae (its latent scale, measured once on a fresh run, comes back from the
+    checkpoint)."""
+    def edit(p: dict) -> None:
+        p["models"][family].setdefault("train", {}).update(precision=precision)
+        p["models"][family]["profiles"]["tiny"].setdefault("arch", {}).update(arch)  # over the profile's own
+
+    edit_params(edit)
     invoke("train", family, "--out", "straight")
     straight = load_file("straight/model.safetensors")
 
@@ -130,6 +139,8 @@ def test_resume_gives_the_same_weights(
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert (straight[key] == resumed[key]).all(), key
+    if family == "ldm":
+        assert float(straight["latent_scale"]) != 1.0  # measured by fit_data on the fresh run
     raw = [key for key in straight if key.startswith("raw.")]
     assert raw and any(not torch.equal(straight[key], straight[key.removeprefix("raw.")]) for key in raw)
     assert Path("straight/history.csv").read_text() == Path("resumed/history.csv").read_text()

@@ -33,7 +33,8 @@ def test_profiles_resolve_beside_their_section() -> None:
 def test_sampling_lives_apart_from_training() -> None:
     config = load_config(REPO / "params.yaml", "tiny")
     assert "sampling" not in config.family("ddpm").model_dump()
-    assert config.sampling_for("ddpm").sampler_call() == ("ddpm", {"guidance_scale": 1.0})
+    assert config.sampling_for("ddpm").sampler_call() == ("ddpm", {"guidance_scale": 1.0,
+                                                                   "variance_type": "fixed_large"})
     assert config.sampling_for("vae").sampler_call() == ("prior", {})
 
 

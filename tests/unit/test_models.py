@@ -28,8 +28,9 @@ TINY: dict[str, dict] = {
     "wgan_gp": {"base_channels": 8, "latent_dim": 8, "n_critic": 2},
     "wgan": {"base_channels": 8, "latent_dim": 8, "n_critic": 2},
     "vae_gan": {"base_channels": 8, "latent_dim": 8},
-    "ddpm": {"base_channels": 8, "channel_mults": (1, 2), "timesteps": 10},
-    "ldm": {"base_channels": 8, "channel_mults": (1,), "timesteps": 10, "latent_shape": (1, 2, 2)},
+    "ddpm": {"base_channels": 8, "channel_mults": (1, 2), "timesteps": 10, "num_res_blocks": 1, "dropout": 0.0,
+             "attention_resolutions": ()},
+    "ldm": {"hidden_dim": 32, "num_layers": 3, "timesteps": 10},
 }
 GROUPS = {"dcgan": ["d", "g"], "wgan_gp": ["d", "g"], "wgan": ["d", "g"], "vae_gan": ["d", "enc", "dec"]}
 
@@ -347,7 +348,7 @@ def test_ddim_with_eta_1_over_all_steps_equals_the_ddpm_sampler() -> None:
     schedule = make_schedule("cosine", 6)
     eps_fn = noise_predictor(net, schedule, "eps")
     with torch.no_grad():
-        ddpm = ddpm_sample(eps_fn, schedule, (1, 8, 8), generators([1, 2]))
+        ddpm = ddpm_sample(eps_fn, schedule, (1, 8, 8), generators([1, 2]), variance_type="fixed_small")
         ddim = ddim_sample(eps_fn, schedule, (1, 8, 8), generators([1, 2]), sample_steps=6, eta=1.0)
     torch.testing.assert_close(ddim, ddpm, rtol=1e-4, atol=1e-5)
 
@@ -401,7 +402,7 @@ def test_gans_average_only_their_generator() -> None:
         names = tiny(family).ema_parameters()
         assert names and all(n.startswith(prefix) for n in names), family
     ldm = tiny("ldm")
-    assert all(n.startswith("diffusion.") for n in ldm.ema_parameters())
+    assert all(n.startswith("net.") for n in ldm.ema_parameters())
     assert not any(p.requires_grad for p in ldm.vae.parameters())
 
 

@@ -2,7 +2,8 @@
 
 The expected numbers were produced by the samplers as they stood before sampling moved out of the models
 (`DDPM(..., sampler=..., sample_steps=..., eta=..., guidance_scale=...).sample`, genbench c0be1c9): these tests
-pin that moving them changed no number, and will catch any later change to the maths.
+pin that moving them changed no number, and will catch any later change to the maths. They run on the UNet of
+that time (tests/unit/golden_unet.py), and the ddpm sampler with the variance it then had (fixed_small).
 """
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ from genbench.models import build_model
 from genbench.models.base import GenerativeModel
 from genbench.models.config import SamplingConfig
 from genbench.models.ddpm import DDPMArch
-from genbench.models.samplers import SAMPLERS, DiffusionSampling, draw
+from genbench.models.samplers import SAMPLERS, DiffusionSampling, ddpm_step, draw
+from genbench.models.schedules import make_schedule
 
+from .golden_unet import GoldenUNet
+
+# The ddpm sampler's numbers were made with the posterior variance, then its only one: fixed_small.
+OLD_DDPM = {"variance_type": "fixed_small"}
 GOLDEN = [  # prediction, schedule, sampler, options, image 0 row 3 columns 0-3, sum over both images
-    ("eps", "linear", "ddpm", {}, [1.0, 0.190209, 0.548101, -0.244684], 3.82476),
+    ("eps", "linear", "ddpm", OLD_DDPM, [1.0, 0.190209, 0.548101, -0.244684], 3.82476),
     ("eps", "linear", "ddim", {"sample_steps": 5, "eta": 0.0}, [1.0, -1.0, -1.0, 0.874017], -12.66914),
     ("eps", "linear", "ddim", {"sample_steps": 5, "eta": 0.5}, [1.0, -0.028947, -1.0, 0.999317], 14.62294),
-    ("v", "cosine", "ddpm", {}, [1.0, 0.507904, -0.304221, -0.360005], 6.93777),
+    ("v", "cosine", "ddpm", OLD_DDPM, [1.0, 0.507904, -0.304221, -0.360005], 6.93777),
     ("v", "cosine", "ddim", {"sample_steps": 5, "eta": 0.0}, [0.617739, -0.644616, -0.369171, 0.431422], -5.78954),
     ("v", "cosine", "ddim", {"sample_steps": 5, "eta": 0.5}, [0.238472, 0.125401, -1.0, 0.674596], -0.9493),
 ]
@@ -31,9 +37,13 @@ def generators(seeds: list[int]) -> list[torch.Generator]:
 
 
 def tiny_ddpm(**arch: object) -> GenerativeModel:
-    """Seeded tiny DDPM whose zero-initialised layers get small random weights, so every path matters."""
+    """Seeded tiny DDPM on the UNet the golden values were made with (`GoldenUNet`, seeded as then), whose
+    zero-initialised layers get small random weights, so every path matters."""
+    model = build_model("ddpm", 1, 8, {"base_channels": 8, "channel_mults": (1, 2), "timesteps": 10,
+                                       "attention_resolutions": (), **arch})
     torch.manual_seed(0)
-    model = build_model("ddpm", 1, 8, {"base_channels": 8, "channel_mults": (1, 2), "timesteps": 10, **arch}).eval()
+    model.net = GoldenUNet(1, 8, (1, 2), model.num_classes)
+    model.eval()
     with torch.no_grad():
         for p in model.net.parameters():
             if not p.any():
@@ -74,3 +84,68 @@ def test_sampling_settings_check_the_model_they_sample() -> None:
     with pytest.raises(ValueError, match="class-conditional"):
         DiffusionSampling(guidance_scale=2.0).check(DDPMArch())
     DiffusionSampling(sampler="ddpm", sample_steps=20, guidance_scale=2.0).check(DDPMArch(timesteps=10, num_classes=3))
+
+
+@pytest.mark.parametrize("clip", [True, False])
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_ddpm_step_is_diffusers_ddpm_scheduler_step(variance_type: str, clip: bool, dtype: torch.dtype) -> None:
+    """Our ancestral step and diffusers' `DDPMScheduler.step` (same betas, variance_type and clipping) map the
+    same x_t, ε and noise to the same x_{t-1}, at every kind of t including the first (t = 1) and the last
+    (t = 0, no noise). diffusers draws its noise from the generator it is given, so each side gets a generator
+    seeded alike.
+
+    Tolerance. float64: diffusers' schedule tensors are replaced by ours (float64), and the steps agree to
+    rtol 1e-9 / atol 1e-12: the same maths. float32: diffusers as constructed keeps its schedule in float32,
+    where 1 - abar_t near t = 0 keeps only ~3 significant digits; there the steps agree to rtol 1e-3 /
+    atol 5e-4 (largest differences seen: 1.9e-4 absolute, 3.5e-4 relative, at t = 1).
+    """
+    from diffusers import DDPMScheduler
+
+    schedule = make_schedule("linear", 1000)  # Ho et al.'s
+    scheduler = DDPMScheduler(num_train_timesteps=1000, trained_betas=schedule.betas.numpy(),
+                              variance_type=variance_type, clip_sample=clip)
+    tolerance = {"rtol": 1e-3, "atol": 5e-4}
+    if dtype == torch.float64:
+        scheduler.alphas_cumprod, scheduler.one = schedule.alphas_cumprod.clone(), torch.tensor(1.0, dtype=dtype)
+        tolerance = {"rtol": 1e-9, "atol": 1e-12}
+    g = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(2, 1, 8, 8, generator=g, dtype=dtype), torch.randn(2, 1, 8, 8, generator=g, dtype=dtype)
+    for t in (999, 500, 100, 10, 1, 0):
+        theirs = scheduler.step(eps, t, x, generator=torch.Generator().manual_seed(t)).prev_sample
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(t), dtype=dtype)
+        ours = ddpm_step(schedule, x, t, eps, noise, clip, variance_type)
+        assert ours.dtype == theirs.dtype == dtype
+        torch.testing.assert_close(ours, theirs, **tolerance, msg=lambda m: f"t={t}: {m}")
+
+
+def test_the_two_variances_are_ho_et_als() -> None:
+    """fixed_large is β_t (Ho's code puts the posterior's β̃_1 at the first step, where no noise is added);
+    fixed_small is β̃_t; the two differ by a clear margin early in the chain and their steps differ."""
+    schedule = make_schedule("linear", 1000)
+    t = torch.arange(1000)
+    like = torch.zeros(1000, dtype=torch.float64)
+    large, small = schedule.step_variance(t, like, "fixed_large"), schedule.step_variance(t, like, "fixed_small")
+    torch.testing.assert_close(large[1:], schedule.betas[1:], rtol=0, atol=0)
+    torch.testing.assert_close(small, schedule.posterior_variance, rtol=0, atol=0)
+    assert float(large[0]) == float(schedule.posterior_variance[1])
+    assert float(large[1] / small[1]) > 1.9  # β_2 / β̃_2 = (1 - abar_2) / (1 - abar_1) ≈ 2
+    x, eps, noise = torch.ones(1, 4), torch.zeros(1, 4), torch.ones(1, 4)
+    assert not torch.allclose(ddpm_step(schedule, x, 1, eps, noise, False, "fixed_large"),
+                              ddpm_step(schedule, x, 1, eps, noise, False, "fixed_small"))
+    with pytest.raises(ValueError, match="needs noise"):
+        ddpm_step(schedule, x, 1, eps, None)
+    last = ddpm_step(schedule, x, 0, eps, None, False)  # the last step is the x0 estimate, without noise
+    torch.testing.assert_close(last, x / float(schedule.alphas_cumprod[0]) ** 0.5)
+
+
+def test_the_default_ddpm_sampler_is_fixed_large_and_the_setting_reaches_it() -> None:
+    model = tiny_ddpm()
+    assert DiffusionSampling().variance_type == "fixed_large"
+    assert DiffusionSampling().sampler_call() == ("ddpm", {"guidance_scale": 1.0, "variance_type": "fixed_large"})
+    small = DiffusionSampling(variance_type="fixed_small")
+    torch.testing.assert_close(draw(model, generators([0, 1]), None, small),
+                               SAMPLERS["ddpm"](model, generators([0, 1]), variance_type="fixed_small"))
+    torch.testing.assert_close(model.sample(generators([0, 1])),
+                               SAMPLERS["ddpm"](model, generators([0, 1]), variance_type="fixed_large"))
+    assert not torch.allclose(model.sample(generators([0, 1])), draw(model, generators([0, 1]), None, small))
