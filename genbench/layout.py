@@ -27,8 +27,16 @@ class Layout:
         return self.root / "data" / "raw"
 
     @property
+    def validation(self) -> Path:
+        return self.data / "validation.npy"
+
+    @property
     def reference(self) -> Path:
         return self.data / "reference.npy"
+
+    @property
+    def holdout(self) -> Path:
+        return self.data / "holdout.npy"
 
     @property
     def manifest(self) -> Path:
