@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+REAL = "real"  # the name `evaluate` and the report give the held-out real images: metrics/real.json
+
 
 @dataclass(frozen=True)
 class Layout:
