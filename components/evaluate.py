@@ -1,4 +1,4 @@
-"""Stage 4: score generated samples against the held-out reference images.
+"""Stage 4: score generated samples, and the held-out real images (the floor), against the reference images.
 
 One feature pass per image set: the Inception pool3 features of the samples (and, cached, of the reference)
 feed every metric in `metrics.py`. Inception Score is the one exception: it needs classifier logits, which the
@@ -137,6 +137,14 @@ def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_
     result["samples_md5"] = file_digest(samples_path)
     write_json(Path(out_path), result)
     return result
+
+
+def evaluate_real(holdout_path: Path, reference_path: Path, out_path: Path, *, cache_dir: Path,
+                  settings: EvaluateConfig = EvaluateConfig()) -> dict[str, Any]:
+    """The report's floor: held-out real images scored by `evaluate` exactly as a family's samples are, so
+    every model's numbers can be read against what real data reaches at the same N."""
+    require_file(holdout_path, "genbench prepare")
+    return evaluate(holdout_path, reference_path, out_path, cache_dir=cache_dir, settings=settings)
 
 
 def compare(real: Path, fake: Path, *, cache_dir: Path, settings: EvaluateConfig = EvaluateConfig(),

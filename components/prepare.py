@@ -1,4 +1,4 @@
-"""Stage 1: fetch the dataset and split it into training images and a held-out reference set.
+"""Stage 1: fetch the dataset and split it into training, validation, reference and holdout images.
 
 Datasets: fashion_mnist and mnist (1×28×28), cifar10 (3×32×32), all through torchvision. Data comes from
 `$GENBENCH_DATA_DIR/<folder>/` when that is set (offline machines, CI) and from torchvision's download
@@ -43,36 +43,61 @@ class Manifest(BaseModel):
 
 
 def prepare(data: DataConfig, seed: int, out_dir: Path, download_dir: Path) -> Manifest:
-    """Write train/reference images (uint8 NHWC) and labels, an md5 manifest and the config used (`seed`,
-    `data`) to `out_dir`; return the manifest."""
-    dataset, train_size, reference_size = data.dataset, data.train_size, data.reference_size
-    train_images, train_labels, test_images, test_labels = load_dataset(dataset, download_dir)
-    for name, wanted, available in (
-        ("data.train_size", train_size, len(train_images)),
-        ("data.reference_size", reference_size, len(test_images)),
-    ):
-        if wanted > available:
-            raise ValueError(f"{name}={wanted} exceeds the {available} images of {dataset}; lower it")
+    """Write the four image sets (uint8 NHWC) with labels, an md5 manifest and the config used (`seed`, `data`)
+    to `out_dir`; return the manifest.
+
+    train and validation are disjoint parts of the dataset's train split (models are selected on validation),
+    reference and holdout disjoint parts of its test split (final metrics; the real-data row scores holdout
+    against reference), so no image a model trained or was selected on is ever scored as real.
+    """
+    train_images, train_labels, test_images, test_labels = load_dataset(data.dataset, download_dir)
+    check_sizes(data, len(train_images), len(test_images))
     rng = np.random.default_rng(seed)
-    train_idx = np.sort(rng.permutation(len(train_images))[:train_size])
-    ref_idx = np.sort(rng.permutation(len(test_images))[:reference_size])
+    train_idx, validation_idx = split_indices(len(train_images), (data.train_size, data.validation_size), rng)
+    reference_idx, holdout_idx = split_indices(len(test_images), (data.reference_size, data.holdout_size), rng)
     arrays = {
         "train.npy": train_images[train_idx],
         "train_labels.npy": train_labels[train_idx],
-        "reference.npy": test_images[ref_idx],
-        "reference_labels.npy": test_labels[ref_idx],
+        "validation.npy": train_images[validation_idx],
+        "validation_labels.npy": train_labels[validation_idx],
+        "reference.npy": test_images[reference_idx],
+        "reference_labels.npy": test_labels[reference_idx],
+        "holdout.npy": test_images[holdout_idx],
     }
     out_dir = Path(out_dir)
     for name, array in arrays.items():
         save_npy(out_dir / name, array)
     manifest = Manifest(
-        dataset=dataset, image_shape=list(train_images.shape[1:]),
+        dataset=data.dataset, image_shape=list(train_images.shape[1:]),
         counts={name: len(array) for name, array in arrays.items()},
         files={name: file_digest(out_dir / name) for name in arrays},
     )
     write_json(out_dir / "manifest.json", manifest.model_dump())
     write_json(out_dir / "config.json", {"seed": seed, "data": data.model_dump(mode="json")})
     return manifest
+
+
+def check_sizes(data: DataConfig, train_available: int, test_available: int) -> None:
+    """ValueError naming the `data` fields whose sets do not fit in their split, before anything is written."""
+    for fields, split, available in (
+        (("train_size", "validation_size"), "train", train_available),
+        (("reference_size", "holdout_size"), "test", test_available),
+    ):
+        sizes = [getattr(data, field) for field in fields]
+        if sum(sizes) > available:
+            names = " + ".join(f"data.{field}" for field in fields)
+            raise ValueError(
+                f"{names} = {' + '.join(map(str, sizes))} = {sum(sizes)} exceeds the {available} images of "
+                f"{data.dataset}'s {split} split; lower one of them"
+            )
+
+
+def split_indices(count: int, sizes: tuple[int, ...], rng: np.random.Generator) -> list[np.ndarray]:
+    """Disjoint sorted index sets of `sizes`, consecutive slices of one seeded permutation of range(count): the
+    first set does not depend on the later sizes, so holding out more images never changes the training set."""
+    order = rng.permutation(count)
+    bounds = np.cumsum((0, *sizes))
+    return [np.sort(order[start:stop]) for start, stop in zip(bounds[:-1], bounds[1:])]
 
 
 def load_dataset(dataset: str, download_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -7,23 +7,26 @@ from typing import Any
 
 import numpy as np
 
-from ..layout import Layout
+from ..layout import REAL, Layout
 from .artifacts import curves as group_curves
 from .artifacts import load_trained, read_history, read_summary, to_model_range, to_uint8_nhwc
 from .io import atomic_path, load_npy, read_json, require_file, write_json
 
 GRID_IMAGES = 64
+REAL_LABEL = "real data (held-out test images)"
 LOSS_PANELS_PER_ROW = 4
 
 
 def report(families: list[str], layout: Layout, out_dir: Path) -> Path:
     """Write report.md, summary.json, grids/<family>.png, grids/reference.png and losses.png to out_dir from the
-    project `layout`'s samples, metrics and runs; grids/vae_interpolation.png when the vae is among `families`,
-    and fid_curve.png when a run measured an FID curve (`train.fid_every`). Returns report.md's path."""
+    project `layout`'s samples, metrics and runs, with the real-data row (metrics/real.json) as the floor the
+    families are read against; grids/vae_interpolation.png when the vae is among `families`, and fid_curve.png
+    when a run measured an FID curve (`train.fid_every`). Returns report.md's path."""
     out_dir = Path(out_dir)
     for family in families:
         require_file(layout.samples(family), f"genbench sample {family}")
         require_file(layout.metrics(family), f"genbench evaluate {family}")
+    real = _real_row(read_json(require_file(layout.metrics(REAL), f"genbench evaluate {REAL}")))
     metrics = {family: read_json(layout.metrics(family)) for family in families}
     rows = [_row(family, metrics[family], read_summary(layout.run(family)).model_dump()) for family in families]
     reference = load_npy(layout.reference)
@@ -35,8 +38,8 @@ def report(families: list[str], layout: Layout, out_dir: Path) -> Path:
     fid_curves = plot_fid_curves(curves, out_dir / "fid_curve.png")
     if "vae" in families:
         save_interpolation(layout.run("vae"), reference, out_dir / "grids" / "vae_interpolation.png")
-    write_json(out_dir / "summary.json", {"families": rows})
-    text = _markdown(rows, metrics[families[0]] if families else {}, fid_curves)
+    write_json(out_dir / "summary.json", {"real_data": real, "families": rows})
+    text = _markdown(rows, real, metrics[families[0]] if families else {}, fid_curves)
     path = out_dir / "report.md"
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -90,12 +93,20 @@ def _row(family: str, metrics: dict[str, Any], summary: dict[str, Any]) -> dict[
     }
 
 
-def _markdown(rows: list[dict[str, Any]], metrics: dict[str, Any], fid_curves: bool) -> str:
+def _real_row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The real-data row: its metrics, and no model columns (it is not a model)."""
+    keys = ("fid", "precision", "recall", "n_samples", "n_reference")
+    return {"family": REAL_LABEL, **{key: metrics[key] for key in keys}}
+
+
+def _markdown(rows: list[dict[str, Any]], real: dict[str, Any], metrics: dict[str, Any], fid_curves: bool) -> str:
     lines = [
         "# genbench report",
         "",
         "| family | FID ↓ | precision ↑ | recall ↑ | samples | reference | parameters | steps | train time | device |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| {real['family']} | {real['fid']:.2f} | {real['precision']:.3f} | {real['recall']:.3f} "
+        f"| {real['n_samples']} | {real['n_reference']} | not a model | – | – | – |",
     ]
     for r in sorted(rows, key=lambda r: r["fid"]):
         lines.append(
@@ -108,6 +119,13 @@ def _markdown(rows: list[dict[str, Any]], metrics: dict[str, Any], fid_curves: b
         "",
         f"Features: {extractor.get('name', '?')} (sha256 `{extractor.get('sha256', '?')[:16]}…`), "
         f"preprocessing {metrics.get('preprocessing', {})}.",
+        "",
+        f"The first row is not a model: {real['n_samples']} real test images held out from the reference "
+        "(`data/prepared/holdout.npy`), scored exactly as the samples are. It is what real data scores at this N, "
+        "the floor to read every family's numbers against (small N biases FID upward for real data too).",
+        "Final numbers are measured against the test-split reference (`data/prepared/reference.npy`); model "
+        "selection (the FID curve during training) measures against the validation split held out from the "
+        "training images (`data/prepared/validation.npy`).",
     ]
     lines += [f"> {warning}" for warning in metrics.get("warnings", [])]
     lines += ["", "## Samples", "", "Real (reference set):", "", "![reference](grids/reference.png)", ""]

@@ -171,7 +171,7 @@ def _fid_curve(every: int, n: int, data_dir: Path, cache_dir: Path, device: torc
         return None
     from .fid_curve import FIDCurve
 
-    return FIDCurve(data_dir / "reference.npy", cache_dir, n=n, every=every, device=str(device))
+    return FIDCurve(data_dir / "validation.npy", cache_dir, n=n, every=every, device=str(device))
 
 
 def _frozen_digest(model: GenerativeModel) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The Prefect driver: prepare → (train → sample → evaluate → register) per family → report.
+"""The Prefect driver: prepare → evaluate real → (train → sample → evaluate → register) per family → report.
 
 Each task calls one component, exactly what the CLI command of the same name (and so `dvc repro`) calls, and
 adds a name and retries, nothing else. Tasks retry only transient I/O failures (flows/retries.py): a config or
@@ -14,13 +14,14 @@ from prefect import flow, runtime, task
 from prefect.cache_policies import NO_CACHE
 
 from genbench.components.evaluate import evaluate as evaluate_component
+from genbench.components.evaluate import evaluate_real as evaluate_real_component
 from genbench.components.prepare import prepare as prepare_component
 from genbench.components.register import register as register_component
 from genbench.components.report import report as report_component
 from genbench.components.sample import sample as sample_component
 from genbench.components.train import train as train_component
 from genbench.config import Config, load_config
-from genbench.layout import Layout
+from genbench.layout import REAL, Layout
 
 from .retries import retry_transient
 
@@ -50,6 +51,12 @@ def evaluate(family: str, config: Config) -> None:
                        settings=config.evaluate)
 
 
+@stage(task_run_name=f"evaluate-{REAL}")
+def evaluate_real(config: Config) -> None:
+    evaluate_real_component(HERE.holdout, HERE.reference, HERE.metrics(REAL), cache_dir=HERE.cache,
+                            settings=config.evaluate)
+
+
 @stage(task_run_name="register-{family}")
 def register(family: str) -> None:
     register_component(family, HERE.run(family), HERE.metrics(family), HERE.manifest, HERE.registry(family),
@@ -63,9 +70,11 @@ def report(config: Config) -> None:
 
 @flow(name="genbench-pipeline", log_prints=True)
 def pipeline(params: str = "params.yaml", profile: str | None = None) -> None:
-    """prepare → (train → sample → evaluate → register) per family → report, in the current folder."""
+    """prepare → the real-data floor → (train → sample → evaluate → register) per family → report, in the
+    current folder."""
     config = load_config(Path(params), profile)
     prepare(config)
+    evaluate_real(config)
     for family in config.families:
         train(family, config)
         sample(family, config)

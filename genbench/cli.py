@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Optional, TypeVar
 
 import typer
 
-from .layout import Layout
+from .layout import REAL, Layout
 
 if TYPE_CHECKING:
     from .config import Config
@@ -80,7 +80,7 @@ def _config(params: Path, profile: str | None, family: str | None = None) -> Con
 def prepare(
     params: ParamsOpt = HERE.params, profile: ProfileOpt = None, out: Annotated[Path, typer.Option()] = HERE.data
 ) -> None:
-    """Fetch the dataset and write train / held-out reference images with an md5 manifest."""
+    """Fetch the dataset and write train / validation / reference / holdout images with an md5 manifest."""
     config = _config(params, profile)
     from .components.prepare import prepare as run_prepare
 
@@ -138,19 +138,25 @@ def sample(
 
 @app.command()
 def evaluate(
-    family: FamilyArg,
+    family: Annotated[str, typer.Argument(help=f"Model family, or `{REAL}` for the held-out real images "
+                                               "(data/prepared/holdout.npy), the report's floor.")],
     params: ParamsOpt = HERE.params,
     profile: ProfileOpt = None,
-    samples: Annotated[Optional[Path], typer.Option(help="Samples .npy [default: samples/FAMILY.npy].")] = None,
+    samples: Annotated[Optional[Path], typer.Option(
+        help=f"Images .npy [default: samples/FAMILY.npy; for {REAL} data/prepared/holdout.npy].")] = None,
     reference: Annotated[Path, typer.Option(help="Real reference .npy.")] = HERE.reference,
     out: Annotated[Optional[Path], typer.Option(help="Metrics JSON [default: metrics/FAMILY.json].")] = None,
 ) -> None:
-    """FID, KID, precision/recall and more of a family's samples against the held-out reference set."""
-    config = _config(params, profile, family)
+    """FID, KID, precision/recall and more of a family's samples (or of the held-out real images, the floor they
+    are read against) versus the held-out reference set."""
+    real = family == REAL
+    config = _config(params, profile, None if real else family)
     from .components.evaluate import evaluate as run_evaluate
+    from .components.evaluate import evaluate_real
 
-    result = _call(run_evaluate, samples or HERE.samples(family), reference, out or HERE.metrics(family),
-                   cache_dir=HERE.cache, settings=config.evaluate)
+    run = evaluate_real if real else run_evaluate
+    images = samples or (HERE.holdout if real else HERE.samples(family))
+    result = _call(run, images, reference, out or HERE.metrics(family), cache_dir=HERE.cache, settings=config.evaluate)
     typer.echo(f"{family}: FID {result['fid']:.2f}, precision {result['precision']:.3f}, recall {result['recall']:.3f}")
 
 

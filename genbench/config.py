@@ -26,12 +26,16 @@ Profile = Literal["tiny", "quick", "full"]
 
 class DataConfig(Strict):
     dataset: Literal["fashion_mnist", "mnist", "cifar10"] = "fashion_mnist"  # 1×28×28, 1×28×28, 3×32×32
-    train_size: PositiveInt = 60000  # training images taken from the train split (seeded subset)
-    reference_size: PositiveInt = 10000  # held-out real images from the test split that metrics compare against
+    train_size: PositiveInt = 55000  # training images taken from the train split (seeded subset)
+    validation_size: PositiveInt = 5000  # held out from the train split, never trained on: what model selection
+    # (the FID curve during training) measures against, so the test split stays unseen until evaluate
+    reference_size: PositiveInt = 5000  # held-out real images from the test split that final metrics compare against
+    holdout_size: PositiveInt = 5000  # test images disjoint from the reference, scored like samples (the report's
+    # real-data row); must equal sample.n, kept under `data` so that a sample.n change does not re-run prepare
 
 
 class SampleConfig(Strict):
-    n: PositiveInt = 10000  # images per family
+    n: PositiveInt = 5000  # images per family (data.holdout_size must match)
     batch_size: PositiveInt = 250
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where sampling runs
 
@@ -82,6 +86,11 @@ class Config(Strict):
                 self.sampling_for(name).check(self.family(name).arch)
             except ValueError as exc:
                 raise ValueError(f"sampling.{name}: {exc} (models.{name}.arch)") from None
+        if self.data.holdout_size != self.sample.n:
+            raise ValueError(
+                f"data.holdout_size: {self.data.holdout_size} real images, but sample.n is {self.sample.n}: the "
+                "report's real-data row is the floor only at the samples' N; set data.holdout_size to sample.n"
+            )
         return self
 
     def family(self, name: str) -> FamilySettings:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+REAL = "real"  # the name `evaluate` and the report give the held-out real images: metrics/real.json
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -27,8 +29,16 @@ class Layout:
         return self.root / "data" / "raw"
 
     @property
+    def validation(self) -> Path:
+        return self.data / "validation.npy"
+
+    @property
     def reference(self) -> Path:
         return self.data / "reference.npy"
+
+    @property
+    def holdout(self) -> Path:
+        return self.data / "holdout.npy"
 
     @property
     def manifest(self) -> Path:

@@ -39,8 +39,11 @@ def test_flow_writes_every_artifact(flow_project: Path) -> None:
         assert {"fid", "precision", "recall", "n_samples", "n_reference", "feature_extractor"} <= metrics.keys()
         assert np.isfinite(metrics["fid"]) and metrics["fid"] > 0 and 0 <= metrics["precision"] <= 1
         assert metrics["n_samples"] == n and metrics["feature_extractor"]["sha256"] == FID_SHA256
+    real = json.loads((root / "metrics" / "real.json").read_text())
+    assert real["n_samples"] == n and real["feature_extractor"]["sha256"] == FID_SHA256
     report = (root / "report" / "report.md").read_text()
     assert all(f"| {family} |" in report for family in FAMILIES)
+    assert f"| real data (held-out test images) | {real['fid']:.2f} |" in report
     assert all((root / "report" / "grids" / f"{family}.png").stat().st_size > 0 for family in FAMILIES)
 
 
@@ -72,8 +75,8 @@ def test_flow_logs_and_registers_in_mlflow(flow_project: Path) -> None:
 
 def test_dvc_repro_runs_every_stage_then_nothing(dvc_project: tuple[Path, str, str]) -> None:
     root, first, second = dvc_project
-    for stage in ["prepare", "report"] + [f"{s}@{f}" for s in ("train", "sample", "evaluate", "register")
-                                         for f in FAMILIES]:
+    per_family = [f"{s}@{f}" for s in ("train", "sample", "evaluate", "register") for f in FAMILIES]
+    for stage in ["prepare", "evaluate-real", "report", *per_family]:
         assert f"Running stage '{stage}'" in first, stage
     assert "Running stage" not in second and "up to date" in second, second
     metrics = json.loads((root / "metrics" / "ddpm.json").read_text())

@@ -44,7 +44,10 @@ def test_prepare_writes_split_and_manifest(prepared: Path) -> None:
     train, reference = np.load(data / "train.npy"), np.load(data / "reference.npy")
     assert train.dtype == np.uint8 and train.shape == (config.data.train_size, 28, 28, 1)
     assert reference.shape == (config.data.reference_size, 28, 28, 1)
+    assert np.load(data / "validation.npy").shape == (config.data.validation_size, 28, 28, 1)
+    assert np.load(data / "holdout.npy").shape == (config.data.holdout_size, 28, 28, 1) == (config.sample.n, 28, 28, 1)
     assert np.load(data / "train_labels.npy").shape == (config.data.train_size,)
+    assert np.load(data / "validation_labels.npy").shape == (config.data.validation_size,)
     manifest = json.loads((data / "manifest.json").read_text())
     for name, md5 in manifest["files"].items():
         assert hashlib.md5((data / name).read_bytes()).hexdigest() == md5
@@ -54,8 +57,32 @@ def test_prepare_writes_split_and_manifest(prepared: Path) -> None:
 def test_prepare_is_deterministic(prepared: Path) -> None:
     """The CLI in a second folder writes what the session fixture's component call wrote, byte for byte."""
     invoke("prepare", "--out", "again")
-    for name in ("manifest.json", "train.npy", "reference_labels.npy", "config.json"):
+    written = sorted(p.name for p in (prepared / "data" / "prepared").iterdir())
+    assert sorted(p.name for p in (prepared / "again").iterdir()) == written
+    for name in written:
         assert (prepared / "again" / name).read_bytes() == (prepared / "data" / "prepared" / name).read_bytes()
+
+
+def test_held_out_sets_share_no_image(prepared: Path) -> None:
+    """Validation is disjoint from train (model selection never sees a training image), holdout from the
+    reference (the real-data row is not the reference scored against itself); compared pixel row by row."""
+    data = prepared / "data" / "prepared"
+    rows = {name: {image.tobytes() for image in np.load(data / f"{name}.npy")}
+            for name in ("train", "validation", "reference", "holdout")}
+    for name, images in rows.items():
+        assert len(images) == len(np.load(data / f"{name}.npy")), f"{name} holds a repeated image"
+    for first, second in [("validation", "train"), ("validation", "reference"), ("holdout", "reference"),
+                          ("holdout", "train"), ("train", "reference")]:
+        assert not rows[first] & rows[second], (first, second)
+
+
+def test_sets_that_do_not_fit_their_split_exit_2(project: Path) -> None:
+    edit_params(lambda p: p["data"]["profiles"]["tiny"].update(validation_size=59800))
+    result = CliRunner().invoke(app, ["prepare"])
+    assert result.exit_code == 2, result.output
+    assert ("data.train_size + data.validation_size = 256 + 59800 = 60056 exceeds the 60000 images of "
+            "fashion_mnist's train split; lower one of them") in result.output
+    assert not (project / "data" / "prepared").exists()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -299,8 +326,8 @@ def test_prepare_reads_mnist_idx_files(tmp_path: Path, monkeypatch: pytest.Monke
         _write_idx(tmp_path / "local" / "mnist" / f"{split}-images-idx3-ubyte.gz", images)
         _write_idx(tmp_path / "local" / "mnist" / f"{split}-labels-idx1-ubyte.gz", labels)
     monkeypatch.setenv("GENBENCH_DATA_DIR", str(tmp_path / "local"))
-    manifest = prepare(DataConfig(dataset="mnist", train_size=8, reference_size=4), 0, tmp_path / "out",
-                       tmp_path / "raw")
+    manifest = prepare(DataConfig(dataset="mnist", train_size=8, validation_size=2, reference_size=4,
+                                  holdout_size=2), 0, tmp_path / "out", tmp_path / "raw")
     assert manifest.image_shape == [28, 28, 1]
     train, labels = np.load(tmp_path / "out" / "train.npy"), np.load(tmp_path / "out" / "train_labels.npy")
     assert train.shape == (8, 28, 28, 1) and train.dtype == np.uint8
@@ -336,14 +363,15 @@ def test_prepare_reads_cifar10_pickles(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5("test_batch")]])
     monkeypatch.setattr(CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": md5("batches.meta")})
     monkeypatch.setenv("GENBENCH_DATA_DIR", str(tmp_path / "local"))
-    manifest = prepare(DataConfig(dataset="cifar10", train_size=10, reference_size=2), 0, tmp_path / "out",
-                       tmp_path / "raw")
+    manifest = prepare(DataConfig(dataset="cifar10", train_size=8, validation_size=2, reference_size=1,
+                                  holdout_size=1), 0, tmp_path / "out", tmp_path / "raw")
     assert manifest.image_shape == [32, 32, 3]
-    reference = np.load(tmp_path / "out" / "reference.npy")
+    test_images = np.concatenate([np.load(tmp_path / "out" / f"{name}.npy") for name in ("reference", "holdout")])
     expected = planes["test_batch"].reshape(2, 3, 32, 32).transpose(0, 2, 3, 1)
-    assert reference.dtype == np.uint8 and np.array_equal(reference, expected)
-    assert sorted(np.load(tmp_path / "out" / "train_labels.npy").tolist()) == sorted(
-        [k for k in range(5)] + [(k + 1) % 10 for k in range(5)])
+    assert test_images.dtype == np.uint8 and sorted(i.tobytes() for i in test_images) == sorted(
+        i.tobytes() for i in expected)
+    labels = [np.load(tmp_path / "out" / f"{name}_labels.npy").tolist() for name in ("train", "validation")]
+    assert sorted(labels[0] + labels[1]) == sorted([k for k in range(5)] + [(k + 1) % 10 for k in range(5)])
 
 
 def test_report_draws_the_vae_latent_interpolation(trained: Path) -> None:

@@ -72,6 +72,8 @@ BAD = [
      "'ddpm' or 'ddim'"),
     ("a sampler option in training", lambda r: r["models"]["ddpm"]["arch"].update(guidance_scale=2.0),
      "models.ddpm.arch.guidance_scale", "unknown key"),
+    ("holdout unlike sample.n", lambda r: r["data"]["profiles"]["quick"].update(holdout_size=200),
+     "data.holdout_size", "200 real images, but sample.n is 300"),
     ("unknown profile", lambda r: r.update(profile="huge"), "profile", "allowed: tiny, quick, full"),
     ("profiles not a mapping", lambda r: r["sample"].update(profiles=["tiny"]), "sample.profiles",
      "must map profile names"),
