@@ -46,15 +46,18 @@ def prepare(data: DataConfig, seed: int, out_dir: Path, download_dir: Path) -> M
     """Write the four image sets (uint8 NHWC) with labels, an md5 manifest and the config used (`seed`, `data`)
     to `out_dir`; return the manifest.
 
-    train and validation are disjoint parts of the dataset's train split (models are selected on validation),
-    reference and holdout disjoint parts of its test split (final metrics; the real-data row scores holdout
-    against reference), so no image a model trained or was selected on is ever scored as real.
+    train, validation and holdout are disjoint parts of the dataset's train split: models train on the first,
+    are selected on the second, and the third, never seen by either, is the report's real-data row, scored
+    against the reference like the samples. The reference is drawn from the test split, which nothing else
+    reads, so the full profile compares 10 000 samples with 10 000 test images (the test split holds exactly
+    that many, leaving none for a holdout; Fashion-MNIST's two splits come from one distribution).
     """
     train_images, train_labels, test_images, test_labels = load_dataset(data.dataset, download_dir)
     check_sizes(data, len(train_images), len(test_images))
     rng = np.random.default_rng(seed)
-    train_idx, validation_idx = split_indices(len(train_images), (data.train_size, data.validation_size), rng)
-    reference_idx, holdout_idx = split_indices(len(test_images), (data.reference_size, data.holdout_size), rng)
+    train_idx, validation_idx, holdout_idx = split_indices(
+        len(train_images), (data.train_size, data.validation_size, data.holdout_size), rng)
+    (reference_idx,) = split_indices(len(test_images), (data.reference_size,), rng)
     arrays = {
         "train.npy": train_images[train_idx],
         "train_labels.npy": train_labels[train_idx],
@@ -62,7 +65,7 @@ def prepare(data: DataConfig, seed: int, out_dir: Path, download_dir: Path) -> M
         "validation_labels.npy": train_labels[validation_idx],
         "reference.npy": test_images[reference_idx],
         "reference_labels.npy": test_labels[reference_idx],
-        "holdout.npy": test_images[holdout_idx],
+        "holdout.npy": train_images[holdout_idx],
     }
     out_dir = Path(out_dir)
     for name, array in arrays.items():
@@ -80,8 +83,8 @@ def prepare(data: DataConfig, seed: int, out_dir: Path, download_dir: Path) -> M
 def check_sizes(data: DataConfig, train_available: int, test_available: int) -> None:
     """ValueError naming the `data` fields whose sets do not fit in their split, before anything is written."""
     for fields, split, available in (
-        (("train_size", "validation_size"), "train", train_available),
-        (("reference_size", "holdout_size"), "test", test_available),
+        (("train_size", "validation_size", "holdout_size"), "train", train_available),
+        (("reference_size",), "test", test_available),
     ):
         sizes = [getattr(data, field) for field in fields]
         if sum(sizes) > available:

@@ -26,16 +26,17 @@ Profile = Literal["tiny", "quick", "full"]
 
 class DataConfig(Strict):
     dataset: Literal["fashion_mnist", "mnist", "cifar10"] = "fashion_mnist"  # 1×28×28, 1×28×28, 3×32×32
-    train_size: PositiveInt = 55000  # training images taken from the train split (seeded subset)
-    validation_size: PositiveInt = 5000  # held out from the train split, never trained on: what model selection
+    train_size: PositiveInt = 48000  # training images taken from the train split (seeded subset)
+    validation_size: PositiveInt = 2000  # held out from the train split, never trained on: what model selection
     # (the FID curve during training) measures against, so the test split stays unseen until evaluate
-    reference_size: PositiveInt = 5000  # held-out real images from the test split that final metrics compare against
-    holdout_size: PositiveInt = 5000  # test images disjoint from the reference, scored like samples (the report's
-    # real-data row); must equal sample.n, kept under `data` so that a sample.n change does not re-run prepare
+    holdout_size: PositiveInt = 10000  # also held out from the train split, never trained or selected on, scored
+    # like samples (the report's real-data row); must equal sample.n, kept under `data` so that a sample.n change
+    # does not re-run prepare
+    reference_size: PositiveInt = 10000  # real images from the test split that final metrics compare against
 
 
 class SampleConfig(Strict):
-    n: PositiveInt = 5000  # images per family (data.holdout_size must match)
+    n: PositiveInt = 10000  # images per family (data.holdout_size must match)
     batch_size: PositiveInt = 250
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where sampling runs
 

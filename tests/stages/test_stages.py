@@ -64,15 +64,15 @@ def test_prepare_is_deterministic(prepared: Path) -> None:
 
 
 def test_held_out_sets_share_no_image(prepared: Path) -> None:
-    """Validation is disjoint from train (model selection never sees a training image), holdout from the
-    reference (the real-data row is not the reference scored against itself); compared pixel row by row."""
+    """Validation and holdout are disjoint from train and from each other (model selection and the real-data row
+    never see a training image), and from the reference; compared pixel row by row."""
     data = prepared / "data" / "prepared"
     rows = {name: {image.tobytes() for image in np.load(data / f"{name}.npy")}
             for name in ("train", "validation", "reference", "holdout")}
     for name, images in rows.items():
         assert len(images) == len(np.load(data / f"{name}.npy")), f"{name} holds a repeated image"
     for first, second in [("validation", "train"), ("validation", "reference"), ("holdout", "reference"),
-                          ("holdout", "train"), ("train", "reference")]:
+                          ("holdout", "train"), ("holdout", "validation"), ("train", "reference")]:
         assert not rows[first] & rows[second], (first, second)
 
 
@@ -80,8 +80,8 @@ def test_sets_that_do_not_fit_their_split_exit_2(project: Path) -> None:
     edit_params(lambda p: p["data"]["profiles"]["tiny"].update(validation_size=59800))
     result = CliRunner().invoke(app, ["prepare"])
     assert result.exit_code == 2, result.output
-    assert ("data.train_size + data.validation_size = 256 + 59800 = 60056 exceeds the 60000 images of "
-            "fashion_mnist's train split; lower one of them") in result.output
+    assert ("data.train_size + data.validation_size + data.holdout_size = 256 + 59800 + 24 = 60080 exceeds the "
+            "60000 images of fashion_mnist's train split; lower one of them") in result.output
     assert not (project / "data" / "prepared").exists()
 
 
@@ -327,7 +327,7 @@ def test_prepare_reads_mnist_idx_files(tmp_path: Path, monkeypatch: pytest.Monke
         _write_idx(tmp_path / "local" / "mnist" / f"{split}-labels-idx1-ubyte.gz", labels)
     monkeypatch.setenv("GENBENCH_DATA_DIR", str(tmp_path / "local"))
     manifest = prepare(DataConfig(dataset="mnist", train_size=8, validation_size=2, reference_size=4,
-                                  holdout_size=2), 0, tmp_path / "out", tmp_path / "raw")
+                                  holdout_size=2), 0, tmp_path / "out", tmp_path / "raw")  # 8 + 2 + 2 = 12 train
     assert manifest.image_shape == [28, 28, 1]
     train, labels = np.load(tmp_path / "out" / "train.npy"), np.load(tmp_path / "out" / "train_labels.npy")
     assert train.shape == (8, 28, 28, 1) and train.dtype == np.uint8
@@ -363,15 +363,19 @@ def test_prepare_reads_cifar10_pickles(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5("test_batch")]])
     monkeypatch.setattr(CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": md5("batches.meta")})
     monkeypatch.setenv("GENBENCH_DATA_DIR", str(tmp_path / "local"))
-    manifest = prepare(DataConfig(dataset="cifar10", train_size=8, validation_size=2, reference_size=1,
-                                  holdout_size=1), 0, tmp_path / "out", tmp_path / "raw")
+    manifest = prepare(DataConfig(dataset="cifar10", train_size=6, validation_size=2, reference_size=2,
+                                  holdout_size=2), 0, tmp_path / "out", tmp_path / "raw")
     assert manifest.image_shape == [32, 32, 3]
-    test_images = np.concatenate([np.load(tmp_path / "out" / f"{name}.npy") for name in ("reference", "holdout")])
+    test_images = np.load(tmp_path / "out" / "reference.npy")
     expected = planes["test_batch"].reshape(2, 3, 32, 32).transpose(0, 2, 3, 1)
     assert test_images.dtype == np.uint8 and sorted(i.tobytes() for i in test_images) == sorted(
         i.tobytes() for i in expected)
     labels = [np.load(tmp_path / "out" / f"{name}_labels.npy").tolist() for name in ("train", "validation")]
-    assert sorted(labels[0] + labels[1]) == sorted([k for k in range(5)] + [(k + 1) % 10 for k in range(5)])
+    assert len(labels[0] + labels[1]) == 8 and set(labels[0] + labels[1]) <= set(range(10))
+    train_images = np.concatenate([np.load(tmp_path / "out" / f"{name}.npy") for name in ("train", "validation",
+                                                                                          "holdout")])
+    every_train = np.concatenate([planes[n] for n in names[:5]]).reshape(10, 3, 32, 32).transpose(0, 2, 3, 1)
+    assert sorted(i.tobytes() for i in train_images) == sorted(i.tobytes() for i in every_train)
 
 
 def test_report_draws_the_vae_latent_interpolation(trained: Path) -> None:

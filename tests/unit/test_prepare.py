@@ -33,12 +33,11 @@ def test_split_is_deterministic_per_seed() -> None:
 
 
 @pytest.mark.parametrize(("sizes", "message"), [
-    ({"train_size": 59000, "validation_size": 2000},
-     "data.train_size + data.validation_size = 59000 + 2000 = 61000 exceeds the 60000 images of fashion_mnist's "
-     "train split; lower one of them"),
-    ({"reference_size": 6000, "holdout_size": 5000},
-     "data.reference_size + data.holdout_size = 6000 + 5000 = 11000 exceeds the 10000 images of fashion_mnist's "
-     "test split; lower one of them"),
+    ({"train_size": 50000, "validation_size": 2000, "holdout_size": 10000},
+     "data.train_size + data.validation_size + data.holdout_size = 50000 + 2000 + 10000 = 62000 exceeds the 60000 "
+     "images of fashion_mnist's train split; lower one of them"),
+    ({"reference_size": 10001},
+     "data.reference_size = 10001 = 10001 exceeds the 10000 images of fashion_mnist's test split; lower one of them"),
 ])
 def test_sets_must_fit_their_split(sizes: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError) as info:
