@@ -67,6 +67,7 @@ def score(
     is_splits: int = IS_SPLITS,
     compute_inception_score: bool = True,
     device: str = "cpu",
+    precision: str = "fp32",
     samples_name: str = "samples",
     reference_name: str = "reference",
 ) -> dict[str, Any]:
@@ -89,8 +90,9 @@ def score(
                 f"more than {need}"
             )
 
-    ref_features, ref_mu, ref_sigma, key = reference_features(reference, reference_md5, cache_dir, batch_size, device)
-    sample_features = extract_features(samples, batch_size=batch_size, device=device)
+    ref_features, ref_mu, ref_sigma, key = reference_features(reference, reference_md5, cache_dir, batch_size, device,
+                                                              precision)
+    sample_features = extract_features(samples, batch_size=batch_size, device=device, precision=precision)
     result = compute_metrics(
         ref_features, sample_features, ref_stats=(ref_mu, ref_sigma), k=k, density_k=density_k,
         kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, bootstrap=bootstrap, seed=seed,
@@ -112,6 +114,7 @@ def score(
         "reference_md5": reference_md5,
         "feature_extractor": extractor_identity(),
         "preprocessing": dict(PREPROCESSING),
+        "inception_precision": precision,
         "reference_stats_key": key,
         "warnings": notes,
     })  # fmt: skip
@@ -132,6 +135,7 @@ def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_
     result = score(
         load_npy(samples_path), load_npy(reference_path), file_digest(reference_path), cache_dir=cache_dir,
         batch_size=settings.batch_size, k=settings.k, device=str(pick_device(settings.device)),
+        precision=settings.precision,
         samples_name=str(samples_path), reference_name=str(reference_path), **options,
     )  # fmt: skip
     result["samples_md5"] = file_digest(samples_path)
@@ -155,6 +159,7 @@ def compare(real: Path, fake: Path, *, cache_dir: Path, settings: EvaluateConfig
     real_md5 = file_digest(real) if Path(real).is_file() else array_digest(real_images)
     return score(
         fake_images, real_images, real_md5, cache_dir=cache_dir, batch_size=settings.batch_size, k=settings.k,
-        bootstrap=bootstrap, seed=seed, device=str(pick_device(settings.device)), samples_name=str(fake),
+        bootstrap=bootstrap, seed=seed, device=str(pick_device(settings.device)), precision=settings.precision,
+        samples_name=str(fake),
         reference_name=str(real),
     )  # fmt: skip

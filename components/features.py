@@ -17,21 +17,29 @@ from .io import atomic_write, config_hash
 from .metrics import feature_stats
 
 
+def precision_record(precision: str) -> dict[str, str]:
+    """What the cache key and every metrics file record of the network's precision; {} for exact fp32, so
+    fp32 keys and records stay those of before precision was a choice."""
+    return {} if precision == "fp32" else {"precision": precision}
+
+
 def reference_stats_key(reference_md5: str, extractor: dict[str, str], preprocessing: dict[str, Any]) -> str:
     """Cache key of reference statistics: same image bytes, same network, same preprocessing, same stats."""
     return config_hash({"reference_md5": reference_md5, "extractor": extractor, "preprocessing": preprocessing})
 
 
 def reference_features(
-    reference: np.ndarray, reference_md5: str, cache_dir: Path, batch_size: int, device: str
+    reference: np.ndarray, reference_md5: str, cache_dir: Path, batch_size: int, device: str,
+    precision: str = "fp32",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """Reference features, mean, covariance and cache key, from the cache or computed once and cached atomically."""
-    key = reference_stats_key(reference_md5, extractor_identity(), PREPROCESSING)
+    """Reference features, mean, covariance and cache key, from the cache or computed once and cached atomically
+    (per precision: bf16 features are never mixed with exact ones)."""
+    key = reference_stats_key(reference_md5, extractor_identity(), PREPROCESSING | precision_record(precision))
     cache_path = Path(cache_dir) / f"reference-{key}.npz"
     if cache_path.is_file():
         with np.load(cache_path, allow_pickle=False) as cached:
             return cached["features"], cached["mu"], cached["sigma"], key
-    features = extract_features(reference, batch_size=batch_size, device=device)
+    features = extract_features(reference, batch_size=batch_size, device=device, precision=precision)
     mu, sigma = feature_stats(features)
     atomic_write(cache_path, lambda handle: np.savez(handle, features=features, mu=mu, sigma=sigma))
     return features, mu, sigma, key

@@ -112,7 +112,8 @@ def load_network(path: Path, device: str = "cpu") -> torch.jit.ScriptModule:
     network.eval()
     for parameter in network.parameters():
         parameter.requires_grad_(False)
-    return network
+    # NHWC: 1.4× on a 2-core AMX CPU, 1.1× on an AVX2 one; features equal NCHW's to 1e-5 (tests/stages)
+    return network.to(memory_format=torch.channels_last)
 
 
 def tf1_bilinear_matrix(in_size: int, out_size: int) -> Tensor:
@@ -145,36 +146,44 @@ def tf1_resize_bilinear(images: Tensor, size: int) -> Tensor:
     return rows @ images @ cols.T
 
 
+PRECISIONS = ("fp32", "bf16")  # bf16: ~3× faster on AMX CPUs, FID off by a fraction of a percent (benchmarks)
+
+
 class InceptionFeatures(nn.Module):
-    """uint8 NCHW images (1 or 3 channels, any size) → [B, 2048] pool3 features.
+    """uint8 NCHW images (1 or 3 channels, any size) → [B, 2048] pool3 features (float32).
 
     Bundles the preprocessing with the network so that every caller, including torchmetrics'
-    `FrechetInceptionDistance(feature=...)` (which reads `num_features`), feeds it the same way.
+    `FrechetInceptionDistance(feature=...)` (which reads `num_features`), feeds it the same way. `precision`
+    bf16 runs the network under autocast: for FID curves, never for final numbers unless asked.
     """
 
     num_features = NUM_FEATURES
 
-    def __init__(self, network: torch.jit.ScriptModule) -> None:
+    def __init__(self, network: torch.jit.ScriptModule, precision: str = "fp32") -> None:
         super().__init__()
-        self.network = network
+        if precision not in PRECISIONS:
+            raise ValueError(f"Inception precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
+        self.network, self.precision = network, precision
 
     def forward(self, images: Tensor) -> Tensor:
         x = images.to(torch.float32)
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
         x = tf1_resize_bilinear(x, INPUT_SIZE)
-        x = (x - 128.0) / 128.0
-        return self.network(x)
+        x = ((x - 128.0) / 128.0).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return self.network(x).float()
 
 
-def feature_module(device: str = "cpu") -> InceptionFeatures:
+def feature_module(device: str = "cpu", precision: str = "fp32") -> InceptionFeatures:
     """The located network wrapped with its preprocessing, ready to call on uint8 NCHW batches."""
-    return InceptionFeatures(load_network(locate_weights(), device)).eval()
+    return InceptionFeatures(load_network(locate_weights(), device), precision).eval()
 
 
-def extract_features(images_uint8_nhwc: np.ndarray, batch_size: int = 50, device: str = "cpu") -> np.ndarray:
+def extract_features(images_uint8_nhwc: np.ndarray, batch_size: int = 50, device: str = "cpu",
+                     precision: str = "fp32") -> np.ndarray:
     """Pool3 features [N, 2048] (float64, ready for covariances) of uint8 NHWC images in [0, 255]."""
-    module = feature_module(device)
+    module = feature_module(device, precision)
     features = np.empty((len(images_uint8_nhwc), NUM_FEATURES), dtype=np.float64)
     with torch.inference_mode():
         for start in tqdm(range(0, len(images_uint8_nhwc), batch_size), desc="inception features", unit="batch"):

@@ -93,7 +93,7 @@ def train(family: str, settings: FamilySettings, seed: int, data_dir: Path, out_
 
     steps, batch_size = cfg.steps, cfg.batch_size
     order, cursor = state["order"], state["cursor"]
-    curve = _fid_curve(cfg.fid_every, cfg.fid_n, data_dir, cache_dir or out_dir / "fid-cache", device)
+    curve = _fid_curve(cfg, data_dir, cache_dir or out_dir / "fid-cache", device)
     default_sampling = family_spec(family).sampling()
     model.train()
     started = time.perf_counter() - seconds
@@ -165,13 +165,14 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return min(1.0, step / warmup_steps) if warmup_steps else 1.0
 
 
-def _fid_curve(every: int, n: int, data_dir: Path, cache_dir: Path, device: torch.device):
+def _fid_curve(cfg: TrainConfig, data_dir: Path, cache_dir: Path, device: torch.device):
     """The FID curve the config asks for, or None (imports the Inception code only when used)."""
-    if not every:
+    if not cfg.fid_every:
         return None
     from .fid_curve import FIDCurve
 
-    return FIDCurve(data_dir / "validation.npy", cache_dir, n=n, every=every, device=str(device))
+    return FIDCurve(data_dir / "validation.npy", cache_dir, n=cfg.fid_n, every=cfg.fid_every, device=str(device),
+                    precision=cfg.fid_precision)
 
 
 def _frozen_digest(model: GenerativeModel) -> dict[str, str]:

@@ -92,6 +92,23 @@ def test_fid_agrees_with_torchmetrics_on_real_images(fid_network: None, fashion_
     assert ours == pytest.approx(theirs, rel=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.load.*deprecated:FutureWarning")
+def test_channels_last_features_equal_the_plain_layout_and_bf16_stays_close(
+    fid_network: None, fashion_test_images: np.ndarray
+) -> None:
+    """The default path (NHWC weights and inputs) against the network as loaded (NCHW) on the same 8 images."""
+    images = fashion_test_images[:8]
+    plain = torch.jit.load(str(inception.locate_weights())).eval()
+    with torch.inference_mode():
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().repeat(1, 3, 1, 1)
+        expected = plain((inception.tf1_resize_bilinear(x, inception.INPUT_SIZE) - 128.0) / 128.0).double().numpy()
+    exact = extract_features(images, batch_size=8)
+    np.testing.assert_allclose(exact, expected, rtol=1e-5, atol=1e-5)
+    bf16 = extract_features(images, batch_size=8, precision="bf16")
+    relative = np.linalg.norm(bf16 - exact) / np.linalg.norm(exact)
+    assert 0 < relative < 0.1, relative  # feature vectors move by 2.7 % (relative norm) on these images, measured
+
+
 # (f) evaluate() end to end, and the reference cache ------------------------------------------------------
 
 
@@ -127,6 +144,7 @@ def test_evaluate_writes_the_record_and_reuses_cached_reference_stats(
     assert written["feature_extractor"] == inception.extractor_identity()
     assert written["feature_extractor"]["name"] == inception.EXTRACTOR_NAME
     assert written["preprocessing"] == inception.PREPROCESSING
+    assert written["inception_precision"] == "fp32"
     assert any("biased upward" in note for note in written["warnings"])
     assert calls == [8, 8]  # reference, then samples
     assert (cache_dir / f"reference-{written['reference_stats_key']}.npz").is_file()
