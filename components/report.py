@@ -13,7 +13,7 @@ from .artifacts import load_trained, read_history, read_summary, to_model_range,
 from .io import atomic_path, load_npy, read_json, require_file, write_json
 
 GRID_IMAGES = 64
-REAL_LABEL = "real data (held-out test images)"
+REAL_LABEL = "real data (held-out images)"
 LOSS_PANELS_PER_ROW = 4
 
 

@@ -43,7 +43,7 @@ def test_flow_writes_every_artifact(flow_project: Path) -> None:
     assert real["n_samples"] == n and real["feature_extractor"]["sha256"] == FID_SHA256
     report = (root / "report" / "report.md").read_text()
     assert all(f"| {family} |" in report for family in FAMILIES)
-    assert f"| real data (held-out test images) | {real['fid']:.2f} |" in report
+    assert f"| real data (held-out images) | {real['fid']:.2f} |" in report
     assert all((root / "report" / "grids" / f"{family}.png").stat().st_size > 0 for family in FAMILIES)
 
 

@@ -34,7 +34,7 @@ def test_grids_match_torchvision_pixel_for_pixel(shape: tuple[int, ...], tmp_pat
 
 
 def test_report_leads_with_the_real_data_row(trained: Path) -> None:
-    """`genbench evaluate real` scores the held-out test images exactly as samples are scored, and the report's
+    """`genbench evaluate real` scores the held-out real images exactly as samples are scored, and the report's
     first row carries its numbers, marked as not a model."""
     config = load_config("params.yaml")
     assert "real: FID" in invoke("evaluate", "real")
@@ -52,12 +52,12 @@ def test_report_leads_with_the_real_data_row(trained: Path) -> None:
     invoke("report")
     table = [line for line in Path("report/report.md").read_text().splitlines() if line.startswith("| ")]
     assert table[1] == (
-        f"| real data (held-out test images) | {real['fid']:.2f} | {real['precision']:.3f} | {real['recall']:.3f} "
+        f"| real data (held-out images) | {real['fid']:.2f} | {real['precision']:.3f} | {real['recall']:.3f} "
         f"| {real['n_samples']} | {real['n_reference']} | not a model | – | – | – |"
     )
     assert [row.split(" | ")[0] for row in table[2:]] == [f"| {family}" for family in config.families]
     summary = json.loads(Path("report/summary.json").read_text())
-    assert summary["real_data"] == {"family": "real data (held-out test images)",
+    assert summary["real_data"] == {"family": "real data (held-out images)",
                                     **{key: real[key] for key in ("fid", "precision", "recall", "n_samples",
                                                                   "n_reference")}}
 
