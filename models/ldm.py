@@ -34,7 +34,7 @@ from .config import PositiveInt
 from .ddpm import DDPMTrain, DiffusionArch, diffusion_loss, noise_predictor, training_labels
 from .samplers import DiffusionSampling, EpsFn, ancestral
 from .schedules import make_schedule
-from .unet import timestep_embedding
+from .unet import ConditionEmbedding
 from .vae import VAE
 
 
@@ -91,8 +91,7 @@ class SkipMLP(nn.Module):
     def __init__(self, dim: int, hidden_dim: int, num_layers: int, num_classes: int = 0, dropout: float = 0.0) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.time_mlp = nn.Sequential(nn.Linear(self.time_features, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.class_embedding = nn.Embedding(num_classes + 1, dim) if num_classes else None
+        self.embedding = ConditionEmbedding(self.time_features, dim, num_classes)
         widths = [dim, *[hidden_dim] * (num_layers - 1), dim]
         self.layers = nn.ModuleList(
             SkipLayer(w_in + (dim if i else 0), w_out, dim, dropout, last=i == num_layers - 1)
@@ -101,11 +100,7 @@ class SkipMLP(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """`y`: class per row (num_classes = no class); required by, and only by, a class-conditional network."""
-        emb = self.time_mlp(timestep_embedding(t, self.time_features))
-        if self.class_embedding is not None:
-            if y is None:
-                raise ValueError("a class-conditional denoiser needs labels y (num_classes for 'no class')")
-            emb = emb + self.class_embedding(y)
+        emb = self.embedding(t, y)
         h = x
         for i, layer in enumerate(self.layers):
             h = layer(torch.cat([h, x], dim=1) if i else h, emb)

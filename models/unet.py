@@ -54,6 +54,26 @@ def feature_sizes(image_size: int, levels: int) -> list[int]:
     return [image_size // 2**level for level in range(levels)]
 
 
+class ConditionEmbedding(nn.Module):
+    """(t[, class]) → one embedding per row: `features` sinusoidal features of t through Linear-SiLU-Linear (Ho
+    et al.) plus, for a class-conditional network, a learned class embedding added to it. Class c has row c;
+    row num_classes is "no class", the unconditional branch of classifier-free guidance."""
+
+    def __init__(self, features: int, dim: int, num_classes: int = 0) -> None:
+        super().__init__()
+        self.features = features
+        self.time_mlp = nn.Sequential(nn.Linear(features, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.class_embedding = nn.Embedding(num_classes + 1, dim) if num_classes else None
+
+    def forward(self, t: Tensor, y: Tensor | None = None) -> Tensor:
+        emb = self.time_mlp(timestep_embedding(t, self.features))
+        if self.class_embedding is not None:
+            if y is None:
+                raise ValueError("a class-conditional network needs labels y (num_classes for 'no class')")
+            emb = emb + self.class_embedding(y)
+        return emb
+
+
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, the time embedding added in between, dropout before the second conv (Ho's
     `resnet_block`); a 1×1 conv on the shortcut when the width changes."""
@@ -154,9 +174,7 @@ class UNet(nn.Module):
         emb_dim = 4 * base_channels
         widths = [base_channels * m for m in channel_mults]
         last = len(widths) - 1
-        self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        # Class c has row c; row num_classes is "no class", the unconditional branch of classifier-free guidance.
-        self.class_embedding = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.embedding = ConditionEmbedding(base_channels, emb_dim, num_classes)
         self.conv_in = nn.Conv2d(channels, base_channels, 3, padding=1)
 
         skips, width = [base_channels], base_channels  # the widths the down path leaves for the up path
@@ -189,11 +207,7 @@ class UNet(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """`y`: class per row (num_classes = no class); required by, and only by, a class-conditional UNet."""
-        emb = self.time_mlp(timestep_embedding(t, self.base_channels))
-        if self.class_embedding is not None:
-            if y is None:
-                raise ValueError("a class-conditional UNet needs labels y (num_classes for 'no class')")
-            emb = emb + self.class_embedding(y)
+        emb = self.embedding(t, y)
         hs = [self.conv_in(x)]
         for level in self.down:
             for block, attention in zip(level.blocks, level.attentions):
