@@ -104,8 +104,8 @@ def test_champion_moves_only_for_a_lower_fid_and_samples_from_the_registry(pipel
 
     root, started = pipeline_ran
     params = (root / "params.yaml").read_text()
-    longer = params.replace("tiny: {arch: {base_channels: 8, timesteps: 4}, train: {fid_every: 0, steps: 4,",
-                            "tiny: {arch: {base_channels: 8, timesteps: 4}, train: {fid_every: 0, steps: 12,", 1)
+    ddpm_tiny = "dropout: 0.0, attention_resolutions: []}, train: {fid_every: 0, steps: 4,"  # params.yaml's ddpm line
+    longer = params.replace(ddpm_tiny, ddpm_tiny.replace("steps: 4,", "steps: 12,"), 1)
     assert longer != params
     (root / "params-b.yaml").write_text(longer)
     _genbench(root, "train", "ddpm", "--params", "params-b.yaml", "--out", "runs/ddpm-b")
