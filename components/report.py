@@ -121,8 +121,8 @@ def _markdown(rows: list[dict[str, Any]], real: dict[str, Any], metrics: dict[st
         f"preprocessing {metrics.get('preprocessing', {})}.",
         "",
         f"The first row is not a model: {real['n_samples']} real images held out from training and model "
-        "selection (`data/prepared/holdout.npy`), scored exactly as the samples are. It is what real data scores at this N, "
-        "the floor to read every family's numbers against (small N biases FID upward for real data too).",
+        "selection (`data/prepared/holdout.npy`), scored exactly as the samples are. It is what real data scores "
+        "at this N, the floor to read every family's numbers against (small N biases FID upward for real data too).",
         "Final numbers are measured against the test-split reference (`data/prepared/reference.npy`); model "
         "selection (the FID curve during training) measures against the validation split held out from the "
         "training images (`data/prepared/validation.npy`).",

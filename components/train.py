@@ -57,8 +57,8 @@ def train(family: str, settings: FamilySettings, seed: int, data_dir: Path, out_
 
     A family built on trained models (the ldm's vae) loads them from `arch.<argument>_run` and stores them,
     weights and records, with its own. With `train.fid_every > 0`, every that many steps the EMA weights draw
-    `fid_n` fixed-seed images (the family's default sampler) whose FID against `data_dir/validation.npy` (never the test split)
-    (statistics cached in `cache_dir`) goes into history.csv as `fid_curve` (and its cost as
+    `fid_n` fixed-seed images (the family's default sampler) whose FID against `data_dir/validation.npy`
+    (never the test split; statistics cached in `cache_dir`) goes into history.csv as `fid_curve` (and its cost as
     `fid_curve_seconds`), which `register` logs to MLflow per step.
     """
     cfg, out_dir, data_dir = settings.train, Path(out_dir), Path(data_dir)
