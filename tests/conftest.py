@@ -26,15 +26,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(TIER_MARKERS[tier])
 
 
-@pytest.fixture(scope="session", autouse=True)
-def offline_data() -> Path:
-    """Point GENBENCH_DATA_DIR at local Fashion-MNIST and FID weights; fail loudly if they are missing."""
+def pytest_configure(config: pytest.Config) -> None:
+    """Point GENBENCH_DATA_DIR at local Fashion-MNIST and FID weights before collection, when the drivers
+    start (tests/drivers/conftest.py) and inherit it; fail loudly if the data is missing."""
     data_dir = Path(os.environ.get("GENBENCH_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
     for needed in ("fashion-mnist/t10k-images-idx3-ubyte.gz", "fid/inception-2015-12-05-pool3.torchscript.pt"):
         if not (data_dir / needed).exists():
-            pytest.exit(f"{data_dir / needed} missing: set GENBENCH_DATA_DIR to a folder with the offline data", 2)
+            raise pytest.UsageError(f"{data_dir / needed} missing: set GENBENCH_DATA_DIR to a folder with the "
+                                    "offline data")
     os.environ["GENBENCH_DATA_DIR"] = str(data_dir)
-    return data_dir
 
 
 def tiny_params() -> str:
