@@ -21,7 +21,7 @@ FAMILIES = ("vae", "dcgan", "ddpm")
 
 
 @pytest.fixture(scope="session")
-def tiny_trained(tmp_path_factory: pytest.TempPathFactory, offline_data: Path) -> Path:
+def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Read-only: the tiny profile's prepared data and trained runs of FAMILIES. Tests copy what they need."""
     root = tmp_path_factory.mktemp("tiny-trained")
     (root / "params.yaml").write_text(tiny_params())
