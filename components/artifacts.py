@@ -43,7 +43,8 @@ class RunRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    family: str
+    name: str  # the params entry (a family, or a named variant of one: runs/<name>, genbench-<name>)
+    family: str  # the registered family that rebuilds it
     seed: int
     image: ImageShape
     arch: dict[str, Any]
@@ -55,6 +56,7 @@ class RunRecord(BaseModel):
 class TrainSummary(BaseModel):
     """summary.json, and what `components.train.train` returns."""
 
+    name: str
     family: str
     steps: int
     seconds: float
@@ -204,14 +206,14 @@ def load_trained(run_dir: Path, device: torch.device | str = "cpu", ema: bool = 
     return model.to(device).eval(), record
 
 
-def load_frozen(name: str, arch: BaseModel, channels: int, image_size: int
+def load_frozen(name: str, family: str, arch: BaseModel, channels: int, image_size: int
                  ) -> dict[str, tuple[GenerativeModel, RunRecord]]:
-    """The trained models family `name` is built on (`Family.frozen`), from the run folders its arch names
-    (`arch.<argument>_run`), checked to be that family and image shape."""
-    from ..models import family
+    """The trained models that entry `name` of `family` is built on (`Family.frozen`), from the run folders its
+    arch names (`arch.<argument>_run`), checked to be that family and image shape."""
+    from ..models import family as family_spec
 
     loaded = {}
-    for argument, needed in family(name).frozen.items():
+    for argument, needed in family_spec(family).frozen.items():
         run = Path(getattr(arch, f"{argument}_run"))
         try:
             model, record = load_trained(run)

@@ -1,10 +1,12 @@
-"""`genbench models`: every registered family with its size under the active settings, before any training."""
+"""`genbench models`: every params entry (each registered family, and any named variant) with its size under the
+active settings, before any training."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..config import DataConfig
+from ..config import DataConfig, FamilySettings
 from ..models import REGISTRY, build_model
 from .artifacts import load_frozen
 from .prepare import IMAGE_SHAPES
@@ -12,23 +14,25 @@ from .prepare import IMAGE_SHAPES
 
 @dataclass(frozen=True)
 class FamilyRow:
-    family: str
+    name: str
     model_class: str
     num_parameters: int | None
     unavailable: str | None = None  # why the size is unknown (the ldm before its vae is trained)
 
 
-def describe_families(models: object, data: DataConfig) -> list[FamilyRow]:
-    """One row per registered family: its class and trainable parameter count for `data`'s image shape
-    under the `models` section's settings."""
+def describe_families(models: Mapping[str, FamilySettings], data: DataConfig) -> list[FamilyRow]:
+    """One row per entry of the `models` section: its class and trainable parameter count for `data`'s image
+    shape under its settings."""
     channels, size = IMAGE_SHAPES[data.dataset]
     rows = []
-    for name, spec in REGISTRY.items():
-        arch = getattr(models, name).arch
+    for name, settings in models.items():
+        family, arch = settings.family, settings.arch
+        model_class = REGISTRY[family].model.__name__
         try:
-            frozen = {argument: model for argument, (model, _) in load_frozen(name, arch, channels, size).items()}
-            count: int | None = build_model(name, channels, size, arch, **frozen).num_parameters()
-            rows.append(FamilyRow(name, spec.model.__name__, count))
+            loaded = load_frozen(name, family, arch, channels, size)
+            frozen = {argument: model for argument, (model, _) in loaded.items()}
+            count: int | None = build_model(family, channels, size, arch, **frozen).num_parameters()
+            rows.append(FamilyRow(name, model_class, count))
         except (FileNotFoundError, ValueError) as exc:
-            rows.append(FamilyRow(name, spec.model.__name__, None, str(exc)))
+            rows.append(FamilyRow(name, model_class, None, str(exc)))
     return rows

@@ -1,4 +1,4 @@
-"""Stage 5: log a family's training run to MLflow, register a new model version, maybe promote it.
+"""Stage 5: log an entry's training run to MLflow, register a new model version, maybe promote it.
 
 Inputs (made by earlier stages): the run folder (`genbench train`), the metrics file (`genbench evaluate`)
 and the data manifest (`genbench prepare`). Every input is checked before MLflow is imported.
@@ -22,8 +22,9 @@ TAG_GIT_COMMIT = "git_commit"
 
 
 class RegisterRecord(BaseModel):
-    """registry/<family>.json, and what `register` returns."""
+    """registry/<name>.json, and what `register` returns."""
 
+    name: str
     family: str
     run_id: str
     model_name: str
@@ -34,9 +35,9 @@ class RegisterRecord(BaseModel):
     tracking_uri: str
 
 
-def register(family: str, run_dir: Path, metrics_path: Path, manifest_path: Path, out_path: Path, *,
+def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, out_path: Path, *,
              project_dir: Path, tags: dict[str, str] | None = None) -> RegisterRecord:
-    """Log the run, create version N of `genbench-<family>` tagged with its FID and provenance, and move
+    """Log entry `name`'s run, create version N of `genbench-<name>` tagged with its FID and provenance, and move
     `champion` to it if the promotion policy says so. `tags` go on the MLflow run (the Prefect flow passes its
     flow-run id, so a run triggered from the Prefect UI can be found in MLflow)."""
     run_dir, project_dir = Path(run_dir), Path(project_dir)
@@ -44,6 +45,8 @@ def register(family: str, run_dir: Path, metrics_path: Path, manifest_path: Path
     metrics = read_json(require_file(metrics_path, "genbench evaluate"))
     manifest = read_json(require_file(manifest_path, "genbench prepare"))
     config, history, summary = read_config(run_dir), read_history(run_dir), read_summary(run_dir)
+    if config.get("name") != name:
+        raise ValueError(f"{run_dir / CONFIG} is the run of {config.get('name')!r}, not {name!r}")
     if "fid" not in metrics:
         raise ValueError(f"{metrics_path} has no 'fid' (re-run `genbench evaluate`)")
     fid = float(metrics["fid"])
@@ -63,7 +66,7 @@ def register(family: str, run_dir: Path, metrics_path: Path, manifest_path: Path
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NAME
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    run_tags = {MLFLOW_RUN_NAME: family, "genbench.family": family, "genbench.stage": "register", **provenance}
+    run_tags = {MLFLOW_RUN_NAME: name, "genbench.name": name, "genbench.family": config["family"], "genbench.stage": "register", **provenance}
     if "dataset" in manifest:
         run_tags["genbench.dataset"] = str(manifest["dataset"])
     if commit != "unknown":
@@ -71,16 +74,17 @@ def register(family: str, run_dir: Path, metrics_path: Path, manifest_path: Path
     training = {"train_seconds": summary.seconds, "num_parameters": summary.num_parameters,
                 "train_steps": summary.steps}
     run_id = log_run(
-        client, get_experiment_id(tracking_uri), family, config=config, history=history,
+        client, get_experiment_id(tracking_uri), name, config=config, history=history,
         metrics=numeric_items(metrics) | numeric_items(training), final_step=summary.steps,
         model_files=[run_dir / WEIGHTS, run_dir / CONFIG], meta_files=[run_dir / SUMMARY, Path(metrics_path),
                                                                        Path(manifest_path)],
         tags=run_tags | (tags or {}),
     )  # fmt: skip
-    version = create_version(client, family, run_id, {TAG_FID: repr(fid), **provenance, TAG_GIT_COMMIT: commit},
-                             description=f"{family}: FID {fid:.4f} (run {run_id})")
-    decision = apply_promotion(client, model_name(family), version)
-    result = RegisterRecord(family=family, run_id=run_id, model_name=model_name(family), version=version, fid=fid,
+    version = create_version(client, name, run_id, {TAG_FID: repr(fid), **provenance, TAG_GIT_COMMIT: commit},
+                             description=f"{name}: FID {fid:.4f} (run {run_id})")
+    decision = apply_promotion(client, model_name(name), version)
+    result = RegisterRecord(name=name, family=config["family"], run_id=run_id, model_name=model_name(name),
+                            version=version, fid=fid,
                             champion_version=decision.champion_version, promoted=decision.promoted,
                             tracking_uri=tracking_uri)
     write_json(Path(out_path), result.model_dump(mode="json"))

@@ -1,9 +1,9 @@
 """Registered model versions in MLflow: create one from a logged run, fetch one's files, move `champion`.
 
-A version of `genbench-<family>` holds exactly `model.safetensors` and `config.json` (no pickled module, no
+A version of `genbench-<name>` holds exactly `model.safetensors` and `config.json` (no pickled module, no
 MLmodel flavour): `create_model_version(source=<run artifact URI>/model)` points it at the run's `model/`
 folder, the source `mlflow.register_model("runs:/<id>/model", ...)` would resolve to, and
-`mlflow.artifacts.download_artifacts("models:/genbench-<family>@champion")` returns the two files.
+`mlflow.artifacts.download_artifacts("models:/genbench-<name>@champion")` returns the two files.
 MLflow is imported inside the functions (it takes seconds).
 """
 
@@ -31,17 +31,17 @@ class PromotionRecord(BaseModel):
     reason: str
 
 
-def model_name(family: str) -> str:
-    return f"genbench-{family}"
+def model_name(entry: str) -> str:
+    return f"genbench-{entry}"
 
 
-def create_version(client: Any, family: str, run_id: str, tags: dict[str, str], description: str) -> int:
-    """A new version of `genbench-<family>` from run `run_id`'s `model/` artifacts; returns its number."""
+def create_version(client: Any, entry: str, run_id: str, tags: dict[str, str], description: str) -> int:
+    """A new version of `genbench-<name>` from run `run_id`'s `model/` artifacts; returns its number."""
     from mlflow.exceptions import MlflowException
 
-    name = model_name(family)
+    name = model_name(entry)
     try:
-        client.create_registered_model(name, description=f"genbench {family} generator (safetensors + config.json)")
+        client.create_registered_model(name, description=f"genbench {entry} generator (safetensors + config.json)")
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
@@ -70,17 +70,17 @@ def apply_promotion(client: Any, name: str, version: int, force: bool = False) -
                            champion_version=current, reason=decision.reason)
 
 
-def promote(family: str, *, project_dir: Path, version: int | None = None, force: bool = False) -> PromotionRecord:
-    """`genbench promote`: consider the latest (or given) version of `genbench-<family>` for champion."""
+def promote(entry: str, *, project_dir: Path, version: int | None = None, force: bool = False) -> PromotionRecord:
+    """`genbench promote`: consider the latest (or given) version of `genbench-<name>` for champion."""
     tracking_uri = configure_tracking(project_dir)
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    name = model_name(family)
+    name = model_name(entry)
     if version is None:
         versions = client.search_model_versions(f"name = '{name}'")
         if not versions:
-            raise ValueError(f"no versions of {name} in {tracking_uri}; run `genbench register {family}` first")
+            raise ValueError(f"no versions of {name} in {tracking_uri}; run `genbench register {entry}` first")
         version = max(int(v.version) for v in versions)
     return apply_promotion(client, name, version, force)
 
@@ -93,8 +93,8 @@ def fetch_registered(model_uri: str, dest: Path, *, project_dir: Path) -> dict[s
     weights came from (name, version, run id, FID tag), for the samples' record.
     """
     if not model_uri.startswith("models:/"):
-        raise ValueError(f"model URI {model_uri!r}: expected models:/genbench-<family>@<alias> "
-                         "or models:/genbench-<family>/<version>")
+        raise ValueError(f"model URI {model_uri!r}: expected models:/genbench-<name>@<alias> "
+                         "or models:/genbench-<name>/<version>")
     tracking_uri = configure_tracking(project_dir)
     import mlflow
     from mlflow.exceptions import MlflowException

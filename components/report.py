@@ -17,12 +17,15 @@ REAL_LABEL = "real data (held-out images)"
 LOSS_PANELS_PER_ROW = 4
 
 
-def report(families: list[str], layout: Layout, out_dir: Path) -> Path:
+def report(families: list[str], layout: Layout, out_dir: Path, sweeps: list[str] | None = None) -> Path:
     """Write report.md, summary.json, grids/<family>.png, grids/reference.png and losses.png to out_dir from the
     project `layout`'s samples, metrics and runs, with the real-data row (metrics/real.json) as the floor the
-    families are read against; grids/vae_interpolation.png when the vae is among `families`, and fid_curve.png
-    when a run measured an FID curve (`train.fid_every`). Returns report.md's path."""
+    families are read against; grids/vae_interpolation.png when the vae is among `families`, fid_curve.png
+    when a run measured an FID curve (`train.fid_every`), and a table and sweeps.png for the `sweeps` that
+    sampled any value. Returns report.md's path."""
     out_dir = Path(out_dir)
+    swept = [read_json(require_file(layout.sweep_summary(name), f"genbench sweep {name}")) for name in sweeps or []]
+    swept = [record for record in swept if record["rows"]]
     for family in families:
         require_file(layout.samples(family), f"genbench sample {family}")
         require_file(layout.metrics(family), f"genbench evaluate {family}")
@@ -38,8 +41,10 @@ def report(families: list[str], layout: Layout, out_dir: Path) -> Path:
     fid_curves = plot_fid_curves(curves, out_dir / "fid_curve.png")
     if "vae" in families:
         save_interpolation(layout.run("vae"), reference, out_dir / "grids" / "vae_interpolation.png")
-    write_json(out_dir / "summary.json", {"real_data": real, "families": rows})
-    text = _markdown(rows, real, metrics[families[0]] if families else {}, fid_curves)
+    if swept:
+        _plot_sweeps(swept, real, out_dir / "sweeps.png")
+    write_json(out_dir / "summary.json", {"real_data": real, "families": rows, "sweeps": swept})
+    text = _markdown(rows, real, metrics[families[0]] if families else {}, fid_curves) + _sweep_markdown(swept)
     path = out_dir / "report.md"
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -78,9 +83,10 @@ def save_interpolation(run_dir: Path, real: np.ndarray, path: Path, pairs: int =
     save_grid(to_uint8_nhwc(torch.cat(rows)), path, count=steps * len(rows), nrow=steps)
 
 
-def _row(family: str, metrics: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+def _row(name: str, metrics: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     return {
-        "family": family,
+        "name": name,
+        "family": summary["family"],
         "fid": metrics["fid"],
         "precision": metrics["precision"],
         "recall": metrics["recall"],
@@ -96,21 +102,26 @@ def _row(family: str, metrics: dict[str, Any], summary: dict[str, Any]) -> dict[
 def _real_row(metrics: dict[str, Any]) -> dict[str, Any]:
     """The real-data row: its metrics, and no model columns (it is not a model)."""
     keys = ("fid", "precision", "recall", "n_samples", "n_reference")
-    return {"family": REAL_LABEL, **{key: metrics[key] for key in keys}}
+    return {"name": REAL_LABEL, **{key: metrics[key] for key in keys}}
+
+
+def _label(row: dict[str, Any]) -> str:
+    """The entry's name, with its family when it is a named variant."""
+    return row["name"] if row["name"] == row["family"] else f"{row['name']} ({row['family']})"
 
 
 def _markdown(rows: list[dict[str, Any]], real: dict[str, Any], metrics: dict[str, Any], fid_curves: bool) -> str:
     lines = [
         "# genbench report",
         "",
-        "| family | FID ↓ | precision ↑ | recall ↑ | samples | reference | parameters | steps | train time | device |",
+        "| model | FID ↓ | precision ↑ | recall ↑ | samples | reference | parameters | steps | train time | device |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-        f"| {real['family']} | {real['fid']:.2f} | {real['precision']:.3f} | {real['recall']:.3f} "
+        f"| {real['name']} | {real['fid']:.2f} | {real['precision']:.3f} | {real['recall']:.3f} "
         f"| {real['n_samples']} | {real['n_reference']} | not a model | – | – | – |",
     ]
     for r in sorted(rows, key=lambda r: r["fid"]):
         lines.append(
-            f"| {r['family']} | {r['fid']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['n_samples']} "
+            f"| {_label(r)} | {r['fid']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['n_samples']} "
             f"| {r['n_reference']} | {r['num_parameters']:,} | {r['steps']} | {r['train_seconds']:.0f} s "
             f"| {r['device']} |"
         )
@@ -130,8 +141,8 @@ def _markdown(rows: list[dict[str, Any]], real: dict[str, Any], metrics: dict[st
     lines += [f"> {warning}" for warning in metrics.get("warnings", [])]
     lines += ["", "## Samples", "", "Real (reference set):", "", "![reference](grids/reference.png)", ""]
     for r in rows:
-        lines += [f"### {r['family']}", "", f"![{r['family']}](grids/{r['family']}.png)", ""]
-    if any(r["family"] == "vae" for r in rows):
+        lines += [f"### {_label(r)}", "", f"![{r['name']}](grids/{r['name']}.png)", ""]
+    if any(r["name"] == "vae" for r in rows):
         lines += ["### vae: latent interpolation", "",
                   "Each row decodes the straight line between two real images' posterior means.", "",
                   "![vae interpolation](grids/vae_interpolation.png)", ""]
@@ -176,6 +187,38 @@ def plot_fid_curves(curves: dict[str, Curves], path: Path) -> bool:
     ax.legend(fontsize="small")
     _save_figure(plt, fig, path)
     return True
+
+
+def _sweep_markdown(swept: list[dict[str, Any]]) -> str:
+    """A table per sweep: FID, precision, recall and sampling time per value of the swept setting."""
+    if not swept:
+        return ""
+    lines = ["## Sampling sweeps", "", "The same trained weights re-sampled (same seeds) once per value; "
+             "nothing retrained.", ""]
+    for record in swept:
+        held = ", ".join(f"{k}={v}" for k, v in record["set"].items())
+        lines += [f"### {record['name']}: {record['entry']}, {record['vary']}" + (f" ({held})" if held else ""), "",
+                  f"| {record['vary']} | FID ↓ | precision ↑ | recall ↑ | samples | sampling s/image |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['value']} | {r['fid']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['n_samples']} "
+                  f"| {r['seconds_per_image']:.4f} |" for r in record["rows"]]
+        lines.append("")
+    return "\n".join([*lines, "![sweeps](sweeps.png)", ""])
+
+
+def _plot_sweeps(swept: list[dict[str, Any]], real: dict[str, Any], path: Path) -> None:
+    """FID against the swept value, one panel per sweep, with the real-data floor as a dashed line."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(swept), figsize=(4.5 * len(swept), 3.4), squeeze=False)
+    for ax, record in zip(axes.flat, swept):
+        values = [r["value"] for r in record["rows"]]
+        ax.plot(values, [r["fid"] for r in record["rows"]], marker="o", label=record["entry"])
+        ax.axhline(real["fid"], linestyle="--", color="grey", label="real data")
+        ax.set(title=record["name"], xlabel=record["vary"], ylabel="FID")
+        if record["vary"] == "sample_steps" and len(values) > 1:
+            ax.set_xscale("log")
+        ax.legend(fontsize="small")
+    _save_figure(plt, fig, path)
 
 
 def _pyplot():

@@ -30,6 +30,7 @@ from .io import file_digest, save_npy, write_json
 class SampleRecord(BaseModel):
     """samples/<name>.json, and what `sample` returns."""
 
+    name: str
     family: str
     n: int
     seed: int
@@ -63,27 +64,28 @@ def draw_images(model: GenerativeModel, indices: Sequence[int], seed: int, sampl
     return to_uint8_nhwc(draw(model, generators, image_labels(indices, model.num_classes), sampling))
 
 
-def sample(run_dir: Path, out_path: Path, family: str, settings: SampleConfig, sampling: SamplingConfig,
+def sample(run_dir: Path, out_path: Path, name: str, settings: SampleConfig, sampling: SamplingConfig,
            seed: int, source: dict[str, Any] | None = None) -> SampleRecord:
-    """Write `settings.n` samples of the `family` model in `run_dir` to `out_path`, its record beside it.
+    """Write `settings.n` samples of entry `name`'s model in `run_dir` to `out_path`, its record beside it.
 
-    `family` is checked against the run: its sampling settings must not reach another family's weights.
+    `name` is checked against the run: its sampling settings must not reach another entry's weights.
     `source` (the registry version the weights came from) is copied into the record.
     """
     device = pick_device(settings.device)
     model, record = load_trained(run_dir, device, ema=sampling.ema)
-    if record.family != family:
-        raise ValueError(f"{source['model_uri'] if source else run_dir} holds a {record.family} model, not {family}")
-    sampling.check(family_spec(family).arch.model_validate(record.arch))
+    if record.name != name:
+        where = source["model_uri"] if source else run_dir
+        raise ValueError(f"{where} holds the {record.name} model ({record.family}), not {name}")
+    sampling.check(family_spec(record.family).arch.model_validate(record.arch))
     n, batch_size = settings.n, settings.batch_size
     with torch.inference_mode():
         batches = [draw_images(model, range(start, min(start + batch_size, n)), seed, sampling)
-                   for start in tqdm(range(0, n, batch_size), desc=f"sample {family}", unit="batch", disable=None)]
+                   for start in tqdm(range(0, n, batch_size), desc=f"sample {name}", unit="batch", disable=None)]
     images = np.concatenate(batches)
     out_path = Path(out_path)
     save_npy(out_path, images)
     result = SampleRecord(
-        family=family, n=n, seed=seed, batch_size=batch_size, shape=list(images.shape), device=str(device),
+        name=name, family=record.family, n=n, seed=seed, batch_size=batch_size, shape=list(images.shape), device=str(device),
         weights_sha256=file_digest(Path(run_dir) / WEIGHTS, "sha256"), weights="ema" if sampling.ema else "raw",
         num_classes=model.num_classes, labels="image i has class i % num_classes" if model.num_classes else None,
         sampling=sampling.model_dump(mode="json"), out=str(out_path), source=source,
@@ -92,13 +94,13 @@ def sample(run_dir: Path, out_path: Path, family: str, settings: SampleConfig, s
     return result
 
 
-def sample_registered(model_uri: str, family: str, settings: SampleConfig, sampling: SamplingConfig, seed: int,
+def sample_registered(model_uri: str, name: str, settings: SampleConfig, sampling: SamplingConfig, seed: int,
                       samples_dir: Path, project_dir: Path, out_path: Path | None = None) -> SampleRecord:
-    """`sample` a registry version (`models:/genbench-<family>@<alias>` or `.../<version>`) into
-    `out_path` or `samples_dir/<family>-v<version>.npy`; needs nothing of the run folders."""
+    """`sample` a registry version (`models:/genbench-<name>@<alias>` or `.../<version>`) into
+    `out_path` or `samples_dir/<name>-v<version>.npy`; needs nothing of the run folders."""
     from .registry import fetch_registered
 
     with tempfile.TemporaryDirectory(prefix="genbench-model-") as downloaded:
         source = fetch_registered(model_uri, Path(downloaded), project_dir=project_dir)
-        target = out_path or Path(samples_dir) / f"{family}-v{source['version']}.npy"
-        return sample(Path(downloaded), target, family, settings, sampling, seed, source=source)
+        target = out_path or Path(samples_dir) / f"{name}-v{source['version']}.npy"
+        return sample(Path(downloaded), target, name, settings, sampling, seed, source=source)

@@ -50,16 +50,16 @@ from .sample import draw_images
 CHECKPOINT = "checkpoint.pt"
 
 
-def train(family: str, settings: FamilySettings, seed: int, data_dir: Path, out_dir: Path,
+def train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_dir: Path,
           cache_dir: Path | None = None) -> TrainSummary:
-    """Train `family` (its `models.<family>` settings) and write model.safetensors, history.csv, config.json
-    and summary.json to out_dir.
+    """Train entry `name` (its `models.<name>` settings: family, arch and train) and write model.safetensors,
+    history.csv, config.json and summary.json to out_dir.
 
     A family built on trained models (the ldm's vae) loads them from `arch.<argument>_run` and stores them,
     weights and records, with its own. With `train.fid_every > 0`, every that many steps the EMA weights draw
-    `fid_n` fixed-seed images (the family's default sampler) whose FID against `data_dir/validation.npy`
-    (never the test split; statistics cached in `cache_dir`) goes into history.csv as `fid_curve` (and its cost as
-    `fid_curve_seconds`), which `register` logs to MLflow per step.
+    `fid_n` fixed-seed images (the sampler `train.curve_sampling` picks) whose FID against
+    `data_dir/validation.npy` (never the test split; statistics cached in `cache_dir`) goes into history.csv as
+    `fid_curve` (and its cost as `fid_curve_seconds`), which `register` logs to MLflow per step.
     """
     cfg, out_dir, data_dir = settings.train, Path(out_dir), Path(data_dir)
     train_path = data_dir / "train.npy"
@@ -67,12 +67,13 @@ def train(family: str, settings: FamilySettings, seed: int, data_dir: Path, out_
     labels = torch.from_numpy(load_npy(data_dir / "train_labels.npy")).long()
     channels, image_size = images.shape[1], images.shape[2]
     device = pick_device(cfg.device)
-    frozen = load_frozen(family, settings.arch, channels, image_size)
+    family = settings.family
+    frozen = load_frozen(name, family, settings.arch, channels, image_size)
     torch.manual_seed(seed)
     model = build_model(family, channels, image_size, settings.arch,
                         **{argument: model for argument, (model, _) in frozen.items()}).to(device)
     record = RunRecord(
-        family=family, seed=seed, image={"channels": channels, "size": image_size},
+        name=name, family=family, seed=seed, image={"channels": channels, "size": image_size},
         arch=settings.arch.model_dump(mode="json"), train=cfg.model_dump(mode="json"),
         train_data_md5=file_digest(train_path), frozen={argument: rec for argument, (_, rec) in frozen.items()},
     )  # fmt: skip
@@ -94,10 +95,15 @@ def train(family: str, settings: FamilySettings, seed: int, data_dir: Path, out_
     steps, batch_size = cfg.steps, cfg.batch_size
     order, cursor = state["order"], state["cursor"]
     curve = _fid_curve(cfg, data_dir, cache_dir or out_dir / "fid-cache", device)
-    default_sampling = family_spec(family).sampling()
+    curve_sampling = cfg.curve_sampling(family_spec(family).sampling())
+    if curve is not None:
+        try:
+            curve_sampling.check(settings.arch)
+        except ValueError as exc:
+            raise ValueError(f"models.{name}.train: the FID curve cannot sample: {exc}") from None
     model.train()
     started = time.perf_counter() - seconds
-    bar = tqdm(total=steps, initial=step, desc=f"train {family}", unit="step", disable=None)
+    bar = tqdm(total=steps, initial=step, desc=f"train {name}", unit="step", disable=None)
     while step < steps:
         # The i-th update of every group in a step sees the step's i-th batch (one batch for most families).
         indices = []
@@ -129,7 +135,7 @@ def train(family: str, settings: FamilySettings, seed: int, data_dir: Path, out_
             bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if k.endswith("/loss")})
         if curve is not None and curve.due(step):
             with averaged(model, ema, seed, batch_size), eval_mode(model):
-                fid = curve.maybe_measure(step, lambda n: draw_images(model, range(n), seed, default_sampling))
+                fid = curve.maybe_measure(step, lambda n: draw_images(model, range(n), seed, curve_sampling))
             history.extend([(step, "fid_curve", fid), (step, "fid_curve_seconds", curve.history[-1]["seconds"])])
             bar.set_postfix({"fid_curve": f"{fid:.1f}"})
         if step % cfg.checkpoint_every == 0 or step == steps:
@@ -143,8 +149,8 @@ def train(family: str, settings: FamilySettings, seed: int, data_dir: Path, out_
     write_config(out_dir, record)
     with averaged(model, ema, seed, batch_size) as statistics:
         averaged_state = ema.shadow | statistics
-    save_weights(out_dir, model, averaged_state, {"family": family, "config_sha256": fingerprint})
-    summary = TrainSummary(family=family, steps=steps, seconds=round(seconds, 3),
+    save_weights(out_dir, model, averaged_state, {"name": name, "family": family, "config_sha256": fingerprint})
+    summary = TrainSummary(name=name, family=family, steps=steps, seconds=round(seconds, 3),
                            num_parameters=model.num_parameters(), device=str(device), precision=dtype,
                            channels_last=channels_last, config_sha256=fingerprint)
     write_summary(out_dir, summary)

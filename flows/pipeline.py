@@ -1,4 +1,5 @@
-"""The Prefect driver: prepare → evaluate real → (train → sample → evaluate → register) per family → report.
+"""The Prefect driver: prepare → evaluate real → (train → sample → evaluate → register) per entry → sweeps →
+report.
 
 Each task calls one component, exactly what the CLI command of the same name (and so `dvc repro`) calls, and
 adds a name and retries, nothing else. Tasks retry only transient I/O failures (flows/retries.py): a config or
@@ -19,6 +20,7 @@ from genbench.components.prepare import prepare as prepare_component
 from genbench.components.register import register as register_component
 from genbench.components.report import report as report_component
 from genbench.components.sample import sample as sample_component
+from genbench.components.sweep import sweep as sweep_component
 from genbench.components.train import train as train_component
 from genbench.config import Config, load_config
 from genbench.layout import REAL, Layout
@@ -63,15 +65,23 @@ def register(family: str) -> None:
                        project_dir=HERE.root.resolve(), tags={"prefect.flow_run_id": str(runtime.flow_run.id)})
 
 
+@stage(task_run_name="sweep-{name}")
+def sweep(name: str, config: Config) -> None:
+    spec = config.sweeps[name]
+    sweep_component(name, spec, HERE.run(spec.entry), config.sampling_for(spec.entry), config.sample, config.seed,
+                    HERE.reference, HERE.sweep(name), HERE.sweep_summary(name), cache_dir=HERE.cache,
+                    evaluate_settings=config.evaluate)
+
+
 @stage
 def report(config: Config) -> None:
-    report_component(list(config.families), HERE, HERE.report)
+    report_component(list(config.families), HERE, HERE.report, list(config.sweeps))
 
 
 @flow(name="genbench-pipeline", log_prints=True)
 def pipeline(params: str = "params.yaml", profile: str | None = None) -> None:
-    """prepare → the real-data floor → (train → sample → evaluate → register) per family → report, in the
-    current folder."""
+    """prepare → the real-data floor → (train → sample → evaluate → register) per entry → sampling sweeps →
+    report, in the current folder."""
     config = load_config(Path(params), profile)
     prepare(config)
     evaluate_real(config)
@@ -80,4 +90,6 @@ def pipeline(params: str = "params.yaml", profile: str | None = None) -> None:
         sample(family, config)
         evaluate(family, config)
         register(family)
+    for name in config.sweeps:
+        sweep(name, config)
     report(config)

@@ -46,7 +46,9 @@ ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameter file.")]
 ProfileOpt = Annotated[
     Optional[str], typer.Option("--profile", help="tiny | quick | full; overrides `profile:` in the params file.")
 ]
-FamilyArg = Annotated[str, typer.Argument(help="Model family, e.g. vae, dcgan, ddpm (`genbench models` lists them).")]
+FamilyArg = Annotated[str, typer.Argument(
+    help="Entry: a model family (vae, dcgan, ddpm, ...) or a named variant declared under `models` "
+         "(`genbench models` lists them).")]
 
 
 @contextmanager
@@ -65,14 +67,13 @@ def _call(component: Callable[..., T], *args: object, **kwargs: object) -> T:
 
 
 def _config(params: Path, profile: str | None, family: str | None = None) -> Config:
-    """Load params (and check `family` is registered) or exit with code 2, before any output is touched."""
+    """Load params (and check that entry `family` exists) or exit with code 2, before any output is touched."""
     from .config import load_config
-    from .models import family as family_spec
 
     with _input_errors():
         config = load_config(params, profile)
         if family is not None:
-            family_spec(family)
+            config.family(family)
         return config
 
 
@@ -197,6 +198,29 @@ def promote(
 
 
 @app.command()
+def sweep(
+    name: Annotated[str, typer.Argument(help="A sweep under `sweeps` in params.yaml.")],
+    params: ParamsOpt = HERE.params,
+    profile: ProfileOpt = None,
+) -> None:
+    """Re-sample an entry's trained weights once per value of `sweeps.NAME` and score each set (no retraining)."""
+    config = _config(params, profile)
+    if name not in config.sweeps:
+        typer.echo(f"error: sweeps.{name} is not in {params}; known: {', '.join(config.sweeps) or 'none'}", err=True)
+        raise typer.Exit(2)
+    from .components.sweep import sweep as run_sweep
+
+    spec = config.sweeps[name]
+    record = _call(run_sweep, name, spec, HERE.run(spec.entry), config.sampling_for(spec.entry), config.sample,
+                   config.seed, HERE.reference, HERE.sweep(name), HERE.sweep_summary(name), cache_dir=HERE.cache,
+                   evaluate_settings=config.evaluate)
+    for row in record.rows:
+        typer.echo(f"{name}: {spec.vary}={row['value']}: FID {row['fid']:.2f}, precision {row['precision']:.3f}, "
+                   f"recall {row['recall']:.3f}")
+    typer.echo(f"wrote {HERE.sweep_summary(name)} ({len(record.rows)} values)")
+
+
+@app.command()
 def report(
     params: ParamsOpt = HERE.params,
     profile: ProfileOpt = None,
@@ -206,7 +230,7 @@ def report(
     config = _config(params, profile)
     from .components.report import report as run_report
 
-    typer.echo(f"report: {_call(run_report, list(config.families), HERE, out)}")
+    typer.echo(f"report: {_call(run_report, list(config.families), HERE, out, list(config.sweeps))}")
 
 
 @app.command()
@@ -272,14 +296,17 @@ def metrics(
 
 @app.command()
 def models(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
-    """Every model family with its trainable parameter count under the active profile's settings."""
+    """Every entry (each family, and any named variant) with its trainable parameter count under the active
+    profile's settings."""
     config = _config(params, profile)
     from .components.catalog import describe_families
 
     typer.echo(f"profile {config.profile}, {config.data.dataset} images")
-    for row in describe_families(config.models, config.data):
+    rows = describe_families(config.models, config.data)
+    width = max(len(row.name) for row in rows)
+    for row in rows:
         count = f"{row.num_parameters:,}" if row.num_parameters is not None else f"n/a: {row.unavailable}"
-        typer.echo(f"{row.family:<8} {row.model_class:<9} {count}")
+        typer.echo(f"{row.name:<{width}} {row.model_class:<9} {count}")
 
 
 @app.command("params")

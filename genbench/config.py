@@ -8,18 +8,19 @@ params.yaml holds only what a profile changes.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, create_model, model_validator
 
 from .models import REGISTRY
 from .models.config import PositiveInt, SamplingConfig, Strict, TrainConfig
 from .profiles import PROFILES, ConfigError, describe, resolve_profiles
 
-__all__ = ["Config", "ConfigError", "FamilySettings", "load_config", "schema", "PROFILES"]
+__all__ = ["Config", "ConfigError", "FamilySettings", "SweepConfig", "load_config", "schema", "PROFILES"]
 
 Profile = Literal["tiny", "quick", "full"]
 
@@ -50,46 +51,118 @@ class EvaluateConfig(Strict):
     precision: Literal["fp32", "bf16"] = "fp32"
 
 
-class FamilySettings(Strict):
-    """`models.<family>`: what training reads (the subclass per family narrows both types)."""
+NAME = re.compile(r"[a-z][a-z0-9_]*")  # an entry name is a folder, a DVC stage key and an MLflow model name
 
+
+class SweepConfig(Strict):
+    """`sweeps.<name>`: re-sample an entry's trained weights once per value of one sampling field, each set
+    scored like the entry's samples. Never retrains: DVC's sweep@<name> depends on the run, not on `models`."""
+
+    entry: str  # the trained entry (a family or a variant) whose weights are re-sampled
+    vary: str  # the `sampling.<entry>` field swept, e.g. sample_steps or guidance_scale
+    values: tuple[int | float, ...] = ()  # one sample set of sample.n images per value (none: the stage does nothing)
+    set: dict[str, Any] = {}  # other sampling fields held for the whole sweep (e.g. sampler: ddim)
+
+    def sampling(self, base: SamplingConfig, value: float) -> SamplingConfig:
+        """`base` (the entry's sampling settings) with `set` and `vary = value`, validated."""
+        return type(base).model_validate(base.model_dump() | self.set | {self.vary: value})
+
+
+class FamilySettings(Strict):
+    """`models.<name>`: what training reads (the subclass per family narrows all three types)."""
+
+    family: str  # the registered family this entry trains; a variant names it, a family's own entry defaults to it
     arch: BaseModel
     train: TrainConfig
 
 
 class Config(Strict):
+    """The validated params. `models` and `sampling` map an entry name to its settings: every registered family
+    has an entry under its own name, and a **named variant** (`models.ddpm_cfg: {family: ddpm, ...}`) is another
+    entry of a registered family, with its own run folder, samples, metrics, registered model and report row."""
+
     profile: Profile = "quick"  # tiny: tests (seconds); quick: README run (CPU minutes); full: GPU
     seed: Annotated[int, Field(ge=0)] = 0  # one seed fixes data split, init, training order and samples
-    families: tuple[str, ...] = ("vae", "dcgan", "ddpm")  # what `genbench run` / `dvc repro` run
+    families: tuple[str, ...] = ("vae", "dcgan", "ddpm")  # entries `genbench run` / `dvc repro` run, in order
     data: DataConfig = DataConfig()
-    models: Strict = Strict()  # models.<family>: arch and train (one field per registered family, see `schema`)
-    sampling: Strict = Strict()  # sampling.<family>: what the sample stage reads
+    models: dict[str, FamilySettings] = {}  # models.<name>: family, arch and train (typed per family, see `schema`)
+    sampling: dict[str, SamplingConfig] = {}  # sampling.<name>: what the sample stage reads
     sample: SampleConfig = SampleConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    sweeps: dict[str, SweepConfig] = {}  # sweeps.<name>: sampling settings swept over trained weights
 
-    @field_validator("families")
+    @model_validator(mode="before")
     @classmethod
-    def _known_once(cls, families: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [f for f in families if f not in REGISTRY]
-        if unknown:
-            raise ValueError(f"unknown family {unknown[0]!r}; known: {', '.join(REGISTRY)}")
-        if len(set(families)) != len(families):
-            raise ValueError(f"lists a family twice: {list(families)}")
-        return families
+    def _entries(cls, raw: Any) -> Any:
+        """Give every registered family its entry and every entry its `family` (a variant's sampling entry is of
+        its model's family). A variant inherits nothing: DVC's train@<name> depends on `models.<name>` alone, so
+        every setting of an entry must be written under it (a YAML anchor and `<<:` shares them; see params.yaml)."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("models", {}), dict) \
+                or not isinstance(raw.get("sampling", {}), dict):
+            return raw  # the field types report it
+        written = {"models": raw.get("models", {}), "sampling": raw.get("sampling", {})}
+        for section, entries in written.items():
+            for name, entry in entries.items():
+                if not isinstance(entry, dict):
+                    raise ValueError(f"{section}.{name}: expected a mapping of settings, got {entry!r}")
+                if not NAME.fullmatch(name):
+                    raise ValueError(f"{section}.{name}: a name is lower-case letters, digits and _, starting "
+                                     "with a letter")
+        families = {name: name for name in REGISTRY}
+        families |= {name: entry.get("family", name) for name, entry in written["models"].items()}
+        for name, family in families.items():
+            if name in REGISTRY and family != name:
+                raise ValueError(f"models.{name}.family: {name} is a registered family's own entry; give the "
+                                 f"{family} variant another name")
+            if family not in REGISTRY:
+                raise ValueError(f"models.{name}.family: unknown family {family!r}; known: {', '.join(REGISTRY)}")
+        for name, entry in written["sampling"].items():
+            if name not in families:
+                raise ValueError(f"sampling.{name}: there is no models.{name} to sample; declare the variant "
+                                 f"there (models.{name}: {{family: ...}})")
+            if "family" in entry:
+                raise ValueError(f"sampling.{name}.family: the family is set once, under models.{name}")
+        return {**raw, **{section: {name: entries.get(name, {}) | {"family": family}
+                                    for name, family in families.items()}
+                          for section, entries in written.items()}}
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
+        unknown = [name for name in self.families if name not in self.models]
+        if unknown:
+            raise ValueError(f"families: unknown entry {unknown[0]!r}; known: {', '.join(self.models)} (a variant "
+                             "is declared under models with its family)")
+        if len(set(self.families)) != len(self.families):
+            raise ValueError(f"families: lists an entry twice: {list(self.families)}")
         for name in self.families:
-            for argument, needed in REGISTRY[name].frozen.items():
+            for argument, needed in REGISTRY[self.family(name).family].frozen.items():
                 run = getattr(self.family(name).arch, f"{argument}_run")
                 if run == f"runs/{needed}" and (needed not in self.families
                                                 or self.families.index(needed) > self.families.index(name)):
                     raise ValueError(f"families: {name} trains on {run}, so {needed} must be listed before it")
-        for name in REGISTRY:
+        for name in self.models:
             try:
                 self.sampling_for(name).check(self.family(name).arch)
             except ValueError as exc:
                 raise ValueError(f"sampling.{name}: {exc} (models.{name}.arch)") from None
+        for name, sweep in self.sweeps.items():
+            if not NAME.fullmatch(name):
+                raise ValueError(f"sweeps.{name}: a name is lower-case letters, digits and _, starting with a letter")
+            if sweep.entry not in self.families:
+                raise ValueError(f"sweeps.{name}.entry: {sweep.entry!r} is not in families, so nothing trains it; "
+                                 f"families: {', '.join(self.families)}")
+            fields = set(type(self.sampling_for(sweep.entry)).model_fields) - {"family"}
+            for key in (sweep.vary, *sweep.set):
+                if key not in fields:
+                    raise ValueError(f"sweeps.{name}: {key!r} is not a sampling field of {sweep.entry}; known: "
+                                     f"{', '.join(sorted(fields))}")
+            for value in sweep.values:
+                try:
+                    sweep.sampling(self.sampling_for(sweep.entry), value).check(self.family(sweep.entry).arch)
+                except ValidationError as exc:
+                    raise ValueError(f"sweeps.{name}: {sweep.vary}={value}: {exc.errors()[0]['msg']}") from None
+                except ValueError as exc:
+                    raise ValueError(f"sweeps.{name}: {sweep.vary}={value}: {exc}") from None
         if self.data.holdout_size != self.sample.n:
             raise ValueError(
                 f"data.holdout_size: {self.data.holdout_size} real images, but sample.n is {self.sample.n}: the "
@@ -98,12 +171,20 @@ class Config(Strict):
         return self
 
     def family(self, name: str) -> FamilySettings:
-        """`models.<name>`: the family's arch and train settings."""
-        return getattr(self.models, name)
+        """`models.<name>`: the entry's family, arch and train settings."""
+        if name not in self.models:
+            raise ValueError(f"unknown entry {name!r}; known: {', '.join(self.models)} (a variant is declared "
+                             "under models with its family)")
+        return self.models[name]
 
     def sampling_for(self, name: str) -> SamplingConfig:
-        """`sampling.<name>`: how the sample stage draws from the family."""
-        return getattr(self.sampling, name)
+        """`sampling.<name>`: how the sample stage draws from the entry."""
+        self.family(name)
+        return self.sampling[name]
+
+
+def _by_family(entry: Any) -> str | None:
+    return entry.get("family") if isinstance(entry, dict) else getattr(entry, "family", None)
 
 
 def schema() -> type[Config]:
@@ -113,15 +194,18 @@ def schema() -> type[Config]:
 
 @cache
 def _schema(registered: tuple[tuple[str, int], ...]) -> type[Config]:
-    settings = {
-        name: create_model(f"{spec.model.__name__}Settings", __base__=FamilySettings,
-                           arch=(spec.arch, spec.arch()), train=(spec.train, spec.train()))
-        for name, spec in REGISTRY.items()
-    }
-    models = create_model("ModelsConfig", __base__=Strict, **{n: (cls, cls()) for n, cls in settings.items()})
-    sampling = create_model("SamplingSection", __base__=Strict,
-                            **{n: (spec.sampling, spec.sampling()) for n, spec in REGISTRY.items()})
-    return create_model("Config", __base__=Config, models=(models, models()), sampling=(sampling, sampling()))
+    settings, sampling = [], []
+    for name, spec in REGISTRY.items():
+        family = (Literal[name], name)  # type: ignore[valid-type]
+        settings.append(Annotated[create_model(f"{spec.model.__name__}Settings", __base__=FamilySettings,
+                                               family=family, arch=(spec.arch, spec.arch()),
+                                               train=(spec.train, spec.train())), Tag(name)])
+        sampling.append(Annotated[create_model(f"{spec.model.__name__}SamplingEntry", __base__=spec.sampling,
+                                               family=family), Tag(name)])
+    by_family = Discriminator(_by_family)
+    return create_model("Config", __base__=Config,
+                        models=(dict[str, Annotated[Union[tuple(settings)], by_family]], {}),
+                        sampling=(dict[str, Annotated[Union[tuple(sampling)], by_family]], {}))
 
 
 def load_config(path: Path | str = "params.yaml", profile: str | None = None) -> Config:

@@ -57,6 +57,13 @@ class Layout:
     def metrics(self, family: str) -> Path:
         return self.root / "metrics" / f"{family}.json"
 
+    def sweep(self, name: str) -> Path:
+        """The sample sets and per-value metrics of sweep `name`."""
+        return self.root / "sweeps" / name
+
+    def sweep_summary(self, name: str) -> Path:
+        return self.root / "metrics" / "sweeps" / f"{name}.json"
+
     def registry(self, family: str) -> Path:
         return self.root / "registry" / f"{family}.json"
 

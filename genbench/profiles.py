@@ -56,6 +56,8 @@ def describe(exc: ValidationError, origins: Origins, path: Path) -> str:
     lines = [f"{path}: {exc.error_count()} invalid parameter(s):"]
     for error in exc.errors():
         loc = tuple(str(part) for part in error["loc"])
+        if loc[:1] in (("models",), ("sampling",)) and len(loc) > 2:
+            loc = loc[:2] + loc[3:]  # models.<name>.<family tag>.…: the tag is the entry's own `family`
         shown = next((origins[loc[:i]] + loc[i:] for i in range(len(loc), 0, -1) if loc[:i] in origins), loc)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":

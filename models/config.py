@@ -49,6 +49,11 @@ class TrainConfig(Strict):
     fid_n: Annotated[int, Field(ge=6)] = 1000  # images per FID-curve point (small N: a trend, not a result)
     fid_precision: Literal["fp32", "bf16"] = "fp32"  # the curve's Inception precision (bf16: faster, ~0.3 % off)
 
+    def curve_sampling(self, default: SamplingConfig) -> SamplingConfig:
+        """How the FID curve samples, given the family's default sampling: the same (a diffusion family may
+        choose a cheaper sampler for its curve)."""
+        return default
+
 
 class SamplingConfig(Strict):
     """How the sample stage draws from a trained model; never read by training.

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 FAMILIES = ("vae", "ddpm")  # two are enough to show that one family's change leaves the other alone
 SECOND_REPRO = "=== second dvc repro ==="
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", ".pytest_cache", "data", "runs",
-                                     "samples", "metrics", "registry", "report", "mlflow.db", "mlartifacts",
+                                     "samples", "metrics", "sweeps", "registry", "report", "mlflow.db", "mlartifacts",
                                      ".genbench", "dvc.lock")
 
 

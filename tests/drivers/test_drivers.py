@@ -15,7 +15,7 @@ import yaml
 
 from .conftest import FAMILIES, run_checked
 
-OUTPUT_DIRS = ("data/prepared", "runs", "samples", "metrics", "registry", "report")
+OUTPUT_DIRS = ("data/prepared", "runs", "samples", "metrics", "sweeps", "registry", "report")
 FID_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 
 
@@ -76,7 +76,7 @@ def test_flow_logs_and_registers_in_mlflow(flow_project: Path) -> None:
 def test_dvc_repro_runs_every_stage_then_nothing(dvc_project: tuple[Path, str, str]) -> None:
     root, first, second = dvc_project
     per_family = [f"{s}@{f}" for s in ("train", "sample", "evaluate", "register") for f in FAMILIES]
-    for stage in ["prepare", "evaluate-real", "report", *per_family]:
+    for stage in ["prepare", "evaluate-real", "sweep@ddim_steps", "report", *per_family]:
         assert f"Running stage '{stage}'" in first, stage
     assert "Running stage" not in second and "up to date" in second, second
     metrics = json.loads((root / "metrics" / "ddpm.json").read_text())
@@ -88,7 +88,8 @@ def test_dvc_and_flow_produce_the_same_outputs(flow_project: Path, dvc_project: 
     dvc_root = dvc_project[0]
     assert _outputs(flow_project) == _outputs(dvc_root)
     # same params, same seed: the same data and the same samples, bit for bit, on CPU
-    for name in ("data/prepared/train.npy", "samples/vae.npy", "samples/ddpm.npy"):
+    for name in ("data/prepared/train.npy", "samples/vae.npy", "samples/ddpm.npy",
+                 "sweeps/ddim_steps/sample_steps-2.npy"):
         assert (flow_project / name).read_bytes() == (dvc_root / name).read_bytes(), name
 
 
@@ -124,3 +125,12 @@ def test_a_sampler_change_resamples_without_retraining(dvc_project: tuple[Path, 
     status = _status_after(root, ddim_steps)
     assert "sample@ddpm" in status and "sampling.ddpm" in status, status
     assert "train@" not in status and "sample@vae" not in status, status
+
+
+def test_a_sweep_change_resamples_only_the_sweep(dvc_project: tuple[Path, str, str]) -> None:
+    """sweeps.<name> re-samples trained weights: changing its values reruns sweep@<name> (and the report),
+    never train or the entry's own samples."""
+    root = dvc_project[0]
+    status = _status_after(root, lambda p: p["sweeps"]["ddim_steps"]["profiles"]["tiny"].update(values=[2, 3]))
+    assert "sweep@ddim_steps" in status and "report" in status, status
+    assert "train@" not in status and "sample@" not in status, status

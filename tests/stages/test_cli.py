@@ -27,4 +27,4 @@ def test_cli_exits_2_and_writes_nothing(project: Path, command: list[str]) -> No
 def test_cli_rejects_unknown_family(project: Path) -> None:
     result = CliRunner().invoke(app, ["train", "gan"])
     assert result.exit_code == 2
-    assert "unknown model family 'gan'; known: dcgan, ddpm" in result.output
+    assert "unknown entry 'gan'; known: vae, dcgan" in result.output

@@ -14,6 +14,8 @@ FAMILY = "gan"
 LONG = "x" * 700  # longer than MLflow's portable 500-char param limit
 
 CONFIG = {
+    "name": FAMILY,
+    "family": FAMILY,
     "profile": "tiny",
     "seed": 0,
     "data": {"name": "toy", "image_size": 8},
@@ -22,6 +24,8 @@ CONFIG = {
 }
 # written out by hand, not computed by the code under test
 EXPECTED_PARAMS = {
+    "name": FAMILY,
+    "family": FAMILY,
     "profile": "tiny",
     "seed": "0",
     "data.name": "toy",
@@ -52,7 +56,7 @@ def fabricate(project: Path, fid: float, weights: bytes) -> dict[str, Path]:
     (run_dir / "history.csv").write_text("\n".join(lines) + "\n")
     (run_dir / "summary.json").write_text(
         json.dumps(
-            {"family": FAMILY, "steps": 30, "seconds": 1.5, "num_parameters": 1234, "device": "cpu",
+            {"name": FAMILY, "family": FAMILY, "steps": 30, "seconds": 1.5, "num_parameters": 1234, "device": "cpu",
              "config_sha256": "c" * 64}
         )
     )

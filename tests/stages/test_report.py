@@ -49,15 +49,22 @@ def test_report_leads_with_the_real_data_row(trained: Path) -> None:
         np.save(f"samples/{family}.npy", rng.integers(0, 256, (config.sample.n, 28, 28, 1), dtype=np.uint8))
         Path(f"metrics/{family}.json").write_text(json.dumps(
             {"fid": 300.0 + k, "precision": 0.1, "recall": 0.2, "n_samples": config.sample.n, "n_reference": 48}))
+    Path("metrics/sweeps").mkdir()
+    Path("metrics/sweeps/ddim_steps.json").write_text(json.dumps(
+        {"name": "ddim_steps", "entry": "ddpm", "vary": "sample_steps", "set": {"sampler": "ddim"}, "rows": [
+            {"value": 2, "fid": 123.456, "precision": 0.1, "recall": 0.2, "n_samples": 24, "seconds_per_image": 0.01}]}))
     invoke("report")
-    table = [line for line in Path("report/report.md").read_text().splitlines() if line.startswith("| ")]
+    models, sweeps = Path("report/report.md").read_text().split("## Sampling sweeps")
+    assert "### ddim_steps: ddpm, sample_steps (sampler=ddim)" in sweeps
+    assert "| 2 | 123.46 | 0.100 | 0.200 | 24 | 0.0100 |" in sweeps and Path("report/sweeps.png").stat().st_size
+    table = [line for line in models.splitlines() if line.startswith("| ")]
     assert table[1] == (
         f"| real data (held-out images) | {real['fid']:.2f} | {real['precision']:.3f} | {real['recall']:.3f} "
         f"| {real['n_samples']} | {real['n_reference']} | not a model | – | – | – |"
     )
     assert [row.split(" | ")[0] for row in table[2:]] == [f"| {family}" for family in config.families]
     summary = json.loads(Path("report/summary.json").read_text())
-    assert summary["real_data"] == {"family": "real data (held-out images)",
+    assert summary["real_data"] == {"name": "real data (held-out images)",
                                     **{key: real[key] for key in ("fid", "precision", "recall", "n_samples",
                                                                   "n_reference")}}
 

@@ -208,21 +208,27 @@ def test_ldm_needs_its_trained_vae(prepared: Path) -> None:
     assert result.exit_code == 2 and "runs/vae/config.json not found" in result.output, result.output
 
 
-def test_conditional_ddpm_with_ddim_records_its_labels(prepared: Path) -> None:
-    def conditional(params: dict) -> None:
-        params["models"]["ddpm"].setdefault("arch", {})["num_classes"] = 10
-        params["sampling"]["ddpm"].update(sampler="ddim", guidance_scale=2.0, eta=0.5)
-
-    edit_params(conditional)
-    invoke("train", "ddpm")
-    invoke("sample", "ddpm")
-    record = json.loads((prepared / "samples" / "ddpm.json").read_text())
+def test_the_conditional_variant_is_its_own_entry(prepared: Path) -> None:
+    """params.yaml's ddpm_cfg (a named variant: family ddpm, 10 classes, guidance) trains, samples and registers
+    under its own name, beside the unconditional ddpm, and records its labels."""
+    edit_params(lambda p: p["sampling"]["ddpm_cfg"].update(sampler="ddim", guidance_scale=2.0, eta=0.5))
+    invoke("train", "ddpm_cfg")
+    invoke("sample", "ddpm_cfg")
+    assert not (prepared / "runs" / "ddpm").exists()
+    assert json.loads((prepared / "runs" / "ddpm_cfg" / "config.json").read_text())["family"] == "ddpm"
+    record = json.loads((prepared / "samples" / "ddpm_cfg.json").read_text())
+    assert record["name"] == "ddpm_cfg" and record["family"] == "ddpm"
     assert record["num_classes"] == 10 and record["labels"] == "image i has class i % num_classes"
     assert record["weights"] == "ema" and record["sampling"]["sampler"] == "ddim"
-    sampling = load_config("params.yaml").sampling_for("ddpm")
-    run = prepared / "runs" / "ddpm"
-    sample(run, prepared / "a.npy", "ddpm", SampleConfig(n=4, batch_size=4, device="cpu"), sampling, 5)
-    sample(run, prepared / "b.npy", "ddpm", SampleConfig(n=4, batch_size=3, device="cpu"), sampling, 5)
+    assert record["sampling"]["guidance_scale"] == 2.0
+    invoke("evaluate", "ddpm_cfg")
+    assert "registered genbench-ddpm_cfg v1" in invoke("register", "ddpm_cfg")
+    result = CliRunner().invoke(app, ["sample", "ddpm", "--run", "runs/ddpm_cfg"])
+    assert result.exit_code == 2 and "holds the ddpm_cfg model (ddpm), not ddpm" in result.output
+    sampling = load_config("params.yaml").sampling_for("ddpm_cfg")
+    run = prepared / "runs" / "ddpm_cfg"
+    sample(run, prepared / "a.npy", "ddpm_cfg", SampleConfig(n=4, batch_size=4, device="cpu"), sampling, 5)
+    sample(run, prepared / "b.npy", "ddpm_cfg", SampleConfig(n=4, batch_size=3, device="cpu"), sampling, 5)
     assert np.abs(np.load(prepared / "a.npy").astype(int) - np.load(prepared / "b.npy").astype(int)).max() <= 1
 
 
@@ -250,6 +256,34 @@ def test_sampler_settings_come_from_params_without_retraining(trained: Path) -> 
     assert (trained / "runs" / "ddpm" / "model.safetensors").read_bytes() == weights
 
 
+def test_a_sweep_resamples_the_trained_weights(trained: Path) -> None:
+    """sweeps.ddim_steps (tiny: DDIM at 2 steps) draws from runs/ddpm exactly what `sample` draws under the same
+    settings, scores the set as `evaluate` does, and leaves the run alone."""
+    from genbench.components.evaluate import evaluate
+    from genbench.components.sample import sample
+
+    weights = (trained / "runs" / "ddpm" / "model.safetensors").read_bytes()
+    config = load_config("params.yaml")
+    spec = config.sweeps["ddim_steps"]
+    assert spec.values == (2,) and spec.set == {"sampler": "ddim", "eta": 0.0}
+    assert "ddim_steps: sample_steps=2: FID" in invoke("sweep", "ddim_steps")
+    summary = json.loads((trained / "metrics" / "sweeps" / "ddim_steps.json").read_text())
+    assert [row["value"] for row in summary["rows"]] == [2] and summary["entry"] == "ddpm"
+    swept = np.load(trained / "sweeps" / "ddim_steps" / "sample_steps-2.npy")
+    direct = config.sampling_for("ddpm").model_copy(update={"sampler": "ddim", "eta": 0.0, "sample_steps": 2})
+    sample(trained / "runs" / "ddpm", trained / "direct.npy", "ddpm", config.sample, direct, config.seed)
+    assert np.array_equal(swept, np.load(trained / "direct.npy"))
+    scored = evaluate(trained / "direct.npy", trained / "data" / "prepared" / "reference.npy",
+                      trained / "direct.json", cache_dir=trained / ".genbench" / "cache", settings=config.evaluate)
+    assert summary["rows"][0]["fid"] == scored["fid"] and summary["rows"][0]["recall"] == scored["recall"]
+    assert (trained / "runs" / "ddpm" / "model.safetensors").read_bytes() == weights
+
+    edit_params(lambda p: p["sweeps"]["ddim_steps"]["profiles"]["tiny"].update(values=[9]))
+    result = CliRunner().invoke(app, ["sweep", "ddim_steps"])
+    assert result.exit_code == 2 and "sweeps.ddim_steps: sample_steps=9: sample_steps=9 exceeds" in result.output
+    assert CliRunner().invoke(app, ["sweep", "nope"]).exit_code == 2
+
+
 def test_sample_from_the_registry_champion(trained: Path) -> None:
     for stage in ("sample", "evaluate", "register"):
         invoke(stage, "ddpm")
@@ -262,10 +296,10 @@ def test_sample_from_the_registry_champion(trained: Path) -> None:
     assert source["run_id"] == json.loads((trained / "registry" / "ddpm.json").read_text())["run_id"]
 
     for args, message in [
-        (["sample", "vae", "--model", "models:/genbench-ddpm/1"], "holds a ddpm model, not vae"),
-        (["sample", "vae", "--run", "runs/ddpm"], "runs/ddpm holds a ddpm model, not vae"),
+        (["sample", "vae", "--model", "models:/genbench-ddpm/1"], "holds the ddpm model (ddpm), not vae"),
+        (["sample", "vae", "--run", "runs/ddpm"], "runs/ddpm holds the ddpm model (ddpm), not vae"),
         (["sample", "ddpm", "--model", "models:/genbench-ddpm@nobody"], "not in the registry"),
-        (["sample", "ddpm", "--model", "runs:/abc/model"], "expected models:/genbench-<family>@<alias>"),
+        (["sample", "ddpm", "--model", "runs:/abc/model"], "expected models:/genbench-<name>@<alias>"),
         (["sample", "ddpm", "--model", "models:/genbench-ddpm/1", "--run", "runs/ddpm"], "not both"),
     ]:
         result = CliRunner().invoke(app, args)
@@ -295,10 +329,12 @@ def test_a_registered_ldm_samples_in_an_empty_folder(trained: Path, tmp_path: Pa
 
 
 def test_models_lists_every_family_with_its_size(project: Path) -> None:
-    output = invoke("models")
-    for family in ("vae", "dcgan", "wgan_gp", "wgan", "vae_gan", "ddpm", "ldm"):
-        assert any(line.split()[0] == family for line in output.splitlines() if line.strip()), family
-    assert "n/a" in output.splitlines()[-1]  # ldm: no trained vae in a fresh project
+    rows = {line.split()[0]: line.split()[1:] for line in invoke("models").splitlines()[1:]}
+    assert list(rows) == ["vae", "dcgan", "wgan_gp", "wgan", "vae_gan", "ddpm", "ldm", "ddpm_cfg"]
+    assert rows["ldm"][1] == "n/a:"  # no trained vae in a fresh project
+    # the variant is a DDPM with a class embedding on top of ddpm's own settings
+    assert rows["ddpm_cfg"][0] == rows["ddpm"][0] == "DDPM"
+    assert int(rows["ddpm_cfg"][1].replace(",", "")) > int(rows["ddpm"][1].replace(",", ""))
 
 
 def test_params_prints_every_resolved_value(project: Path) -> None:
@@ -400,7 +436,7 @@ def test_fid_curve_goes_into_the_history(trained: Path) -> None:
     invoke("train", "vae", "--out", "curve")
     rows = read_history(Path("curve"))
     curve = {step: value for step, name, value in rows if name == "fid_curve"}
-    steps = load_config("params.yaml").models.vae.train.steps
+    steps = load_config("params.yaml").family("vae").train.steps
     assert sorted(curve) == list(range(2, steps + 1, 2))
     assert all(np.isfinite(v) and v > 0 for v in curve.values())
     assert any(name == "fid_curve_seconds" for _, name, _ in rows)

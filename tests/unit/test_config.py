@@ -19,15 +19,29 @@ def test_profiles_resolve_beside_their_section() -> None:
     quick = load_config(REPO / "params.yaml", "quick")
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     assert tiny.profile == "tiny" and quick.profile == "quick"
-    assert tiny.models.ddpm.arch.timesteps == raw["models"]["ddpm"]["profiles"]["tiny"]["arch"]["timesteps"]
-    assert quick.models.ddpm.arch.timesteps == raw["models"]["ddpm"]["profiles"]["quick"]["arch"]["timesteps"]
+    assert tiny.family("ddpm").arch.timesteps == raw["models"]["ddpm"]["profiles"]["tiny"]["arch"]["timesteps"]
+    assert quick.family("ddpm").arch.timesteps == raw["models"]["ddpm"]["profiles"]["quick"]["arch"]["timesteps"]
     # keys neither params.yaml nor the profile set keep the default declared beside the model
     assert "schedule" not in raw["models"]["ddpm"]["profiles"]["tiny"]["arch"]
-    assert tiny.models.ddpm.arch.schedule == DDPMArch.model_fields["schedule"].default == "linear"
-    assert tiny.models.vae.train.lr == VAETrain.model_fields["lr"].default == 1e-3
+    assert tiny.family("ddpm").arch.schedule == DDPMArch.model_fields["schedule"].default == "linear"
+    assert tiny.family("vae").train.lr == VAETrain.model_fields["lr"].default == 1e-3
     full = load_config(REPO / "params.yaml", "full")
-    assert full.models.ddpm.arch == DDPMArch()  # the full profile is the defaults: the literature settings
-    assert full.sampling.ldm.sampler == "ddim" and full.sampling.ddpm.sampler == "ddpm"
+    assert full.family("ddpm").arch == DDPMArch()  # the full profile is the defaults: the literature settings
+    assert full.sampling_for("ldm").sampler == "ddim" and full.sampling_for("ddpm").sampler == "ddpm"
+
+
+def test_a_named_variant_is_an_entry_of_its_family() -> None:
+    """ddpm_cfg copies ddpm's keys with a YAML merge (`<<: *ddpm`), so every profile gives it ddpm's settings
+    with 10 classes, and its sampling ddpm's with guidance."""
+    for profile in ("tiny", "quick", "full"):
+        config = load_config(REPO / "params.yaml", profile)
+        variant, ddpm = config.family("ddpm_cfg"), config.family("ddpm")
+        assert variant.family == ddpm.family == "ddpm" and variant.arch.num_classes == 10 and ddpm.arch.num_classes == 0
+        assert variant.arch.model_copy(update={"num_classes": 0}) == ddpm.arch and variant.train == ddpm.train
+        guided = config.sampling_for("ddpm_cfg")
+        assert guided.guidance_scale == 1.3 and guided.model_copy(update={"guidance_scale": 1.0}) == \
+            config.sampling_for("ddpm").model_copy()
+    assert "ddpm_cfg" not in load_config(REPO / "params.yaml", "quick").families  # not in the 10-minute run
 
 
 def test_sampling_lives_apart_from_training() -> None:
@@ -60,8 +74,22 @@ BAD = [
      "data.profiles.quick.reference_size", "greater than 0"),
     ("bad choice", lambda r: r["models"]["ddpm"]["arch"].update(schedule="quadratic"),
      "models.ddpm.arch.schedule", "'linear' or 'cosine'"),
-    ("unknown family", lambda r: r.update(families=["vae", "gan"]), "families", "unknown family 'gan'; known: vae"),
-    ("family twice", lambda r: r.update(families=["vae", "vae"]), "families", "lists a family twice"),
+    ("unknown family", lambda r: r.update(families=["vae", "gan"]), "families", "unknown entry 'gan'; known: vae"),
+    ("family twice", lambda r: r.update(families=["vae", "vae"]), "families", "lists an entry twice"),
+    ("variant of an unknown family", lambda r: r["models"].update(ddpm_x={"family": "diffusion"}),
+     "models.ddpm_x.family", "unknown family 'diffusion'; known: vae"),
+    ("a family's entry as a variant", lambda r: r["models"]["ddpm"].update(family="vae"), "models.ddpm.family",
+     "give the vae variant another name"),
+    ("variant name unusable as a folder", lambda r: r["models"].update({"DDPM-cfg": {"family": "ddpm"}}),
+     "models.DDPM-cfg", "lower-case letters"),
+    ("sampling without a model", lambda r: r["sampling"].update(ddpm_x={}), "sampling.ddpm_x",
+     "no models.ddpm_x to sample"),
+    ("family set under sampling", lambda r: r["models"].update(ddpm_x={"family": "ddpm"})
+     or r["sampling"].update(ddpm_x={"family": "ddpm"}), "sampling.ddpm_x.family", "set once, under models"),
+    ("a variant's bad key", lambda r: r["models"].update(ddpm_x={"family": "ddpm", "arch": {"width": 3}}),
+     "models.ddpm_x.arch.width", "unknown key"),
+    ("guidance on an unconditional variant", lambda r: r["models"].update(ddpm_x={"family": "ddpm"})
+     or r["sampling"].update(ddpm_x={"guidance_scale": 2.0}), "sampling.ddpm_x", "needs a class-conditional"),
     ("ldm before its vae", lambda r: r.update(families=["ldm", "vae"]), "families", "vae must be listed before"),
     ("ddim steps above T", lambda r: r["sampling"]["ddpm"].update(sampler="ddim")
      or r["sampling"]["ddpm"]["profiles"]["quick"].update(sample_steps=5000),

@@ -1,0 +1,56 @@
+"""A sampling sweep: the same trained weights re-sampled once per value of one sampling setting (DDIM steps,
+guidance scale), each set scored exactly as an entry's samples are. Nothing is retrained.
+
+Writes `<vary>-<value>.npy` (and its sample record) and `<vary>-<value>.metrics.json` per value to `out_dir`,
+and one summary, a row per value, to `summary_path`, last: a sweep without its summary is unfinished. Every
+value is drawn from the same seeds, so the images differ only by the setting swept.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..config import EvaluateConfig, SampleConfig, SweepConfig
+from ..models.config import SamplingConfig
+from .evaluate import evaluate
+from .io import write_json
+from .sample import sample
+
+
+class SweepRecord(BaseModel):
+    """The summary file, and what `sweep` returns: one row per value (fid, precision, recall, seconds)."""
+
+    name: str
+    entry: str
+    vary: str
+    set: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+def sweep(name: str, config: SweepConfig, run_dir: Path, base: SamplingConfig, settings: SampleConfig, seed: int,
+          reference_path: Path, out_dir: Path, summary_path: Path, *, cache_dir: Path,
+          evaluate_settings: EvaluateConfig = EvaluateConfig()) -> SweepRecord:
+    """Sample `settings.n` images from `run_dir` (entry `config.entry`) under `base` with `config.set` and each
+    value of `config.vary`, score each set against `reference_path`, and write the per-value rows."""
+    out_dir = Path(out_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)  # the stage's own folder: no set of an earlier value list stays
+    out_dir.mkdir(parents=True)
+    rows = []
+    for value in config.values:
+        stem = out_dir / f"{config.vary}-{value}"
+        started = time.perf_counter()
+        sample(run_dir, stem.with_suffix(".npy"), config.entry, settings, config.sampling(base, value), seed)
+        seconds = time.perf_counter() - started
+        metrics = evaluate(stem.with_suffix(".npy"), reference_path, stem.with_suffix(".metrics.json"),
+                           cache_dir=cache_dir, settings=evaluate_settings)
+        rows.append({"value": value, "fid": metrics["fid"], "precision": metrics["precision"],
+                     "recall": metrics["recall"], "n_samples": metrics["n_samples"],
+                     "sample_seconds": round(seconds, 3), "seconds_per_image": seconds / settings.n})
+    record = SweepRecord(name=name, entry=config.entry, vary=config.vary, set=config.set, rows=rows)
+    write_json(Path(summary_path), record.model_dump(mode="json"))
+    return record
