@@ -97,3 +97,13 @@ def test_vae_gan_sums_the_two_fake_terms_as_larsens_algorithm_1() -> None:
     dec = _vae_gan_with_constant_logits(gamma=0.0).training_losses(x, "dec")
     assert dec["loss"].item() == pytest.approx(2 * math.log(2), rel=1e-6)
     assert dec["gan"].item() == pytest.approx(2 * math.log(2), rel=1e-6)
+
+
+def test_the_diffusion_fid_curve_samples_with_ddim_and_the_others_with_their_default() -> None:
+    ddpm = family("ddpm")
+    curve = ddpm.train().curve_sampling(ddpm.sampling())
+    assert (curve.sampler, curve.sample_steps, curve.eta) == ("ddim", 100, 0.0)
+    assert ddpm.sampling().sampler == "ddpm"  # the final numbers keep the ancestral sampler
+    assert ddpm.train(fid_ddim_steps=0).curve_sampling(ddpm.sampling()) == ddpm.sampling()
+    for name in ("vae", "dcgan"):
+        assert family(name).train().curve_sampling(family(name).sampling()) == family(name).sampling()
