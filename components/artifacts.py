@@ -166,7 +166,13 @@ def curves(rows: list[HistoryRow]) -> dict[str, list[tuple[int, float]]]:
 
 def save_weights(run_dir: Path, model: GenerativeModel, averaged: dict[str, torch.Tensor],
                  metadata: dict[str, str]) -> None:
-    """model.safetensors: the state with averaged tensors replaced by `averaged`, the raw ones under `raw.`."""
+    """model.safetensors: the state with averaged tensors replaced by `averaged`, the raw ones under `raw.`.
+
+    `metadata` goes in as one JSON string under the key `genbench`: safetensors writes its metadata map in hash
+    order, which changes from process to process, so several keys would make equal weights differ in bytes
+    (and DVC see a new output)."""
+    import json
+
     from safetensors.torch import save_file
 
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -174,7 +180,7 @@ def save_weights(run_dir: Path, model: GenerativeModel, averaged: dict[str, torc
         weights[f"{RAW_PREFIX}{name}"] = weights[name]
         weights[name] = shadow.detach().contiguous().cpu()
     with atomic_path(Path(run_dir) / WEIGHTS) as tmp:
-        save_file(weights, str(tmp), metadata=metadata)
+        save_file(weights, str(tmp), metadata={"genbench": json.dumps(metadata, sort_keys=True)})
 
 
 def build(record: RunRecord) -> GenerativeModel:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -446,3 +448,25 @@ def test_fid_curve_goes_into_the_history(trained: Path) -> None:
     # no curve in the fixture's dcgan run: the report leaves the figure out
     assert not plot_fid_curves({"dcgan": curves(read_history(Path("runs/dcgan")))}, Path("none.png"))
     assert not Path("none.png").exists()
+
+
+SAVE_IN_A_FRESH_PROCESS = """
+import sys, torch
+from genbench.components.artifacts import save_weights
+torch.manual_seed(0)
+model = torch.nn.Linear(3, 2)
+save_weights(sys.argv[1], model, {"weight": model.weight * 0.5},
+             {"name": "x", "family": "vae", "config_sha256": "c" * 64})
+"""
+
+
+def test_equal_weights_are_equal_bytes_in_every_process(tmp_path: Path) -> None:
+    """model.safetensors is a DVC output: equal weights and metadata must give equal bytes, whatever order a
+    process's hash seed puts a metadata map in."""
+    written = []
+    for k in range(3):
+        folder = tmp_path / str(k)
+        folder.mkdir()
+        subprocess.run([sys.executable, "-c", SAVE_IN_A_FRESH_PROCESS, str(folder)], check=True)
+        written.append((folder / "model.safetensors").read_bytes())
+    assert written[0] == written[1] == written[2]
