@@ -85,7 +85,8 @@ def sample(run_dir: Path, out_path: Path, name: str, settings: SampleConfig, sam
     out_path = Path(out_path)
     save_npy(out_path, images)
     result = SampleRecord(
-        name=name, family=record.family, n=n, seed=seed, batch_size=batch_size, shape=list(images.shape), device=str(device),
+        name=name, family=record.family, n=n, seed=seed, batch_size=batch_size, shape=list(images.shape),
+        device=str(device),
         weights_sha256=file_digest(Path(run_dir) / WEIGHTS, "sha256"), weights="ema" if sampling.ema else "raw",
         num_classes=model.num_classes, labels="image i has class i % num_classes" if model.num_classes else None,
         sampling=sampling.model_dump(mode="json"), out=str(out_path), source=source,

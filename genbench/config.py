@@ -54,6 +54,11 @@ class EvaluateConfig(Strict):
 NAME = re.compile(r"[a-z][a-z0-9_]*")  # an entry name is a folder, a DVC stage key and an MLflow model name
 
 
+def _check_name(section: str, name: str) -> None:
+    if not NAME.fullmatch(name):
+        raise ValueError(f"{section}.{name}: a name is lower-case letters, digits and _, starting with a letter")
+
+
 class SweepConfig(Strict):
     """`sweeps.<name>`: re-sample an entry's trained weights once per value of one sampling field, each set
     scored like the entry's samples. Never retrains: DVC's sweep@<name> depends on the run, not on `models`."""
@@ -105,9 +110,7 @@ class Config(Strict):
             for name, entry in entries.items():
                 if not isinstance(entry, dict):
                     raise ValueError(f"{section}.{name}: expected a mapping of settings, got {entry!r}")
-                if not NAME.fullmatch(name):
-                    raise ValueError(f"{section}.{name}: a name is lower-case letters, digits and _, starting "
-                                     "with a letter")
+                _check_name(section, name)
         families = {name: name for name in REGISTRY}
         families |= {name: entry.get("family", name) for name, entry in written["models"].items()}
         for name, family in families.items():
@@ -146,8 +149,7 @@ class Config(Strict):
             except ValueError as exc:
                 raise ValueError(f"sampling.{name}: {exc} (models.{name}.arch)") from None
         for name, sweep in self.sweeps.items():
-            if not NAME.fullmatch(name):
-                raise ValueError(f"sweeps.{name}: a name is lower-case letters, digits and _, starting with a letter")
+            _check_name("sweeps", name)
             if sweep.entry not in self.families:
                 raise ValueError(f"sweeps.{name}.entry: {sweep.entry!r} is not in families, so nothing trains it; "
                                  f"families: {', '.join(self.families)}")

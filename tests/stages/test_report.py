@@ -52,7 +52,8 @@ def test_report_leads_with_the_real_data_row(trained: Path) -> None:
     Path("metrics/sweeps").mkdir()
     Path("metrics/sweeps/ddim_steps.json").write_text(json.dumps(
         {"name": "ddim_steps", "entry": "ddpm", "vary": "sample_steps", "set": {"sampler": "ddim"}, "rows": [
-            {"value": 2, "fid": 123.456, "precision": 0.1, "recall": 0.2, "n_samples": 24, "seconds_per_image": 0.01}]}))
+            {"value": 2, "fid": 123.456, "precision": 0.1, "recall": 0.2, "n_samples": 24,
+             "seconds_per_image": 0.01}]}))
     invoke("report")
     models, sweeps = Path("report/report.md").read_text().split("## Sampling sweeps")
     assert "### ddim_steps: ddpm, sample_steps (sampler=ddim)" in sweeps
