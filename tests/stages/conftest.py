@@ -1,13 +1,23 @@
 """One tiny project, prepared and trained once per session (vae, dcgan, ddpm), with the reference set's
-Inception features cached, that stage tests copy from."""
+Inception features cached, that stage tests copy from; and a cheap stand-in for the FID network.
+
+Stage tests check plumbing: which files a stage reads and writes, and what it records. The real network costs
+~0.1 s per image on 2 cores, so only the tests about the network itself (test_evaluate.py, the real-data and
+CLI tests of test_metrics.py) run it; the others take `pixel_network`. The drivers tier runs the real network
+through every stage end to end.
+"""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from genbench.components import evaluate as evaluate_module
+from genbench.components import features as features_module
+from genbench.components import fid_curve as fid_curve_module
 from genbench.components.features import reference_features
 from genbench.components.io import file_digest, load_npy
 from genbench.components.prepare import prepare
@@ -47,3 +57,31 @@ def trained(prepared: Path, tiny_trained: Path) -> Path:
     """`prepared` with trained runs/{vae,dcgan,ddpm}."""
     shutil.copytree(tiny_trained / "runs", prepared / "runs")
     return prepared
+
+
+STAND_IN_IDENTITY = {"name": "pixel-stand-in", "sha256": "0" * 64}  # keys its own reference cache entries
+
+
+def pixel_features(images: np.ndarray, **_: object) -> np.ndarray:
+    """Stand-in extractor: 16 pixel values per image plus a little jitter seeded by the set's size."""
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    return flat[:, :: max(1, flat.shape[1] // 16)][:, :16] + np.random.default_rng(len(images)).normal(
+        scale=1e-3, size=(len(images), 16)
+    )
+
+
+@pytest.fixture
+def pixel_network(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Swap the FID network for `pixel_features` wherever a stage calls it, under an identity of its own (so
+    its reference statistics never mix with the network's); the list records how many images each call saw."""
+    calls: list[int] = []
+
+    def counting(images: np.ndarray, **kwargs: object) -> np.ndarray:
+        calls.append(len(images))
+        return pixel_features(images)
+
+    for module in (evaluate_module, features_module, fid_curve_module):
+        monkeypatch.setattr(module, "extract_features", counting)
+    for module in (evaluate_module, features_module):
+        monkeypatch.setattr(module, "extractor_identity", lambda: dict(STAND_IN_IDENTITY))
+    return calls

@@ -33,7 +33,7 @@ def test_grids_match_torchvision_pixel_for_pixel(shape: tuple[int, ...], tmp_pat
     assert ours.shape == theirs.shape and np.array_equal(ours, theirs)
 
 
-def test_report_leads_with_the_real_data_row(trained: Path) -> None:
+def test_report_leads_with_the_real_data_row(trained: Path, pixel_network: list[int]) -> None:
     """`genbench evaluate real` scores the held-out real images exactly as samples are scored, and the report's
     first row carries its numbers, marked as not a model."""
     config = load_config("params.yaml")
@@ -48,7 +48,8 @@ def test_report_leads_with_the_real_data_row(trained: Path) -> None:
     for k, family in enumerate(config.families):
         np.save(f"samples/{family}.npy", rng.integers(0, 256, (config.sample.n, 28, 28, 1), dtype=np.uint8))
         Path(f"metrics/{family}.json").write_text(json.dumps(
-            {"fid": 300.0 + k, "precision": 0.1, "recall": 0.2, "n_samples": config.sample.n, "n_reference": 48}))
+            {"fid": 300.0 + k, "precision": 0.1, "recall": 0.2, "n_samples": config.sample.n,
+             "n_reference": config.data.reference_size}))
     Path("metrics/sweeps").mkdir()
     Path("metrics/sweeps/ddim_steps.json").write_text(json.dumps(
         {"name": "ddim_steps", "entry": "ddpm", "vary": "sample_steps", "set": {"sampler": "ddim"}, "rows": [
