@@ -1,12 +1,12 @@
 """The data split's index maths: disjoint sets, a training set that holding out more never changes, and sizes
-checked against the split before anything is written."""
+checked against the split before anything is written; the IDX reader on hand-made files."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from genbench.components.prepare import check_sizes, split_indices
+from genbench.components.prepare import check_sizes, read_idx, split_indices
 from genbench.config import DataConfig
 
 
@@ -47,3 +47,18 @@ def test_sets_must_fit_their_split(sizes: dict[str, int], message: str) -> None:
 
 def test_the_defaults_fit_fashion_mnist() -> None:
     check_sizes(DataConfig(), 60000, 10000)
+
+
+def test_idx_files_are_read_by_their_header_and_bad_ones_are_named(tmp_path) -> None:
+    values = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    header = bytes([0, 0, 8, 3]) + np.array([2, 3, 4], dtype=">i4").tobytes()  # written out by hand
+    (tmp_path / "ok").write_bytes(header + values.tobytes())
+    assert np.array_equal(read_idx(tmp_path / "ok"), values)
+    (tmp_path / "labels").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]))
+    assert read_idx(tmp_path / "labels").tolist() == [7, 8, 9]
+    (tmp_path / "short").write_bytes(header + values.tobytes()[:-1])
+    with pytest.raises(ValueError, match="short: 23 bytes of values for shape"):
+        read_idx(tmp_path / "short")
+    (tmp_path / "float").write_bytes(bytes([0, 0, 0x0D, 1]) + np.array([1], dtype=">i4").tobytes() + bytes(4))
+    with pytest.raises(ValueError, match="float: not an unsigned-byte IDX file"):
+        read_idx(tmp_path / "float")
