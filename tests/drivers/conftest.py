@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,6 +103,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     wanted = [name for name in COMMANDS if any(name in getattr(i, "fixturenames", ()) for i in session.items)]
     if not wanted or session.config.option.collectonly:
         return
+    # One thread here and one in each driver: with more threads than cores, torch's OpenMP workers spin
+    # waiting for the one that was descheduled, and both sides slow down several-fold.
+    torch.set_num_threads(1)
     scratch = Path(tempfile.mkdtemp(prefix="genbench-drivers-"))
     _scratch.append(scratch)
     for name in wanted:
