@@ -9,6 +9,8 @@ through every stage end to end.
 
 from __future__ import annotations
 
+import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pytest
 from genbench.components import evaluate as evaluate_module
 from genbench.components import features as features_module
 from genbench.components import fid_curve as fid_curve_module
+from genbench.components import inception
 from genbench.components.features import reference_features
 from genbench.components.io import file_digest, load_npy
 from genbench.components.prepare import prepare
@@ -85,3 +88,12 @@ def pixel_network(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     for module in (evaluate_module, features_module):
         monkeypatch.setattr(module, "extractor_identity", lambda: dict(STAND_IN_IDENTITY))
     return calls
+
+
+def fashion_test_split(n: int) -> np.ndarray:
+    """The first n Fashion-MNIST test images (uint8 NHWC; IDX: a 16-byte header, then the pixels) from
+    $GENBENCH_DATA_DIR, which tests/conftest.py always sets."""
+    path = Path(os.environ[inception.DATA_DIR_ENV]) / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"
+    with gzip.open(path, "rb") as handle:
+        raw = handle.read(16 + n * 28 * 28)
+    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, 28, 28, 1).copy()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from pathlib import Path
@@ -18,6 +17,8 @@ from genbench.components.evaluate import evaluate
 from genbench.components.inception import extract_features
 from genbench.components.metrics import feature_stats, frechet_distance
 from genbench.config import EvaluateConfig
+
+from .conftest import fashion_test_split
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -35,14 +36,8 @@ def fid_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def fashion_test_images() -> np.ndarray:
-    """The first 300 Fashion-MNIST test images as uint8 NHWC (IDX: 16-byte header, then pixels)."""
-    data_dir = Path(os.environ.get(inception.DATA_DIR_ENV) or SHARED_DATA)
-    path = data_dir / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"
-    if not path.is_file():
-        pytest.fail(f"Fashion-MNIST test images not found at {path}; set {inception.DATA_DIR_ENV}")
-    with gzip.open(path, "rb") as handle:
-        raw = handle.read(16 + 300 * 28 * 28)
-    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(300, 28, 28, 1).copy()
+    """The first 300 Fashion-MNIST test images as uint8 NHWC."""
+    return fashion_test_split(300)
 
 
 # Locating the network ------------------------------------------------------------------------------------

@@ -8,10 +8,8 @@ real network.
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,8 @@ from genbench.components.fid_curve import FIDCurve
 from genbench.components.inception import extract_features
 from genbench.components.metrics import frechet_distance_from_features
 
+from .conftest import fashion_test_split
+
 NEW_KEYS = {
     "kid_mean", "kid_std", "kid_subsets", "kid_subset_size", "density", "coverage", "density_k",
     "inception_score", "inception_score_unavailable",
@@ -34,14 +34,6 @@ OLD_KEYS = {
     "fid", "precision", "recall", "n_samples", "n_reference", "feature_extractor", "preprocessing",
     "reference_stats_key", "warnings",
 }  # fmt: skip
-
-
-def fashion_test_split(n: int) -> np.ndarray:
-    """The first n Fashion-MNIST test images (uint8 NHWC) from $GENBENCH_DATA_DIR (set by conftest)."""
-    path = Path(os.environ[inception.DATA_DIR_ENV]) / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"
-    with gzip.open(path, "rb") as handle:
-        raw = handle.read(16 + n * 28 * 28)
-    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, 28, 28, 1).copy()
 
 
 def toy_images(n: int, seed: int, size: int = 12) -> np.ndarray:
