@@ -94,17 +94,17 @@ def torch_fidelity_extractor() -> Callable[[torch.Tensor], torch.Tensor] | None:
         return None
     from torch_fidelity.feature_extractor_inceptionv3 import BasicConv2d, FeatureExtractorInceptionV3
 
+    class Blank(FeatureExtractorInceptionV3):
+        """Built without weights: the constructor's own load is skipped, the TorchScript's are copied in below."""
+
+        def load_state_dict(self, *_: object, **__: object) -> None:
+            pass
+
     scripted = dict(torch.jit.load(str(inception.locate_weights())).named_parameters())
     convs = [name[: -len(".weight")] for name in scripted if name.endswith(".weight")]
-    load_state_dict = torch.nn.Module.load_state_dict
     with tempfile.TemporaryDirectory() as folder:
-        torch.save({}, Path(folder) / "empty.pth")
-        torch.nn.Module.load_state_dict = lambda *_, **__: None  # type: ignore[method-assign]  # built blank
-        try:
-            network = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
-                                                  feature_extractor_weights_path=str(Path(folder) / "empty.pth"))
-        finally:
-            torch.nn.Module.load_state_dict = load_state_dict  # type: ignore[method-assign]
+        torch.save({}, Path(folder) / "empty.pth")  # the constructor reads the file it is given
+        network = Blank("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(Path(folder) / "empty.pth"))
     blocks = [m for m in network.modules() if isinstance(m, BasicConv2d)]
     if len(blocks) != len(convs):
         raise RuntimeError(f"{len(blocks)} BasicConv2d blocks against {len(convs)} TorchScript convolutions")

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,6 +102,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     wanted = [name for name in COMMANDS if any(name in getattr(i, "fixturenames", ()) for i in session.items)]
     if not wanted or session.config.option.collectonly:
         return
+    import torch  # the stage and unit tests have loaded it by now; collection alone need not
+
     # One thread here and one in each driver: with more threads than cores, torch's OpenMP workers spin
     # waiting for the one that was descheduled, and both sides slow down several-fold.
     torch.set_num_threads(1)
