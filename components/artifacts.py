@@ -62,6 +62,7 @@ class TrainSummary(BaseModel):
     seconds: float
     num_parameters: int
     device: str
+    device_name: str = ""  # the GPU or CPU model (components/devices.py), for the report's device-hours
     precision: str = "fp32"  # train.precision as resolved on the device (auto → bf16 or fp32)
     channels_last: bool = False
     config_sha256: str
@@ -212,15 +213,17 @@ def load_trained(run_dir: Path, device: torch.device | str = "cpu", ema: bool = 
     return model.to(device).eval(), record
 
 
-def load_frozen(name: str, family: str, arch: BaseModel, channels: int, image_size: int
+def load_frozen(name: str, family: str, arch: BaseModel, channels: int, image_size: int, seed: int
                  ) -> dict[str, tuple[GenerativeModel, RunRecord]]:
     """The trained models that entry `name` of `family` is built on (`Family.frozen`), from the run folders its
-    arch names (`arch.<argument>_run`), checked to be that family and image shape."""
+    arch names (`arch.<argument>_run`), checked to be that family and image shape. An entry's folder (runs/vae,
+    holding a run per seed) gives the run of the same `seed`: the ldm of seed 1 diffuses in the vae of seed 1."""
     from ..models import family as family_spec
 
     loaded = {}
     for argument, needed in family_spec(family).frozen.items():
         run = Path(getattr(arch, f"{argument}_run"))
+        run = run / f"seed-{seed}" if (run / f"seed-{seed}").is_dir() or not (run / CONFIG).exists() else run
         try:
             model, record = load_trained(run)
         except FileNotFoundError as exc:

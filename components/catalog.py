@@ -20,16 +20,16 @@ class FamilyRow:
     unavailable: str | None = None  # why the size is unknown (the ldm before its vae is trained)
 
 
-def describe_families(models: Mapping[str, FamilySettings], data: DataConfig) -> list[FamilyRow]:
+def describe_families(models: Mapping[str, FamilySettings], data: DataConfig, seed: int) -> list[FamilyRow]:
     """One row per entry of the `models` section: its class and trainable parameter count for `data`'s image
-    shape under its settings."""
+    shape under its settings (an entry built on trained models counts with `seed`'s run of them)."""
     channels, size = IMAGE_SHAPES[data.dataset]
     rows = []
     for name, settings in models.items():
         family, arch = settings.family, settings.arch
         model_class = REGISTRY[family].model.__name__
         try:
-            loaded = load_frozen(name, family, arch, channels, size)
+            loaded = load_frozen(name, family, arch, channels, size, seed)
             frozen = {argument: model for argument, (model, _) in loaded.items()}
             count: int | None = build_model(family, channels, size, arch, **frozen).num_parameters()
             rows.append(FamilyRow(name, model_class, count))

@@ -135,8 +135,8 @@ def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_
     result = score(
         load_npy(samples_path), load_npy(reference_path), file_digest(reference_path), cache_dir=cache_dir,
         batch_size=settings.batch_size, k=settings.k, device=str(pick_device(settings.device)),
-        precision=settings.precision,
-        samples_name=str(samples_path), reference_name=str(reference_path), **options,
+        precision=settings.precision, samples_name=str(samples_path), reference_name=str(reference_path),
+        **{"bootstrap": settings.bootstrap, **options},
     )  # fmt: skip
     result["samples_md5"] = file_digest(samples_path)
     write_json(Path(out_path), result)

@@ -3,21 +3,28 @@
 Datasets: fashion_mnist and mnist (1×28×28), cifar10 (3×32×32). Data comes from `$GENBENCH_DATA_DIR/<folder>/`
 when that is set (offline machines, CI) and from torchvision's download otherwise. Local Fashion-MNIST is checked
 against the original md5s and its IDX files read directly; local CIFAR-10 is read and checked by torchvision.
+
+`folder` is your own images at `data.path`: a folder of image files or a uint8 .npy, read by `load_folder`
+into the same files as the built-in sets, so every later stage compares models on them unchanged.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel
 
 from ..config import DataConfig
-from .io import file_digest, save_npy, write_json
+from .io import file_digest, load_npy, save_npy, write_json
 
 # md5 of the *uncompressed* original IDX files (Debian recompresses the .gz, so those hashes differ).
 FASHION_MNIST_RAW_MD5 = {
@@ -31,6 +38,12 @@ IDX_FILES = tuple(FASHION_MNIST_RAW_MD5)  # MNIST uses the same four names
 LOCAL_FOLDERS = {"fashion_mnist": "fashion-mnist", "mnist": "mnist", "cifar10": "cifar10"}
 # (channels, size) of each dataset's images, for sizing models before any data is prepared (`genbench models`).
 IMAGE_SHAPES = {"fashion_mnist": (1, 28), "mnist": (1, 28), "cifar10": (3, 32)}
+# What a `folder` dataset may hold, by extension (any case), and the only PIL decoders it opens them with.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
+# The filter every `folder` image is resized with: PIL's bicubic, which widens its support when shrinking
+# (antialiased), as clean-fid resizes; one fixed filter, so the prepared bytes depend only on the source.
+RESAMPLE = Image.Resampling.BICUBIC
 
 
 class Manifest(BaseModel):
@@ -40,6 +53,20 @@ class Manifest(BaseModel):
     image_shape: list[int]
     counts: dict[str, int]
     files: dict[str, str]  # md5 of each written file
+    # dataset folder only (a built-in set's manifest.json leaves them out):
+    source: str | None = None  # data.path as written
+    source_md5: str | None = None  # digest of every source file read (name and bytes): a changed source changes it
+    classes: list[str] | None = None  # the name of each label id; None: the source has no labels (all are 0)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A `folder` dataset, read: the one pool all four sets are drawn from."""
+
+    images: np.ndarray  # uint8 N×image_size×image_size×channels
+    labels: np.ndarray  # int64, one per image; all 0 when the source has none
+    classes: list[str] | None  # the name of each label id, or None when unlabelled
+    md5: str  # md5 over "relative name\0file md5\n" of every file read, in reading order
 
 
 def prepare(data: DataConfig, seed: int, out_dir: Path, download_dir: Path) -> Manifest:
@@ -51,13 +78,24 @@ def prepare(data: DataConfig, seed: int, out_dir: Path, download_dir: Path) -> M
     against the reference like the samples. The reference is drawn from the test split, which nothing else
     reads, so the full profile compares 10 000 samples with 10 000 test images (the test split holds exactly
     that many, leaving none for a holdout; Fashion-MNIST's two splits come from one distribution).
+
+    Your own images (dataset folder) have no test split: the reference is a fourth slice of the same seeded
+    shuffle, after the other three, so it is disjoint from them and the training set still ignores the later sizes.
     """
-    train_images, train_labels, test_images, test_labels = load_dataset(data.dataset, download_dir)
-    check_sizes(data, len(train_images), len(test_images))
     rng = np.random.default_rng(seed)
-    train_idx, validation_idx, holdout_idx = split_indices(
-        len(train_images), (data.train_size, data.validation_size, data.holdout_size), rng)
-    (reference_idx,) = split_indices(len(test_images), (data.reference_size,), rng)
+    source = None
+    if data.dataset == "folder":
+        source = load_folder(data)  # checks that the sets fit (check_sizes) before decoding any image
+        train_images = test_images = source.images
+        train_labels = test_labels = source.labels
+        train_idx, validation_idx, holdout_idx, reference_idx = split_indices(
+            len(source.images), (data.train_size, data.validation_size, data.holdout_size, data.reference_size), rng)
+    else:
+        train_images, train_labels, test_images, test_labels = load_dataset(data.dataset, download_dir)
+        check_sizes(data, len(train_images), len(test_images))
+        train_idx, validation_idx, holdout_idx = split_indices(
+            len(train_images), (data.train_size, data.validation_size, data.holdout_size), rng)
+        (reference_idx,) = split_indices(len(test_images), (data.reference_size,), rng)
     arrays = {
         "train.npy": train_images[train_idx],
         "train_labels.npy": train_labels[train_idx],
@@ -74,24 +112,38 @@ def prepare(data: DataConfig, seed: int, out_dir: Path, download_dir: Path) -> M
         dataset=data.dataset, image_shape=list(train_images.shape[1:]),
         counts={name: len(array) for name, array in arrays.items()},
         files={name: file_digest(out_dir / name) for name in arrays},
+        **({"source": data.path, "source_md5": source.md5, "classes": source.classes} if source else {}),
     )
-    write_json(out_dir / "manifest.json", manifest.model_dump())
-    write_json(out_dir / "config.json", {"seed": seed, "data": data.model_dump(mode="json")})
+    # exclude_none: a built-in set's manifest.json and config.json keep the bytes they had before `folder`
+    write_json(out_dir / "manifest.json", manifest.model_dump(exclude_none=True))
+    write_json(out_dir / "config.json", {"seed": seed, "data": data.model_dump(mode="json", exclude_none=True)})
     return manifest
 
 
-def check_sizes(data: DataConfig, train_available: int, test_available: int) -> None:
-    """ValueError naming the `data` fields whose sets do not fit in their split, before anything is written."""
-    for fields, split, available in (
-        (("train_size", "validation_size", "holdout_size"), "train", train_available),
-        (("reference_size",), "test", test_available),
-    ):
+def image_shape(data: DataConfig) -> tuple[int, int]:
+    """(channels, size) of `data`'s prepared images, known before any data is prepared (`genbench models`)."""
+    if data.dataset == "folder":
+        assert data.channels is not None and data.image_size is not None  # DataConfig requires both for folder
+        return data.channels, data.image_size
+    return IMAGE_SHAPES[data.dataset]
+
+
+def check_sizes(data: DataConfig, train_available: int, test_available: int | None = None) -> None:
+    """ValueError naming the `data` fields whose sets do not fit in their split, before anything is written.
+    With no test split (`test_available` None: dataset folder) all four sets share the `train_available` images."""
+    if test_available is None:
+        groups = [(("train_size", "validation_size", "holdout_size", "reference_size"), train_available,
+                   f"in {data.path}; lower one of them or add images")]
+    else:
+        groups = [(("train_size", "validation_size", "holdout_size"), train_available,
+                   f"of {data.dataset}'s train split; lower one of them"),
+                  (("reference_size",), test_available, f"of {data.dataset}'s test split; lower one of them")]
+    for fields, available, where in groups:
         sizes = [getattr(data, field) for field in fields]
         if sum(sizes) > available:
             names = " + ".join(f"data.{field}" for field in fields)
             raise ValueError(
-                f"{names} = {' + '.join(map(str, sizes))} = {sum(sizes)} exceeds the {available} images of "
-                f"{data.dataset}'s {split} split; lower one of them"
+                f"{names} = {' + '.join(map(str, sizes))} = {sum(sizes)} exceeds the {available} images {where}"
             )
 
 
@@ -183,3 +235,144 @@ def _stage_local_idx(source: Path, raw_dir: Path, md5s: dict[str, str | None]) -
             partial.unlink()
             raise ValueError(f"{packed}: uncompressed md5 {actual} != {md5}; the file is corrupt or not {name}")
         partial.replace(target)
+
+
+def load_folder(data: DataConfig) -> Source:
+    """Read dataset folder's images from `data.path` as uint8 `data.image_size`² × `data.channels`, checking
+    that the four sets fit (`check_sizes`) before decoding anything; ValueError naming the file and the fix.
+
+    A folder holds PNG/JPEG/BMP/WebP files (by extension, any case), either all at its top level (no labels)
+    or all in sub-folders one level down (label = index of the sub-folder's name in sorted order); names
+    starting with "." (.DS_Store, ._x.png, .ipynb_checkpoints/) are ignored, anything else is an error. Files
+    are read sorted by (sub-folder, name), upright per their EXIF orientation, each through `fit_image`.
+    A .npy holds N×H×W×C (C = data.channels) or N×H×W uint8 images; a sibling `<name>.labels.npy` (integers
+    ≥ 0, one per image) gives labels, else there are none. Its images pass through untouched when already
+    image_size², else through `fit_image`. Without labels every label is 0 (one class), as train reads them.
+    """
+    path = Path(str(data.path))
+    if not path.exists():
+        raise FileNotFoundError(f"data.path: {path} not found; point it at a folder of images or a uint8 .npy "
+                                "(a relative path starts in the folder genbench runs in)")
+    if path.is_dir():
+        files, labels, classes = list_images(path)
+        check_sizes(data, len(files))
+        images, entries = _read_images(files, path, data)
+    elif path.suffix == ".npy":
+        images, labels, classes, entries = _read_npy(path, data)
+        check_sizes(data, len(images))
+        if images.shape[1:3] != (data.image_size, data.image_size):
+            mode = "L" if images.shape[-1] == 1 else "RGB"
+            images = np.stack([fit_image(Image.fromarray(image.squeeze(-1) if mode == "L" else image, mode),
+                                         images.shape[-1], int(data.image_size)) for image in images])
+    else:
+        raise ValueError(f"data.path: {path} is neither a folder nor a .npy file; point it at a folder of "
+                         "images or a uint8 .npy")
+    digest = hashlib.md5("".join(f"{name}\0{md5}\n" for name, md5 in entries).encode()).hexdigest()
+    return Source(images=images, labels=labels, classes=classes, md5=digest)
+
+
+def fit_image(image: Image.Image, channels: int, size: int) -> np.ndarray:
+    """`image` as uint8 size × size × channels: converted to L or RGB (alpha dropped), its centred square of
+    the shorter side cropped out, resized with RESAMPLE (skipped when already size × size)."""
+    image = image.convert("L" if channels == 1 else "RGB")
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    if side != size:
+        image = image.resize((size, size), RESAMPLE)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[..., None] if channels == 1 else array
+
+
+def list_images(root: Path) -> tuple[list[Path], np.ndarray, list[str] | None]:
+    """The image files under `root` in reading order, their int64 labels and the class names (None for a flat
+    folder, whose labels are all 0); ValueError for an empty folder, a mixed or deeper layout, an empty class
+    sub-folder or a file that is not an image. The layout rules are `load_folder`'s."""
+    entries = _visible(root)
+    folders = [entry for entry in entries if entry.is_dir()]
+    files = [_image_name(entry, root) for entry in entries if not entry.is_dir()]
+    if files and folders:
+        raise ValueError(
+            f"{root}: mixed layout: {files[0].name} sits at the top level but {folders[0].name}/ is a sub-folder; "
+            "put every image in a class sub-folder (labelled) or every image at the top level (unlabelled)")
+    if not folders:
+        if not files:
+            raise ValueError(f"{root}: no images; add PNG/JPEG/BMP/WebP files, at the top level or in one "
+                             "sub-folder per class")
+        return files, np.zeros(len(files), dtype=np.int64), None
+    paths: list[Path] = []
+    labels: list[int] = []
+    for label, folder in enumerate(folders):
+        inside = _visible(folder)
+        for entry in inside:
+            if entry.is_dir():
+                raise ValueError(f"{entry}: a folder two levels down; images sit at the top level of {root} or "
+                                 "in its class sub-folders, one level down (move them up)")
+            _image_name(entry, root)
+        if not inside:
+            raise ValueError(f"{folder}: an empty class sub-folder; add images to it or remove it")
+        paths += inside
+        labels += [label] * len(inside)
+    return paths, np.array(labels, dtype=np.int64), [folder.name for folder in folders]
+
+
+def _visible(folder: Path) -> list[Path]:
+    """`folder`'s entries sorted by name, hidden ones (a name starting with ".") left out."""
+    return sorted((entry for entry in folder.iterdir() if not entry.name.startswith(".")), key=lambda e: e.name)
+
+
+def _image_name(file: Path, root: Path) -> Path:
+    if file.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"{file}: not an image (genbench reads {', '.join(IMAGE_SUFFIXES)}); remove it or move "
+                         f"it out of {root}")
+    return file
+
+
+def _read_images(files: list[Path], root: Path, data: DataConfig) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """The images of `files` through `fit_image`, and (path relative to `root`, md5) of each file."""
+    arrays, entries = [], []
+    for file in files:
+        try:
+            raw = file.read_bytes()
+            with Image.open(io.BytesIO(raw), formats=PIL_FORMATS) as image:
+                arrays.append(fit_image(ImageOps.exif_transpose(image), int(data.channels), int(data.image_size)))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            reason = "no PNG/JPEG/BMP/WebP decoder recognises it" if isinstance(exc, UnidentifiedImageError) else exc
+            raise ValueError(f"{file}: unreadable or corrupt image ({reason}); re-save it as PNG or JPEG, or "
+                             "remove it") from None
+        entries.append((file.relative_to(root).as_posix(), hashlib.md5(raw).hexdigest()))
+    return np.stack(arrays), entries
+
+
+def _read_npy(path: Path, data: DataConfig) -> tuple[np.ndarray, np.ndarray, list[str] | None, list[tuple[str, str]]]:
+    """A .npy source's NHWC images, labels (from `<name>.labels.npy` when present, else 0), class names and
+    (file name, md5) of each file read; ValueError naming the file for a bad dtype, rank or channel count."""
+    images = _load_checked(path)
+    if images.dtype != np.uint8:
+        raise ValueError(f"{path}: dtype {images.dtype}, expected uint8 (0-255); save it as "
+                         "np.clip(images, 0, 255).astype(np.uint8)")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or not images.size:
+        raise ValueError(f"{path}: shape {images.shape}; expected N×H×W×C (C 1 or 3) or N×H×W with N ≥ 1")
+    if images.shape[-1] != data.channels:
+        raise ValueError(f"{path}: {images.shape[-1]}-channel images, but data.channels is {data.channels}; set "
+                         f"data.channels: {images.shape[-1]}")
+    entries = [(path.name, file_digest(path))]
+    labels_path = path.with_name(path.name.removesuffix(".npy") + ".labels.npy")
+    if not labels_path.exists():
+        return images, np.zeros(len(images), dtype=np.int64), None, entries
+    labels = _load_checked(labels_path)
+    if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),) or labels.min() < 0:
+        raise ValueError(f"{labels_path}: {labels.dtype} labels of shape {labels.shape}; expected {len(images)} "
+                         f"integers ≥ 0, one per image of {path.name} (or remove it: no labels)")
+    entries.append((labels_path.name, file_digest(labels_path)))
+    return images, labels.astype(np.int64), [str(k) for k in range(int(labels.max()) + 1)], entries
+
+
+def _load_checked(path: Path) -> np.ndarray:
+    try:
+        return load_npy(path)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"{path}: not a readable .npy ({exc}); write it with numpy.save") from None

@@ -66,8 +66,9 @@ def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, 
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NAME
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    run_tags = {MLFLOW_RUN_NAME: name, "genbench.name": name, "genbench.family": config["family"],
-                "genbench.stage": "register", **provenance}
+    run_tags = {MLFLOW_RUN_NAME: f"{name} seed {config['seed']}", "genbench.name": name,
+                "genbench.family": config["family"], "genbench.seed": str(config["seed"]), "genbench.stage": "register",
+                **provenance}
     if "dataset" in manifest:
         run_tags["genbench.dataset"] = str(manifest["dataset"])
     if commit != "unknown":

@@ -1,237 +1,314 @@
-"""Stage 6: the comparison people read — a markdown table, a sample grid per family and the loss curves."""
+"""Stage 6: `results/`, the comparison a thesis chapter cites, rebuilt from the files the other stages wrote.
+
+    results.{csv,md,tex}, cost.{csv,md,tex}, runs.csv   the tables (components/results.py says which is which)
+    summary.json                                        every row's statistics and provenance (`genbench compare`)
+    figures/<name>.{png,pdf}                            samples, losses, fid_curve, precision_recall,
+                                                        vae_interpolation, ddpm_trajectory, sweep_<name>
+    grids/<name>.png                                    each entry's first 64 samples (its first seed) at 2×
+    index.html                                          one offline page: the tables and every figure, embedded
+
+The folder is assembled beside the old one and swapped in whole, so a killed report never leaves a mix.
+"""
 
 from __future__ import annotations
 
+import base64
+import html
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
+from ..config import Config
 from ..layout import REAL, Layout
+from . import figures
+from . import results as tables
 from .artifacts import curves as group_curves
 from .artifacts import load_trained, read_history, read_summary, to_model_range, to_uint8_nhwc
-from .io import atomic_path, load_npy, read_json, require_file, write_json
+from .io import file_digest, load_npy, read_json, require_file, write_json
+from .run_logging import git_commit
 
 GRID_IMAGES = 64
-REAL_LABEL = "real data (held-out images)"
-LOSS_PANELS_PER_ROW = 4
+TRAJECTORY_IMAGES = 3
+TRAJECTORY_COLUMNS = 6
+INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 4, 8
 
 
-def report(families: list[str], layout: Layout, out_dir: Path, sweeps: list[str] | None = None) -> Path:
-    """Write report.md, summary.json, grids/<family>.png, grids/reference.png and losses.png to out_dir from the
-    project `layout`'s samples, metrics and runs, with the real-data row (metrics/real.json) as the floor the
-    families are read against; grids/vae_interpolation.png when the vae is among `families`, fid_curve.png
-    when a run measured an FID curve (`train.fid_every`), and a table and sweeps.png for the `sweeps` that
-    sampled any value. Returns report.md's path."""
+def report(config: Config, layout: Layout, out_dir: Path) -> Path:
+    """Write results/ for `config.families` × `config.seeds` and `config.sweeps` from `layout`'s files; returns
+    index.html's path. Every input is checked before anything is written."""
     out_dir = Path(out_dir)
-    swept = [read_json(require_file(layout.sweep_summary(name), f"genbench sweep {name}")) for name in sweeps or []]
+    lock_path = layout.root / "dvc.lock"
+    lock = (yaml.safe_load(lock_path.read_text()) or {}) if lock_path.exists() else {}
+    rows = [_entry(name, config, layout, lock) for name in config.families]
+    real_metrics = read_json(require_file(layout.real_metrics, f"genbench evaluate {REAL}"))
+    rows.append(tables.real_row(real_metrics))
+    swept = [read_json(require_file(layout.sweep_summary(name), f"genbench sweep {name}")) for name in config.sweeps]
     swept = [record for record in swept if record["rows"]]
-    for family in families:
-        require_file(layout.samples(family), f"genbench sample {family}")
-        require_file(layout.metrics(family), f"genbench evaluate {family}")
-    real = _real_row(read_json(require_file(layout.metrics(REAL), f"genbench evaluate {REAL}")))
-    metrics = {family: read_json(layout.metrics(family)) for family in families}
-    rows = [_row(family, metrics[family], read_summary(layout.run(family)).model_dump()) for family in families]
+    provenance = {"data_manifest_md5": file_digest(require_file(layout.manifest, "genbench prepare")),
+                  "git_commit": git_commit(layout.root)}
+    extractor = real_metrics.get("feature_extractor", {})
+    extractor_text = f"{extractor.get('name', '?')} (sha256 {extractor.get('sha256', '?')[:12]})"
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        costs = tables.cost_rows(rows)
+        text = {
+            "results.csv": tables.results_csv(rows, provenance),
+            "results.md": tables.results_markdown(rows, provenance, extractor_text) + _sweep_markdown(swept),
+            "results.tex": tables.results_latex(rows, provenance),
+            "cost.csv": tables.cost_csv(costs),
+            "cost.md": tables.cost_markdown(costs),
+            "cost.tex": tables.cost_latex(costs),
+            "runs.csv": tables.runs_csv(rows),
+        }
+        for name, content in text.items():
+            (staging / name).write_text(content)
+        write_json(staging / "summary.json", _summary(rows, provenance, swept, costs))
+        shown = _figures(config, layout, rows, real_metrics, swept, staging)
+        (staging / "index.html").write_text(_index(text, shown, staging))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir / "index.html"
+
+
+def _entry(name: str, config: Config, layout: Layout, lock: dict[str, Any]) -> tables.Row:
+    """An entry's row from its runs under every seed (each file checked, naming the command that makes it), with
+    the dvc.lock hashes of its stages when DVC ran them."""
+    metrics, summaries, samples, runs = [], [], [], []
+    for seed in config.seeds:
+        where = f"{name} --seed {seed}"
+        run_dir = layout.run(name, seed)
+        summary = read_summary(run_dir).model_dump()
+        sample_path = require_file(layout.samples(name, seed), f"genbench sample {where}")
+        record = read_json(require_file(sample_path.with_suffix(".json"), f"genbench sample {where}"))
+        result = read_json(require_file(layout.metrics(name, seed), f"genbench evaluate {where}"))
+        registered = read_json(layout.registry(name, seed)) if layout.registry(name, seed).exists() else {}
+        metrics.append(result)
+        summaries.append(summary)
+        samples.append(record)
+        stage = f"{name}-{seed}"
+        runs.append({
+            "name": name, "seed": seed, "mlflow_run_id": registered.get("run_id", ""),
+            "model_name": registered.get("model_name", ""), "model_version": registered.get("version", ""),
+            "train_stage": tables.stage_hash(lock, f"train@{stage}"),
+            "sample_stage": tables.stage_hash(lock, f"sample@{stage}"),
+            "evaluate_stage": tables.stage_hash(lock, f"evaluate@{stage}"),
+            "weights_sha256": record["weights_sha256"], "samples_md5": result.get("samples_md5", ""),
+            "fid": result["fid"], "train_seconds": summary["seconds"], "train_steps": summary["steps"],
+            "device_name": summary.get("device_name") or summary["device"],
+            "sample_seconds_per_image": record["seconds"] / record["n"],
+        })
+    return tables.entry_row(name, config.family(name).family, config.seeds, metrics, summaries, samples, runs)
+
+
+def _summary(rows: list[tables.Row], provenance: dict[str, str], swept: list[dict[str, Any]],
+             costs: list[dict[str, Any]]) -> dict[str, Any]:
+    def stat(value: tables.Stat) -> dict[str, Any]:
+        return {"mean": value.mean, "std": value.std, "ci95": list(value.interval) if value.interval else None}
+
+    return {
+        "provenance": provenance,
+        "rows": [{"name": row.name, "family": row.family, "seeds": list(row.seeds), "n_samples": row.n_samples,
+                  "n_reference": row.n_reference, "num_parameters": row.num_parameters,
+                  "network_evaluations": row.network_evaluations,
+                  "metrics": {key: stat(value) for key, value in row.stats.items()},
+                  "runs": row.runs} for row in rows],
+        "cost": costs,
+        "sweeps": swept,
+    }
+
+
+def _figures(config: Config, layout: Layout, rows: list[tables.Row], real: dict[str, Any],
+             swept: list[dict[str, Any]], out: Path) -> list[tuple[str, str, str]]:
+    """Every figure the inputs allow; returns (file stem, title, caption) of each, in reading order."""
+    shown: list[tuple[str, str, str]] = []
+    fig_dir, grid_dir = out / "figures", out / "grids"
+    fig_dir.mkdir()
+    grid_dir.mkdir()
+    first = config.seeds[0]
     reference = load_npy(layout.reference)
-    save_grid(reference, out_dir / "grids" / "reference.png")
-    for family in families:
-        save_grid(load_npy(layout.samples(family)), out_dir / "grids" / f"{family}.png")
-    curves = {family: group_curves(read_history(layout.run(family))) for family in families}
-    _plot_losses(curves, out_dir / "losses.png")
-    fid_curves = plot_fid_curves(curves, out_dir / "fid_curve.png")
-    if "vae" in families:
-        save_interpolation(layout.run("vae"), reference, out_dir / "grids" / "vae_interpolation.png")
-    if swept:
-        _plot_sweeps(swept, real, out_dir / "sweeps.png")
-    write_json(out_dir / "summary.json", {"real_data": real, "families": rows, "sweeps": swept})
-    text = _markdown(rows, real, metrics[families[0]] if families else {}, fid_curves) + _sweep_markdown(swept)
-    path = out_dir / "report.md"
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path
+    grids = {"real (reference)": figures.tile(reference[:GRID_IMAGES])}
+    figures.save_png(figures.tile(reference[:GRID_IMAGES], zoom=2), grid_dir / "reference.png")
+    for name in config.families:
+        images = load_npy(layout.samples(name, first))[:GRID_IMAGES]
+        grids[name] = figures.tile(images)
+        figures.save_png(figures.tile(images, zoom=2), grid_dir / f"{name}.png")
+    figures.samples(grids, fig_dir / "samples")
+    shown.append(("samples", "Samples", f"The first {GRID_IMAGES} images of each entry (seed {first}; image i from "
+                  "the same noise seed in every entry) beside real reference images."))
+
+    points = {}
+    for row in tables.ordered(rows):
+        p, r = row.stats["precision"], row.stats["recall"]
+        points[row.label] = {"precision": p.mean, "recall": r.mean, "real": row.family == "real",
+                             "precision_err": _error_bar(p), "recall_err": _error_bar(r)}
+    figures.precision_recall(points, fig_dir / "precision_recall")
+    shown.append(("precision_recall", "Precision and recall",
+                  "Each entry's improved precision and recall (k = "
+                  f"{real.get('k', '?')}); bars: the spread the table gives. The star is real held-out data."))
+
+    history = {name: [group_curves(read_history(layout.run(name, seed))) for seed in config.seeds]
+               for name in config.families}
+    if figures.fid_curves(history, fig_dir / "fid_curve"):
+        shown.append(("fid_curve", "FID during training", "EMA weights on fixed seeds against the validation "
+                      "split (never the test split): what model selection sees. Comparable only within a curve."))
+
+    vae = next((name for name in config.families if config.family(name).family == "vae"), None)
+    if vae is not None:
+        _interpolation(layout.run(vae, first), reference, fig_dir / "vae_interpolation")
+        shown.append(("vae_interpolation", f"{vae}: latent interpolation", "Each row decodes the straight line "
+                      "between the posterior means of two real reference images; the ends are reconstructions."))
+
+    ddpm = next((name for name in config.families if config.family(name).family == "ddpm"), None)
+    if ddpm is not None:
+        _trajectory(ddpm, config, layout.run(ddpm, first), first, fig_dir / "ddpm_trajectory")
+        shown.append(("ddpm_trajectory", f"{ddpm}: denoising trajectory", "Ancestral sampling of the first "
+                      f"{TRAJECTORY_IMAGES} images: x_t (upper row of each pair) and the network's estimate of x0 "
+                      "(lower row) at the timesteps shown."))
+
+    for record in swept:
+        figures.sweep(record, real, fig_dir / f"sweep_{record['name']}")
+        shown.append((f"sweep_{record['name']}", f"Sweep {record['name']}", f"{record['entry']}'s weights (seed "
+                      f"{first}) re-sampled once per {record['vary']}, nothing retrained; dashed: real data."))
+
+    figures.losses(history, fig_dir / "losses")
+    shown.append(("losses", "Training losses", "Per-step losses of each entry; the first seed bold, the others "
+                  "thin."))
+    return shown
 
 
-def save_grid(images: np.ndarray, path: Path, count: int = GRID_IMAGES, zoom: int = 2, nrow: int = 8,
-              padding: int = 2) -> None:
-    """Tile the first `count` uint8 NHWC images into an `nrow`-wide RGB PNG on white, `padding` pixels apart,
-    each pixel shown as zoom×zoom: torchvision's `save_image` layout, in numpy, because importing torchvision
-    costs a report process ~10 s on 2 cores."""
-    from PIL import Image
-
-    tiles = images[:count].repeat(zoom, axis=1).repeat(zoom, axis=2)
-    tiles = np.repeat(tiles, 3, axis=3) if tiles.shape[3] == 1 else tiles
-    n, h, w, _ = tiles.shape
-    cols, rows = min(nrow, n), -(-n // min(nrow, n))
-    grid = np.full((rows * (h + padding) + padding, cols * (w + padding) + padding, 3), 255, dtype=np.uint8)
-    for i, tile in enumerate(tiles):
-        top, left = (i // cols) * (h + padding) + padding, (i % cols) * (w + padding) + padding
-        grid[top : top + h, left : left + w] = tile
-    with atomic_path(path) as tmp:
-        Image.fromarray(grid).save(tmp, format="png")
+def _error_bar(stat: tables.Stat) -> list[float] | None:
+    """[below, above] the mean: the std, or the interval's distances."""
+    if stat.mean is None:
+        return None
+    if stat.std is not None:
+        return [stat.std, stat.std]
+    if stat.interval is not None:
+        return [max(stat.mean - stat.interval[0], 0.0), max(stat.interval[1] - stat.mean, 0.0)]
+    return None
 
 
-def save_interpolation(run_dir: Path, real: np.ndarray, path: Path, pairs: int = 4, steps: int = 8) -> None:
-    """Rows of `steps` images from the trained VAE's latent path between real images 2k and 2k+1, so whether
-    the latent space is smooth (every point decodes to a plausible garment) can be seen at a glance."""
+def _interpolation(run_dir: Path, reference: np.ndarray, stem: Path) -> None:
     import torch
 
     from ..models.vae import interpolate
 
     vae, _ = load_trained(run_dir)
-    images = to_model_range(real[: 2 * pairs])
-    rows = [interpolate(vae, images[2 * k], images[2 * k + 1], steps) for k in range(len(images) // 2)]
-    save_grid(to_uint8_nhwc(torch.cat(rows)), path, count=steps * len(rows), nrow=steps)
+    images = to_model_range(reference[: 2 * INTERPOLATION_PAIRS])
+    with torch.no_grad():
+        rows = [to_uint8_nhwc(interpolate(vae, images[2 * k], images[2 * k + 1], INTERPOLATION_STEPS))
+                for k in range(INTERPOLATION_PAIRS)]
+    weights = [f"{w:.2f}" for w in np.linspace(0, 1, INTERPOLATION_STEPS)]
+    figures.image_rows(rows, [f"pair {k + 1}" for k in range(len(rows))], [f"α={w}" for w in weights],
+                       "VAE latent interpolation", stem)
 
 
-def _row(name: str, metrics: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "family": summary["family"],
-        "fid": metrics["fid"],
-        "precision": metrics["precision"],
-        "recall": metrics["recall"],
-        "n_samples": metrics["n_samples"],
-        "n_reference": metrics["n_reference"],
-        "num_parameters": summary["num_parameters"],
-        "steps": summary["steps"],
-        "train_seconds": summary["seconds"],
-        "device": summary["device"],
-    }
+def _trajectory(name: str, config: Config, run_dir: Path, seed: int, stem: Path) -> None:
+    """x_t and the x0 estimate along the ancestral path, from the images' own sample generators."""
+    from ..models.samplers import trajectory
+    from .sample import image_generator, image_labels
 
-
-def _real_row(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The real-data row: its metrics, and no model columns (it is not a model)."""
-    keys = ("fid", "precision", "recall", "n_samples", "n_reference")
-    return {"name": REAL_LABEL, **{key: metrics[key] for key in keys}}
-
-
-def _label(row: dict[str, Any]) -> str:
-    """The entry's name, with its family when it is a named variant."""
-    return row["name"] if row["name"] == row["family"] else f"{row['name']} ({row['family']})"
-
-
-def _markdown(rows: list[dict[str, Any]], real: dict[str, Any], metrics: dict[str, Any], fid_curves: bool) -> str:
-    lines = [
-        "# genbench report",
-        "",
-        "| model | FID ↓ | precision ↑ | recall ↑ | samples | reference | parameters | steps | train time | device |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-        f"| {real['name']} | {real['fid']:.2f} | {real['precision']:.3f} | {real['recall']:.3f} "
-        f"| {real['n_samples']} | {real['n_reference']} | not a model | – | – | – |",
-    ]
-    for r in sorted(rows, key=lambda r: r["fid"]):
-        lines.append(
-            f"| {_label(r)} | {r['fid']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['n_samples']} "
-            f"| {r['n_reference']} | {r['num_parameters']:,} | {r['steps']} | {r['train_seconds']:.0f} s "
-            f"| {r['device']} |"
-        )
-    extractor = metrics.get("feature_extractor", {})
-    lines += [
-        "",
-        f"Features: {extractor.get('name', '?')} (sha256 `{extractor.get('sha256', '?')[:16]}…`), "
-        f"preprocessing {metrics.get('preprocessing', {})}.",
-        "",
-        f"The first row is not a model: {real['n_samples']} real images held out from training and model "
-        "selection (`data/prepared/holdout.npy`), scored exactly as the samples are. It is what real data scores "
-        "at this N, the floor to read every family's numbers against (small N biases FID upward for real data too).",
-        "Final numbers are measured against the test-split reference (`data/prepared/reference.npy`); model "
-        "selection (the FID curve during training) measures against the validation split held out from the "
-        "training images (`data/prepared/validation.npy`).",
-    ]
-    lines += [f"> {warning}" for warning in metrics.get("warnings", [])]
-    lines += ["", "## Samples", "", "Real (reference set):", "", "![reference](grids/reference.png)", ""]
-    for r in rows:
-        lines += [f"### {_label(r)}", "", f"![{r['name']}](grids/{r['name']}.png)", ""]
-    if any(r["name"] == "vae" for r in rows):
-        lines += ["### vae: latent interpolation", "",
-                  "Each row decodes the straight line between two real images' posterior means.", "",
-                  "![vae interpolation](grids/vae_interpolation.png)", ""]
-    lines += ["## Training losses", "", "![losses](losses.png)", ""]
-    if fid_curves:
-        lines += ["## FID during training", "",
-                  "EMA weights on fixed seeds (`train.fid_every`, `train.fid_n` images): a trend, comparable only "
-                  "within a curve.", "", "![FID curve](fid_curve.png)", ""]
-    return "\n".join(lines)
-
-
-Curves = dict[str, list[tuple[int, float]]]  # history name → [(step, value)]
-
-
-def _plot_losses(curves: dict[str, Curves], path: Path) -> None:
-    """One panel per family with its groups' losses, four panels to a row."""
-    plt = _pyplot()
-    cols = min(LOSS_PANELS_PER_ROW, len(curves))
-    rows = -(-len(curves) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
-    for ax, (family, series) in zip(axes.flat, curves.items()):
-        for name, points in series.items():
-            if name.endswith("/loss"):
-                ax.plot(*zip(*points), label=name)
-        ax.set(title=family, xlabel="step", ylabel="loss")
-        ax.legend(fontsize="small")
-    for ax in list(axes.flat)[len(curves):]:
-        ax.set_visible(False)
-    _save_figure(plt, fig, path)
-
-
-def plot_fid_curves(curves: dict[str, Curves], path: Path) -> bool:
-    """One FID-vs-step line per family that measured a curve; False (and no file) when none did."""
-    measured = {family: series["fid_curve"] for family, series in curves.items() if series.get("fid_curve")}
-    if not measured:
-        return False
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for family, points in measured.items():
-        ax.plot(*zip(*points), marker="o", label=family)
-    ax.set(xlabel="step", ylabel="FID (curve points)", title="FID during training")
-    ax.legend(fontsize="small")
-    _save_figure(plt, fig, path)
-    return True
+    model, _ = load_trained(run_dir)
+    steps = model.schedule.timesteps
+    times = sorted({round(t) for t in np.linspace(steps - 1, 0, TRAJECTORY_COLUMNS)}, reverse=True)
+    variance = getattr(config.sampling_for(name), "variance_type", "fixed_large")
+    indices = range(TRAJECTORY_IMAGES)
+    path = trajectory(model, [image_generator(seed, i) for i in indices], times,
+                      image_labels(indices, model.num_classes), variance)
+    rows, labels = [], []
+    for i in indices:
+        rows += [np.stack([to_uint8_nhwc(x_t[i : i + 1])[0] for _, x_t, _ in path]),
+                 np.stack([to_uint8_nhwc(x0[i : i + 1])[0] for _, _, x0 in path])]
+        labels += [f"#{i} x_t", f"#{i} x0 est."]
+    figures.image_rows(rows, labels, [f"t = {t}" for t, _, _ in path], f"{name}: ancestral sampling, T = {steps}",
+                       stem)
 
 
 def _sweep_markdown(swept: list[dict[str, Any]]) -> str:
-    """A table per sweep: FID, precision, recall and sampling time per value of the swept setting."""
+    """A table per sweep (FID, precision, recall per value); sampling times are in summary.json."""
     if not swept:
         return ""
-    lines = ["## Sampling sweeps", "", "The same trained weights re-sampled (same seeds) once per value; "
-             "nothing retrained.", ""]
+    lines = ["", "## Sampling sweeps", "", "The same trained weights (first seed) re-sampled with the same seeds "
+             "once per value; nothing retrained.", ""]
     for record in swept:
         held = ", ".join(f"{k}={v}" for k, v in record["set"].items())
         lines += [f"### {record['name']}: {record['entry']}, {record['vary']}" + (f" ({held})" if held else ""), "",
-                  f"| {record['vary']} | FID ↓ | precision ↑ | recall ↑ | samples | sampling s/image |",
-                  "|---:|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['value']} | {r['fid']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['n_samples']} "
-                  f"| {r['seconds_per_image']:.4f} |" for r in record["rows"]]
+                  f"| {record['vary']} | FID ↓ | precision ↑ | recall ↑ | samples |", "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['value']} | {r['fid']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['n_samples']} |"
+                  for r in record["rows"]]
         lines.append("")
-    return "\n".join([*lines, "![sweeps](sweeps.png)", ""])
+    return "\n".join(lines)
 
 
-def _plot_sweeps(swept: list[dict[str, Any]], real: dict[str, Any], path: Path) -> None:
-    """FID against the swept value, one panel per sweep, with the real-data floor as a dashed line."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(swept), figsize=(4.5 * len(swept), 3.4), squeeze=False)
-    for ax, record in zip(axes.flat, swept):
-        values = [r["value"] for r in record["rows"]]
-        ax.plot(values, [r["fid"] for r in record["rows"]], marker="o", label=record["entry"])
-        ax.axhline(real["fid"], linestyle="--", color="grey", label="real data")
-        ax.set(title=record["name"], xlabel=record["vary"], ylabel="FID")
-        if record["vary"] == "sample_steps" and len(values) > 1:
-            ax.set_xscale("log")
-        ax.legend(fontsize="small")
-    _save_figure(plt, fig, path)
+def _index(text: dict[str, str], shown: list[tuple[str, str, str]], out: Path) -> str:
+    """One self-contained page: the tables (from the markdown written beside it) and every figure inline."""
+    def embedded(stem: str) -> str:
+        data = base64.b64encode((out / "figures" / f"{stem}.png").read_bytes()).decode()
+        return f'<img alt="{html.escape(stem)}" src="data:image/png;base64,{data}">'
+
+    sections = [
+        "<h2>Results</h2>", _markdown_html(text["results.md"]),
+        "<h2>Cost</h2>", _markdown_html(text["cost.md"]),
+    ]
+    for stem, title, caption in shown:
+        sections += [f'<figure id="{html.escape(stem)}"><h3>{html.escape(title)}</h3>{embedded(stem)}'
+                     f"<figcaption>{html.escape(caption)} "
+                     f'(<code>figures/{html.escape(stem)}.pdf</code> for print)</figcaption></figure>']
+    return PAGE.format(body="\n".join(sections))
 
 
-def _pyplot():
-    import matplotlib
+def _markdown_html(markdown: str) -> str:
+    """The subset of markdown our tables use: pipe tables, ### headings, paragraphs, `code`."""
+    out, table = [], []
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def inline(text: str) -> str:
+        parts = html.escape(text).split("`")
+        return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
-    return plt
+    def flush() -> None:
+        if table:
+            head, body = table[0], table[2:]
+            out.append("<table><thead><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr></thead><tbody>"
+                       + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in body)
+                       + "</tbody></table>")
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append([cell.strip() for cell in line.strip().strip("|").split(" | ")])
+            continue
+        flush()
+        if line.startswith("## "):
+            out.append(f"<h2>{inline(line[3:])}</h2>")
+        elif line.startswith("### "):
+            out.append(f"<h3>{inline(line[4:])}</h3>")
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    flush()
+    return "\n".join(out)
 
 
-def _save_figure(plt, fig, path: Path) -> None:
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>genbench results</title>
+<style>
+body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1180px; padding: 0 1em; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.8em 0; font-size: 13px; }}
+th, td {{ padding: 0.3em 0.7em; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }}
+th:first-child, td:first-child {{ text-align: left; }}
+thead th {{ border-bottom: 2px solid #444; }}
+figure {{ margin: 2em 0; }} figure img {{ max-width: 100%; }}
+figcaption {{ color: #555; font-size: 13px; max-width: 60em; }}
+code {{ background: #f3f3f3; padding: 0 0.25em; }}
+</style></head>
+<body><h1>genbench results</h1>
+{body}
+</body></html>
+"""

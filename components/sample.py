@@ -8,6 +8,7 @@ does not depend on the batch size. The sampler and its options come from `sampli
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ class SampleRecord(BaseModel):
     weights_sha256: str
     weights: str  # ema | raw
     num_classes: int
+    network_evaluations: int  # forward passes of the network per image (the report's cost column)
+    seconds: float  # wall time of the sampling loop (not in any file compared across runs)
     labels: str | None
     sampling: dict[str, Any]
     out: str
@@ -76,12 +79,15 @@ def sample(run_dir: Path, out_path: Path, name: str, settings: SampleConfig, sam
     if record.name != name:
         where = source["model_uri"] if source else run_dir
         raise ValueError(f"{where} holds the {record.name} model ({record.family}), not {name}")
-    sampling.check(family_spec(record.family).arch.model_validate(record.arch))
+    model_arch = family_spec(record.family).arch.model_validate(record.arch)
+    sampling.check(model_arch)
     n, batch_size = settings.n, settings.batch_size
+    started = time.perf_counter()
     with torch.inference_mode():
         batches = [draw_images(model, range(start, min(start + batch_size, n)), seed, sampling)
                    for start in tqdm(range(0, n, batch_size), desc=f"sample {name}", unit="batch", disable=None)]
     images = np.concatenate(batches)
+    seconds = time.perf_counter() - started
     out_path = Path(out_path)
     save_npy(out_path, images)
     result = SampleRecord(
@@ -89,6 +95,7 @@ def sample(run_dir: Path, out_path: Path, name: str, settings: SampleConfig, sam
         device=str(device),
         weights_sha256=file_digest(Path(run_dir) / WEIGHTS, "sha256"), weights="ema" if sampling.ema else "raw",
         num_classes=model.num_classes, labels="image i has class i % num_classes" if model.num_classes else None,
+        network_evaluations=sampling.network_evaluations(model_arch), seconds=round(seconds, 3),
         sampling=sampling.model_dump(mode="json"), out=str(out_path), source=source,
     )  # fmt: skip
     write_json(out_path.with_suffix(".json"), result.model_dump(mode="json", exclude_none=True))

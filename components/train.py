@@ -40,7 +40,7 @@ from .artifacts import (
     write_history,
     write_summary,
 )  # fmt: skip
-from .devices import pick_device
+from .devices import device_name, pick_device
 from .ema import EMA, averaged
 from .io import atomic_write, config_hash, file_digest, load_npy
 from .precision import Precision
@@ -68,7 +68,7 @@ def train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_di
     channels, image_size = images.shape[1], images.shape[2]
     device = pick_device(cfg.device)
     family = settings.family
-    frozen = load_frozen(name, family, settings.arch, channels, image_size)
+    frozen = load_frozen(name, family, settings.arch, channels, image_size, seed)
     torch.manual_seed(seed)
     model = build_model(family, channels, image_size, settings.arch,
                         **{argument: model for argument, (model, _) in frozen.items()}).to(device)
@@ -151,7 +151,8 @@ def train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_di
         averaged_state = ema.shadow | statistics
     save_weights(out_dir, model, averaged_state, {"name": name, "family": family, "config_sha256": fingerprint})
     summary = TrainSummary(name=name, family=family, steps=steps, seconds=round(seconds, 3),
-                           num_parameters=model.num_parameters(), device=str(device), precision=dtype,
+                           num_parameters=model.num_parameters(), device=str(device),
+                           device_name=device_name(device), precision=dtype,
                            channels_last=channels_last, config_sha256=fingerprint)
     write_summary(out_dir, summary)
     return summary

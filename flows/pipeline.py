@@ -1,5 +1,5 @@
-"""The Prefect driver: prepare → evaluate real → (train → sample → evaluate → register) per entry → sweeps →
-report.
+"""The Prefect driver: prepare → evaluate real → (train → sample → evaluate → register) per entry and seed →
+sweeps → report.
 
 Each task calls one component, exactly what the CLI command of the same name (and so `dvc repro`) calls, and
 adds a name and retries, nothing else. Tasks retry only transient I/O failures (flows/retries.py): a config or
@@ -36,60 +36,62 @@ def prepare(config: Config) -> None:
     prepare_component(config.data, config.seed, HERE.data, HERE.downloads)
 
 
-@stage(task_run_name="train-{family}")
-def train(family: str, config: Config) -> None:
-    train_component(family, config.family(family), config.seed, HERE.data, HERE.run(family), cache_dir=HERE.cache)
+@stage(task_run_name="train-{family}-seed-{seed}")
+def train(family: str, seed: int, config: Config) -> None:
+    train_component(family, config.family(family), seed, HERE.data, HERE.run(family, seed), cache_dir=HERE.cache)
 
 
-@stage(task_run_name="sample-{family}")
-def sample(family: str, config: Config) -> None:
-    sample_component(HERE.run(family), HERE.samples(family), family, config.sample, config.sampling_for(family),
-                     config.seed)
+@stage(task_run_name="sample-{family}-seed-{seed}")
+def sample(family: str, seed: int, config: Config) -> None:
+    sample_component(HERE.run(family, seed), HERE.samples(family, seed), family, config.sample,
+                     config.sampling_for(family), seed)
 
 
-@stage(task_run_name="evaluate-{family}")
-def evaluate(family: str, config: Config) -> None:
-    evaluate_component(HERE.samples(family), HERE.reference, HERE.metrics(family), cache_dir=HERE.cache,
+@stage(task_run_name="evaluate-{family}-seed-{seed}")
+def evaluate(family: str, seed: int, config: Config) -> None:
+    evaluate_component(HERE.samples(family, seed), HERE.reference, HERE.metrics(family, seed), cache_dir=HERE.cache,
                        settings=config.evaluate)
 
 
 @stage(task_run_name=f"evaluate-{REAL}")
 def evaluate_real(config: Config) -> None:
-    evaluate_real_component(HERE.holdout, HERE.reference, HERE.metrics(REAL), cache_dir=HERE.cache,
+    evaluate_real_component(HERE.holdout, HERE.reference, HERE.real_metrics, cache_dir=HERE.cache,
                             settings=config.evaluate)
 
 
-@stage(task_run_name="register-{family}")
-def register(family: str) -> None:
-    register_component(family, HERE.run(family), HERE.metrics(family), HERE.manifest, HERE.registry(family),
-                       project_dir=HERE.root.resolve(), tags={"prefect.flow_run_id": str(runtime.flow_run.id)})
+@stage(task_run_name="register-{family}-seed-{seed}")
+def register(family: str, seed: int) -> None:
+    register_component(family, HERE.run(family, seed), HERE.metrics(family, seed), HERE.manifest,
+                       HERE.registry(family, seed), project_dir=HERE.root.resolve(),
+                       tags={"prefect.flow_run_id": str(runtime.flow_run.id)})
 
 
 @stage(task_run_name="sweep-{name}")
 def sweep(name: str, config: Config) -> None:
-    spec = config.sweeps[name]
-    sweep_component(name, spec, HERE.run(spec.entry), config.sampling_for(spec.entry), config.sample, config.seed,
+    spec, seed = config.sweeps[name], config.seeds[0]
+    sweep_component(name, spec, HERE.run(spec.entry, seed), config.sampling_for(spec.entry), config.sample, seed,
                     HERE.reference, HERE.sweep(name), HERE.sweep_summary(name), cache_dir=HERE.cache,
                     evaluate_settings=config.evaluate)
 
 
 @stage
 def report(config: Config) -> None:
-    report_component(list(config.families), HERE, HERE.report, list(config.sweeps))
+    report_component(config, HERE, HERE.results)
 
 
 @flow(name="genbench-pipeline", log_prints=True)
 def pipeline(params: str = "params.yaml", profile: str | None = None) -> None:
-    """prepare → the real-data floor → (train → sample → evaluate → register) per entry → sampling sweeps →
-    report, in the current folder."""
+    """prepare → the real-data floor → (train → sample → evaluate → register) per entry and seed → sampling
+    sweeps → report, in the current folder."""
     config = load_config(Path(params), profile)
     prepare(config)
     evaluate_real(config)
     for family in config.families:
-        train(family, config)
-        sample(family, config)
-        evaluate(family, config)
-        register(family)
+        for seed in config.seeds:
+            train(family, seed, config)
+            sample(family, seed, config)
+            evaluate(family, seed, config)
+            register(family, seed)
     for name in config.sweeps:
         sweep(name, config)
     report(config)

@@ -49,6 +49,8 @@ ProfileOpt = Annotated[
 FamilyArg = Annotated[str, typer.Argument(
     help="Entry: a model family (vae, dcgan, ddpm, ...) or a named variant declared under `models` "
          "(`genbench models` lists them).")]
+SeedOpt = Annotated[Optional[int], typer.Option(
+    "--seed", help="Which of `seeds` (params) this run is [default: the first]; its files sit under seed-SEED.")]
 
 
 @contextmanager
@@ -77,6 +79,11 @@ def _config(params: Path, profile: str | None, family: str | None = None) -> Con
         return config
 
 
+def _seed(config: Config, seed: int | None) -> int:
+    with _input_errors():
+        return config.check_seed(seed)
+
+
 @app.command()
 def prepare(
     params: ParamsOpt = HERE.params, profile: ProfileOpt = None, out: Annotated[Path, typer.Option()] = HERE.data
@@ -94,14 +101,16 @@ def train(
     family: FamilyArg,
     params: ParamsOpt = HERE.params,
     profile: ProfileOpt = None,
+    seed: SeedOpt = None,
     data: Annotated[Path, typer.Option(help="Prepared data folder.")] = HERE.data,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY].")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY/seed-SEED].")] = None,
 ) -> None:
-    """Train one family; resumes from runs/FAMILY/checkpoint.pt when the config is unchanged."""
+    """Train one family under one seed; resumes from its checkpoint.pt when the config is unchanged."""
     config = _config(params, profile, family)
+    seed = _seed(config, seed)
     from .components.train import train as run_train
 
-    summary = _call(run_train, family, config.family(family), config.seed, data, out or HERE.run(family),
+    summary = _call(run_train, family, config.family(family), seed, data, out or HERE.run(family, seed),
                     cache_dir=HERE.cache)
     typer.echo(f"trained {family}: {summary.steps} steps in {summary.seconds:.0f} s on {summary.device}")
 
@@ -111,15 +120,18 @@ def sample(
     family: FamilyArg,
     params: ParamsOpt = HERE.params,
     profile: ProfileOpt = None,
-    run: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY].")] = None,
+    seed: SeedOpt = None,
+    run: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY/seed-SEED].")] = None,
     model: Annotated[Optional[str], typer.Option(
         help="Sample a registered version instead of a run folder: models:/genbench-FAMILY@champion or "
              "models:/genbench-FAMILY/VERSION (from the MLflow registry genbench logs to).")] = None,
     out: Annotated[Optional[Path], typer.Option(
-        help="Output .npy [default: samples/FAMILY.npy; with --model samples/FAMILY-vVERSION.npy].")] = None,
+        help="Output .npy [default: samples/FAMILY/seed-SEED.npy; with --model samples/FAMILY-vVERSION.npy].")] = None,
 ) -> None:
-    """Draw `sample.n` images (uint8 NHWC) from a trained family with the `sampling.FAMILY` settings."""
+    """Draw `sample.n` images (uint8 NHWC) from a trained family with the `sampling.FAMILY` settings; image i
+    depends on (SEED, i) only."""
     config = _config(params, profile, family)
+    seed = _seed(config, seed)
     if model and run:
         typer.echo("error: give --run or --model, not both", err=True)
         raise typer.Exit(2)
@@ -128,11 +140,11 @@ def sample(
 
     settings, sampling = config.sample, config.sampling_for(family)
     if model:
-        record = _call(sample_registered, model, family, settings, sampling, config.seed, HERE.samples_dir,
+        record = _call(sample_registered, model, family, settings, sampling, seed, HERE.samples_dir,
                        HERE.root.resolve(), out)
     else:
-        record = _call(run_sample, run or HERE.run(family), out or HERE.samples(family), family, settings,
-                       sampling, config.seed)
+        record = _call(run_sample, run or HERE.run(family, seed), out or HERE.samples(family, seed), family,
+                       settings, sampling, seed)
     origin = f" from {record.source['model_name']} v{record.source['version']}" if record.source else ""
     typer.echo(f"wrote {record.shape} to {record.out}{origin}")
 
@@ -143,10 +155,12 @@ def evaluate(
                                                "(data/prepared/holdout.npy), the report's floor.")],
     params: ParamsOpt = HERE.params,
     profile: ProfileOpt = None,
+    seed: SeedOpt = None,
     samples: Annotated[Optional[Path], typer.Option(
-        help=f"Images .npy [default: samples/FAMILY.npy; for {REAL} data/prepared/holdout.npy].")] = None,
+        help=f"Images .npy [default: samples/FAMILY/seed-SEED.npy; for {REAL} data/prepared/holdout.npy].")] = None,
     reference: Annotated[Path, typer.Option(help="Real reference .npy.")] = HERE.reference,
-    out: Annotated[Optional[Path], typer.Option(help="Metrics JSON [default: metrics/FAMILY.json].")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help=f"Metrics JSON [default: metrics/FAMILY/seed-SEED.json; for {REAL} metrics/{REAL}.json].")] = None,
 ) -> None:
     """FID, KID, precision/recall and more of a family's samples (or of the held-out real images, the floor they
     are read against) versus the held-out reference set."""
@@ -155,19 +169,27 @@ def evaluate(
     from .components.evaluate import evaluate as run_evaluate
     from .components.evaluate import evaluate_real
 
-    run = evaluate_real if real else run_evaluate
-    images = samples or (HERE.holdout if real else HERE.samples(family))
-    result = _call(run, images, reference, out or HERE.metrics(family), cache_dir=HERE.cache, settings=config.evaluate)
+    if real:
+        images, target = samples or HERE.holdout, out or HERE.real_metrics
+        result = _call(evaluate_real, images, reference, target, cache_dir=HERE.cache, settings=config.evaluate)
+    else:
+        seed = _seed(config, seed)
+        images, target = samples or HERE.samples(family, seed), out or HERE.metrics(family, seed)
+        result = _call(run_evaluate, images, reference, target, cache_dir=HERE.cache, settings=config.evaluate)
     typer.echo(f"{family}: FID {result['fid']:.2f}, precision {result['precision']:.3f}, recall {result['recall']:.3f}")
 
 
 @app.command()
 def register(
     family: FamilyArg,
-    run: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY].")] = None,
-    metrics: Annotated[Optional[Path], typer.Option(help="Metrics JSON [default: metrics/FAMILY.json].")] = None,
+    params: ParamsOpt = HERE.params,
+    profile: ProfileOpt = None,
+    seed: SeedOpt = None,
+    run: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY/seed-SEED].")] = None,
+    metrics: Annotated[Optional[Path], typer.Option(
+        help="Metrics JSON [default: metrics/FAMILY/seed-SEED.json].")] = None,
     manifest: Annotated[Path, typer.Option(help="Data manifest.")] = HERE.manifest,
-    out: Annotated[Optional[Path], typer.Option(help="Result JSON [default: registry/FAMILY.json].")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Result JSON [default: registry/FAMILY/seed-SEED.json].")] = None,
     tag: Annotated[Optional[list[str]], typer.Option(help="Extra MLflow run tag KEY=VALUE (repeatable).")] = None,
 ) -> None:
     """Log the run to MLflow, register a new model version and move `champion` if its FID is lower."""
@@ -175,10 +197,11 @@ def register(
     if len(tags) != len(tag or []):
         typer.echo("error: --tag takes KEY=VALUE", err=True)
         raise typer.Exit(2)
+    seed = _seed(_config(params, profile, family), seed)
     from .components.register import register as run_register
 
-    result = _call(run_register, family, run or HERE.run(family), metrics or HERE.metrics(family), manifest,
-                   out or HERE.registry(family), project_dir=HERE.root.resolve(), tags=tags)
+    result = _call(run_register, family, run or HERE.run(family, seed), metrics or HERE.metrics(family, seed),
+                   manifest, out or HERE.registry(family, seed), project_dir=HERE.root.resolve(), tags=tags)
     moved = "now champion" if result.promoted else f"champion stays v{result.champion_version}"
     typer.echo(f"registered {result.model_name} v{result.version} (FID {result.fid:.2f}; {moved})")
 
@@ -210,10 +233,10 @@ def sweep(
         raise typer.Exit(2)
     from .components.sweep import sweep as run_sweep
 
-    spec = config.sweeps[name]
-    record = _call(run_sweep, name, spec, HERE.run(spec.entry), config.sampling_for(spec.entry), config.sample,
-                   config.seed, HERE.reference, HERE.sweep(name), HERE.sweep_summary(name), cache_dir=HERE.cache,
-                   evaluate_settings=config.evaluate)
+    spec, seed = config.sweeps[name], config.seeds[0]
+    record = _call(run_sweep, name, spec, HERE.run(spec.entry, seed), config.sampling_for(spec.entry),
+                   config.sample, seed, HERE.reference, HERE.sweep(name), HERE.sweep_summary(name),
+                   cache_dir=HERE.cache, evaluate_settings=config.evaluate)
     for row in record.rows:
         typer.echo(f"{name}: {spec.vary}={row['value']}: FID {row['fid']:.2f}, precision {row['precision']:.3f}, "
                    f"recall {row['recall']:.3f}")
@@ -224,13 +247,14 @@ def sweep(
 def report(
     params: ParamsOpt = HERE.params,
     profile: ProfileOpt = None,
-    out: Annotated[Path, typer.Option(help="Report folder.")] = HERE.report,
+    out: Annotated[Path, typer.Option(help="Results folder.")] = HERE.results,
 ) -> None:
-    """Markdown comparison table, a sample grid per family and loss curves."""
+    """results/: the comparison tables (CSV, markdown, LaTeX) over every entry and seed with the real-data floor,
+    the cost table, every figure (PNG and PDF) and index.html, one offline page with all of them."""
     config = _config(params, profile)
     from .components.report import report as run_report
 
-    typer.echo(f"report: {_call(run_report, list(config.families), HERE, out, list(config.sweeps))}")
+    typer.echo(f"results: {_call(run_report, config, HERE, out)}")
 
 
 @app.command()
@@ -302,7 +326,7 @@ def models(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
     from .components.catalog import describe_families
 
     typer.echo(f"profile {config.profile}, {config.data.dataset} images")
-    rows = describe_families(config.models, config.data)
+    rows = describe_families(config.models, config.data, config.seeds[0])
     width = max(len(row.name) for row in rows)
     for row in rows:
         count = f"{row.num_parameters:,}" if row.num_parameters is not None else f"n/a: {row.unavailable}"
@@ -316,6 +340,26 @@ def show_params(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> 
 
     config = _config(params, profile)
     typer.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, width=120).rstrip())
+
+
+@app.command()
+def use(
+    profile: Annotated[str, typer.Argument(help="quick | full | thesis-cifar10 | thesis-keras")],
+    params: ParamsOpt = HERE.params,
+) -> None:
+    """Switch params.yaml to PROFILE: `profile:` and the plan dvc.yaml iterates (families, seeds, sweeps), so
+    `dvc repro` and `genbench run` then run that profile. Checked before writing; comments are kept."""
+    from .components.io import atomic_path
+    from .config import load_config
+    from .profiles import use_profile
+
+    with _input_errors():
+        text = use_profile(params.read_text(), profile, params)
+        with atomic_path(params) as tmp:
+            tmp.write_text(text)
+            config = load_config(tmp, None)
+    typer.echo(f"{params}: profile {config.profile}: {len(config.families)} entries × {len(config.seeds)} seeds "
+               f"({', '.join(config.families)}); sweeps: {', '.join(config.sweeps) or 'none'}")
 
 
 @app.command()

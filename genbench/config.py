@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from .models import REGISTRY
 from .models.config import PositiveInt, SamplingConfig, Strict, TrainConfig
@@ -22,11 +32,23 @@ from .profiles import PROFILES, ConfigError, describe, resolve_profiles
 
 __all__ = ["Config", "ConfigError", "FamilySettings", "SweepConfig", "load_config", "schema", "PROFILES"]
 
-Profile = Literal["tiny", "quick", "full"]
+Profile = Literal["tiny", "quick", "full", "thesis-cifar10", "thesis-keras"]
+ITERATED = ("families", "seeds", "sweeps")  # what dvc.yaml iterates: DVC reads them raw, before any profile
+
+
+FOLDER_FIELDS = {  # what `dataset: folder` needs, as the error says it
+    "path": "a path to a folder of images or a uint8 .npy",
+    "image_size": "an image_size (images are centre-cropped to a square and resized to it)",
+    "channels": "channels: 1 (grayscale) or 3 (RGB)",
+}
 
 
 class DataConfig(Strict):
-    dataset: Literal["fashion_mnist", "mnist", "cifar10"] = "fashion_mnist"  # 1×28×28, 1×28×28, 3×32×32
+    """`data`: which images, and how many go to each set. `folder` is your own images (at `path`), which have no
+    test split: all four sets are disjoint slices of one seeded shuffle of them (components/prepare.py)."""
+
+    # fashion_mnist, mnist: 1×28×28; cifar10: 3×32×32; folder: your images at `path`, channels×image_size²
+    dataset: Literal["fashion_mnist", "mnist", "cifar10", "folder"] = "fashion_mnist"
     train_size: PositiveInt = 48000  # training images taken from the train split (seeded subset)
     validation_size: PositiveInt = 2000  # held out from the train split, never trained on: what model selection
     # (the FID curve during training) measures against, so the test split stays unseen until evaluate
@@ -34,6 +56,25 @@ class DataConfig(Strict):
     # like samples (the report's real-data row); must equal sample.n, kept under `data` so that a sample.n change
     # does not re-run prepare
     reference_size: PositiveInt = 10000  # real images from the test split that final metrics compare against
+    # (folder: from the same images as the other three sets, disjoint from them)
+    # folder only: a folder of PNG/JPEG/BMP/WebP images (one sub-folder per class, or none), or a uint8 .npy of
+    # N×H×W×C or N×H×W; relative to the folder genbench runs in
+    path: str | None = Field(None, validate_default=True)
+    image_size: PositiveInt | None = Field(None, validate_default=True)  # folder only: side after crop and resize
+    channels: Literal[1, 3] | None = Field(None, validate_default=True)  # folder only: 1 grayscale, 3 RGB
+
+    @field_validator("path", "image_size", "channels")
+    @classmethod
+    def _folder_only(cls, value: Any, info: ValidationInfo) -> Any:
+        """A field validator (run on defaults too), not a model validator, so the error is located at
+        `data.<field>` and every missing or stray field is reported at once."""
+        dataset = info.data.get("dataset")  # absent when `dataset` itself was invalid
+        if dataset == "folder" and value in (None, ""):
+            raise ValueError(f"dataset folder needs {FOLDER_FIELDS[info.field_name]}")
+        if dataset not in (None, "folder") and value is not None:
+            raise ValueError(f"only dataset folder takes {info.field_name}; {dataset}'s images are fixed, so "
+                             "remove it (or set dataset: folder for your own images)")
+        return value
 
 
 class SampleConfig(Strict):
@@ -49,6 +90,8 @@ class EvaluateConfig(Strict):
     # fp32 (exact, the published protocol) | bf16 (autocast; faster on AMX CPUs and GPUs, FID slightly off);
     # every metrics file records it as `inception_precision`
     precision: Literal["fp32", "bf16"] = "fp32"
+    bootstrap: Annotated[int, Field(ge=0)] = 0  # resamples for 95 % intervals of FID, precision and recall (0: off);
+    # the report shows them when there is one seed (with several, it shows mean ± std over the seeds)
 
 
 NAME = re.compile(r"[a-z][a-z0-9_]*")  # an entry name is a folder, a DVC stage key and an MLflow model name
@@ -67,6 +110,8 @@ class SweepConfig(Strict):
     vary: str  # the `sampling.<entry>` field swept, e.g. sample_steps or guidance_scale
     values: tuple[int | float, ...] = ()  # one sample set of sample.n images per value (none: the stage does nothing)
     set: dict[str, Any] = {}  # other sampling fields held for the whole sweep (e.g. sampler: ddim)
+    n: PositiveInt | None = None  # images per value (default sample.n; fewer is cheaper, and only comparable
+    # within the sweep: FID is biased upward at small N)
 
     def sampling(self, base: SamplingConfig, value: float) -> SamplingConfig:
         """`base` (the entry's sampling settings) with `set` and `vary = value`, validated."""
@@ -86,8 +131,11 @@ class Config(Strict):
     has an entry under its own name, and a **named variant** (`models.ddpm_cfg: {family: ddpm, ...}`) is another
     entry of a registered family, with its own run folder, samples, metrics, registered model and report row."""
 
-    profile: Profile = "quick"  # tiny: tests (seconds); quick: README run (CPU minutes); full: GPU
-    seed: Annotated[int, Field(ge=0)] = 0  # one seed fixes data split, init, training order and samples
+    profile: Profile = "quick"  # tiny: tests; quick: README run (CPU minutes); full, thesis-*: GPU (docs/profiles.md)
+    seed: Annotated[int, Field(ge=0)] = 0  # fixes the data split and the metrics' own randomness (KID subsets,
+    # bootstrap): every seed of `seeds` is scored against the same reference
+    seeds: tuple[Annotated[int, Field(ge=0)], ...] = (0, 1, 2)  # one run per entry and seed (initialisation,
+    # batch order, samples); the report gives mean ± std over them
     families: tuple[str, ...] = ("vae", "dcgan", "ddpm")  # entries `genbench run` / `dvc repro` run, in order
     data: DataConfig = DataConfig()
     models: dict[str, FamilySettings] = {}  # models.<name>: family, arch and train (typed per family, see `schema`)
@@ -137,6 +185,8 @@ class Config(Strict):
                              "is declared under models with its family)")
         if len(set(self.families)) != len(self.families):
             raise ValueError(f"families: lists an entry twice: {list(self.families)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: needs one or more distinct seeds, got {list(self.seeds)}")
         for name in self.families:
             for argument, needed in REGISTRY[self.family(name).family].frozen.items():
                 run = getattr(self.family(name).arch, f"{argument}_run")
@@ -178,6 +228,15 @@ class Config(Strict):
             raise ValueError(f"unknown entry {name!r}; known: {', '.join(self.models)} (a variant is declared "
                              "under models with its family)")
         return self.models[name]
+
+    def check_seed(self, seed: int | None) -> int:
+        """`seed` if it is one of `seeds` (None: the first), else a clear error: the report aggregates `seeds`."""
+        if seed is None:
+            return self.seeds[0]
+        if seed not in self.seeds:
+            raise ValueError(f"seed {seed} is not in seeds {list(self.seeds)}; add it there (the report aggregates "
+                             "exactly those seeds)")
+        return seed
 
     def sampling_for(self, name: str) -> SamplingConfig:
         """`sampling.<name>`: how the sample stage draws from the entry."""
@@ -227,6 +286,14 @@ def load_config(path: Path | str = "params.yaml", profile: str | None = None) ->
     raw["profile"] = active
     origins: dict[tuple[str, ...], tuple[str, ...]] = {}
     resolved: dict[str, Any] = resolve_profiles(raw, active, path, (), origins)
+    plan = (raw.get("profiles") or {}).get(active) or {}
+    for key in ITERATED:
+        if key in plan and plan[key] != raw.get(key):
+            raise ConfigError(
+                f"{path}: {key}: profile {active}'s plan (profiles.{active}.{key}) is {plan[key]}, but the top-level "
+                f"{key}, which dvc.yaml iterates before any profile applies, is {raw.get(key)}; run `genbench use "
+                f"{active}` to switch the plan with the profile"
+            )
     try:
         return schema().model_validate(resolved)
     except ValidationError as exc:

@@ -1,7 +1,9 @@
 """Where each stage reads and writes inside a project folder.
 
-`dvc.yaml` spells the same paths out literally (DVC must see them); the CLI and the Prefect flow take them
-from here.
+An entry trained under several seeds (`seeds` in params) has one run per seed: `runs/<entry>/seed-<s>/`,
+`samples/<entry>/seed-<s>.npy`, `metrics/<entry>/seed-<s>.json`, `registry/<entry>/seed-<s>.json`; the report
+aggregates them. `dvc.yaml` spells the same paths out literally (DVC must see them); the CLI and the Prefect
+flow take them from here.
 """
 
 from __future__ import annotations
@@ -44,18 +46,23 @@ class Layout:
     def manifest(self) -> Path:
         return self.data / "manifest.json"
 
-    def run(self, family: str) -> Path:
-        return self.root / "runs" / family
+    def run(self, name: str, seed: int) -> Path:
+        return self.root / "runs" / name / _seed(seed)
 
     @property
     def samples_dir(self) -> Path:
         return self.root / "samples"
 
-    def samples(self, family: str) -> Path:
-        return self.samples_dir / f"{family}.npy"
+    def samples(self, name: str, seed: int) -> Path:
+        return self.samples_dir / name / f"{_seed(seed)}.npy"
 
-    def metrics(self, family: str) -> Path:
-        return self.root / "metrics" / f"{family}.json"
+    def metrics(self, name: str, seed: int) -> Path:
+        return self.root / "metrics" / name / f"{_seed(seed)}.json"
+
+    @property
+    def real_metrics(self) -> Path:
+        """The held-out real images scored like samples: the report's floor (one set, whatever the seeds)."""
+        return self.root / "metrics" / f"{REAL}.json"
 
     def sweep(self, name: str) -> Path:
         """The sample sets and per-value metrics of sweep `name`."""
@@ -64,13 +71,17 @@ class Layout:
     def sweep_summary(self, name: str) -> Path:
         return self.root / "metrics" / "sweeps" / f"{name}.json"
 
-    def registry(self, family: str) -> Path:
-        return self.root / "registry" / f"{family}.json"
+    def registry(self, name: str, seed: int) -> Path:
+        return self.root / "registry" / name / f"{_seed(seed)}.json"
 
     @property
-    def report(self) -> Path:
-        return self.root / "report"
+    def results(self) -> Path:
+        return self.root / "results"
 
     @property
     def cache(self) -> Path:
         return self.root / ".genbench" / "cache"
+
+
+def _seed(seed: int) -> str:
+    return f"seed-{seed}"

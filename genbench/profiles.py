@@ -7,12 +7,15 @@ Pure functions over plain dicts; `genbench/config.py` validates what comes out.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from pydantic import ValidationError
 
-PROFILES: tuple[str, ...] = ("tiny", "quick", "full")
+PROFILES: tuple[str, ...] = ("tiny", "quick", "full", "thesis-cifar10", "thesis-keras")
 Origins = dict[tuple[str, ...], tuple[str, ...]]  # resolved key path → where its value was written
 
 
@@ -68,3 +71,29 @@ def describe(exc: ValidationError, origins: Origins, path: Path) -> str:
         lines.append(f"  {'.'.join(shown)}: {message}" if shown else f"  {message}")
     lines.append("Nothing was written. Fix params.yaml and run again.")
     return "\n".join(lines)
+
+
+PLAN_START, PLAN_END = "# >>> plan", "# <<< plan"
+
+
+def use_profile(text: str, profile: str, path: Path) -> str:
+    """params.yaml's text switched to `profile`: its `profile:` line set, and the lines between the plan markers
+    replaced by that profile's plan (`profiles.<profile>`: families, seeds, sweeps), one key per line in flow
+    style. Comments and everything else stay as written."""
+    raw = yaml.safe_load(text) or {}
+    plan = ((raw.get("profiles") or {}).get(profile) or {}) if isinstance(raw, dict) else {}
+    keys = [key for key in ("families", "seeds", "sweeps") if key in plan]
+    if not keys:
+        raise ConfigError(f"{path}: profiles.{profile}: has no plan (families, seeds, sweeps) to switch to; set the "
+                          f"top-level ones yourself and `profile: {profile}`")
+    start, end = text.find(PLAN_START), text.find(PLAN_END)
+    if start < 0 or end < start:
+        raise ConfigError(f"{path}: no `{PLAN_START}` … `{PLAN_END}` lines around the top-level families, seeds and "
+                          "sweeps; put them back (see the repository's params.yaml)")
+    lines = [f"{key}: {yaml.safe_dump(plan[key], default_flow_style=True, sort_keys=False, width=10**6).strip()}"
+             for key in keys]
+    body = text[: start + len(PLAN_START)] + "\n" + "\n".join(lines) + "\n" + text[end:]
+    switched, count = re.subn(r"^profile:[ \t]*\S+", f"profile: {profile}", body, count=1, flags=re.MULTILINE)
+    if not count:
+        raise ConfigError(f"{path}: no top-level `profile:` line to switch")
+    return switched

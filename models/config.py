@@ -68,5 +68,9 @@ class SamplingConfig(Strict):
         """(name in `samplers.SAMPLERS`, its keyword options)."""
         return "prior", {}
 
+    def network_evaluations(self, arch: BaseModel) -> int:
+        """Forward passes of the network per image (the report's cost column): one decode of z for a prior."""
+        return 1
+
     def check(self, arch: BaseModel) -> None:
         """Raise ValueError naming the field when these settings cannot sample a model built from `arch`."""

@@ -51,6 +51,13 @@ class DiffusionSampling(SamplingConfig):
             options |= {"sample_steps": self.sample_steps, "eta": self.eta}
         return self.sampler, options
 
+    def network_evaluations(self, arch: BaseModel) -> int:
+        """Denoiser passes per image: T (ddpm) or the DDIM steps, twice each under guidance (conditional and
+        unconditional); the decode of an LDM's latent is not counted."""
+        timesteps = getattr(arch, "timesteps")
+        steps = timesteps if self.sampler == "ddpm" else len(ddim_timesteps(timesteps, self.sample_steps))
+        return steps * (2 if self.guidance_scale != 1.0 else 1)
+
     def check(self, arch: BaseModel) -> None:
         timesteps, num_classes = getattr(arch, "timesteps"), getattr(arch, "num_classes")
         if self.sampler == "ddim" and self.sample_steps > timesteps:
@@ -101,16 +108,24 @@ def ddpm_step(
     return mean + schedule.step_variance(tt, x, variance_type).sqrt() * noise
 
 
+StepHook = Callable[[int, Tensor, Tensor], None]  # (t, x_t, the predicted x0) at each step
+
+
 def ddpm_sample(
     eps_fn: EpsFn, schedule: NoiseSchedule, shape: Sequence[int], generators: Sequence[torch.Generator],
     device: torch.device | str = "cpu", clip: bool = True, variance_type: VarianceType = "fixed_large",
+    on_step: StepHook | None = None,
 ) -> Tensor:
     """Ho et al. algorithm 2: x_T ~ N(0, I), then `ddpm_step` from t = T-1 down to 0, noise drawn per image from
-    its generator on every step but the last."""
+    its generator on every step but the last. `on_step` sees x_t and the x0 estimate of each step (it draws no
+    random numbers, so the samples are the same with or without it)."""
     x = randn_per_sample(shape, generators, device)
     for step in tqdm(range(schedule.timesteps - 1, -1, -1), desc="ddpm sample", unit="step", leave=False,
                      disable=None):
         eps = eps_fn(x, torch.full((x.shape[0],), step, device=x.device, dtype=torch.long))
+        if on_step is not None:
+            x0 = schedule.predict_x0(x, torch.full((x.shape[0],), step, device=x.device, dtype=torch.long), eps)
+            on_step(step, x, x0.clamp(-1.0, 1.0) if clip else x0)
         noise = randn_per_sample(shape, generators, device) if step > 0 else None
         x = ddpm_step(schedule, x, step, eps, noise, clip, variance_type)
     return x.clamp(-1.0, 1.0) if clip else x
@@ -189,6 +204,26 @@ def ancestral(model: Diffusion, generators: Sequence[torch.Generator], labels: T
         eps_fn, device = _noise_predictor(model, labels, guidance_scale)
         x = ddpm_sample(eps_fn, model.schedule, model.diffusion_shape, generators, device, model.clip, variance_type)
         return model.decode(x)
+
+
+@torch.no_grad()
+def trajectory(model: Diffusion, generators: Sequence[torch.Generator], times: Sequence[int],
+               labels: Tensor | None = None, variance_type: VarianceType = "fixed_large"
+               ) -> list[tuple[int, Tensor, Tensor]]:
+    """The ancestral sampler's path, for looking at: (t, decoded x_t, decoded x0 estimate) at each of `times`
+    (T-1 … 0), from the same draws as `ancestral` with the same generators."""
+    kept: dict[int, tuple[Tensor, Tensor]] = {}
+    wanted = set(times)
+
+    def keep(t: int, x: Tensor, x0: Tensor) -> None:
+        if t in wanted:
+            kept[t] = (model.decode(x.clamp(-1.0, 1.0) if model.clip else x), model.decode(x0))
+
+    with eval_mode(model):
+        eps_fn, device = _noise_predictor(model, labels, 1.0)
+        ddpm_sample(eps_fn, model.schedule, model.diffusion_shape, generators, device, model.clip, variance_type,
+                    on_step=keep)
+    return [(t, *kept[t]) for t in sorted(wanted, reverse=True)]
 
 
 @torch.no_grad()
