@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ..config import DataConfig, FamilySettings
 from ..models import REGISTRY, build_model
 from .artifacts import load_frozen
-from .prepare import IMAGE_SHAPES
+from .prepare import image_shape
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class FamilyRow:
 def describe_families(models: Mapping[str, FamilySettings], data: DataConfig, seed: int) -> list[FamilyRow]:
     """One row per entry of the `models` section: its class and trainable parameter count for `data`'s image
     shape under its settings (an entry built on trained models counts with `seed`'s run of them)."""
-    channels, size = IMAGE_SHAPES[data.dataset]
+    channels, size = image_shape(data)
     rows = []
     for name, settings in models.items():
         family, arch = settings.family, settings.arch

@@ -205,7 +205,8 @@ def test_a_missing_path_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("data", "field", "hint"), [
     ({"dataset": "folder"}, "data.path", "dataset folder needs a path to a folder of images or a uint8 .npy"),
     ({"dataset": "folder", "path": "x"}, "data.image_size", "dataset folder needs an image_size"),
-    ({"dataset": "folder", "path": "x", "image_size": 8}, "data.channels", "dataset folder needs channels: 1 (grayscale) or 3"),
+    ({"dataset": "folder", "path": "x", "image_size": 8}, "data.channels",
+     "dataset folder needs channels: 1 (grayscale) or 3 (RGB)"),
     ({"dataset": "mnist", "channels": 1}, "data.channels", "only dataset folder takes channels; mnist's images"),
 ])
 def test_folder_fields_are_checked_by_name(tmp_path: Path, data: dict, field: str, hint: str) -> None:
