@@ -258,6 +258,26 @@ def report(
 
 
 @app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="Results folder (or its summary.json): the baseline.")],
+    b: Annotated[Path, typer.Argument(help="Results folder (or its summary.json) compared against A.")],
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="Print the comparison as JSON instead of a table.")] = False,
+    fail_on_move: Annotated[bool, typer.Option(
+        "--fail-on-move", help="Exit 1 when any number moved beyond its intervals (for CI).")] = False,
+) -> None:
+    """Which numbers moved from results A to B: each metric's change B − A, "moved" when it exceeds both 95 %
+    intervals summed; warns when the data or N differ."""
+    from .components.compare import compare_summaries, format_comparison
+
+    result = _call(compare_summaries, a, b)
+    typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) if json_output
+               else format_comparison(result))
+    if fail_on_move and result.moved:
+        raise typer.Exit(1)
+
+
+@app.command()
 def run(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
     """The whole pipeline (prepare → train → sample → evaluate → register → report) as a Prefect flow."""
     _config(params, profile)  # fail fast, before Prefect starts

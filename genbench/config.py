@@ -33,7 +33,7 @@ from .profiles import PROFILES, ConfigError, describe, resolve_profiles
 __all__ = ["Config", "ConfigError", "FamilySettings", "SweepConfig", "load_config", "schema", "PROFILES"]
 
 Profile = Literal["tiny", "quick", "full", "thesis-cifar10", "thesis-keras"]
-ITERATED = ("families", "seeds", "sweeps")  # what dvc.yaml iterates: DVC reads them raw, before any profile
+ITERATED = ("families", "seeds", "sweeps")  # the plan: dvc.yaml iterates them as written, before any profile
 
 
 FOLDER_FIELDS = {  # what `dataset: folder` needs, as the error says it
@@ -269,6 +269,20 @@ def _schema(registered: tuple[tuple[str, int], ...]) -> type[Config]:
                         sampling=(dict[str, Annotated[Union[tuple(sampling)], by_family]], {}))
 
 
+def _without_plans(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`raw` without the plans under the root `profiles` (families, seeds, sweeps): dvc.yaml iterates the top-level
+    ones as written, so every driver runs those; `genbench use PROFILE` copies a profile's plan up there."""
+    plans = raw.get("profiles")
+    if not isinstance(plans, dict):
+        return raw
+    stripped = {}
+    for name, overrides in plans.items():
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{path}: profiles.{name}: must be a mapping of overrides")
+        stripped[name] = {key: value for key, value in overrides.items() if key not in ITERATED}
+    return {**raw, "profiles": stripped}
+
+
 def load_config(path: Path | str = "params.yaml", profile: str | None = None) -> Config:
     """Parse, resolve profiles and validate; raises ConfigError naming every bad field."""
     path = Path(path)
@@ -285,15 +299,7 @@ def load_config(path: Path | str = "params.yaml", profile: str | None = None) ->
         raise ConfigError(f"{path}: profile: {active!r} is not a profile; allowed: {', '.join(PROFILES)}")
     raw["profile"] = active
     origins: dict[tuple[str, ...], tuple[str, ...]] = {}
-    resolved: dict[str, Any] = resolve_profiles(raw, active, path, (), origins)
-    plan = (raw.get("profiles") or {}).get(active) or {}
-    for key in ITERATED:
-        if key in plan and plan[key] != raw.get(key):
-            raise ConfigError(
-                f"{path}: {key}: profile {active}'s plan (profiles.{active}.{key}) is {plan[key]}, but the top-level "
-                f"{key}, which dvc.yaml iterates before any profile applies, is {raw.get(key)}; run `genbench use "
-                f"{active}` to switch the plan with the profile"
-            )
+    resolved: dict[str, Any] = resolve_profiles(_without_plans(raw, path), active, path, (), origins)
     try:
         return schema().model_validate(resolved)
     except ValidationError as exc:
