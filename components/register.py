@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from .artifacts import CONFIG, HISTORY, SUMMARY, WEIGHTS, read_config, read_history, read_summary, require
+from .dvc_data import data_lock_hash
 from .io import config_hash, read_json, require_file, write_json
 from .promotion import TAG_DATA_MD5, TAG_EXTRACTOR_SHA, TAG_FID
 from .registry import apply_promotion, create_version, model_name
@@ -19,6 +20,7 @@ from .tracking import configure_tracking, get_experiment_id
 
 TAG_PARAMS_HASH = "params_hash"
 TAG_GIT_COMMIT = "git_commit"
+TAG_DVC_DATA_MD5 = "dvc.data_md5"  # the dvc.lock md5 of data/prepared, where DVC prepared it
 
 
 class RegisterRecord(BaseModel):
@@ -59,14 +61,16 @@ def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, 
         TAG_EXTRACTOR_SHA: str((metrics.get("feature_extractor") or {}).get("sha256", "unknown")),
         TAG_PARAMS_HASH: config_hash(config),
     }
+    if (dvc_md5 := data_lock_hash(project_dir)) is not None:
+        provenance[TAG_DVC_DATA_MD5] = dvc_md5
     commit = git_commit(project_dir)
 
     tracking_uri = configure_tracking(project_dir)
     from mlflow import MlflowClient
-    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NAME
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    run_tags = {MLFLOW_RUN_NAME: f"{name} seed {config['seed']}", "genbench.name": name,
+    run_tags = {"genbench.name": name,
                 "genbench.family": config["family"], "genbench.seed": str(config["seed"]), "genbench.stage": "register",
                 **provenance}
     if "dataset" in manifest:

@@ -14,6 +14,7 @@ from pathlib import Path
 from prefect import flow, runtime, task
 from prefect.cache_policies import NO_CACHE
 
+from genbench.components.dvc_data import in_dvc_project, reproduce_prepare
 from genbench.components.evaluate import evaluate as evaluate_component
 from genbench.components.evaluate import evaluate_real as evaluate_real_component
 from genbench.components.prepare import prepare as prepare_component
@@ -33,7 +34,11 @@ HERE = Layout()
 
 @stage
 def prepare(config: Config) -> None:
-    prepare_component(config.data, config.seed, HERE.data, HERE.downloads)
+    """In a DVC project through DVC's `prepare` stage (cached, recorded in dvc.lock, pushed), else directly."""
+    if in_dvc_project(HERE.root):
+        reproduce_prepare(HERE.root, data=config.data, seed=config.seed)
+    else:
+        prepare_component(config.data, config.seed, HERE.data, HERE.downloads)
 
 
 @stage(task_run_name="train-{family}-seed-{seed}")

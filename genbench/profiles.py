@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from pydantic import ValidationError
 
 PROFILES: tuple[str, ...] = ("tiny", "quick", "full", "thesis-cifar10", "thesis-keras")

@@ -25,8 +25,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 FAMILIES = ("vae", "ddpm")  # two are enough to show that one family's change leaves the other alone
 SECOND_REPRO = "=== second dvc repro ==="
+THIRD_REPRO = "=== dvc repro after a ddpm edit ==="
+# One ddpm training setting changed (tiny: 4 → 5 steps), as a person would edit params.yaml.
+EDIT_DDPM = ("import pathlib; p = pathlib.Path('params.yaml'); lines = p.read_text().split(chr(10)); "
+             "i = next(i for i, line in enumerate(lines) if 'tiny: {arch: {base_channels: 6, timesteps: 4' in line); "
+             "lines[i] = lines[i].replace('{fid_every: 0, steps: 4,', '{fid_every: 0, steps: 5,', 1); "
+             "p.write_text(chr(10).join(lines))")
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", ".pytest_cache", "data", "runs",
-                                     "samples", "metrics", "sweeps", "registry", "report", "mlflow.db", "mlartifacts",
+                                     "samples", "metrics", "sweeps", "registry", "results", "mlflow.db", "mlartifacts",
                                      ".genbench", "dvc.lock")
 
 
@@ -53,7 +59,7 @@ def tiny_project(path: Path) -> Path:
     shutil.copytree(REPO, path, ignore=COPY_IGNORE, dirs_exist_ok=True)
     params = path / "params.yaml"
     text = params.read_text().replace("profile: quick ", "profile: tiny ", 1)
-    params.write_text(text.replace("families: [vae, dcgan, ddpm] ", f"families: [{', '.join(FAMILIES)}] ", 1))
+    params.write_text(text.replace("\nfamilies: [vae, dcgan, ddpm]\n", f"\nfamilies: [{', '.join(FAMILIES)}]\n", 1))
     assert yaml.safe_load(params.read_text())["profile"] == "tiny"
     assert tuple(yaml.safe_load(params.read_text())["families"]) == FAMILIES
     return path
@@ -62,7 +68,8 @@ def tiny_project(path: Path) -> Path:
 def _dvc_command(root: Path) -> list[str]:
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
         run_checked(cmd, root)
-    return ["sh", "-c", f"dvc repro && echo '{SECOND_REPRO}' && dvc repro"]
+    return ["sh", "-c", f"dvc repro && echo '{SECOND_REPRO}' && dvc repro && cp results/results.csv results-before.csv "
+                        f"&& {sys.executable} -c \"{EDIT_DDPM}\" && echo '{THIRD_REPRO}' && dvc repro"]
 
 
 def _flow_command(root: Path) -> list[str]:
@@ -145,8 +152,10 @@ def flow_project() -> Path:
 
 
 @pytest.fixture(scope="session")
-def dvc_project() -> tuple[Path, str, str]:
-    """A tiny project after `dvc repro` twice: (root, first output, second output)."""
+def dvc_project() -> tuple[Path, str, str, str]:
+    """A tiny project after `dvc repro` twice, then once more after one ddpm training setting changed (its
+    results.csv before that in results-before.csv): (root, first output, second, third)."""
     root, output = _finished("dvc_project")
-    first, second = output.split(SECOND_REPRO)
-    return root, first, second
+    first, rest = output.split(SECOND_REPRO)
+    second, third = rest.split(THIRD_REPRO)
+    return root, first, second, third

@@ -15,7 +15,7 @@ import yaml
 
 from .conftest import FAMILIES, run_checked
 
-OUTPUT_DIRS = ("data/prepared", "runs", "samples", "metrics", "sweeps", "registry", "report")
+OUTPUT_DIRS = ("data/prepared", "runs", "samples", "metrics", "sweeps", "registry", "results")
 FID_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 
 
@@ -33,18 +33,19 @@ def test_flow_writes_every_artifact(flow_project: Path) -> None:
     root = flow_project
     n = yaml.safe_load((root / "params.yaml").read_text())["sample"]["profiles"]["tiny"]["n"]
     for family in FAMILIES:
-        images = np.load(root / "samples" / f"{family}.npy")
+        images = np.load(root / "samples" / family / "seed-0.npy")
         assert images.dtype == np.uint8 and images.shape == (n, 28, 28, 1) and images.max() > images.min()
-        metrics = json.loads((root / "metrics" / f"{family}.json").read_text())
+        metrics = json.loads((root / "metrics" / family / "seed-0.json").read_text())
         assert {"fid", "precision", "recall", "n_samples", "n_reference", "feature_extractor"} <= metrics.keys()
         assert np.isfinite(metrics["fid"]) and metrics["fid"] > 0 and 0 <= metrics["precision"] <= 1
         assert metrics["n_samples"] == n and metrics["feature_extractor"]["sha256"] == FID_SHA256
     real = json.loads((root / "metrics" / "real.json").read_text())
     assert real["n_samples"] == n and real["feature_extractor"]["sha256"] == FID_SHA256
-    report = (root / "report" / "report.md").read_text()
-    assert all(f"| {family} |" in report for family in FAMILIES)
-    assert f"| real data (held-out images) | {real['fid']:.2f} |" in report
-    assert all((root / "report" / "grids" / f"{family}.png").stat().st_size > 0 for family in FAMILIES)
+    report = (root / "results" / "results.md").read_text()
+    assert all(f"| {family} | 0 |" in report for family in FAMILIES)
+    assert f"| real data (held-out images) | – | {real['fid']:.2f} [" in report
+    assert all((root / "results" / "grids" / f"{family}.png").stat().st_size > 0 for family in FAMILIES)
+    assert (root / "results" / "index.html").stat().st_size > 10000
 
 
 @pytest.mark.server
@@ -58,9 +59,9 @@ def test_flow_logs_and_registers_in_mlflow(flow_project: Path) -> None:
     assert set(runs) == set(FAMILIES)
     for family in FAMILIES:
         run = runs[family]
-        config = json.loads((root / "runs" / family / "config.json").read_text())
+        config = json.loads((root / "runs" / family / "seed-0" / "config.json").read_text())
         assert run.data.params["train.steps"] == str(config["train"]["steps"])
-        metrics = json.loads((root / "metrics" / f"{family}.json").read_text())
+        metrics = json.loads((root / "metrics" / family / "seed-0.json").read_text())
         assert run.data.metrics["fid"] == pytest.approx(metrics["fid"])
         loss_key = "model/loss" if family != "dcgan" else "g/loss"
         history = client.get_metric_history(run.info.run_id, loss_key)
@@ -69,26 +70,26 @@ def test_flow_logs_and_registers_in_mlflow(flow_project: Path) -> None:
         assert "model/model.safetensors" in artifacts, artifacts
         version = client.get_model_version_by_alias(f"genbench-{family}", "champion")
         assert str(version.version) == "1" and version.run_id == run.info.run_id
-        registry = json.loads((root / "registry" / f"{family}.json").read_text())
+        registry = json.loads((root / "registry" / family / "seed-0.json").read_text())
         assert registry["promoted"] and registry["version"] == 1
 
 
-def test_dvc_repro_runs_every_stage_then_nothing(dvc_project: tuple[Path, str, str]) -> None:
-    root, first, second = dvc_project
-    per_family = [f"{s}@{f}" for s in ("train", "sample", "evaluate", "register") for f in FAMILIES]
+def test_dvc_repro_runs_every_stage_then_nothing(dvc_project: tuple[Path, str, str, str]) -> None:
+    root, first, second, _ = dvc_project
+    per_family = [f"{s}@{f}-0" for s in ("train", "sample", "evaluate", "register") for f in FAMILIES]
     for stage in ["prepare", "evaluate-real", "sweep@ddim_steps", "report", *per_family]:
         assert f"Running stage '{stage}'" in first, stage
     assert "Running stage" not in second and "up to date" in second, second
-    metrics = json.loads((root / "metrics" / "ddpm.json").read_text())
+    metrics = json.loads((root / "metrics" / "ddpm" / "seed-0.json").read_text())
     assert np.isfinite(metrics["fid"])
 
 
 @pytest.mark.server
-def test_dvc_and_flow_produce_the_same_outputs(flow_project: Path, dvc_project: tuple[Path, str, str]) -> None:
+def test_dvc_and_flow_produce_the_same_outputs(flow_project: Path, dvc_project: tuple[Path, str, str, str]) -> None:
     dvc_root = dvc_project[0]
     assert _outputs(flow_project) == _outputs(dvc_root)
     # same params, same seed: the same data and the same samples, bit for bit, on CPU
-    for name in ("data/prepared/train.npy", "samples/vae.npy", "samples/ddpm.npy",
+    for name in ("data/prepared/train.npy", "samples/vae/seed-0.npy", "samples/ddpm/seed-0.npy",
                  "sweeps/ddim_steps/sample_steps-2.npy"):
         assert (flow_project / name).read_bytes() == (dvc_root / name).read_bytes(), name
 
@@ -106,14 +107,19 @@ def _status_after(root: Path, edit) -> str:
         path.write_text(original)
 
 
-def test_dvc_retrains_only_the_family_whose_params_changed(dvc_project: tuple[Path, str, str]) -> None:
-    root = dvc_project[0]
-    status = _status_after(root, lambda p: p["models"]["ddpm"]["profiles"]["tiny"]["train"].update(steps=5))
-    assert "train@ddpm" in status
-    assert "train@vae" not in status
+def test_dvc_retrains_only_the_family_whose_params_changed(dvc_project: tuple[Path, str, str, str]) -> None:
+    """After one ddpm training setting changed, `dvc repro` retrains ddpm alone, and of the results only the
+    ddpm row (and the sweep over its weights) changes."""
+    root, _, _, third = dvc_project
+    assert "Running stage 'train@ddpm-0'" in third and "Running stage 'report'" in third, third
+    assert "Running stage 'train@vae-0'" not in third and "Running stage 'sample@vae-0'" not in third, third
+    before, after = ({line.split(",")[0]: line for line in (root / name).read_text().splitlines()}
+                     for name in ("results-before.csv", "results/results.csv"))
+    assert set(before) == set(after) == {"name", *FAMILIES, "real data (held-out images)"}
+    assert [name for name in before if before[name] != after[name]] == ["ddpm"]
 
 
-def test_a_sampler_change_resamples_without_retraining(dvc_project: tuple[Path, str, str]) -> None:
+def test_a_sampler_change_resamples_without_retraining(dvc_project: tuple[Path, str, str, str]) -> None:
     """DDIM steps, eta and guidance live in sampling.<family>: sample@ddpm reruns (and the stages after it,
     whose inputs it rewrites), train@ddpm stays up to date."""
     root = dvc_project[0]
@@ -127,7 +133,7 @@ def test_a_sampler_change_resamples_without_retraining(dvc_project: tuple[Path, 
     assert "train@" not in status and "sample@vae" not in status, status
 
 
-def test_a_sweep_change_resamples_only_the_sweep(dvc_project: tuple[Path, str, str]) -> None:
+def test_a_sweep_change_resamples_only_the_sweep(dvc_project: tuple[Path, str, str, str]) -> None:
     """sweeps.<name> re-samples trained weights: changing its values reruns sweep@<name> (and the report),
     never train or the entry's own samples."""
     root = dvc_project[0]

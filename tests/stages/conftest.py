@@ -41,7 +41,7 @@ def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     layout, config = Layout(root), load_config(root / "params.yaml")
     prepare(config.data, config.seed, layout.data, layout.downloads)
     for family in FAMILIES:
-        train(family, config.family(family), config.seed, layout.data, layout.run(family), cache_dir=layout.cache)
+        train(family, config.family(family), 0, layout.data, layout.run(family, 0), cache_dir=layout.cache)
     reference_features(load_npy(layout.reference), file_digest(layout.reference), layout.cache,
                        config.evaluate.batch_size, "cpu")
     return root

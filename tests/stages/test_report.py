@@ -1,9 +1,11 @@
-"""The report: sample grids with the same pixels as torchvision's `save_image`, which they replace, and the
-real-data row every family is read against."""
+"""The report: results/ tables over seeds with the real-data floor first, every figure in PNG and PDF, one
+offline index.html; and sample grids with the same pixels as torchvision's `save_image`, which they replace."""
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +15,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from genbench.cli import app
+from genbench.components import figures
 from genbench.components.io import file_digest
-from genbench.components.report import save_grid
+from genbench.components.sample import sample
 from genbench.config import load_config
+from genbench.layout import Layout
 
 from .test_stages import invoke
+
+FIGURES = ("samples", "precision_recall", "vae_interpolation", "ddpm_trajectory", "sweep_ddim_steps", "losses")
 
 
 @pytest.mark.parametrize("shape", [(64, 28, 28, 1), (13, 32, 32, 3), (5, 28, 28, 1)])
@@ -25,7 +31,7 @@ def test_grids_match_torchvision_pixel_for_pixel(shape: tuple[int, ...], tmp_pat
     from torchvision.utils import save_image
 
     images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    save_grid(images, tmp_path / "ours.png")
+    figures.save_png(figures.tile(images, zoom=2), tmp_path / "ours.png")
     batch = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0)
     batch = batch.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
     save_image(batch, tmp_path / "theirs.png", nrow=8, padding=2, pad_value=1.0, format="png")
@@ -33,42 +39,91 @@ def test_grids_match_torchvision_pixel_for_pixel(shape: tuple[int, ...], tmp_pat
     assert ours.shape == theirs.shape and np.array_equal(ours, theirs)
 
 
-def test_report_leads_with_the_real_data_row(trained: Path, pixel_network: list[int]) -> None:
-    """`genbench evaluate real` scores the held-out real images exactly as samples are scored, and the report's
-    first row carries its numbers, marked as not a model."""
-    config = load_config("params.yaml")
+def _two_seed_project(trained: Path) -> tuple[Layout, dict[str, list[float]]]:
+    """The trained tiny project with seeds [0, 1] (seed 1's runs copied from seed 0's, sampled anew) and stand-in
+    metrics per seed, whose FIDs are returned; the real row is scored for real (with the stand-in network)."""
+    params = Path("params.yaml")
+    params.write_text(params.read_text().replace("seeds: [0]\n", "seeds: [0, 1]\n", 1))
+    config, layout = load_config(params), Layout(Path("."))
+    assert config.seeds == (0, 1)
+    fids = {}
+    for k, name in enumerate(config.families):
+        shutil.copytree(layout.run(name, 0), layout.run(name, 1))
+        fids[name] = [300.0 + 7 * k + 1.5 * seed ** 2 + 0.25 for seed in config.seeds]
+        for seed, fid in zip(config.seeds, fids[name]):
+            sample(layout.run(name, seed), layout.samples(name, seed), name, config.sample,
+                   config.sampling_for(name), seed)
+            layout.metrics(name, seed).parent.mkdir(parents=True, exist_ok=True)
+            layout.metrics(name, seed).write_text(json.dumps({
+                "fid": fid, "kid_mean": 0.01 * (seed + 1), "precision": 0.1 + 0.1 * seed, "recall": 0.2,
+                "density": 0.5, "coverage": 0.4, "inception_score": None, "n_samples": config.sample.n,
+                "n_reference": config.data.reference_size}))
+    layout.sweep_summary("ddim_steps").parent.mkdir(parents=True, exist_ok=True)
+    layout.sweep_summary("ddim_steps").write_text(json.dumps(
+        {"name": "ddim_steps", "entry": "ddpm", "vary": "sample_steps", "set": {"sampler": "ddim"}, "rows": [
+            {"value": v, "fid": 123.456 - v, "precision": 0.1, "recall": 0.2, "n_samples": 12,
+             "seconds_per_image": 0.01} for v in (2, 3)]}))
+    return layout, fids
+
+
+def test_results_tables_figures_and_page(trained: Path, pixel_network: list[int]) -> None:
+    """results.csv/md/tex: a row per entry and the real-data row first, mean ± std (ddof 1) equal to numpy's on
+    the per-seed values; every figure non-trivial in PNG and PDF; index.html embeds them all."""
     assert "real: FID" in invoke("evaluate", "real")
     real = json.loads(Path("metrics/real.json").read_text())
-    assert real["n_samples"] == config.sample.n and real["n_reference"] == config.data.reference_size
     assert real["samples_md5"] == file_digest(trained / "data" / "prepared" / "holdout.npy")
-    assert {"kid_mean", "density", "coverage", "feature_extractor", "warnings"} <= real.keys()
-    # The families' rows are not under test: stand-in samples and metrics save three Inception passes.
-    rng = np.random.default_rng(0)
-    Path("samples").mkdir()
-    for k, family in enumerate(config.families):
-        np.save(f"samples/{family}.npy", rng.integers(0, 256, (config.sample.n, 28, 28, 1), dtype=np.uint8))
-        Path(f"metrics/{family}.json").write_text(json.dumps(
-            {"fid": 300.0 + k, "precision": 0.1, "recall": 0.2, "n_samples": config.sample.n,
-             "n_reference": config.data.reference_size}))
-    Path("metrics/sweeps").mkdir()
-    Path("metrics/sweeps/ddim_steps.json").write_text(json.dumps(
-        {"name": "ddim_steps", "entry": "ddpm", "vary": "sample_steps", "set": {"sampler": "ddim"}, "rows": [
-            {"value": 2, "fid": 123.456, "precision": 0.1, "recall": 0.2, "n_samples": 24,
-             "seconds_per_image": 0.01}]}))
+    layout, fids = _two_seed_project(trained)
     invoke("report")
-    models, sweeps = Path("report/report.md").read_text().split("## Sampling sweeps")
-    assert "### ddim_steps: ddpm, sample_steps (sampler=ddim)" in sweeps
-    assert "| 2 | 123.46 | 0.100 | 0.200 | 24 | 0.0100 |" in sweeps and Path("report/sweeps.png").stat().st_size
-    table = [line for line in models.splitlines() if line.startswith("| ")]
-    assert table[1] == (
-        f"| real data (held-out images) | {real['fid']:.2f} | {real['precision']:.3f} | {real['recall']:.3f} "
-        f"| {real['n_samples']} | {real['n_reference']} | not a model | – | – | – |"
-    )
-    assert [row.split(" | ")[0] for row in table[2:]] == [f"| {family}" for family in config.families]
-    summary = json.loads(Path("report/summary.json").read_text())
-    assert summary["real_data"] == {"name": "real data (held-out images)",
-                                    **{key: real[key] for key in ("fid", "precision", "recall", "n_samples",
-                                                                  "n_reference")}}
+    results = Path("results")
+
+    rows = {row["name"]: row for row in csv.DictReader((results / "results.csv").open())}
+    assert set(rows) == {*fids, "real data (held-out images)"}
+    for name, values in fids.items():
+        assert float(rows[name]["fid"]) == np.mean(values)
+        assert float(rows[name]["fid_std"]) == np.std(values, ddof=1)
+        assert rows[name]["seeds"] == "0 1" and rows[name]["fid_ci95_low"] == ""
+    assert float(rows["real data (held-out images)"]["fid"]) == real["fid"]
+
+    markdown = (results / "results.md").read_text()
+    table = [line for line in markdown.split("## Sampling sweeps")[0].splitlines() if line.startswith("| ")]
+    assert table[1].startswith(f"| real data (held-out images) | – | {real['fid']:.2f} [")
+    assert [line.split(" | ")[0][2:] for line in table[2:]] == sorted(fids, key=lambda n: np.mean(fids[n]))
+    ddpm = np.array(fids["ddpm"])
+    assert f"| {ddpm.mean():.2f} ± {ddpm.std(ddof=1):.2f} |" in markdown
+    assert "| 3 | 120.46 | 0.100 | 0.200 | 12 |" in markdown
+    tex = (results / "results.tex").read_text()
+    assert all(part in tex for part in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}", "ddpm"))
+    runs = list(csv.DictReader((results / "runs.csv").open()))
+    assert [(r["name"], r["seed"]) for r in runs] == [(n, s) for n in fids for s in ("0", "1")]
+    cost = list(csv.DictReader((results / "cost.csv").open()))
+    assert {row["name"] for row in cost} == set(fids) and all(float(row["device_hours"]) > 0 for row in cost)
+
+    page = (results / "index.html").read_text()
+    assert "src=\"http" not in page and "<table>" in page
+    for name in FIGURES:
+        png, pdf = results / "figures" / f"{name}.png", results / "figures" / f"{name}.pdf"
+        image = np.asarray(Image.open(png).convert("RGB"))
+        assert png.stat().st_size > 5000 and min(image.shape[:2]) > 100, name
+        assert len(np.unique(image.reshape(-1, 3), axis=0)) > 2, name
+        assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 2000, name
+        assert page.count(f'id="{name}"') == 1
+    assert page.count("data:image/png;base64,") == len(FIGURES)
+
+
+def test_one_seed_shows_bootstrap_intervals(trained: Path, pixel_network: list[int]) -> None:
+    """With one seed the table gives the bootstrap interval of FID (evaluate.bootstrap) instead of a std."""
+    assert load_config("params.yaml").evaluate.bootstrap == 10  # the tiny profile's
+    invoke("evaluate", "real")
+    for name in ("vae", "dcgan", "ddpm"):
+        invoke("sample", name)
+        invoke("evaluate", name)
+    invoke("sweep", "ddim_steps")
+    invoke("report")
+    metrics = json.loads(Path("metrics/vae/seed-0.json").read_text())
+    low, high = metrics["fid_ci95"]
+    row = next(r for r in csv.DictReader(Path("results/results.csv").open()) if r["name"] == "vae")
+    assert (float(row["fid_ci95_low"]), float(row["fid_ci95_high"]), row["fid_std"]) == (low, high, "")
+    assert f"| {metrics['fid']:.2f} [{low:.2f}, {high:.2f}] |" in Path("results/results.md").read_text()
 
 
 def test_evaluate_real_needs_the_holdout(prepared: Path) -> None:

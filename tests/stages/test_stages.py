@@ -87,7 +87,7 @@ def test_sets_that_do_not_fit_their_split_exit_2(project: Path) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_train_writes_its_run_and_sample_reads_it(trained: Path, family: str) -> None:
-    run = trained / "runs" / family
+    run = trained / "runs" / family / "seed-0"
     for name in ("model.safetensors", "config.json", "summary.json", "history.csv", "checkpoint.pt"):
         assert (run / name).exists(), name
     settings = load_config("params.yaml").family(family)
@@ -103,18 +103,18 @@ def test_train_writes_its_run_and_sample_reads_it(trained: Path, family: str) ->
     assert record["family"] == family and record["arch"] == settings.arch.model_dump(mode="json")
 
     invoke("sample", family)
-    images = np.load(trained / "samples" / f"{family}.npy")
+    images = np.load(trained / "samples" / family / "seed-0.npy")
     n = load_config("params.yaml").sample.n
     assert images.dtype == np.uint8 and images.shape == (n, 28, 28, 1)
     assert images.max() > images.min()  # not a constant image
-    written = json.loads((trained / "samples" / f"{family}.json").read_text())
+    written = json.loads((trained / "samples" / family / "seed-0.json").read_text())
     assert written["n"] == n and written["family"] == family
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_samples_do_not_depend_on_batch_size(trained: Path, family: str, tmp_path: Path) -> None:
     sampling = load_config("params.yaml").sampling_for(family)
-    run = trained / "runs" / family
+    run = trained / "runs" / family / "seed-0"
 
     def draw(name: str, batch_size: int, seed: int) -> np.ndarray:
         sample(run, tmp_path / f"{name}.npy", family, SampleConfig(n=5, batch_size=batch_size, device="cpu"),
@@ -178,7 +178,7 @@ def test_resume_gives_the_same_weights(
 def test_training_repeats_bit_for_bit(trained: Path) -> None:
     """The CLI retrains dcgan from the same seed and gets the session fixture's weights exactly."""
     invoke("train", "dcgan", "--out", "again")
-    one, two = load_file("runs/dcgan/model.safetensors"), load_file("again/model.safetensors")
+    one, two = load_file("runs/dcgan/seed-0/model.safetensors"), load_file("again/model.safetensors")
     assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
 
 
@@ -187,10 +187,10 @@ def test_warmup_and_clipping_reach_the_optimizer(prepared: Path) -> None:
     edit_params(lambda p: p["models"]["ddpm"]["profiles"]["tiny"]["train"].update(warmup_steps=8, grad_clip=0.5))
     invoke("train", "ddpm")
     lr = load_config("params.yaml").family("ddpm").train.lr
-    checkpoint = torch.load("runs/ddpm/checkpoint.pt", weights_only=True)
+    checkpoint = torch.load("runs/ddpm/seed-0/checkpoint.pt", weights_only=True)
     assert checkpoint["step"] == 4
     assert checkpoint["optimizers"]["model"]["param_groups"][0]["lr"] == pytest.approx(lr * 4 / 8)
-    summary = json.loads(Path("runs/ddpm/summary.json").read_text())
+    summary = json.loads(Path("runs/ddpm/seed-0/summary.json").read_text())
     assert (summary["precision"], summary["channels_last"]) in {("fp32", False), ("bf16", True)}
 
 
@@ -198,14 +198,14 @@ def test_warmup_and_clipping_reach_the_optimizer(prepared: Path) -> None:
 def test_other_families_train_and_sample(trained: Path, family: str) -> None:
     invoke("train", family)  # the ldm freezes the trained runs/vae
     invoke("sample", family)
-    images = np.load(trained / "samples" / f"{family}.npy")
+    images = np.load(trained / "samples" / family / "seed-0.npy")
     assert images.dtype == np.uint8 and images.shape == (load_config("params.yaml").sample.n, 28, 28, 1)
     assert images.max() > images.min()
 
 
 def test_ldm_needs_its_trained_vae(prepared: Path) -> None:
     result = CliRunner().invoke(app, ["train", "ldm"])
-    assert result.exit_code == 2 and "runs/vae/config.json not found" in result.output, result.output
+    assert result.exit_code == 2 and "runs/vae/seed-0/config.json not found" in result.output, result.output
 
 
 def test_the_conditional_variant_is_its_own_entry(prepared: Path, pixel_network: list[int]) -> None:
@@ -214,46 +214,46 @@ def test_the_conditional_variant_is_its_own_entry(prepared: Path, pixel_network:
     edit_params(lambda p: p["sampling"]["ddpm_cfg"].update(sampler="ddim", guidance_scale=2.0, eta=0.5))
     invoke("train", "ddpm_cfg")
     invoke("sample", "ddpm_cfg")
-    assert not (prepared / "runs" / "ddpm").exists()
-    assert json.loads((prepared / "runs" / "ddpm_cfg" / "config.json").read_text())["family"] == "ddpm"
-    record = json.loads((prepared / "samples" / "ddpm_cfg.json").read_text())
+    assert not (prepared / "runs" / "ddpm" / "seed-0").exists()
+    assert json.loads((prepared / "runs" / "ddpm_cfg" / "seed-0" / "config.json").read_text())["family"] == "ddpm"
+    record = json.loads((prepared / "samples" / "ddpm_cfg" / "seed-0.json").read_text())
     assert record["name"] == "ddpm_cfg" and record["family"] == "ddpm"
     assert record["num_classes"] == 10 and record["labels"] == "image i has class i % num_classes"
     assert record["weights"] == "ema" and record["sampling"]["sampler"] == "ddim"
     assert record["sampling"]["guidance_scale"] == 2.0
     invoke("evaluate", "ddpm_cfg")
     assert "registered genbench-ddpm_cfg v1" in invoke("register", "ddpm_cfg")
-    result = CliRunner().invoke(app, ["sample", "ddpm", "--run", "runs/ddpm_cfg"])
+    result = CliRunner().invoke(app, ["sample", "ddpm", "--run", "runs/ddpm_cfg/seed-0"])
     assert result.exit_code == 2 and "holds the ddpm_cfg model (ddpm), not ddpm" in result.output
     sampling = load_config("params.yaml").sampling_for("ddpm_cfg")
-    run = prepared / "runs" / "ddpm_cfg"
+    run = prepared / "runs" / "ddpm_cfg" / "seed-0"
     sample(run, prepared / "a.npy", "ddpm_cfg", SampleConfig(n=4, batch_size=4, device="cpu"), sampling, 5)
     sample(run, prepared / "b.npy", "ddpm_cfg", SampleConfig(n=4, batch_size=3, device="cpu"), sampling, 5)
     assert np.abs(np.load(prepared / "a.npy").astype(int) - np.load(prepared / "b.npy").astype(int)).max() <= 1
 
 
 def test_sampling_raw_weights_is_one_switch(trained: Path) -> None:
-    ema_model, _ = load_trained(trained / "runs" / "vae")
-    raw_model, _ = load_trained(trained / "runs" / "vae", ema=False)
-    stored = load_file(str(trained / "runs" / "vae" / "model.safetensors"))
+    ema_model, _ = load_trained(trained / "runs" / "vae" / "seed-0")
+    raw_model, _ = load_trained(trained / "runs" / "vae" / "seed-0", ema=False)
+    stored = load_file(str(trained / "runs" / "vae" / "seed-0" / "model.safetensors"))
     for name, value in raw_model.state_dict().items():
         assert torch.equal(value, stored.get(f"raw.{name}", stored[name])), name
     assert any(not torch.equal(a, b) for a, b in zip(ema_model.state_dict().values(), raw_model.state_dict().values()))
     edit_params(lambda p: p["sampling"].setdefault("vae", {}).update(ema=False))
     invoke("sample", "vae")
-    assert json.loads((trained / "samples" / "vae.json").read_text())["weights"] == "raw"
+    assert json.loads((trained / "samples" / "vae" / "seed-0.json").read_text())["weights"] == "raw"
 
 
 def test_sampler_settings_come_from_params_without_retraining(trained: Path) -> None:
-    weights = (trained / "runs" / "ddpm" / "model.safetensors").read_bytes()
+    weights = (trained / "runs" / "ddpm" / "seed-0" / "model.safetensors").read_bytes()
     invoke("sample", "ddpm")
-    ancestral = np.load(trained / "samples" / "ddpm.npy")
+    ancestral = np.load(trained / "samples" / "ddpm" / "seed-0.npy")
     edit_params(lambda p: p["sampling"]["ddpm"].update(sampler="ddim", eta=0.0))
     invoke("sample", "ddpm")
-    record = json.loads((trained / "samples" / "ddpm.json").read_text())
+    record = json.loads((trained / "samples" / "ddpm" / "seed-0.json").read_text())
     assert record["sampling"]["sampler"] == "ddim" and record["sampling"]["eta"] == 0.0
-    assert not np.array_equal(np.load(trained / "samples" / "ddpm.npy"), ancestral)
-    assert (trained / "runs" / "ddpm" / "model.safetensors").read_bytes() == weights
+    assert not np.array_equal(np.load(trained / "samples" / "ddpm" / "seed-0.npy"), ancestral)
+    assert (trained / "runs" / "ddpm" / "seed-0" / "model.safetensors").read_bytes() == weights
 
 
 def test_a_sweep_resamples_the_trained_weights(trained: Path, pixel_network: list[int]) -> None:
@@ -262,7 +262,7 @@ def test_a_sweep_resamples_the_trained_weights(trained: Path, pixel_network: lis
     from genbench.components.evaluate import evaluate
     from genbench.components.sample import sample
 
-    weights = (trained / "runs" / "ddpm" / "model.safetensors").read_bytes()
+    weights = (trained / "runs" / "ddpm" / "seed-0" / "model.safetensors").read_bytes()
     config = load_config("params.yaml")
     spec = config.sweeps["ddim_steps"]
     assert spec.values == (2,) and spec.set == {"sampler": "ddim", "eta": 0.0}
@@ -271,12 +271,12 @@ def test_a_sweep_resamples_the_trained_weights(trained: Path, pixel_network: lis
     assert [row["value"] for row in summary["rows"]] == [2] and summary["entry"] == "ddpm"
     swept = np.load(trained / "sweeps" / "ddim_steps" / "sample_steps-2.npy")
     direct = config.sampling_for("ddpm").model_copy(update={"sampler": "ddim", "eta": 0.0, "sample_steps": 2})
-    sample(trained / "runs" / "ddpm", trained / "direct.npy", "ddpm", config.sample, direct, config.seed)
+    sample(trained / "runs" / "ddpm" / "seed-0", trained / "direct.npy", "ddpm", config.sample, direct, config.seed)
     assert np.array_equal(swept, np.load(trained / "direct.npy"))
     scored = evaluate(trained / "direct.npy", trained / "data" / "prepared" / "reference.npy",
                       trained / "direct.json", cache_dir=trained / ".genbench" / "cache", settings=config.evaluate)
     assert summary["rows"][0]["fid"] == scored["fid"] and summary["rows"][0]["recall"] == scored["recall"]
-    assert (trained / "runs" / "ddpm" / "model.safetensors").read_bytes() == weights
+    assert (trained / "runs" / "ddpm" / "seed-0" / "model.safetensors").read_bytes() == weights
 
     edit_params(lambda p: p["sweeps"]["ddim_steps"]["profiles"]["tiny"].update(values=[9]))
     result = CliRunner().invoke(app, ["sweep", "ddim_steps"])
@@ -289,18 +289,19 @@ def test_sample_from_the_registry_champion(trained: Path, pixel_network: list[in
         invoke(stage, "ddpm")
     output = invoke("sample", "ddpm", "--model", "models:/genbench-ddpm@champion")
     assert "from genbench-ddpm v1" in output
-    assert np.array_equal(np.load(trained / "samples" / "ddpm-v1.npy"), np.load(trained / "samples" / "ddpm.npy"))
+    assert np.array_equal(np.load(trained / "samples" / "ddpm-v1.npy"),
+                          np.load(trained / "samples" / "ddpm" / "seed-0.npy"))
     source = json.loads((trained / "samples" / "ddpm-v1.json").read_text())["source"]
     assert source["model_uri"] == "models:/genbench-ddpm@champion" and source["version"] == 1
-    assert source["fid"] == json.loads((trained / "metrics" / "ddpm.json").read_text())["fid"]
+    assert source["fid"] == json.loads((trained / "metrics" / "ddpm" / "seed-0.json").read_text())["fid"]
     assert source["run_id"] == json.loads((trained / "registry" / "ddpm.json").read_text())["run_id"]
 
     for args, message in [
         (["sample", "vae", "--model", "models:/genbench-ddpm/1"], "holds the ddpm model (ddpm), not vae"),
-        (["sample", "vae", "--run", "runs/ddpm"], "runs/ddpm holds the ddpm model (ddpm), not vae"),
+        (["sample", "vae", "--run", "runs/ddpm/seed-0"], "runs/ddpm/seed-0 holds the ddpm model (ddpm), not vae"),
         (["sample", "ddpm", "--model", "models:/genbench-ddpm@nobody"], "not in the registry"),
         (["sample", "ddpm", "--model", "runs:/abc/model"], "expected models:/genbench-<name>@<alias>"),
-        (["sample", "ddpm", "--model", "models:/genbench-ddpm/1", "--run", "runs/ddpm"], "not both"),
+        (["sample", "ddpm", "--model", "models:/genbench-ddpm/1", "--run", "runs/ddpm/seed-0"], "not both"),
     ]:
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)
@@ -313,10 +314,10 @@ def test_a_registered_ldm_samples_in_an_empty_folder(trained: Path, tmp_path: Pa
     invoke("sample", "ldm")
     # What is tested is the registry round trip, not the FID it records: a hand-written metrics file saves a
     # pass of the Inception network.
-    Path("metrics").mkdir()
-    Path("metrics/ldm.json").write_text(json.dumps({"fid": 321.0}))
+    Path("metrics/ldm").mkdir(parents=True)
+    Path("metrics/ldm/seed-0.json").write_text(json.dumps({"fid": 321.0}))
     invoke("register", "ldm")
-    here = np.load(trained / "samples" / "ldm.npy")
+    here = np.load(trained / "samples" / "ldm" / "seed-0.npy")
     # An empty folder, as on another machine that reaches the same tracking server.
     empty = tmp_path / "elsewhere"
     empty.mkdir()
@@ -330,11 +331,12 @@ def test_a_registered_ldm_samples_in_an_empty_folder(trained: Path, tmp_path: Pa
 
 def test_models_lists_every_family_with_its_size(project: Path) -> None:
     rows = {line.split()[0]: line.split()[1:] for line in invoke("models").splitlines()[1:]}
-    assert list(rows) == ["vae", "dcgan", "wgan_gp", "wgan", "vae_gan", "ddpm", "ldm", "ddpm_cfg"]
+    assert list(rows) == ["vae", "dcgan", "wgan_gp", "wgan", "vae_gan", "ddpm", "ldm", "ddpm_cfg", "ddpm_t4000"]
     assert rows["ldm"][1] == "n/a:"  # no trained vae in a fresh project
     # the variant is a DDPM with a class embedding on top of ddpm's own settings
     assert rows["ddpm_cfg"][0] == rows["ddpm"][0] == "DDPM"
     assert int(rows["ddpm_cfg"][1].replace(",", "")) > int(rows["ddpm"][1].replace(",", ""))
+    assert rows["ddpm_t4000"][1] == rows["ddpm"][1]  # the same network over more timesteps
 
 
 def test_params_prints_every_resolved_value(project: Path) -> None:
@@ -414,15 +416,6 @@ def test_prepare_reads_cifar10_pickles(tmp_path: Path, monkeypatch: pytest.Monke
     assert sorted(i.tobytes() for i in train_images) == sorted(i.tobytes() for i in every_train)
 
 
-def test_report_draws_the_vae_latent_interpolation(trained: Path) -> None:
-    from PIL import Image
-
-    from genbench.components.report import save_interpolation
-
-    reference = np.load(trained / "data" / "prepared" / "reference.npy")
-    save_interpolation(trained / "runs" / "vae", reference, trained / "interp.png", pairs=2, steps=5)
-    width, height = Image.open(trained / "interp.png").size
-    assert (width, height) == (2 + 5 * (2 * 28 + 2), 2 + 2 * (2 * 28 + 2))  # 5 columns, 2 rows, zoom 2, padding 2
 
 
 def test_fid_curve_goes_into_the_history(trained: Path, pixel_network: list[int]) -> None:
@@ -430,7 +423,7 @@ def test_fid_curve_goes_into_the_history(trained: Path, pixel_network: list[int]
     from PIL import Image
 
     from genbench.components.artifacts import curves, read_history
-    from genbench.components.report import plot_fid_curves
+    from genbench.components.figures import fid_curves
 
     edit_params(lambda p: p["models"]["vae"]["profiles"]["tiny"]["train"].update(fid_every=2, fid_n=8))
     invoke("train", "vae", "--out", "curve")
@@ -441,10 +434,11 @@ def test_fid_curve_goes_into_the_history(trained: Path, pixel_network: list[int]
     assert all(np.isfinite(v) and v > 0 for v in curve.values())
     assert any(name == "fid_curve_seconds" for _, name, _ in rows)
 
-    assert plot_fid_curves({"vae": curves(rows)}, Path("fid_curve.png"))
-    assert Image.open("fid_curve.png").size == (600, 400)
+    assert fid_curves({"vae": [curves(rows)]}, Path("fid_curve"))
+    width, height = Image.open("fid_curve.png").size
+    assert width > 500 and height > 300 and Path("fid_curve.pdf").read_bytes().startswith(b"%PDF")
     # no curve in the fixture's dcgan run: the report leaves the figure out
-    assert not plot_fid_curves({"dcgan": curves(read_history(Path("runs/dcgan")))}, Path("none.png"))
+    assert not fid_curves({"dcgan": [curves(read_history(Path("runs/dcgan/seed-0")))]}, Path("none"))
     assert not Path("none.png").exists()
 
 

@@ -66,12 +66,13 @@ def test_a_registered_toy_family_trains_samples_and_is_evaluated(prepared: Path,
 
     assert "pixel_gaussian PixelGaussian 1,568" in " ".join(invoke("models").split())  # 2 × 28 × 28
     invoke("train", "pixel_gaussian")
-    history = [line.split(",") for line in Path("runs/pixel_gaussian/history.csv").read_text().splitlines()[1:]]
+    history = [line.split(",") for line in
+               Path("runs/pixel_gaussian/seed-0/history.csv").read_text().splitlines()[1:]]
     losses = [float(value) for _, name, value in history if name == "model/loss"]
     assert len(losses) == 30 and losses[-1] < losses[0]  # maximum likelihood at work
     invoke("sample", "pixel_gaussian")
-    images = np.load("samples/pixel_gaussian.npy")
+    images = np.load("samples/pixel_gaussian/seed-0.npy")
     assert images.shape == (12, 28, 28, 1) and images.dtype == np.uint8 and images.std() > 0
     output = invoke("evaluate", "pixel_gaussian")
-    metrics = json.loads(Path("metrics/pixel_gaussian.json").read_text())
+    metrics = json.loads(Path("metrics/pixel_gaussian/seed-0.json").read_text())
     assert np.isfinite(metrics["fid"]) and metrics["fid"] > 0 and f"FID {metrics['fid']:.2f}" in output

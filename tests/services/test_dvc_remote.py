@@ -1,0 +1,182 @@
+"""DVC's remote on a real S3-compatible server on 127.0.0.1 (MinIO where installed, else moto's, as `genbench
+stack` starts it), in tiny git + DVC projects of one entry (vae) and one seed.
+
+- A fresh clone rebuilds without retraining: `dvc pull` brings every cached output back, and `dvc repro` then
+  runs only `report`, whose `results/` is not cached (`cache: false`), into the same tables.
+- The Prefect flow prepares its data through DVC's `prepare` stage: dvc.lock records it, the remote holds it,
+  and every MLflow run and model version carries its dvc.lock md5.
+
+The endpoint goes to `.dvc/config.local` (`dvc remote modify --local`) and the keys only to the environment:
+nothing the test writes to a tracked file names the server or its keys.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from genbench import stack
+from genbench.components.dvc_data import DataPushWarning, data_lock_hash, reproduce_prepare
+from genbench.config import load_config
+from tests.drivers.conftest import COPY_IGNORE, REPO, driver_env
+
+# DVC 3.67 calls pygtrie's deprecated `_NoneStep.value` internally; nothing here can change it
+pytestmark = [pytest.mark.server, pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")]
+HOST = "127.0.0.1"
+REMOTE = "storage"  # .dvc/config's default remote: s3://genbench-dvc
+PLAN = "families: [vae]\nseeds: [0]\nsweeps: {}\n"  # one entry, one seed, no sweep: the smallest whole pipeline
+RAN = re.compile(r"Running stage '([^']+)'")
+SKIPPED = re.compile(r"Stage '([^']+)' didn't change, skipping")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """An S3 server started as `genbench stack up` starts it, with the stack's buckets (genbench-dvc among them);
+    yields its URL and keys. Only this server: DVC needs neither MLflow's nor Prefect's."""
+    folder = tmp_path_factory.mktemp("s3")
+    (folder / "logs").mkdir()
+    keys = {"AWS_ACCESS_KEY_ID": f"genbench{secrets.token_hex(6)}", "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(24),
+            "AWS_DEFAULT_REGION": stack.REGION}
+    service = stack._start_s3(HOST, stack._free_port(HOST), folder, keys)
+    try:
+        stack._wait_healthy("s3", service, stack._s3_health_url(service))
+        stack._create_buckets(service["url"], keys)
+        yield {"url": service["url"], **keys}
+    finally:
+        stack._stop(service["pid"])
+
+
+def _env(root: Path, s3: dict[str, str]) -> dict[str, str]:
+    """The drivers' environment (embedded MLflow and Prefect, one torch thread) with the S3 keys, and no other
+    AWS setting: the endpoint must come from `.dvc/config.local`."""
+    env = {k: v for k, v in driver_env(root).items() if not k.startswith("AWS_") or k == "AWS_CA_BUNDLE"}
+    return env | {k: v for k, v in s3.items() if k.startswith("AWS_")}
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> str:
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"{cmd} failed ({done.returncode}):\n{output[-6000:]}"
+    return output
+
+
+def _ignore(folder: str, names: list[str]) -> set[str]:
+    """The drivers' copy filter, plus DVC's local state (cache, tmp, config.local) and tool caches."""
+    skipped = set(COPY_IGNORE(folder, names)) | ({".ruff_cache"} & set(names))
+    if Path(folder).name == ".dvc":
+        skipped |= {"cache", "tmp", "config.local"} & set(names)
+    return skipped
+
+
+def _project(path: Path, s3: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """A git + DVC copy of the repository on the tiny profile and PLAN, committed, its remote's endpoint set in
+    `.dvc/config.local`; returns it and the environment to run in it."""
+    shutil.copytree(REPO, path, ignore=_ignore)
+    params = path / "params.yaml"
+    text, count = re.subn(r"(?m)^profile: \w+", "profile: tiny", params.read_text(), count=1)
+    text, plans = re.subn(r"(?ms)^(# >>> plan\n).*?^(# <<< plan)$", rf"\g<1>{PLAN}\g<2>", text, count=1)
+    assert count == plans == 1, "params.yaml lost its `profile:` line or its plan markers"
+    params.write_text(text)
+    config = load_config(params)
+    plan = (config.profile, list(config.families), list(config.seeds), dict(config.sweeps))
+    assert plan == ("tiny", ["vae"], [0], {}), plan
+    env = _env(path, s3)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
+        _run(cmd, path, env)
+    _set_endpoint(path, s3["url"], env)
+    return path, env
+
+
+def _set_endpoint(root: Path, url: str, env: dict[str, str]) -> None:
+    _run(["dvc", "remote", "modify", "--local", REMOTE, "endpointurl", url], root, env)
+    tracked = _run(["git", "status", "--porcelain", "--untracked-files=no"], root, env)
+    assert not tracked.strip(), f"a tracked file changed:\n{tracked}"
+
+
+def _bucket_keys(s3: dict[str, str]) -> set[str]:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3["url"], region_name=s3["AWS_DEFAULT_REGION"],
+                          aws_access_key_id=s3["AWS_ACCESS_KEY_ID"], aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"])
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=stack.DVC_BUCKET)
+    return {item["Key"] for page in pages for item in page.get("Contents", [])}
+
+
+def _remote_key(md5: str) -> str:
+    """Where DVC 3 stores an object of that md5 in an S3 remote (a folder's listing keeps its `.dir`)."""
+    return f"files/md5/{md5[:2]}/{md5[2:]}"
+
+
+def test_a_fresh_clone_pulls_everything_and_reruns_only_the_report(s3: dict[str, str], tmp_path: Path) -> None:
+    first, env = _project(tmp_path / "first", s3)
+    _run(["dvc", "repro"], first, env)
+    reported_at = _run(["git", "rev-parse", "HEAD"], first, env).strip()  # the commit the report records
+    _run(["git", "add", "dvc.lock"], first, env)
+    _run(["git", "commit", "-qm", "dvc repro"], first, env)
+    _run(["dvc", "push"], first, env)
+    lock = yaml.safe_load((first / "dvc.lock").read_text())["stages"]
+    assert _remote_key(data_lock_hash(first) or "?") in _bucket_keys(s3)
+
+    second = tmp_path / "second"
+    _run(["git", "clone", "-q", str(first), str(second)], tmp_path, env)
+    env = _env(second, s3)
+    _set_endpoint(second, s3["url"], env)
+    _run(["dvc", "pull"], second, env)
+    output = _run(["dvc", "repro"], second, env)
+
+    assert RAN.findall(output) == ["report"], output
+    assert sorted(SKIPPED.findall(output)) == sorted(set(lock) - {"report"}), output
+    assert {"train@vae-0", "sample@vae-0", "evaluate@vae-0", "register@vae-0", "prepare"} <= set(lock)
+    assert "Data and pipelines are up to date." in _run(["dvc", "status"], second, env)
+    # The same bytes, but for the git commit each report records: the first ran before dvc.lock was committed.
+    rebuilt_at = _run(["git", "rev-parse", "HEAD"], second, env).strip()
+    for name in ("results.csv", "results.md"):
+        before, after = ((root / "results" / name).read_bytes() for root in (first, second))
+        assert reported_at.encode() in before and rebuilt_at.encode() in after, name
+        assert after.replace(rebuilt_at.encode(), reported_at.encode()) == before, name
+
+
+def test_the_prefect_flow_prepares_through_dvc_and_tags_its_runs_with_the_lock_hash(
+        s3: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    root, env = _project(tmp_path / "flow", s3)
+    _run([sys.executable, "-m", "genbench.cli", "run"], root, env)
+
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert list(lock) == ["prepare"]  # the flow reproduces DVC's prepare stage and no other
+    md5 = data_lock_hash(root)
+    assert md5 is not None and md5.endswith(".dir")
+    assert [out["md5"] for out in lock["prepare"]["outs"] if out["path"] == "data/prepared"] == [md5]
+    assert "Data and pipelines are up to date." in _run(["dvc", "status", "prepare"], root, env)
+    assert _remote_key(md5) in _bucket_keys(s3)  # pushed to the default remote
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.data.tags.get("genbench.name") for r in runs] == ["vae"]
+    assert runs[0].data.tags["dvc.data_md5"] == md5
+    (version,) = client.search_model_versions("name = 'genbench-vae'")
+    assert version.tags["dvc.data_md5"] == md5
+
+    # An unreachable remote warns, naming it, and the data step still returns the recorded hash.
+    _set_endpoint(root, f"http://{HOST}:{stack._free_port(HOST)}", env)
+    for key in [key for key in os.environ if key.startswith("AWS_") and key != "AWS_CA_BUNDLE"]:
+        monkeypatch.delenv(key)
+    for key, value in s3.items():
+        if key.startswith("AWS_"):
+            monkeypatch.setenv(key, value)
+    with pytest.warns(DataPushWarning, match=f"remote '{REMOTE}'"):
+        assert reproduce_prepare(root) == md5
+    # A run whose data settings differ from params.yaml's (another --profile) stops before DVC runs anything.
+    data = load_config(root / "params.yaml").data
+    with pytest.raises(ValueError, match="data differ"):
+        reproduce_prepare(root, data=data.model_copy(update={"train_size": data.train_size + 1}), seed=0)
