@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from .artifacts import CONFIG, HISTORY, SUMMARY, WEIGHTS, read_config, read_history, read_summary, require
-from .dvc_data import data_lock_hash
+from .dvc_lock import data_lock_hash
 from .io import config_hash, read_json, require_file, write_json
 from .promotion import TAG_DATA_MD5, TAG_EXTRACTOR_SHA, TAG_FID
 from .registry import apply_promotion, create_version, model_name

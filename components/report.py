@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from ..config import Config
 from ..layout import REAL, Layout
@@ -28,6 +27,7 @@ from . import figures
 from . import results as tables
 from .artifacts import curves as group_curves
 from .artifacts import load_trained, read_history, read_summary, to_model_range, to_uint8_nhwc
+from .dvc_lock import read_lock, stage_hash
 from .io import file_digest, load_npy, read_json, require_file, write_json
 from .run_logging import git_commit
 
@@ -41,8 +41,7 @@ def report(config: Config, layout: Layout, out_dir: Path) -> Path:
     """Write results/ for `config.families` × `config.seeds` and `config.sweeps` from `layout`'s files; returns
     index.html's path. Every input is checked before anything is written."""
     out_dir = Path(out_dir)
-    lock_path = layout.root / "dvc.lock"
-    lock = (yaml.safe_load(lock_path.read_text()) or {}) if lock_path.exists() else {}
+    lock = read_lock(layout.root)
     rows = [_entry(name, config, layout, lock) for name in config.families]
     real_metrics = read_json(require_file(layout.real_metrics, f"genbench evaluate {REAL}"))
     rows.append(tables.real_row(real_metrics))
@@ -98,9 +97,9 @@ def _entry(name: str, config: Config, layout: Layout, lock: dict[str, Any]) -> t
         runs.append({
             "name": name, "seed": seed, "mlflow_run_id": registered.get("run_id", ""),
             "model_name": registered.get("model_name", ""), "model_version": registered.get("version", ""),
-            "train_stage": tables.stage_hash(lock, f"train@{stage}"),
-            "sample_stage": tables.stage_hash(lock, f"sample@{stage}"),
-            "evaluate_stage": tables.stage_hash(lock, f"evaluate@{stage}"),
+            "train_stage": stage_hash(lock, f"train@{stage}"),
+            "sample_stage": stage_hash(lock, f"sample@{stage}"),
+            "evaluate_stage": stage_hash(lock, f"evaluate@{stage}"),
             "weights_sha256": record["weights_sha256"], "samples_md5": result.get("samples_md5", ""),
             "fid": result["fid"], "train_seconds": summary["seconds"], "train_steps": summary["steps"],
             "device_name": summary.get("device_name") or summary["device"],

@@ -15,9 +15,7 @@ with one seed, the 95 % bootstrap interval of FID, precision and recall (`evalua
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,13 +96,6 @@ def entry_row(name: str, family: str, seeds: tuple[int, ...], metrics: list[dict
 def real_row(metrics: dict[str, Any]) -> Row:
     return Row(REAL_LABEL, "real", (), {m.key: Stat.of([metrics], m.key) for m in METRICS}, metrics["n_samples"],
                metrics["n_reference"])
-
-
-def stage_hash(lock: dict[str, Any], stage: str) -> str:
-    """The first 12 hex digits of the sha256 of `stage`'s dvc.lock entry (its command, dep and param values and
-    output hashes); "" when DVC did not run it (the Prefect flow)."""
-    entry = lock.get("stages", {}).get(stage)
-    return hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()[:12] if entry else ""
 
 
 # ------------------------------------------------------------------------------------------------ writing

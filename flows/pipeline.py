@@ -14,7 +14,6 @@ from pathlib import Path
 from prefect import flow, runtime, task
 from prefect.cache_policies import NO_CACHE
 
-from genbench.components.dvc_data import in_dvc_project, reproduce_prepare
 from genbench.components.evaluate import evaluate as evaluate_component
 from genbench.components.evaluate import evaluate_real as evaluate_real_component
 from genbench.components.prepare import prepare as prepare_component
@@ -26,6 +25,7 @@ from genbench.components.train import train as train_component
 from genbench.config import Config, load_config
 from genbench.layout import REAL, Layout
 
+from .dvc_data import in_dvc_project, reproduce_prepare
 from .retries import retry_transient
 
 stage = task(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)

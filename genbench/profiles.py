@@ -1,4 +1,4 @@
-"""Profile resolution: any mapping in `params.yaml` may carry `profiles: {tiny|quick|full: overrides}`, deep-merged
+"""Profile resolution: any mapping in `params.yaml` may carry `profiles: {PROFILE: overrides}`, deep-merged
 over its siblings when that profile is active. Overrides sit beside the values they change, so a DVC stage can
 depend on `models.ddpm` alone and editing DDPM settings never retrains the VAE.
 

@@ -25,8 +25,9 @@ import pytest
 import yaml
 
 from genbench import stack
-from genbench.components.dvc_data import DataPushWarning, data_lock_hash, reproduce_prepare
+from genbench.components.dvc_lock import data_lock_hash
 from genbench.config import load_config
+from genbench.flows.dvc_data import DataPushWarning, reproduce_prepare
 from tests.drivers.conftest import COPY_IGNORE, REPO, driver_env
 
 # DVC 3.67 calls pygtrie's deprecated `_NoneStep.value` internally; nothing here can change it

@@ -294,7 +294,7 @@ def test_sample_from_the_registry_champion(trained: Path, pixel_network: list[in
     source = json.loads((trained / "samples" / "ddpm-v1.json").read_text())["source"]
     assert source["model_uri"] == "models:/genbench-ddpm@champion" and source["version"] == 1
     assert source["fid"] == json.loads((trained / "metrics" / "ddpm" / "seed-0.json").read_text())["fid"]
-    assert source["run_id"] == json.loads((trained / "registry" / "ddpm.json").read_text())["run_id"]
+    assert source["run_id"] == json.loads((trained / "registry" / "ddpm" / "seed-0.json").read_text())["run_id"]
 
     for args, message in [
         (["sample", "vae", "--model", "models:/genbench-ddpm/1"], "holds the ddpm model (ddpm), not vae"),

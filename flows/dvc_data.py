@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from ..config import DataConfig, load_config
-
-PREPARE_STAGE = "prepare"  # the stage in dvc.yaml that writes PREPARED
-PREPARED = "data/prepared"  # its output folder, as dvc.yaml and dvc.lock spell it
+from genbench.components.dvc_lock import PREPARE_STAGE, PREPARED, data_lock_hash
+from genbench.config import DataConfig, load_config
 
 
 class DataPushWarning(UserWarning):
@@ -82,20 +79,6 @@ def reproduce_prepare(root: Path, *, data: DataConfig | None = None, seed: int |
     if md5 is None:
         raise RuntimeError(f"dvc repro {PREPARE_STAGE} finished but {root / 'dvc.lock'} records no md5 for {PREPARED}")
     return md5
-
-
-def data_lock_hash(root: Path) -> str | None:
-    """The md5 dvc.lock records for data/prepared (stage `prepare`; a folder's ends in `.dir`), or None when
-    there is no dvc.lock or it has no such entry (DVC never ran `prepare` here)."""
-    lock_path = Path(root) / "dvc.lock"
-    if not lock_path.is_file():
-        return None
-    lock: Any = yaml.safe_load(lock_path.read_text()) or {}
-    stage = (lock.get("stages") or {}).get(PREPARE_STAGE) or {}
-    for out in stage.get("outs") or []:
-        if out.get("path") == PREPARED and out.get("md5"):
-            return str(out["md5"])
-    return None
 
 
 def _check_same_data(root: Path, data: DataConfig | None, seed: int | None) -> None:
