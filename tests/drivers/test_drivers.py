@@ -114,7 +114,7 @@ def test_dvc_retrains_only_the_family_whose_params_changed(dvc_project: tuple[Pa
     assert "Running stage 'train@ddpm-0'" in third and "Running stage 'report'" in third, third
     assert "Running stage 'train@vae-0'" not in third and "Running stage 'sample@vae-0'" not in third, third
     before, after = ({line.split(",")[0]: line for line in (root / name).read_text().splitlines()}
-                     for name in ("results-before.csv", "results/results.csv"))
+                     for name in ("results-before.csv", "results-after.csv"))
     assert set(before) == set(after) == {"name", *FAMILIES, "real data (held-out images)"}
     assert [name for name in before if before[name] != after[name]] == ["ddpm"]
 

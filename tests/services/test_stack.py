@@ -81,7 +81,7 @@ def test_pipeline_logs_to_servers_and_stores_weights_in_s3(pipeline_ran) -> None
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=stack.ARTIFACT_BUCKET).get("Contents", [])]
     families = ("vae", "dcgan", "ddpm")
     for family in families:
-        registry = json.loads((root / "registry" / f"{family}.json").read_text())
+        registry = json.loads((root / "registry" / family / "seed-0.json").read_text())
         assert registry["tracking_uri"] == env["MLFLOW_TRACKING_URI"]
         assert any(k.endswith(f"{registry['run_id']}/artifacts/model/model.safetensors") for k in keys), keys
         client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
@@ -113,22 +113,22 @@ def test_champion_moves_only_for_a_lower_fid_and_samples_from_the_registry(pipel
     _genbench(root, "evaluate", "ddpm", "--samples", "samples/ddpm-b.npy", "--out", "metrics/ddpm-b.json")
     _genbench(root, "register", "ddpm", "--run", "runs/ddpm-b", "--metrics", "metrics/ddpm-b.json",
               "--out", "registry/ddpm-b.json")
-    first, second = (json.loads((root / "registry" / name).read_text()) for name in ("ddpm.json", "ddpm-b.json"))
+    first, second = (json.loads((root / "registry" / name).read_text()) for name in ("ddpm/seed-0.json", "ddpm-b.json"))
     assert (first["version"], second["version"]) == (1, 2) and first["fid"] != second["fid"]
     winner, loser = (first, second) if first["fid"] < second["fid"] else (second, first)
     client = MlflowClient(tracking_uri=started["env"]["MLFLOW_TRACKING_URI"])
     assert client.get_model_version_by_alias("genbench-ddpm", "champion").version == str(winner["version"])
 
-    loser_name = "ddpm" if loser is first else "ddpm-b"
-    _genbench(root, "register", "ddpm", "--run", f"runs/{loser_name}", "--metrics", f"metrics/{loser_name}.json",
-              "--out", "registry/ddpm-c.json")
+    loser_run, loser_metrics = (("runs/ddpm/seed-0", "metrics/ddpm/seed-0.json") if loser is first
+                                else ("runs/ddpm-b", "metrics/ddpm-b.json"))
+    _genbench(root, "register", "ddpm", "--run", loser_run, "--metrics", loser_metrics, "--out", "registry/ddpm-c.json")
     third = json.loads((root / "registry" / "ddpm-c.json").read_text())
     assert third["version"] == 3 and not third["promoted"]
     assert client.get_model_version_by_alias("genbench-ddpm", "champion").version == str(winner["version"])
 
     output = _genbench(root, "sample", "ddpm", "--model", "models:/genbench-ddpm@champion")
     assert f"from genbench-ddpm v{winner['version']}" in output
-    winner_samples = root / "samples" / ("ddpm.npy" if winner is first else "ddpm-b.npy")
+    winner_samples = root / "samples" / ("ddpm/seed-0.npy" if winner is first else "ddpm-b.npy")
     assert np.array_equal(np.load(root / "samples" / f"ddpm-v{winner['version']}.npy"), np.load(winner_samples))
 
 
