@@ -1,5 +1,11 @@
-"""The two pages people click, rendered in headless Chromium: the Prefect deployment with its schedule and the
-MLflow registered model with its `champion` alias.
+"""The pages people look at, rendered in headless Chromium: the Prefect deployment with its schedule, the
+MLflow registered model with its `champion` alias, and the results page (`results/index.html`).
+
+The results page alone, from a finished quick run (README command 1) in FOLDER:
+
+    uv run python -m tests.services.screenshots --results FOLDER/results
+
+writes docs/img/results-index.png (the whole page). Look at it before committing it.
 
 The browser test (test_stack.py) saves them to its temporary folder. The README's pictures come from a
 quick-profile run instead, refreshed by
@@ -73,6 +79,26 @@ def capture(urls: dict[str, str], deployment: dict, champion_version: str, out_d
     return shots
 
 
+def results_page(results: Path, out: Path, executable: str) -> Path:
+    """The whole of results/index.html, offline (file://), checking that its table and every figure rendered."""
+    from playwright.sync_api import expect, sync_playwright
+
+    index = (results / "index.html").resolve()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(index.as_uri())
+            expect(page.get_by_text("real data (held-out images)").first).to_be_visible(timeout=30_000)
+            figures = page.locator("figure img")
+            for i in range(figures.count()):
+                assert figures.nth(i).evaluate("img => img.complete && img.naturalWidth > 0"), f"figure {i}"
+            page.screenshot(path=out, full_page=True)
+        finally:
+            browser.close()
+    return out
+
+
 def _close_assistant(page) -> None:  # noqa: ANN001 - playwright's Page
     """MLflow 3.17 opens its "MLflow Assistant" chat panel over a third of the page, a moment after the page
     loads; close it (its close button is labelled "Close") when it comes, and go on when it does not."""
@@ -100,6 +126,10 @@ def main() -> None:
     executable = chromium()
     if executable is None:
         sys.exit("chromium is not installed: apt-get install chromium")
+    if sys.argv[1:2] == ["--results"]:
+        shot = results_page(Path(sys.argv[2]), REPO / "docs" / "img" / "results-index.png", executable)
+        print(f"wrote {shot.relative_to(REPO)}")
+        return
     with tempfile.TemporaryDirectory(prefix="genbench-screenshots-") as folder:
         project = Path(folder) / "genbench"
         subprocess.run(["git", "clone", "--quiet", "--local", str(REPO), str(project)], check=True)
