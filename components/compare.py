@@ -5,8 +5,9 @@ A rerun never gives the same FID twice, so a bare difference says little: this r
 different data or a different number of images, where no interval makes them comparable.
 
 Usage: `genbench compare results/ OTHER/` prints one line per (row, metric) with A, B, the change B − A and a
-verdict, then "N numbers moved beyond their intervals"; either argument may be a results folder or its
-summary.json. `--json` prints the same as JSON, and `--fail-on-move` exits 1 when anything moved, so a CI job
+verdict, then "N numbers moved beyond their intervals"; either argument may be a results folder, its
+summary.json, or a git revision whose tree holds `results/summary.json` (results/ is a DVC output kept out of
+git; commit it, `git add -f results`, to compare revisions). `--json` prints the same as JSON, and `--fail-on-move` exits 1 when anything moved, so a CI job
 can rerun the pipeline and fail when a change to the code shifted a number beyond its noise.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,9 +70,14 @@ def read_summary(path: Path | str) -> tuple[Path, dict[str, Any]]:
     path = Path(path)
     file = path / SUMMARY if path.is_dir() else path
     if not file.is_file():
-        raise ValueError(f"{file} not found; {HINT}")
+        text = _at_revision(str(path))
+        if text is None:
+            raise ValueError(f"{file} not found (nor a git revision); {HINT}")
+        file = Path(f"{path}:{COMMITTED}")
+    else:
+        text = file.read_text()
     try:
-        data = json.loads(file.read_text())
+        data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{file} is not a genbench summary (not JSON: {exc}); {HINT}") from None
     rows = data.get("rows") if isinstance(data, dict) else None
@@ -78,6 +85,27 @@ def read_summary(path: Path | str) -> tuple[Path, dict[str, Any]]:
                                              for r in rows):
         raise ValueError(f"{file} is not a genbench summary (no rows with a name and metrics); {HINT}")
     return file, data
+
+
+COMMITTED = "results/summary.json"  # where a revision's tree holds its summary
+
+
+def _at_revision(revision: str) -> str | None:
+    """results/summary.json as committed at `revision` of the git checkout here; None when `revision` is not a
+    commit; ValueError when it is one that does not hold the file."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=30, check=False)
+
+    try:
+        if git("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}").returncode != 0:
+            return None
+        shown = git("show", f"{revision}:{COMMITTED}")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if shown.returncode != 0:
+        raise ValueError(f"git revision {revision} has no {COMMITTED}: results/ is a DVC output kept out of git; "
+                         "commit it there (git add -f results) or compare two results folders")
+    return shown.stdout
 
 
 def half_width(stat: dict[str, Any], seeds: int) -> float | None:

@@ -143,7 +143,7 @@ def spread_note(rows: list[Row]) -> str:
     seeds = {len(row.seeds) for row in rows if row.family != "real"}
     if seeds == {1}:
         return ("One seed: a value is shown with its 95 % bootstrap interval [low, high] over the samples and the "
-                "reference (FID, precision, recall), where `evaluate.bootstrap` > 0.")
+                "reference (FID, precision, recall; centred on the value), where `evaluate.bootstrap` > 0.")
     return ("Mean ± sample standard deviation (ddof = 1) over the seeds listed; a one-seed row shows its "
             "bootstrap interval.")
 

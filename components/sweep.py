@@ -35,9 +35,10 @@ class SweepRecord(BaseModel):
 def sweep(name: str, config: SweepConfig, run_dir: Path, base: SamplingConfig, settings: SampleConfig, seed: int,
           reference_path: Path, out_dir: Path, summary_path: Path, *, cache_dir: Path,
           evaluate_settings: EvaluateConfig = EvaluateConfig()) -> SweepRecord:
-    """Sample `settings.n` images from `run_dir` (entry `config.entry`) under `base` with `config.set` and each
+    """Sample `config.n` (else `settings.n`) images from `run_dir` (entry `config.entry`) under `base` with `config.set` and each
     value of `config.vary`, score each set against `reference_path`, and write the per-value rows."""
     out_dir = Path(out_dir)
+    settings = settings.model_copy(update={"n": config.n}) if config.n else settings
     shutil.rmtree(out_dir, ignore_errors=True)  # the stage's own folder: no set of an earlier value list stays
     out_dir.mkdir(parents=True)
     rows = []

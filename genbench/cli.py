@@ -259,8 +259,9 @@ def report(
 
 @app.command()
 def compare(
-    a: Annotated[Path, typer.Argument(help="Results folder (or its summary.json): the baseline.")],
-    b: Annotated[Path, typer.Argument(help="Results folder (or its summary.json) compared against A.")],
+    a: Annotated[Path, typer.Argument(help="Results folder, its summary.json, or a git revision with results/ "
+                                            "committed: the baseline.")],
+    b: Annotated[Path, typer.Argument(help="Results folder, its summary.json or a git revision, against A.")],
     json_output: Annotated[bool, typer.Option(
         "--json", help="Print the comparison as JSON instead of a table.")] = False,
     fail_on_move: Annotated[bool, typer.Option(

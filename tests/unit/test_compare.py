@@ -129,3 +129,32 @@ def test_cli_prints_the_table_json_and_exit_codes(pair: tuple[Path, Path], tmp_p
     assert CliRunner().invoke(app, ["compare", a, a, "--fail-on-move"]).exit_code == 0
     missing = CliRunner().invoke(app, ["compare", a, str(tmp_path / "missing")])
     assert missing.exit_code == 2 and "missing" in missing.output and "genbench report" in missing.output
+
+
+def test_git_revisions_with_committed_results_compare(pair: tuple[Path, Path], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A revision stands for its committed results/summary.json; one without it is a clear error."""
+    import shutil
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    monkeypatch.chdir(repo)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    (repo / "README").write_text("no results yet\n")
+    git("add", "README")
+    git("commit", "-qm", "nothing")
+    bare = git("rev-parse", "HEAD")
+    for folder, message in zip(pair, ("a", "b")):
+        shutil.copytree(folder, repo / "results", dirs_exist_ok=True)
+        git("add", "-f", "results")
+        git("commit", "-qm", message)
+    result = compare_summaries("HEAD~1", "HEAD")
+    assert result.moved == 2 and result.a == f"HEAD~1:{'results/summary.json'}"
+    with pytest.raises(ValueError, match=f"revision {bare} has no results/summary.json"):
+        compare_summaries(bare, "HEAD")

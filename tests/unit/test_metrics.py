@@ -116,10 +116,7 @@ def test_bootstrap_intervals_are_seeded_and_bracket_the_estimate() -> None:
     precision, recall = precision_recall(real, fake, k=3)
     assert first["fid_ci95"][0] < fid < first["fid_ci95"][1]
     assert first["precision_ci95"][0] < precision < first["precision_ci95"][1]
-    # P/R resamples build their balls from ~63 % distinct rows, so the balls grow and the interval leans
-    # upward (see bootstrap_intervals): the estimate may sit just below it, here by at most 0.02.
-    lo, hi = first["recall_ci95"]
-    assert lo - 0.02 < recall < hi
+    assert first["recall_ci95"][0] < recall < first["recall_ci95"][1]
     record = compute_metrics(real, fake, bootstrap=20, kid_subsets=5, kid_subset_size=100)
     assert {"fid_ci95", "precision_ci95", "recall_ci95"} <= record.keys() and record["bootstrap_resamples"] == 20
     assert "fid_ci95" not in compute_metrics(real, fake, kid_subsets=5, kid_subset_size=100)
