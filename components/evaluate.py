@@ -28,6 +28,7 @@ from .metrics import (
     inception_score,
     metric_warnings,
 )  # fmt: skip
+from .precision import resolve as resolve_precision
 
 
 def _try_inception_score(
@@ -132,10 +133,12 @@ def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_
     samples_path, reference_path = Path(samples_path), Path(reference_path)
     require_file(samples_path, "genbench sample")
     require_file(reference_path, "genbench prepare")
+    device = pick_device(settings.device)
     result = score(
         load_npy(samples_path), load_npy(reference_path), file_digest(reference_path), cache_dir=cache_dir,
-        batch_size=settings.batch_size, k=settings.k, device=str(pick_device(settings.device)),
-        precision=settings.precision, samples_name=str(samples_path), reference_name=str(reference_path),
+        batch_size=settings.batch_size, k=settings.k, device=str(device),
+        precision=resolve_precision(settings.precision, False, device)[0], samples_name=str(samples_path),
+        reference_name=str(reference_path),
         **{"bootstrap": settings.bootstrap, **options},
     )  # fmt: skip
     result["samples_md5"] = file_digest(samples_path)
@@ -159,7 +162,8 @@ def compare(real: Path, fake: Path, *, cache_dir: Path, settings: EvaluateConfig
     real_md5 = file_digest(real) if Path(real).is_file() else array_digest(real_images)
     return score(
         fake_images, real_images, real_md5, cache_dir=cache_dir, batch_size=settings.batch_size, k=settings.k,
-        bootstrap=bootstrap, seed=seed, device=str(pick_device(settings.device)), precision=settings.precision,
+        bootstrap=bootstrap, seed=seed, device=str(pick_device(settings.device)),
+        precision=resolve_precision(settings.precision, False, pick_device(settings.device))[0],
         samples_name=str(fake),
         reference_name=str(real),
     )  # fmt: skip
