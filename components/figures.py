@@ -162,20 +162,25 @@ def image_rows(rows: Sequence[np.ndarray], row_labels: Sequence[str], col_labels
 
 
 def sweep(record: dict[str, Any], real: dict[str, Any], stem: Path) -> None:
-    """A sampling sweep: FID (left) and precision and recall (right) against the swept value, with the real-data
-    floor dashed; a log axis for step counts."""
+    """A sampling sweep: FID (left) and precision and recall (right) against the swept value, each value marked
+    on the axis (log-spaced for step counts). The real-data floor is drawn only at the real row's N: FID is
+    biased upward at small N, so a sweep at fewer images compares only within itself."""
     values = [row["value"] for row in record["rows"]]
-    with figure(stem, 1, 2, figsize=(7.4, 3.0)) as (fig, (left, right)):
+    n = record["rows"][0]["n_samples"]
+    with figure(stem, 1, 2, figsize=(7.4, 3.2)) as (fig, (left, right)):
         left.plot(values, [row["fid"] for row in record["rows"]], marker="o", color="C0", label=record["entry"])
-        left.axhline(real["fid"], ls="--", color=REAL_COLOUR, label="real data")
-        left.set(xlabel=record["vary"], ylabel="FID", title="FID")
+        if n == real["n_samples"]:
+            left.axhline(real["fid"], ls="--", color=REAL_COLOUR, label="real data")
+        left.set(xlabel=record["vary"], ylabel=f"FID (N = {n})")
         right.plot(values, [row["precision"] for row in record["rows"]], marker="o", color="C1", label="precision")
         right.plot(values, [row["recall"] for row in record["rows"]], marker="s", color="C2", label="recall")
-        right.set(xlabel=record["vary"], ylabel="value", ylim=(-0.02, 1.02), title="precision and recall")
+        right.set(xlabel=record["vary"], ylabel="precision, recall", ylim=(-0.02, 1.02))
         for ax in (left, right):
             if record["vary"] == "sample_steps" and len(values) > 1:
                 ax.set_xscale("log")
+                ax.minorticks_off()
+            ax.set_xticks(values, [f"{v:g}" for v in values])
             ax.legend()
         held = ", ".join(f"{k}={v}" for k, v in record["set"].items())
         fig.suptitle(f"{record['name']}: {record['entry']} re-sampled over {record['vary']}"
-                     + (f" ({held})" if held else ""))
+                     + (f" ({held})" if held else "") + f", N = {n}")

@@ -176,7 +176,8 @@ def _figures(config: Config, layout: Layout, rows: list[tables.Row], real: dict[
     for record in swept:
         figures.sweep(record, real, fig_dir / f"sweep_{record['name']}")
         shown.append((f"sweep_{record['name']}", f"Sweep {record['name']}", f"{record['entry']}'s weights (seed "
-                      f"{first}) re-sampled once per {record['vary']}, nothing retrained; dashed: real data."))
+                      f"{first}) re-sampled once per {record['vary']}, nothing retrained; dashed: real data, drawn only when the "
+                      "sweep scores as many images as the table (FID rises at small N)."))
 
     figures.losses(history, fig_dir / "losses")
     shown.append(("losses", "Training losses", "Per-step losses of each entry; the first seed bold, the others "
