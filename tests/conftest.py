@@ -26,6 +26,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(TIER_MARKERS[tier])
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    from .drivers.conftest import restore_threads
+
+    restore_threads()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Point GENBENCH_DATA_DIR at local Fashion-MNIST and FID weights before collection, when the drivers
     start (tests/drivers/conftest.py) and inherit it; fail loudly if the data is missing."""

@@ -78,6 +78,10 @@ def _dvc_command(root: Path) -> list[str]:
 
 
 def _flow_command(root: Path) -> list[str]:
+    """The flow in a git + DVC checkout, as a scheduled run meets it: its data step goes through DVC's prepare
+    (the push to the unconfigured remote only warns)."""
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
+        run_checked(cmd, root)
     return [sys.executable, "-m", "genbench.cli", "run"]
 
 
@@ -102,6 +106,16 @@ class Driver:
 
 _running: dict[str, Driver] = {}
 _scratch: list[Path] = []
+_threads: list[int] = []  # the test process's torch threads before the drivers started
+
+
+def restore_threads() -> None:
+    """Once every driver has exited, give the test process its threads back (tests/conftest.py calls this
+    before each test: a runtest hook here would see only this folder's tests)."""
+    if _threads and all(driver.process.poll() is not None for driver in _running.values()):
+        import torch
+
+        torch.set_num_threads(_threads.pop())
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -118,6 +132,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     # One thread here and one in each driver: with more threads than cores, torch's OpenMP workers spin
     # waiting for the one that was descheduled, and both sides slow down several-fold.
+    _threads.append(torch.get_num_threads())
     torch.set_num_threads(1)
     scratch = Path(tempfile.mkdtemp(prefix="genbench-drivers-"))
     _scratch.append(scratch)

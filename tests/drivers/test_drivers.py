@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
+from genbench.components.dvc_lock import data_lock_hash
+
 from .conftest import FAMILIES, run_checked
 
 OUTPUT_DIRS = ("data/prepared", "runs", "samples", "metrics", "sweeps", "registry", "results")
@@ -56,6 +58,10 @@ def test_flow_logs_and_registers_in_mlflow(flow_project: Path) -> None:
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("genbench")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    # The flow's data step went through DVC's prepare stage: dvc.lock records it, and every run carries its md5.
+    assert list(yaml.safe_load((root / "dvc.lock").read_text())["stages"]) == ["prepare"]
+    data_md5 = data_lock_hash(root)
+    assert data_md5 is not None and data_md5.endswith(".dir")
     assert set(runs) == set(FAMILIES)
     for family in FAMILIES:
         run = runs[family]
@@ -70,6 +76,7 @@ def test_flow_logs_and_registers_in_mlflow(flow_project: Path) -> None:
         assert "model/model.safetensors" in artifacts, artifacts
         version = client.get_model_version_by_alias(f"genbench-{family}", "champion")
         assert str(version.version) == "1" and version.run_id == run.info.run_id
+        assert run.data.tags["dvc.data_md5"] == version.tags["dvc.data_md5"] == data_md5
         registry = json.loads((root / "registry" / family / "seed-0.json").read_text())
         assert registry["promoted"] and registry["version"] == 1
 

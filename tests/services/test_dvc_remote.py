@@ -3,8 +3,8 @@ stack` starts it), in tiny git + DVC projects of one entry (vae) and one seed.
 
 - A fresh clone rebuilds without retraining: `dvc pull` brings every cached output back, and `dvc repro` then
   runs only `report`, whose `results/` is not cached (`cache: false`), into the same tables.
-- The Prefect flow prepares its data through DVC's `prepare` stage: dvc.lock records it, the remote holds it,
-  and every MLflow run and model version carries its dvc.lock md5.
+- The Prefect flow's data step reproduces DVC's `prepare` stage: dvc.lock records it and the remote holds it
+  (tests/drivers checks that the flow takes this step and tags its MLflow runs with the md5).
 
 The endpoint goes to `.dvc/config.local` (`dvc remote modify --local`) and the keys only to the environment:
 nothing the test writes to a tracked file names the server or its keys.
@@ -17,7 +17,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,38 +145,28 @@ def test_a_fresh_clone_pulls_everything_and_reruns_only_the_report(s3: dict[str,
         assert after.replace(rebuilt_at.encode(), reported_at.encode()) == before, name
 
 
-def test_the_prefect_flow_prepares_through_dvc_and_tags_its_runs_with_the_lock_hash(
-        s3: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlflow import MlflowClient
-
+def test_the_flow_data_step_reproduces_dvc_prepare_and_pushes_it(s3: dict[str, str], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Prefect flow's data step (`reproduce_prepare`; the drivers tier checks that the flow takes it and tags
+    its MLflow runs with the hash) records DVC's `prepare` stage in dvc.lock and pushes the data to the remote;
+    an unreachable remote warns, naming it; data settings unlike params.yaml's stop it before DVC runs."""
     root, env = _project(tmp_path / "flow", s3)
-    _run([sys.executable, "-m", "genbench.cli", "run"], root, env)
-
-    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
-    assert list(lock) == ["prepare"]  # the flow reproduces DVC's prepare stage and no other
-    md5 = data_lock_hash(root)
-    assert md5 is not None and md5.endswith(".dir")
-    assert [out["md5"] for out in lock["prepare"]["outs"] if out["path"] == "data/prepared"] == [md5]
-    assert "Data and pipelines are up to date." in _run(["dvc", "status", "prepare"], root, env)
-    assert _remote_key(md5) in _bucket_keys(s3)  # pushed to the default remote
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert [r.data.tags.get("genbench.name") for r in runs] == ["vae"]
-    assert runs[0].data.tags["dvc.data_md5"] == md5
-    (version,) = client.search_model_versions("name = 'genbench-vae'")
-    assert version.tags["dvc.data_md5"] == md5
-
-    # An unreachable remote warns, naming it, and the data step still returns the recorded hash.
-    _set_endpoint(root, f"http://{HOST}:{stack._free_port(HOST)}", env)
     for key in [key for key in os.environ if key.startswith("AWS_") and key != "AWS_CA_BUNDLE"]:
         monkeypatch.delenv(key)
     for key, value in s3.items():
         if key.startswith("AWS_"):
             monkeypatch.setenv(key, value)
+    monkeypatch.chdir(root)
+    md5 = reproduce_prepare(root)
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert list(lock) == ["prepare"] and md5 == data_lock_hash(root) and md5.endswith(".dir")
+    assert [out["md5"] for out in lock["prepare"]["outs"] if out["path"] == "data/prepared"] == [md5]
+    assert "Data and pipelines are up to date." in _run(["dvc", "status", "prepare"], root, env)
+    assert _remote_key(md5) in _bucket_keys(s3)  # pushed to the default remote
+
+    _set_endpoint(root, f"http://{HOST}:{stack._free_port(HOST)}", env)
     with pytest.warns(DataPushWarning, match=f"remote '{REMOTE}'"):
         assert reproduce_prepare(root) == md5
-    # A run whose data settings differ from params.yaml's (another --profile) stops before DVC runs anything.
     data = load_config(root / "params.yaml").data
     with pytest.raises(ValueError, match="data differ"):
         reproduce_prepare(root, data=data.model_copy(update={"train_size": data.train_size + 1}), seed=0)
