@@ -26,7 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 FAMILIES = ("vae", "ddpm")  # two are enough to show that one family's change leaves the other alone
 SECOND_REPRO = "=== second dvc repro ==="
 THIRD_REPRO = "=== dvc repro after a ddpm edit ==="
-RESTORED = "=== dvc repro with the committed params again ==="
 # One ddpm training setting changed (tiny: 4 → 5 steps), as a person would edit params.yaml.
 EDIT_DDPM = ("import pathlib; p = pathlib.Path('params.yaml'); lines = p.read_text().split(chr(10)); "
              "i = next(i for i, line in enumerate(lines) if 'tiny: {arch: {base_channels: 6, timesteps: 4' in line); "
@@ -69,12 +68,12 @@ def tiny_project(path: Path) -> Path:
 def _dvc_command(root: Path) -> list[str]:
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
         run_checked(cmd, root)
-    # After the edited run, the committed params come back and DVC restores the first outputs from its run cache,
-    # so the outputs compared with the Prefect flow's are those of the same params.
-    return ["sh", "-c", f"dvc repro && echo '{SECOND_REPRO}' && dvc repro && cp results/results.csv results-before.csv "
-                        f"&& {sys.executable} -c \"{EDIT_DDPM}\" && echo '{THIRD_REPRO}' && dvc repro "
-                        f"&& cp results/results.csv results-after.csv && git checkout -- params.yaml "
-                        f"&& echo '{RESTORED}' && dvc repro"]
+    # The outputs compared with the Prefect flow's are copied to before/ ahead of the edit (restoring them with a
+    # fourth repro would retrain: DVC's run cache skips stages with persistent outputs such as checkpoint.pt).
+    return ["sh", "-c", f"dvc repro && echo '{SECOND_REPRO}' && dvc repro && mkdir before "
+                        f"&& cp -r samples sweeps before/ && cp results/results.csv results-before.csv "
+                        f"&& {sys.executable} -c \"{EDIT_DDPM}\" "
+                        f"&& echo '{THIRD_REPRO}' && dvc repro && cp results/results.csv results-after.csv"]
 
 
 def _flow_command(root: Path) -> list[str]:
@@ -173,11 +172,10 @@ def flow_project() -> Path:
 
 @pytest.fixture(scope="session")
 def dvc_project() -> tuple[Path, str, str, str]:
-    """A tiny project after `dvc repro` twice, once more after one ddpm training setting changed (results.csv
-    before and after in results-before.csv and results-after.csv), and once with the committed params again:
+    """A tiny project after `dvc repro` twice, then once more after one ddpm training setting changed (samples
+    and sweeps from before it in before/, results.csv in results-before.csv and results-after.csv):
     (root, first output, second, third)."""
     root, output = _finished("dvc_project")
     first, rest = output.split(SECOND_REPRO)
-    second, rest = rest.split(THIRD_REPRO)
-    third, _ = rest.split(RESTORED)
+    second, third = rest.split(THIRD_REPRO)
     return root, first, second, third
