@@ -272,10 +272,3 @@ TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#
 
 def _tex(text: str) -> str:
     return "".join(TEX_ESCAPES.get(char, char) for char in text)
-
-
-def write_text(path: Path, text: str) -> None:
-    from .io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
