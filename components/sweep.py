@@ -43,12 +43,12 @@ def sweep(name: str, config: SweepConfig, run_dir: Path, base: SamplingConfig, s
     out_dir.mkdir(parents=True)
     rows = []
     for value in config.values:
-        stem = out_dir / f"{config.vary}-{value}"
+        # Names are spelled out, not made with with_suffix: that would read the ".3" of 1.3 as a suffix.
+        images, scores = out_dir / f"{config.vary}-{value}.npy", out_dir / f"{config.vary}-{value}.metrics.json"
         started = time.perf_counter()
-        sample(run_dir, stem.with_suffix(".npy"), config.entry, settings, config.sampling(base, value), seed)
+        sample(run_dir, images, config.entry, settings, config.sampling(base, value), seed)
         seconds = time.perf_counter() - started
-        metrics = evaluate(stem.with_suffix(".npy"), reference_path, stem.with_suffix(".metrics.json"),
-                           cache_dir=cache_dir, settings=evaluate_settings)
+        metrics = evaluate(images, reference_path, scores, cache_dir=cache_dir, settings=evaluate_settings)
         rows.append({"value": value, "fid": metrics["fid"], "precision": metrics["precision"],
                      "recall": metrics["recall"], "n_samples": metrics["n_samples"],
                      "sample_seconds": round(seconds, 3), "seconds_per_image": seconds / settings.n})

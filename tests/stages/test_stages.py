@@ -284,6 +284,18 @@ def test_a_sweep_resamples_the_trained_weights(trained: Path, pixel_network: lis
     assert CliRunner().invoke(app, ["sweep", "nope"]).exit_code == 2
 
 
+def test_a_sweep_keeps_fractional_values_apart(trained: Path, pixel_network: list[int]) -> None:
+    """Values 0.5 and 0.75 once both became eta-0.npy (Path.with_suffix read ".5" as a suffix), so the second
+    set overwrote the first while the summary still listed two rows."""
+    edit_params(lambda p: p["sweeps"].update(
+        eta={"entry": "ddpm", "vary": "eta", "set": {"sampler": "ddim", "sample_steps": 2}, "values": [0.5, 0.75]}))
+    assert "eta: eta=0.75: FID" in invoke("sweep", "eta")
+    folder = trained / "sweeps" / "eta"
+    assert sorted(p.name for p in folder.glob("*.npy")) == ["eta-0.5.npy", "eta-0.75.npy"]
+    assert sorted(p.name for p in folder.glob("*.metrics.json")) == ["eta-0.5.metrics.json", "eta-0.75.metrics.json"]
+    assert not np.array_equal(np.load(folder / "eta-0.5.npy"), np.load(folder / "eta-0.75.npy"))
+
+
 def test_sample_from_the_registry_champion(trained: Path, pixel_network: list[int]) -> None:
     for stage in ("sample", "evaluate", "register"):
         invoke(stage, "ddpm")
