@@ -43,7 +43,8 @@ def noise_predictor(
     """(x_t, t) → ε for the samplers, from an ε- or v-network, with classifier-free guidance when `labels`:
 
     ε = ε(x, ∅) + s (ε(x, y) - ε(x, ∅)) (Ho & Salimans, 2021, in the diffusers convention): s = 0 is the
-    unconditional branch, s = 1 the conditional one, s > 1 guides harder. Both branches run in one batch.
+    unconditional branch, s = 1 the conditional one, s > 1 guides harder. Both branches run in one batch; at
+    s = 0 and s = 1 only the branch that counts runs.
     """
 
     def eps(x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
@@ -54,6 +55,8 @@ def noise_predictor(
         return lambda x, t: eps(x, t, None)
     if guidance_scale == 1.0:
         return lambda x, t: eps(x, t, labels)
+    if guidance_scale == 0.0:
+        return lambda x, t: eps(x, t, torch.full_like(labels, null_label))
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
         null = torch.full_like(labels, null_label)

@@ -53,10 +53,10 @@ class DiffusionSampling(SamplingConfig):
 
     def network_evaluations(self, arch: BaseModel) -> int:
         """Denoiser passes per image: T (ddpm) or the DDIM steps, twice each under guidance (conditional and
-        unconditional); the decode of an LDM's latent is not counted."""
+        unconditional; once at scale 0 or 1, where one branch is the result); an LDM's decode is not counted."""
         timesteps = getattr(arch, "timesteps")
         steps = timesteps if self.sampler == "ddpm" else len(ddim_timesteps(timesteps, self.sample_steps))
-        return steps * (2 if self.guidance_scale != 1.0 else 1)
+        return steps * (1 if self.guidance_scale in (0.0, 1.0) else 2)
 
     def check(self, arch: BaseModel) -> None:
         timesteps, num_classes = getattr(arch, "timesteps"), getattr(arch, "num_classes")

@@ -149,3 +149,13 @@ def test_the_default_ddpm_sampler_is_fixed_large_and_the_setting_reaches_it() ->
     torch.testing.assert_close(model.sample(generators([0, 1])),
                                SAMPLERS["ddpm"](model, generators([0, 1]), variance_type="fixed_large"))
     assert not torch.allclose(model.sample(generators([0, 1])), draw(model, generators([0, 1]), None, small))
+
+
+@pytest.mark.parametrize(("settings", "passes"), [
+    ({"sampler": "ddpm"}, 20),
+    ({"sampler": "ddim", "sample_steps": 5}, 5),
+    ({"sampler": "ddim", "sample_steps": 5, "guidance_scale": 0.0}, 5),  # the unconditional branch alone
+    ({"sampler": "ddim", "sample_steps": 5, "guidance_scale": 1.3}, 10),  # conditional and unconditional
+])
+def test_network_evaluations_count_the_denoiser_passes(settings: dict, passes: int) -> None:
+    assert DiffusionSampling(**settings).network_evaluations(DDPMArch(timesteps=20, num_classes=10)) == passes
