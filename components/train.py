@@ -179,7 +179,7 @@ def _fid_curve(cfg: TrainConfig, data_dir: Path, cache_dir: Path, device: torch.
     from .fid_curve import FIDCurve
 
     return FIDCurve(data_dir / "validation.npy", cache_dir, n=cfg.fid_n, every=cfg.fid_every, device=str(device),
-                    precision=cfg.fid_precision)
+                    precision=resolve_precision(cfg.fid_precision, False, device)[0])
 
 
 def _frozen_digest(model: GenerativeModel) -> dict[str, str]:

@@ -4,7 +4,8 @@ Each folder is a tier, marked automatically: unit (maths, config, models; second
 component on tiny data, sharing one prepared-and-trained project), drivers (dvc and the Prefect flow end to
 end, started in the background at collection and run last; the flow's tests start Prefect's ephemeral
 server, so they are also `server`), services (real MLflow / Prefect / S3 servers: marker `server`; the
-headless-Chromium test also `browser`). The fast loop is `uv run pytest -m "not server and not browser"`.
+headless-Chromium test also `browser`). The fast loop is `uv run pytest -m "unit or stages"`; the drivers
+run only in the full suite (README command 2).
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def tiny_params() -> str:
-    """The repository's params.yaml switched to the tiny profile."""
-    text = (REPO / "params.yaml").read_text().replace("profile: quick ", "profile: tiny ", 1)
-    assert "profile: tiny" in text
-    return text
+    """The repository's params.yaml switched to the tiny profile and its plan, as `genbench use tiny` does."""
+    from genbench.profiles import use_profile
+
+    return use_profile((REPO / "params.yaml").read_text(), "tiny", REPO / "params.yaml")
 
 
 @pytest.fixture()

@@ -22,6 +22,8 @@ from typing import IO
 import pytest
 import yaml
 
+from ..conftest import tiny_params
+
 REPO = Path(__file__).resolve().parents[2]
 FAMILIES = ("vae", "ddpm")  # two are enough to show that one family's change leaves the other alone
 SECOND_REPRO = "=== second dvc repro ==="
@@ -58,8 +60,7 @@ def tiny_project(path: Path) -> Path:
     """A copy of the repository's own files (no venv, no outputs) switched to the tiny profile."""
     shutil.copytree(REPO, path, ignore=COPY_IGNORE, dirs_exist_ok=True)
     params = path / "params.yaml"
-    text = params.read_text().replace("profile: quick ", "profile: tiny ", 1)
-    params.write_text(text.replace("\nfamilies: [vae, dcgan, ddpm]\n", f"\nfamilies: [{', '.join(FAMILIES)}]\n", 1))
+    params.write_text(tiny_params().replace("\nfamilies: [vae, dcgan, ddpm]\n", f"\nfamilies: [{', '.join(FAMILIES)}]\n", 1))
     assert yaml.safe_load(params.read_text())["profile"] == "tiny"
     assert tuple(yaml.safe_load(params.read_text())["families"]) == FAMILIES
     return path

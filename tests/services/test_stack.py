@@ -19,6 +19,7 @@ import pytest
 
 from genbench import stack
 
+from ..conftest import tiny_params
 from . import screenshots
 
 pytestmark = pytest.mark.server
@@ -28,8 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def running_stack(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("stack")
-    text = (REPO / "params.yaml").read_text().replace("profile: quick ", "profile: tiny ", 1)
-    (root / "params.yaml").write_text(text)
+    (root / "params.yaml").write_text(tiny_params())
     started = stack.up(root)
     try:
         yield root, started

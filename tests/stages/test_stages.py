@@ -278,7 +278,7 @@ def test_a_sweep_resamples_the_trained_weights(trained: Path, pixel_network: lis
     assert summary["rows"][0]["fid"] == scored["fid"] and summary["rows"][0]["recall"] == scored["recall"]
     assert (trained / "runs" / "ddpm" / "seed-0" / "model.safetensors").read_bytes() == weights
 
-    edit_params(lambda p: p["sweeps"]["ddim_steps"]["profiles"]["tiny"].update(values=[9]))
+    edit_params(lambda p: p["sweeps"]["ddim_steps"].update(values=[9]))
     result = CliRunner().invoke(app, ["sweep", "ddim_steps"])
     assert result.exit_code == 2 and "sweeps.ddim_steps: sample_steps=9: sample_steps=9 exceeds" in result.output
     assert CliRunner().invoke(app, ["sweep", "nope"]).exit_code == 2
