@@ -400,8 +400,9 @@ def deploy(
     params: ParamsOpt = HERE.params,
     profile: ProfileOpt = None,
 ) -> None:
-    """Create a scheduled Prefect deployment of the pipeline (needs a Prefect server). With --pool-type
-    kubernetes the flow runs in the image, with the image's params.yaml unless --params names another file there."""
+    """Create a scheduled Prefect deployment of the pipeline (needs a Prefect server). --params is checked here
+    and read where the flow runs: this folder, or with --pool-type kubernetes the image's /opt/genbench, which
+    holds the params.yaml it was built with."""
     _config(params, profile)
     template = None
     if pool_type == "kubernetes":
