@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, Optional, TypeVar
 
 import typer
 
@@ -43,6 +43,7 @@ def _use_running_stack() -> None:
 
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameter file.")]
+PoolType = Literal["process", "kubernetes"]  # flows/deployment.py's PoolType, without importing Prefect here
 ProfileOpt = Annotated[
     Optional[str], typer.Option("--profile", help="tiny | quick | full; overrides `profile:` in the params file.")
 ]
@@ -387,20 +388,53 @@ def use(
 def deploy(
     name: Annotated[str, typer.Option(help="Deployment name (the flow is genbench-pipeline).")] = "scheduled",
     cron: Annotated[str, typer.Option(help="Cron schedule, in UTC.")] = "0 3 * * *",
-    pool: Annotated[str, typer.Option(help="Prefect work pool (process type; created if missing).")] = "genbench",
+    pool: Annotated[str, typer.Option(help="Prefect work pool (created if missing).")] = "genbench",
+    pool_type: Annotated[PoolType, typer.Option(
+        help="process: a worker on this machine runs the flow in this folder. kubernetes: a Kubernetes worker runs "
+             "each flow run as a Job in --image; the pool's base job template is --pool-template.")] = "process",
+    image: Annotated[Optional[str], typer.Option(
+        help="kubernetes: the genbench image (infra/genbench.Dockerfile) the Jobs run, as the cluster pulls it, "
+             "e.g. registry.example.com/genbench:0.1.0.")] = None,
+    pool_template: Annotated[Path, typer.Option(
+        help="kubernetes: the base job template the pool gets.")] = HERE.root / "infra" / "k8s" / "prefect-work-pool.json",
     params: ParamsOpt = HERE.params,
     profile: ProfileOpt = None,
 ) -> None:
-    """Create a scheduled Prefect deployment of the pipeline for this folder (needs a Prefect server)."""
+    """Create a scheduled Prefect deployment of the pipeline (needs a Prefect server). --params is checked here
+    and read where the flow runs: this folder, or with --pool-type kubernetes the image's /opt/genbench, which
+    holds the params.yaml it was built with."""
     _config(params, profile)
+    template = None
+    if pool_type == "kubernetes":
+        if not image:
+            typer.echo("error: --pool-type kubernetes needs --image: the genbench image (infra/genbench.Dockerfile) "
+                       "as the cluster pulls it, e.g. --image registry.example.com/genbench:0.1.0", err=True)
+            raise typer.Exit(2)
+        if not pool_template.is_file():
+            typer.echo(f"error: {pool_template} not found: the work pool's base job template is "
+                       "infra/k8s/prefect-work-pool.json in the repository; run from its root or pass --pool-template",
+                       err=True)
+            raise typer.Exit(2)
+        from .flows.deployment import read_pool_template
+
+        template = _call(read_pool_template, pool_template)
+    elif image:
+        typer.echo("error: --image is for --pool-type kubernetes; a process pool runs the flow in this folder",
+                   err=True)
+        raise typer.Exit(2)
     if not os.environ.get("PREFECT_API_URL"):
         typer.echo("error: no Prefect server: run `genbench stack up` here or set PREFECT_API_URL", err=True)
         raise typer.Exit(2)
     from .flows.deployment import deploy as run_deploy
 
-    deployment_id = run_deploy(HERE.root, name, cron, pool, {"params": str(params), "profile": profile})
-    typer.echo(f"deployment genbench-pipeline/{name} ({deployment_id}) on pool {pool!r}, cron {cron!r}")
-    typer.echo(f"start a worker: prefect worker start --pool {pool}")
+    deployment_id = _call(run_deploy, HERE.root, name, cron, pool, {"params": str(params), "profile": profile},
+                          pool_type=pool_type, image=image, template=template)
+    typer.echo(f"deployment genbench-pipeline/{name} ({deployment_id}) on {pool_type} pool {pool!r}, cron {cron!r}")
+    if pool_type == "kubernetes":
+        typer.echo(f"start a worker in the cluster: prefect worker start --pool {pool} --type kubernetes "
+                   "(or Prefect's prefect-worker Helm chart)")
+    else:
+        typer.echo(f"start a worker: prefect worker start --pool {pool}")
 
 
 @stack_app.command("up")

@@ -1,0 +1,91 @@
+"""`genbench deploy --pool-type kubernetes` against a real Prefect server on 127.0.0.1 (no cluster).
+
+The pool is created as type kubernetes with the repository's base job template and kept equal to it, the
+deployment carries the image as its job variable, the server accepts a flow run of it, and prefect-kubernetes
+resolves that flow run exactly as a worker would, into a Job the Kubernetes schema accepts. The server is
+started with genbench.stack's process helpers and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+from genbench import stack
+
+from ..conftest import REPO, tiny_params
+from .screenshots import api
+
+pytestmark = pytest.mark.server
+TEMPLATE = REPO / "infra" / "k8s" / "prefect-work-pool.json"
+IMAGE = "registry.example.com/genbench:0.1.0"
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("prefect-server")
+    (folder / "logs").mkdir()
+    port = stack._free_port("127.0.0.1")
+    service = stack._start(
+        "prefect", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        folder, {"PREFECT_HOME": str(folder / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+        url=f"http://127.0.0.1:{port}")
+    try:
+        stack._wait_healthy("prefect", service, f"{service['url']}/api/health")
+        yield f"{service['url']}/api"
+    finally:
+        stack._stop(service["pid"])
+
+
+def genbench_deploy(project: Path, api_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    return subprocess.run([sys.executable, "-m", "genbench.cli", "deploy", "--profile", "tiny", *args], cwd=project,
+                          env=env | {"PREFECT_API_URL": api_url}, capture_output=True, text=True, timeout=300)
+
+
+def test_kubernetes_pool_deployment_and_the_job_a_worker_would_submit(prefect_api: str, tmp_path: Path) -> None:
+    from prefect.client.orchestration import PrefectClient
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    (tmp_path / "params.yaml").write_text(tiny_params())
+    edited = json.loads(TEMPLATE.read_text())
+    edited["variables"]["properties"]["gpus"]["default"] = 2
+    (tmp_path / "pool.json").write_text(json.dumps(edited))
+    for template in ("pool.json", str(TEMPLATE)):  # the second deploy puts the repository's template back
+        done = genbench_deploy(tmp_path, prefect_api, "--name", "k8s", "--pool", "gpu", "--pool-type", "kubernetes",
+                               "--image", IMAGE, "--pool-template", template)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert "--type kubernetes" in done.stdout
+    pool = api(prefect_api, "/work_pools/gpu")
+    assert pool["type"] == "kubernetes" and pool["base_job_template"] == json.loads(TEMPLATE.read_text())
+    deployment = api(prefect_api, "/deployments/name/genbench-pipeline/k8s")
+    assert deployment["job_variables"] == {"image": IMAGE} and deployment["work_pool_name"] == "gpu"
+    assert deployment["entrypoint"] == "genbench.flows.pipeline.pipeline"
+
+    wrong_type = genbench_deploy(tmp_path, prefect_api, "--name", "here", "--pool", "gpu")
+    assert wrong_type.returncode == 2 and "exists with type 'kubernetes'" in wrong_type.stderr
+
+    flow_run_id = api(prefect_api, f"/deployments/{deployment['id']}/create_flow_run", {})["id"]
+
+    async def resolve() -> dict:
+        async with PrefectClient(prefect_api) as client:
+            flow_run = await client.read_flow_run(flow_run_id)
+            configuration = await KubernetesWorkerJobConfiguration.resolve_for_flow_run(
+                flow_run, client=client, work_pool=await client.read_work_pool("gpu"), worker_name="test")
+            return configuration.job_manifest
+
+    manifest = asyncio.run(resolve())
+    pod = manifest["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == IMAGE
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert {"name": "PREFECT__FLOW_RUN_ID", "value": flow_run_id} in pod["containers"][0]["env"]
+    # Set aside the two fields the worker requires in the pod spec and the API server drops (see the unit test).
+    pod.pop("completions"), pod.pop("parallelism")
+    kubernetes_validate.validate(manifest, "1.29", strict=True)
