@@ -36,8 +36,9 @@ def _rate(rate: Rate | None) -> str:
 
 def _sizes(r: BenchResult) -> str:
     s = r.sizes
-    return (f"base {r.arch['base_channels']}, batch {s.batch_size}, T {r.sample.ddpm_steps}, n {s.sample_n}, "
-            f"features {s.feature_n}/{s.feature_batch}, {s.repeats} after {s.warmup}")
+    return (f"base {r.arch['base_channels']}, batch {s.batch_size}, T {r.sample.ddpm_steps}, DDIM "
+            f"{r.sample.ddim_steps}, n {s.sample_n}, features {s.feature_n} by {s.feature_batch}, matmul "
+            f"{s.matmul_size}, median of {s.repeats} after {s.warmup} warm-up")
 
 
 def _goals(r: BenchResult) -> str:

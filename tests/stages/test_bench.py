@@ -88,14 +88,19 @@ def test_bench_appends_a_row_of_measured_rates_and_their_ratios(
                                                f"{100 * train['fast']['mfu']:.1f} %")
 
 
-def test_no_write_prints_the_row_and_leaves_the_file(
-    project: Path, benchmarks: Path, stand_in_extractors: None
+def test_without_torch_fidelity_it_notes_the_missing_peer_and_no_write_only_prints(
+    project: Path, benchmarks: Path, stand_in_extractors: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(fidelity_peer, "installed", lambda: False)
     text = benchmarks.read_text()
     result = CliRunner().invoke(app, ["bench", *TINY, "--out", str(benchmarks), "--no-write"])
     assert result.exit_code == 0, result.output
     assert benchmarks.read_text() == text
-    assert any(line.startswith("| ") and line.count(" | ") == len(COLUMNS) - 1 for line in result.output.splitlines())
+    assert "torch-fidelity is not installed" in result.output and "uv run --group bench" in result.output
+    [printed] = [line for line in result.output.splitlines() if line.startswith("| ")]
+    named = dict(zip((title for title, _ in COLUMNS), (cell.strip() for cell in printed.strip("|").split(" | ")),
+                     strict=True))
+    assert (named["FID img/s peer"], named["ours ×"]) == ("–", "–") and named["FID img/s ours fp32"] != "–"
 
 
 @pytest.mark.parametrize(("options", "named"), [
