@@ -153,14 +153,17 @@ def bench(arch: DDPMArch, train: TrainConfig, image: tuple[int, int], sizes: Ben
     peak = device_peak(device, name, sizes.matmul_size, sizes.repeats, sizes.warmup)
     training = _training_figures(arch, train, image, sizes, device, (precision, channels_last), peak)
     sampling = _sampling_figures(arch, image, sizes, device, peak)
+    notes = _notes(device, precision, sizes.compile)
+    if any(rate.mfu > 1 for rate in (training.eager_fp32, training.fast, sampling.ddpm, sampling.ddim)):
+        notes.append("MFU above 100 %: the model ran faster than the measured peak, so the peak is too low; "
+                     "measure it on a larger matrix (matmul_size, --matmul-size)")
     return BenchResult(
         date=datetime.date.today().isoformat(), device=str(device), device_name=name, torch=torch.__version__,
         profile=profile, arch=arch.model_dump(mode="json"), image=image,
         parameters=_model(arch, image, torch.device("cpu")).num_parameters(),
         fast_path=describe_path(precision, channels_last, sizes.compile), sizes=sizes, peak=peak, train=training,
         sample=sampling, features=_feature_figures(image, sizes, device),
-        goals=goals(name, training, sampling, arch.timesteps, sizes.ddim_steps),
-        notes=_notes(device, precision, sizes.compile),
+        goals=goals(name, training, sampling, arch.timesteps, sizes.ddim_steps), notes=notes,
     )  # fmt: skip
 
 
