@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, TypeVar
 
 import typer
 
@@ -338,6 +338,79 @@ def metrics(
         typer.echo(f"{name:<{width}}  {value}")
     for note in result["warnings"]:
         typer.echo(f"warning: {note}")
+
+
+def _size(help_text: str, minimum: int = 1) -> Any:
+    """A sizing option of `bench`: None takes the device's default (components/bench.py, DEFAULT_SIZES)."""
+    return typer.Option(help=f"{help_text} Default: the device's.", min=minimum)
+
+
+@app.command()
+def bench(
+    params: ParamsOpt = HERE.params,
+    profile: Annotated[str, typer.Option(help="Whose models.ddpm layout to bench.")] = "full",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    base_channels: Annotated[Optional[int], typer.Option(
+        help="UNet width, overriding the profile's models.ddpm.arch.base_channels.", min=1)] = None,
+    timesteps: Annotated[Optional[int], typer.Option(
+        help="Diffusion steps T (the DDPM sampler walks all), overriding the profile's.", min=2)] = None,
+    ddim_steps: Annotated[int, typer.Option(help="DDIM steps (at most T).", min=1)] = 50,
+    batch_size: Annotated[Optional[int], _size("Training images per step.")] = None,
+    sample_n: Annotated[Optional[int], _size("Images each sampler draws.")] = None,
+    feature_n: Annotated[Optional[int], _size("Images per FID feature pass.")] = None,
+    feature_batch: Annotated[Optional[int], _size("Images per Inception forward pass.")] = None,
+    repeats: Annotated[Optional[int], _size("Timed repeats (medians are reported).")] = None,
+    warmup: Annotated[Optional[int], _size("Untimed repeats before them.", minimum=0)] = None,
+    matmul_size: Annotated[Optional[int], _size("Side of the bf16 matrix product that measures the peak.")] = None,
+    compile_fast: Annotated[bool, typer.Option(
+        "--compile/--no-compile", help="Add torch.compile to the fast training path.")] = False,
+    out: Annotated[Path, typer.Option(help="Markdown file the dated row is appended to.")] = HERE.benchmarks,
+    no_write: Annotated[bool, typer.Option("--no-write", help="Only print; append no row.")] = False,
+    json_path: Annotated[Optional[Path], typer.Option(
+        "--json", help="Also save the full record as JSON here (`-`: print it).")] = None,
+) -> None:
+    """Training, sampling and FID-feature speed side by side in one run on the DDPM UNet: eager fp32 against the
+    fast path, DDPM against DDIM, our feature extractor against torch-fidelity's; FLOPs, MFU; a dated row in
+    docs/benchmarks.md."""
+    config = _config(params, profile)
+    from .components.bench import BenchSizes, default_sizes
+    from .components.bench import bench as run_bench
+    from .components.bench_report import append_row, check_table, row, summary
+    from .components.devices import pick_device
+    from .components.io import write_json
+    from .components.prepare import image_shape
+
+    settings = config.family("ddpm")
+    overrides = {key: value for key, value in (("base_channels", base_channels), ("timesteps", timesteps))
+                 if value is not None}
+    with _input_errors():
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"--device {device}: use auto, cpu or cuda")
+        arch = type(settings.arch).model_validate(settings.arch.model_dump() | overrides)
+        if ddim_steps > arch.timesteps:
+            raise ValueError(f"--ddim-steps {ddim_steps} exceeds the model's {arch.timesteps} timesteps; lower "
+                             "--ddim-steps or raise --timesteps")
+        target = pick_device(device)
+        given = {"batch_size": batch_size, "sample_n": sample_n, "feature_n": feature_n,
+                 "feature_batch": feature_batch, "repeats": repeats, "warmup": warmup, "matmul_size": matmul_size}
+        sizes = BenchSizes(**default_sizes(target) | {k: v for k, v in given.items() if v is not None},
+                           ddim_steps=ddim_steps, compile=compile_fast)
+        if not no_write:
+            check_table(out)
+    result = _call(run_bench, arch, settings.train, image_shape(config.data), sizes, target, config.profile)
+
+    for line in summary(result):
+        typer.echo(line)
+    if json_path is not None:
+        if str(json_path) == "-":
+            typer.echo(result.model_dump_json(indent=2))
+        else:
+            write_json(json_path, result.model_dump(mode="json"))
+    if no_write:
+        typer.echo(row(result))
+    else:
+        append_row(out, result)
+        typer.echo(f"appended a row to {out}")
 
 
 @app.command()

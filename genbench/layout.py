@@ -82,6 +82,11 @@ class Layout:
     def cache(self) -> Path:
         return self.root / ".genbench" / "cache"
 
+    @property
+    def benchmarks(self) -> Path:
+        """Where `genbench bench` appends its dated rows."""
+        return self.root / "docs" / "benchmarks.md"
+
 
 def _seed(seed: int) -> str:
     return f"seed-{seed}"

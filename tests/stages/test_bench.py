@@ -1,0 +1,150 @@
+"""`genbench bench` end to end at tiny sizes: the row it appends to a copy of docs/benchmarks.md, the JSON it
+saves, the exit code 2 of bad options (before anything runs or is written), and the FID peer's features.
+
+The smoke run swaps the FID network for the 16-pixel stand-in (conftest.py): it checks plumbing and arithmetic,
+and the real network's cost would dwarf the rest; the last test runs the real network through both layouts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from genbench.cli import app
+from genbench.components import bench as bench_module
+from genbench.components import fidelity_peer
+from genbench.components.bench_report import COLUMNS, HEADING, header
+from genbench.components.inception import extract_features
+
+from ..conftest import REPO
+from .conftest import fashion_test_split, pixel_features
+
+TINY = ["--profile", "tiny", "--batch-size", "2", "--sample-n", "1", "--ddim-steps", "2", "--feature-n", "2",
+        "--feature-batch", "2", "--repeats", "2", "--warmup", "0", "--matmul-size", "32"]
+
+
+@pytest.fixture
+def stand_in_extractors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ours and the peer both become the pixel stand-in, whether or not torch-fidelity is installed."""
+    monkeypatch.setattr(bench_module, "extract_features", lambda images, *_, **__: pixel_features(images))
+    monkeypatch.setattr(fidelity_peer, "installed", lambda: True)
+    monkeypatch.setattr(fidelity_peer, "peer_extractor", lambda *_: pixel_features)
+
+
+@pytest.fixture
+def benchmarks(project: Path) -> Path:
+    """A copy of the repository's docs/benchmarks.md in the tmp project."""
+    path = project / "docs" / "benchmarks.md"
+    path.parent.mkdir()
+    shutil.copy(REPO / "docs" / "benchmarks.md", path)
+    return path
+
+
+def test_bench_appends_a_row_of_measured_rates_and_their_ratios(
+    project: Path, benchmarks: Path, stand_in_extractors: None
+) -> None:
+    before = benchmarks.read_text().splitlines()
+    result = CliRunner().invoke(app, ["bench", *TINY, "--out", str(benchmarks), "--json", "bench.json"])
+    assert result.exit_code == 0, result.output
+    assert f"appended a row to {benchmarks}" in result.output
+
+    record = json.loads((project / "bench.json").read_text())
+    train, sample, features = record["train"], record["sample"], record["features"]
+    for rate, images in ((train["eager_fp32"], 2), (train["fast"], 2), (sample["ddpm"], 1), (sample["ddim"], 1),
+                         (features["peer"], 2), (features["ours_fp32"], 2)):
+        assert rate["seconds"] > 0 and rate["images_per_s"] == pytest.approx(images / rate["seconds"])
+    assert train["speedup"] == pytest.approx(train["fast"]["images_per_s"] / train["eager_fp32"]["images_per_s"])
+    assert sample["speedup"] == pytest.approx(sample["ddim"]["images_per_s"] / sample["ddpm"]["images_per_s"])
+    assert features["speedup_fp32"] == pytest.approx(
+        features["ours_fp32"]["images_per_s"] / features["peer"]["images_per_s"])
+    assert (sample["ddpm_steps"], sample["ddim_steps"]) == (4, 2)  # the tiny profile's T, and --ddim-steps
+    peak = record["peak"]["flops_per_s"]
+    assert train["flops_per_step"] > 0 and sample["flops_per_step"] > 0
+    assert train["fast"]["mfu"] == pytest.approx(train["flops_per_step"] / train["fast"]["seconds"] / peak)
+    assert sample["ddpm"]["mfu"] == pytest.approx(4 * sample["flops_per_step"] / sample["ddpm"]["seconds"] / peak)
+
+    after = benchmarks.read_text().splitlines()
+    heading = after.index(HEADING)
+    header_at = after.index(header()[0], heading)
+    added = [line for line in after if line not in before]
+    assert len(added) == 1 and after.index(added[0]) == header_at + 2  # the first row of the table
+    assert [line for line in after if line != added[0]] == before  # nothing else moved
+    cells = [cell.strip() for cell in added[0].strip("|").split(" | ")]
+    named = dict(zip((title for title, _ in COLUMNS), cells, strict=True))
+    expected_bf16 = "–" if features["ours_bf16"] is None else f"{features['ours_bf16']['images_per_s']:.3g}"
+    assert named.pop("FID img/s ours bf16") == expected_bf16  # measured only where bf16 is native
+    named.pop("bf16 ×")
+    assert all(cell and cell != "–" for cell in named.values()), named
+    assert named["date"] == record["date"] and named["torch"] == torch.__version__
+    assert named["fast ×"] == f"{train['speedup']:.2f}×" and named["DDIM ×"] == f"{sample['speedup']:.2f}×"
+    assert named["ours ×"] == f"{features['speedup_fp32']:.2f}×"
+    assert named["train MFU eager / fast"] == (f"{100 * train['eager_fp32']['mfu']:.1f} % / "
+                                               f"{100 * train['fast']['mfu']:.1f} %")
+
+
+def test_without_torch_fidelity_it_notes_the_missing_peer_and_no_write_only_prints(
+    project: Path, benchmarks: Path, stand_in_extractors: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fidelity_peer, "installed", lambda: False)
+    text = benchmarks.read_text()
+    result = CliRunner().invoke(app, ["bench", *TINY, "--out", str(benchmarks), "--no-write"])
+    assert result.exit_code == 0, result.output
+    assert benchmarks.read_text() == text
+    assert "torch-fidelity is not installed" in result.output and "uv run --group bench" in result.output
+    [printed] = [line for line in result.output.splitlines() if line.startswith("| ")]
+    named = dict(zip((title for title, _ in COLUMNS), (cell.strip() for cell in printed.strip("|").split(" | ")),
+                     strict=True))
+    assert (named["FID img/s peer"], named["ours ×"]) == ("–", "–") and named["FID img/s ours fp32"] != "–"
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    (["--batch-size", "0"], "--batch-size"),
+    (["--repeats", "0"], "--repeats"),
+    (["--warmup", "-1"], "--warmup"),
+    (["--timesteps", "1"], "--timesteps"),
+    (["--ddim-steps", "5"], "--ddim-steps"),  # the tiny profile's T is 4
+    (["--ddim-steps", "60", "--timesteps", "50"], "--ddim-steps"),
+    (["--device", "tpu"], "--device"),
+    (["--profile", "nope"], "nope"),
+])  # fmt: skip
+def test_bad_options_exit_2_naming_the_option_and_write_nothing(
+    project: Path, benchmarks: Path, options: list[str], named: str
+) -> None:
+    text = benchmarks.read_text()
+    result = CliRunner().invoke(app, ["bench", "--profile", "tiny", *options, "--out", str(benchmarks),
+                                      "--json", "bench.json"])
+    assert result.exit_code == 2, result.output
+    assert named in result.output
+    assert benchmarks.read_text() == text and not (project / "bench.json").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none")
+def test_cuda_without_a_gpu_exits_2(project: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "--profile", "tiny", "--ddim-steps", "2", "--device", "cuda",
+                                      "--no-write"])
+    assert result.exit_code == 2 and "no CUDA device" in result.output
+
+
+def test_a_benchmarks_table_with_other_columns_is_refused_before_the_run(project: Path) -> None:
+    out = project / "old.md"
+    out.write_text(f"{HEADING}\n\n| date | figure |\n|---|---:|\n| 2026-01-01 | 1 |\n")
+    text = out.read_text()
+    result = CliRunner().invoke(app, ["bench", *TINY, "--out", str(out)])
+    assert result.exit_code == 2 and "other columns" in result.output
+    assert out.read_text() == text
+
+
+def test_the_peer_computes_our_features() -> None:
+    """torch-fidelity's layout with our weights copied in gives our features: the bench compares one function."""
+    pytest.importorskip("torch_fidelity", reason="torch-fidelity is in the `bench` group: uv sync --group bench")
+    images = fashion_test_split(1)
+    ours = extract_features(images, batch_size=1)
+    peer = fidelity_peer.peer_extractor(1, torch.device("cpu"))(images)
+    assert peer.shape == ours.shape == (1, 2048)
+    assert np.linalg.norm(peer - ours) / np.linalg.norm(ours) < 1e-4
