@@ -1,8 +1,8 @@
 """The drivers run in the background from the moment collection ends, and their tests run last.
 
 `dvc repro` and the Prefect flow each cost about two minutes on 2 cores, nearly all of it process start-up
-(`torchrun` with two training processes, the third driver, costs less)
-(every DVC stage imports torch anew; the flow starts Prefect's ephemeral server). Started as soon as pytest
+(every DVC stage imports torch anew; the flow starts Prefect's ephemeral server); the third driver, `torchrun` on
+`genbench prepare` and `genbench train`, starts four interpreters. Started as soon as pytest
 knows which tests it will run, they overlap the unit and stage tests instead of following them. Each runs in
 its own copy of the project on the tiny profile, with embedded defaults only, as a subprocess with one torch
 thread so that it does not fight the test process for the two cores. The flow starts a real (ephemeral)
