@@ -7,7 +7,7 @@ A run folder (`runs/<family>/`, or a registry download) holds:
                      records of the frozen models it was built on (the ldm's vae), so it rebuilds anywhere
                      with no other folder
   history.csv        step,name,value rows (per-step losses, the FID curve)
-  summary.json       steps, seconds, parameter count, device, config hash
+  summary.json       steps, seconds, processes, device-seconds, images/s, parameter count, device, config hash
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from .io import atomic_path, atomic_write, read_json, require_file, write_json
 
@@ -66,6 +66,16 @@ class TrainSummary(BaseModel):
     precision: str = "fp32"  # train.precision as resolved on the device (auto → bf16 or fp32)
     channels_last: bool = False
     config_sha256: str
+    processes: int = 1  # processes that trained it (torchrun's world size), each holding one device
+    # global training images (batch_size × batches per step × steps) per second of training, the FID curve's
+    # measurements excluded; None in summaries written before it was recorded
+    images_per_second: float | None = None
+
+    @computed_field  # in summary.json, and derived for summaries older than `processes` (one process each)
+    @property
+    def device_seconds(self) -> float:
+        """Wall time × processes: the device time the run held (every process holds its device throughout)."""
+        return round(self.seconds * self.processes, 3)
 
 
 # ---------------------------------------------------------------------------------------------- images

@@ -78,7 +78,8 @@ def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, 
     if commit != "unknown":
         run_tags[MLFLOW_GIT_COMMIT] = commit
     training = {"train_seconds": summary.seconds, "num_parameters": summary.num_parameters,
-                "train_steps": summary.steps}
+                "train_steps": summary.steps, "train_device_seconds": summary.device_seconds,
+                "train_images_per_second": summary.images_per_second}  # None (not logged) in older summaries
     run_id = log_run(
         client, get_experiment_id(tracking_uri), name, config=config, history=history,
         metrics=numeric_items(metrics) | numeric_items(training), final_step=summary.steps,

@@ -102,7 +102,8 @@ def _entry(name: str, config: Config, layout: Layout, lock: dict[str, Any]) -> t
             "evaluate_stage": stage_hash(lock, f"evaluate@{stage}"),
             "weights_sha256": record["weights_sha256"], "samples_md5": result.get("samples_md5", ""),
             "fid": result["fid"], "train_seconds": summary["seconds"], "train_steps": summary["steps"],
-            "device_name": summary.get("device_name") or summary["device"],
+            "device_name": summary.get("device_name") or summary["device"], "processes": summary["processes"],
+            "device_seconds": summary["device_seconds"], "images_per_second": summary["images_per_second"],
             "sample_seconds_per_image": record["seconds"] / record["n"],
         })
     return tables.entry_row(name, config.family(name).family, config.seeds, metrics, summaries, samples, runs)

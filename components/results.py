@@ -4,8 +4,8 @@ the real-data floor first, written as CSV, markdown and booktabs LaTeX.
 Two kinds of file, so that a rerun is byte-identical where it can be:
   results.{csv,md,tex}  quality and what is fixed by the params: metrics, parameter count, network evaluations
                         per image, the data manifest's md5 and the git commit. Identical for identical runs.
-  cost.{csv,md,tex}     what was measured: training time, device-hours and the device, sampling time per image,
-                        FID per device-hour. Differs run to run, as wall time does.
+  cost.{csv,md,tex}     what was measured: training time and throughput, device-hours and the device(s), sampling
+                        time per image, FID per device-hour. Differs run to run, as wall time does.
   runs.csv              one row per (entry, seed): its MLflow run id and registered version, the dvc.lock hash
                         of its train/sample/evaluate stages, weights sha256, samples md5 and timings.
 Spread: with several seeds, the sample standard deviation (numpy's std with ddof=1) of the per-seed values;
@@ -190,23 +190,30 @@ def results_latex(rows: list[Row], provenance: dict[str, str]) -> str:
     ])
 
 
-COST_HEADER = ["name", "device", "train_steps", "train_seconds", "device_hours", "sample_seconds_per_image",
-               "network_evaluations", "fid_per_device_hour"]
+COST_HEADER = ["name", "device", "train_steps", "train_seconds", "images_per_second", "device_hours",
+               "sample_seconds_per_image", "network_evaluations", "fid_per_device_hour"]
 
 
 def cost_rows(rows: list[Row]) -> list[dict[str, Any]]:
-    """Measured cost per entry: mean training seconds, device-hours summed over its seeds, mean sampling time
-    per image, and FID ÷ device-hours of one run (the quality a unit of compute bought: read beside FID)."""
+    """Measured cost per entry: mean training seconds and images per second, device-hours (wall time × processes)
+    summed over its seeds, mean sampling time per image, and FID ÷ device-hours of one run (the quality a unit of
+    compute bought: read beside FID). Runs from before images/s was recorded leave that cell empty."""
     out = []
     for row in ordered(rows):
         if row.family == "real":
             continue
         seconds = [run["train_seconds"] for run in row.runs]
-        per_run_hours = float(np.mean(seconds)) / 3600
+        device_seconds = [run["device_seconds"] for run in row.runs]
+        throughput = [run["images_per_second"] for run in row.runs]
+        per_run_hours = float(np.mean(device_seconds)) / 3600
         fid = row.stats["fid"].mean
+        processes = row.runs[0]["processes"]
         out.append({
-            "name": row.name, "device": row.runs[0]["device_name"], "train_steps": row.runs[0]["train_steps"],
-            "train_seconds": float(np.mean(seconds)), "device_hours": float(np.sum(seconds)) / 3600,
+            "name": row.name,
+            "device": row.runs[0]["device_name"] if processes == 1 else f"{processes} × {row.runs[0]['device_name']}",
+            "train_steps": row.runs[0]["train_steps"], "train_seconds": float(np.mean(seconds)),
+            "images_per_second": float(np.mean(throughput)) if None not in throughput else None,
+            "device_hours": float(np.sum(device_seconds)) / 3600,
             "sample_seconds_per_image": float(np.mean([run["sample_seconds_per_image"] for run in row.runs])),
             "network_evaluations": row.network_evaluations,
             "fid_per_device_hour": fid / per_run_hours if fid is not None and per_run_hours > 0 else None,
@@ -219,16 +226,18 @@ def cost_csv(costs: list[dict[str, Any]]) -> str:
 
 
 def cost_markdown(costs: list[dict[str, Any]]) -> str:
-    lines = ["| model | device | steps | train time | device-hours (all seeds) | sampling s/image | NFE "
-             "| FID per device-hour |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | device | steps | train time | images/s | device-hours (all seeds) | sampling s/image | NFE "
+             "| FID per device-hour |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for c in costs:
         per_hour = f"{c['fid_per_device_hour']:.1f}" if c["fid_per_device_hour"] is not None else "–"
+        throughput = f"{c['images_per_second']:.0f}" if c["images_per_second"] is not None else "–"
         lines.append(f"| {c['name']} | {c['device']} | {c['train_steps']} | {c['train_seconds']:.0f} s "
-                     f"| {c['device_hours']:.4f} | {c['sample_seconds_per_image']:.4f} | {c['network_evaluations']} "
-                     f"| {per_hour} |")
+                     f"| {throughput} | {c['device_hours']:.4f} | {c['sample_seconds_per_image']:.4f} "
+                     f"| {c['network_evaluations']} | {per_hour} |")
     lines += ["", "Measured wall time: it differs from run to run and machine to machine (the quality table above "
-              "does not). Device-hours sum the seeds' training; FID per device-hour divides the mean FID by one "
-              "run's device-hours."]
+              "does not). Images/s: training images per second of training, FID-curve measurements excluded. "
+              "Device-hours: wall time × processes (`N × device` under torchrun), summed over the seeds; FID per "
+              "device-hour divides the mean FID by one run's device-hours."]
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,9 @@ hardware runs it natively). A checkpoint (weights, EMA, optimizers, loss scalers
 is written every `checkpoint_every` steps and resumed from when the run record is unchanged, so a killed run
 continues where it stopped and a CPU run repeats bit for bit. Sampler settings are not an input: training
 never depends on how the model will be sampled.
+
+Under torchrun the same loop runs on every process with DistributedDataParallel; `components/distributed.py` holds
+that plumbing and the rules (batch shares, per-rank seeds, BatchNorm over the global batch, rank 0 writes).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from .artifacts import (
     write_history,
     write_summary,
 )  # fmt: skip
-from .devices import device_name, pick_device
+from .devices import device_name
+from .distributed import Processes, processes, world_size
 from .ema import EMA, averaged
 from .io import atomic_write, config_hash, file_digest, load_npy
 from .precision import Precision
@@ -60,13 +64,26 @@ def train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_di
     `fid_n` fixed-seed images (the sampler `train.curve_sampling` picks) whose FID against
     `data_dir/validation.npy` (never the test split; statistics cached in `cache_dir`) goes into history.csv as
     `fid_curve` (and its cost as `fid_curve_seconds`), which `register` logs to MLflow per step.
+
+    Under torchrun every process calls this; `train.batch_size` is the global batch, split evenly over them.
     """
-    cfg, out_dir, data_dir = settings.train, Path(out_dir), Path(data_dir)
+    size = world_size()
+    if settings.train.batch_size % size:
+        raise ValueError(f"models.{name}.train.batch_size: {settings.train.batch_size} is not divisible by the {size} "
+                         f"processes torchrun started, which share each batch evenly; use a multiple of {size} or "
+                         "start another number of processes")
+    with processes(settings.train.device) as ranks:
+        return _train(name, settings, seed, Path(data_dir), Path(out_dir), cache_dir, ranks)
+
+
+def _train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_dir: Path, cache_dir: Path | None,
+           ranks: Processes) -> TrainSummary:
+    cfg = settings.train
     train_path = data_dir / "train.npy"
     images = to_model_range(load_npy(train_path))
     labels = torch.from_numpy(load_npy(data_dir / "train_labels.npy")).long()
     channels, image_size = images.shape[1], images.shape[2]
-    device = pick_device(cfg.device)
+    device = ranks.device
     family = settings.family
     frozen = load_frozen(name, family, settings.arch, channels, image_size, seed)
     torch.manual_seed(seed)
@@ -87,10 +104,11 @@ def train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_di
     batches = torch.Generator().manual_seed(seed)
     # The frozen weights a model was given are part of what it trains on: another copy of them invalidates it.
     fingerprint = config_hash(record.model_dump(mode="json") | _frozen_digest(model))
-    state = _resume(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, precision, batches)
-    step, history, seconds = state["step"], state["history"], state["seconds"]
+    state = _resume(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, precision, batches, ranks)
+    step, history, seconds, curve_seconds = state["step"], state["history"], state["seconds"], state["curve_seconds"]
     if step == 0:
         model.fit_data(images)
+        ranks.seed_draws(seed)
 
     steps, batch_size = cfg.steps, cfg.batch_size
     order, cursor = state["order"], state["cursor"]
@@ -102,15 +120,17 @@ def train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_di
         except ValueError as exc:
             raise ValueError(f"models.{name}.train: the FID curve cannot sample: {exc}") from None
     model.train()
+    training_losses = ranks.losses(model, len(optimizers))
     started = time.perf_counter() - seconds
-    bar = tqdm(total=steps, initial=step, desc=f"train {name}", unit="step", disable=None)
+    bar = tqdm(total=steps, initial=step, desc=f"train {name}", unit="step", disable=None if ranks.main else True)
     while step < steps:
-        # The i-th update of every group in a step sees the step's i-th batch (one batch for most families).
+        # The i-th update of every group in a step sees the step's i-th batch (one batch for most families), of
+        # which each rank takes its share.
         indices = []
         for _ in range(max(updates.values())):
             if order is None or cursor + batch_size > len(order):
                 order, cursor = torch.randperm(len(images), generator=batches), 0
-            indices.append(order[cursor : cursor + batch_size])
+            indices.append(ranks.shard(order[cursor : cursor + batch_size]))
             cursor += batch_size
         losses: dict[str, dict[str, torch.Tensor]] = {}
         for optimizer in optimizers.values():
@@ -122,7 +142,7 @@ def train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_di
                 if channels_last:
                     batch = batch.contiguous(memory_format=torch.channels_last)
                 with precision.autocast():
-                    losses[group] = model.training_losses(batch, group, labels[index].to(device))
+                    losses[group] = training_losses(batch, group, labels[index].to(device))
                 optimizer.zero_grad(set_to_none=True)
                 precision.backward_and_step(group, losses[group]["loss"], optimizer)
                 model.after_update(group)
@@ -130,31 +150,43 @@ def train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_di
         step += 1
         bar.update()
         if step % cfg.log_every == 0 or step == steps:
-            logged = {f"{g}/{name}": v.detach().item() for g, group_losses in losses.items() for name, v in group_losses.items()}
+            named = {f"{g}/{name}": v for g, group_losses in losses.items() for name, v in group_losses.items()}
+            logged = dict(zip(named, ranks.mean(list(named.values())), strict=True))
             history.extend((step, name, value) for name, value in logged.items())
             bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if k.endswith("/loss")})
         if curve is not None and curve.due(step):
-            with averaged(model, ema, seed, batch_size), eval_mode(model):
-                fid = curve.maybe_measure(step, lambda n: draw_images(model, range(n), seed, curve_sampling))
-            history.extend([(step, "fid_curve", fid), (step, "fid_curve_seconds", curve.history[-1]["seconds"])])
-            bar.set_postfix({"fid_curve": f"{fid:.1f}"})
+            if ranks.main:
+                measuring = time.perf_counter()
+                with averaged(model, ema, seed, batch_size), eval_mode(model):
+                    fid = curve.maybe_measure(step, lambda n: draw_images(model, range(n), seed, curve_sampling))
+                curve_seconds += time.perf_counter() - measuring
+                history.extend([(step, "fid_curve", fid), (step, "fid_curve_seconds", curve.history[-1]["seconds"])])
+                bar.set_postfix({"fid_curve": f"{fid:.1f}"})
+            ranks.barrier()
         if step % cfg.checkpoint_every == 0 or step == steps:
             elapsed = time.perf_counter() - started
-            _save_checkpoint(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, precision, batches, step,
-                             order, cursor, elapsed, history)
-            write_history(out_dir, history)
+            rng = ranks.rng_states()
+            if ranks.main:
+                _save_checkpoint(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, precision, batches, step,
+                                 order, cursor, elapsed, curve_seconds, history, rng)
+                write_history(out_dir, history)
+            ranks.barrier()
     bar.close()
     seconds = time.perf_counter() - started
 
-    write_config(out_dir, record)
-    with averaged(model, ema, seed, batch_size) as statistics:
-        averaged_state = ema.shadow | statistics
-    save_weights(out_dir, model, averaged_state, {"name": name, "family": family, "config_sha256": fingerprint})
+    images_seen = steps * cfg.batch_size * max(updates.values())
     summary = TrainSummary(name=name, family=family, steps=steps, seconds=round(seconds, 3),
-                           num_parameters=model.num_parameters(), device=str(device),
+                           num_parameters=model.num_parameters(), device=device.type,
                            device_name=device_name(device), precision=dtype,
-                           channels_last=channels_last, config_sha256=fingerprint)
-    write_summary(out_dir, summary)
+                           channels_last=channels_last, config_sha256=fingerprint, processes=ranks.world_size,
+                           images_per_second=round(images_seen / max(seconds - curve_seconds, 1e-9), 3))
+    if ranks.main:
+        write_config(out_dir, record)
+        with averaged(model, ema, seed, batch_size) as statistics:
+            averaged_state = ema.shadow | statistics
+        save_weights(out_dir, model, averaged_state, {"name": name, "family": family, "config_sha256": fingerprint})
+        write_summary(out_dir, summary)
+    ranks.barrier()
     return summary
 
 
@@ -196,48 +228,62 @@ def _frozen_digest(model: GenerativeModel) -> dict[str, str]:
 
 def _resume(
     path: Path, fingerprint: str, model: GenerativeModel, ema: EMA, optimizers: dict[str, torch.optim.Optimizer],
-    precision: Precision, batches: torch.Generator,
+    precision: Precision, batches: torch.Generator, ranks: Processes,
 ) -> dict[str, Any]:
-    fresh = {"step": 0, "order": None, "cursor": 0, "seconds": 0.0, "history": []}
+    """Load the checkpoint into the run's state (on every rank) if it was written for this run record; a
+    torchrun checkpoint keeps every rank's generators, so it resumes only with as many processes."""
+    fresh = {"step": 0, "order": None, "cursor": 0, "seconds": 0.0, "curve_seconds": 0.0, "history": []}
     if not path.exists():
         return fresh
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if checkpoint["config_sha256"] != fingerprint:
-        tqdm.write(f"{path}: written for another config; starting from scratch")
+        if ranks.main:
+            tqdm.write(f"{path}: written for another config; starting from scratch")
         return fresh
+    generators = checkpoint.get("rank_rng", [checkpoint])
+    if len(generators) != ranks.world_size:
+        raise ValueError(f"{path} was written by {len(generators)} process(es) and this run has {ranks.world_size}: "
+                         f"resume with `torchrun --nproc_per_node {len(generators)}` (1: plain `genbench train`), "
+                         f"or delete {path} to start again")
     model.load_state_dict(checkpoint["model"])
     ema.load_state_dict(checkpoint["ema"])
     for group, optimizer in optimizers.items():
         optimizer.load_state_dict(checkpoint["optimizers"][group])
     precision.load_state_dict(checkpoint["scalers"])
-    torch.set_rng_state(checkpoint["torch_rng"])
+    mine = generators[ranks.rank]
+    torch.set_rng_state(mine["torch_rng"])
     batches.set_state(checkpoint["batch_rng"])
-    if torch.cuda.is_available() and "cuda_rng" in checkpoint:
-        torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
-    tqdm.write(f"{path}: resuming at step {checkpoint['step']}")
+    if torch.cuda.is_available() and "cuda_rng" in mine:
+        torch.cuda.set_rng_state_all(mine["cuda_rng"])
+    if ranks.main:
+        tqdm.write(f"{path}: resuming at step {checkpoint['step']}")
     return {"step": checkpoint["step"], "order": checkpoint["order"], "cursor": checkpoint["cursor"],
-            "seconds": checkpoint["seconds"], "history": parse_history(checkpoint["history_csv"], str(path))}
+            "seconds": checkpoint["seconds"], "curve_seconds": checkpoint.get("curve_seconds", 0.0),
+            "history": parse_history(checkpoint["history_csv"], str(path))}
 
 
 def _save_checkpoint(
     path: Path, fingerprint: str, model: GenerativeModel, ema: EMA, optimizers: dict[str, torch.optim.Optimizer],
     precision: Precision, batches: torch.Generator, step: int, order: torch.Tensor, cursor: int, seconds: float,
-    history: list[tuple[int, str, float]],
+    curve_seconds: float, history: list[tuple[int, str, float]], rng: list[dict[str, Any]],
 ) -> None:
+    """checkpoint.pt, atomically. `rng` holds every rank's generators (`Processes.rng_states`): rank 0's at the top
+    level, as a single process writes them, and under torchrun all of them under `rank_rng`."""
     checkpoint: dict[str, Any] = {
         "config_sha256": fingerprint,
         "step": step,
         "order": order,
         "cursor": cursor,
         "seconds": seconds,
+        "curve_seconds": curve_seconds,
         "model": model.state_dict(),
         "ema": ema.state_dict(),
         "optimizers": {group: opt.state_dict() for group, opt in optimizers.items()},
         "scalers": precision.state_dict(),
-        "torch_rng": torch.get_rng_state(),
         "batch_rng": batches.get_state(),
         "history_csv": history_text(history),
+        **rng[0],
     }
-    if torch.cuda.is_available():
-        checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
+    if len(rng) > 1:
+        checkpoint["rank_rng"] = rng
     atomic_write(path, lambda handle: torch.save(checkpoint, handle))

@@ -106,14 +106,19 @@ def train(
     data: Annotated[Path, typer.Option(help="Prepared data folder.")] = HERE.data,
     out: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY/seed-SEED].")] = None,
 ) -> None:
-    """Train one family under one seed; resumes from its checkpoint.pt when the config is unchanged."""
+    """Train one family under one seed; resumes from its checkpoint.pt when the config is unchanged. Under
+    `torchrun --nproc_per_node N` the N processes train it with DistributedDataParallel (README: Scale out)."""
     config = _config(params, profile, family)
     seed = _seed(config, seed)
+    from .components.distributed import main_process
     from .components.train import train as run_train
 
     summary = _call(run_train, family, config.family(family), seed, data, out or HERE.run(family, seed),
                     cache_dir=HERE.cache)
-    typer.echo(f"trained {family}: {summary.steps} steps in {summary.seconds:.0f} s on {summary.device}")
+    if main_process():
+        where = summary.device if summary.processes == 1 else f"{summary.processes} × {summary.device}"
+        typer.echo(f"trained {family}: {summary.steps} steps in {summary.seconds:.0f} s on {where} "
+                   f"({summary.images_per_second:.0f} images/s)")
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """The drivers run in the background from the moment collection ends, and their tests run last.
 
 `dvc repro` and the Prefect flow each cost about two minutes on 2 cores, nearly all of it process start-up
-(every DVC stage imports torch anew; the flow starts Prefect's ephemeral server). Started as soon as pytest
+(every DVC stage imports torch anew; the flow starts Prefect's ephemeral server); the third driver, `torchrun` on
+`genbench prepare` and `genbench train`, starts four interpreters. Started as soon as pytest
 knows which tests it will run, they overlap the unit and stage tests instead of following them. Each runs in
 its own copy of the project on the tiny profile, with embedded defaults only, as a subprocess with one torch
 thread so that it does not fight the test process for the two cores. The flow starts a real (ephemeral)
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -85,7 +87,18 @@ def _flow_command(root: Path) -> list[str]:
     return [sys.executable, "-m", "genbench.cli", "run"]
 
 
-COMMANDS = {"dvc_project": _dvc_command, "flow_project": _flow_command}  # fixture name → how to start its driver
+def _torchrun_command(root: Path) -> list[str]:
+    """README's `torchrun --nproc_per_node 2 genbench train ddpm` after `genbench prepare`, from the project root (where
+    Python runs genbench/__main__.py), on 127.0.0.1 and the CPU (gloo) even where a GPU is visible."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return ["sh", "-c", f"genbench prepare && CUDA_VISIBLE_DEVICES= {sys.executable} -m torch.distributed.run "
+                        f"--nproc_per_node 2 --master_addr 127.0.0.1 --master_port {port} genbench train ddpm"]
+
+
+# fixture name → how to start its driver
+COMMANDS = {"dvc_project": _dvc_command, "flow_project": _flow_command, "torchrun_project": _torchrun_command}
 
 
 @dataclass
@@ -169,6 +182,12 @@ def _finished(name: str) -> tuple[Path, str]:
 def flow_project() -> Path:
     """A tiny project after `genbench run` (the Prefect flow, ephemeral server)."""
     return _finished("flow_project")[0]
+
+
+@pytest.fixture(scope="session")
+def torchrun_project() -> tuple[Path, str]:
+    """A tiny project after `genbench prepare` and a two-process `torchrun ... genbench train ddpm`: (root, output)."""
+    return _finished("torchrun_project")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
-"""Both drivers end to end on the tiny profile: the Prefect flow (`genbench run`) and `dvc repro`.
+"""The drivers end to end on the tiny profile: the Prefect flow (`genbench run`), `dvc repro`, and `torchrun` on
+`genbench train`.
 
-conftest.py starts both in the background at collection, each in its own copy of the project; these tests run
+conftest.py starts them in the background at collection, each in its own copy of the project; these tests run
 last and read what they wrote.
 """
 
@@ -149,3 +150,20 @@ def test_a_sweep_change_resamples_only_the_sweep(dvc_project: tuple[Path, str, s
     status = _status_after(root, lambda p: p["sweeps"]["ddim_steps"]["profiles"]["tiny"].update(values=[2, 3]))
     assert "sweep@ddim_steps" in status and "report" in status, status
     assert "train@" not in status and "sample@" not in status, status
+
+
+def test_torchrun_trains_with_two_gloo_processes(torchrun_project: tuple[Path, str]) -> None:
+    """Rank 0 alone reports and writes; the run folder says two processes trained it and keeps both ranks' noise
+    streams in its checkpoint."""
+    import torch
+
+    from genbench.components.artifacts import read_history, read_summary
+
+    root, output = torchrun_project
+    assert output.count("trained ddpm: 4 steps") == 1 and "on 2 × cpu" in output
+    run = root / "runs" / "ddpm" / "seed-0"
+    summary = read_summary(run)
+    assert (summary.processes, summary.device, summary.steps) == (2, "cpu", 4)
+    assert summary.device_seconds == pytest.approx(2 * summary.seconds, abs=2e-3) and summary.images_per_second > 0
+    assert sorted({step for step, name, _ in read_history(run) if name == "model/loss"}) == [1, 2, 3, 4]
+    assert len(torch.load(run / "checkpoint.pt", weights_only=True)["rank_rng"]) == 2

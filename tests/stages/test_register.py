@@ -41,7 +41,9 @@ REF_MD5 = "0123456789abcdef0123456789abcdef"
 EXTRACTOR_SHA = "f" * 64
 
 
-def fabricate(project: Path, fid: float, weights: bytes) -> dict[str, Path]:
+def fabricate(project: Path, fid: float, weights: bytes, summary: dict | None = None) -> dict[str, Path]:
+    """A run folder, metrics and manifest; the summary as written before `processes` and `images_per_second`
+    existed, unless `summary` adds fields."""
     run_dir = project / "runs" / FAMILY
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "model.safetensors").write_bytes(weights)
@@ -57,7 +59,7 @@ def fabricate(project: Path, fid: float, weights: bytes) -> dict[str, Path]:
     (run_dir / "summary.json").write_text(
         json.dumps(
             {"name": FAMILY, "family": FAMILY, "steps": 30, "seconds": 1.5, "num_parameters": 1234, "device": "cpu",
-             "config_sha256": "c" * 64}
+             "config_sha256": "c" * 64} | (summary or {})
         )
     )
     metrics = project / "metrics" / f"{FAMILY}.json"
@@ -84,8 +86,8 @@ def fabricate(project: Path, fid: float, weights: bytes) -> dict[str, Path]:
     return {"run_dir": run_dir, "metrics_path": metrics, "manifest_path": manifest}
 
 
-def do_register(project: Path, fid: float, weights: bytes) -> dict:
-    paths = fabricate(project, fid, weights)
+def do_register(project: Path, fid: float, weights: bytes, summary: dict | None = None) -> dict:
+    paths = fabricate(project, fid, weights, summary)
     return dict(register(
         FAMILY,
         paths["run_dir"],
@@ -156,6 +158,8 @@ def test_register_and_champion(tmp_path, monkeypatch):
     assert run.data.metrics["precision"] == 0.5
     assert run.data.metrics["recall"] == 0.25
     assert run.data.metrics["train_seconds"] == 1.5
+    assert run.data.metrics["train_device_seconds"] == 1.5  # an older summary: one process
+    assert "train_images_per_second" not in run.data.metrics  # not recorded then
     assert run.data.metrics["num_parameters"] == 1234
 
     model_files = {a.path for a in client.list_artifacts(r1["run_id"], "model")}
@@ -172,8 +176,10 @@ def test_register_and_champion(tmp_path, monkeypatch):
     assert mv.tags["git_commit"] == "unknown"  # tmp_path is not a git checkout
 
     # worse FID: new version 2, champion stays on 1
-    r2 = do_register(tmp_path, fid=20.0, weights=b"weights-v2")
+    r2 = do_register(tmp_path, fid=20.0, weights=b"weights-v2", summary={"processes": 2, "images_per_second": 640.5})
     assert (r2["version"], r2["promoted"], r2["champion_version"]) == (2, False, 1)
+    throughput = client.get_run(r2["run_id"]).data.metrics  # a torchrun run of 2 processes for 1.5 s
+    assert (throughput["train_device_seconds"], throughput["train_images_per_second"]) == (3.0, 640.5)
     assert int(client.get_model_version_by_alias(f"genbench-{FAMILY}", "champion").version) == 1
 
     # better FID: version 3 becomes champion

@@ -1,0 +1,199 @@
+"""DistributedDataParallel on the CPU: two gloo processes on 127.0.0.1 train what one process trains on the same
+global batch of 8, rank 0 alone writes, a stopped run resumes exactly, the GAN families train, and a global batch the
+processes cannot share evenly is an input error. (The drivers tier runs `torchrun` itself on the CLI.)
+
+The two processes are forked from this one, so they start with torch and the trainer already imported: a fresh
+interpreter spends far longer importing them (torch._dynamo, which every optimizer loads) than the runs take.
+
+Tolerance: the two ranks' gradients are summed by the all-reduce and halved, where one process sums the 8 images'
+contributions in its own order (and runs convolutions and BatchNorm over 8 images instead of 4), so float32 results
+differ in the last bits; four Adam steps keep that far below what one step moves a weight (about lr = 2e-4).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from genbench.cli import app
+from genbench.components import train as train_module
+from genbench.components.artifacts import read_history, read_summary
+from genbench.components.distributed import rank_seed
+from genbench.components.train import train
+from genbench.models import REGISTRY
+
+from . import ddp_worker
+from .ddp_worker import GANS, WORLD, settings, write_data
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every scenario of ddp_worker.run, once, on two forked processes; returns their root folder."""
+    import torch._dynamo  # noqa: F401  (loaded by the first optimizer; here once, before the fork, not in each child)
+
+    root = tmp_path_factory.mktemp("ddp")
+    write_data(root / "data")
+    mp.start_processes(ddp_worker.run, args=(str(root), free_port()), nprocs=WORLD, start_method="fork")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """The single-process references in one torch thread, like each rank: runs this small gain nothing from two,
+    and lose much to OpenMP's spin-waits when other work shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def toy_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(REGISTRY, "toy_gan", ddp_worker.TOY)
+
+
+def draws_like_ranks(losses: Callable[..., dict[str, torch.Tensor]], seed: int) -> Callable[..., dict[str, torch.Tensor]]:
+    """`training_losses` of one process over the whole global batch that draws as the ranks do: rows [4r, 4r + 4)
+    from rank r's stream (torch.manual_seed(rank_seed(seed, r)), continued call after call), averaged."""
+    streams: list[torch.Tensor] = []
+
+    def split(x: torch.Tensor, group: str, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        outside = torch.get_rng_state()
+        if not streams:
+            for rank in range(WORLD):
+                torch.manual_seed(rank_seed(seed, rank))
+                streams.append(torch.get_rng_state())
+        parts = []
+        for rank, (rows, row_labels) in enumerate(zip(x.chunk(WORLD), labels.chunk(WORLD), strict=True)):
+            torch.set_rng_state(streams[rank])
+            parts.append(losses(rows, group, row_labels))
+            streams[rank] = torch.get_rng_state()
+        torch.set_rng_state(outside)
+        return {key: torch.stack([part[key] for part in parts]).mean() for key in parts[0]}
+
+    return split
+
+
+def assert_same_run(ddp_run: Path, single: Path) -> None:
+    """history.csv and every tensor of model.safetensors (EMA, raw, BatchNorm statistics) agree to the tolerance."""
+    ddp_history, single_history = read_history(ddp_run), read_history(single)
+    assert [row[:2] for row in ddp_history] == [row[:2] for row in single_history]
+    np.testing.assert_allclose([row[2] for row in ddp_history], [row[2] for row in single_history], RTOL, ATOL)
+    ddp_weights, single_weights = load_file(ddp_run / "model.safetensors"), load_file(single / "model.safetensors")
+    assert ddp_weights.keys() == single_weights.keys()
+    for key, value in ddp_weights.items():
+        assert_close(value, single_weights[key], key)
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str = "") -> None:
+    np.testing.assert_allclose(actual.numpy(), expected.numpy(), RTOL, ATOL, err_msg=what)
+
+
+def test_global_batchnorm_gives_one_process_batchnorm_over_the_global_batch(ddp: Path) -> None:
+    ranks = [torch.load(ddp / "probe" / f"bn-rank{rank}.pt", weights_only=True) for rank in range(WORLD)]
+    torch.manual_seed(0)
+    x, weights = torch.randn(8, 3, 4, 4), torch.randn(8, 3, 4, 4)
+    norm = torch.nn.BatchNorm2d(3)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x.requires_grad_()
+    out = norm(x)
+    (out * weights).sum().backward()
+    assert_close(torch.cat([r["out"] for r in ranks]), out.detach(), "out")
+    assert_close(torch.cat([r["x_grad"] for r in ranks]), x.grad, "input gradient")
+    assert_close(sum(r["weight_grad"] for r in ranks), norm.weight.grad, "weight gradient")  # DDP then averages
+    assert_close(sum(r["bias_grad"] for r in ranks), norm.bias.grad, "bias gradient")
+    for r in ranks:
+        assert_close(r["running_mean"], norm.running_mean, "running mean")
+        assert_close(r["running_var"], norm.running_var, "running variance")
+
+
+def test_two_processes_train_one_process_weights_with_batchnorm_and_two_groups(
+    ddp: Path, tmp_path: Path, toy_registered: None
+) -> None:
+    """The toy GAN draws nothing, so plain one-process training on the global batch is the reference."""
+    single = tmp_path / "toy"
+    train("toy_gan", settings("toy_gan"), 0, ddp / "data", single)
+    assert_same_run(ddp / "ddp" / "toy_gan-rank0", single)
+
+
+def test_two_processes_train_the_ddpm_of_one_process_drawing_each_ranks_noise(
+    ddp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DDPM (timesteps, noise and dropout drawn per rank) after 4 steps of warmup, clipping and EMA equals one
+    process whose draws for rows [4r, 4r + 4) come from rank r's stream, and differs from a plain process."""
+    plain = tmp_path / "plain"
+    train("ddpm", settings("ddpm"), 0, ddp / "data", plain)
+    build = train_module.build_model
+
+    def build_drawing_like_ranks(*args: object, **kwargs: object) -> torch.nn.Module:
+        model = build(*args, **kwargs)
+        model.training_losses = draws_like_ranks(model.training_losses, seed=0)
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", build_drawing_like_ranks)
+    single = tmp_path / "single"
+    train("ddpm", settings("ddpm"), 0, ddp / "data", single)
+    assert_same_run(ddp / "ddp" / "ddpm-rank0", single)
+    with pytest.raises(AssertionError):  # the comparison sees which noise was drawn
+        assert_same_run(ddp / "ddp" / "ddpm-rank0", plain)
+
+
+def test_only_rank_0_writes_and_a_stopped_run_resumes_exactly(ddp: Path) -> None:
+    runs = ddp / "ddp"
+    for name in ("toy_gan", "ddpm"):
+        assert sorted(p.name for p in (runs / f"{name}-rank0").iterdir()) == [
+            "checkpoint.pt", "config.json", "history.csv", "model.safetensors", "summary.json"]
+        assert not (runs / f"{name}-rank1").exists()
+    stopped = json.loads((ddp / "probe" / "stopped.json").read_text())
+    assert stopped == {"step": 2, "ranks": WORLD, "weights_written": False}
+    for name in ("model.safetensors", "history.csv"):
+        assert (runs / "ddpm-resumed" / name).read_bytes() == (runs / "ddpm-rank0" / name).read_bytes(), name
+
+
+def test_the_gan_families_train_under_ddp_and_the_summary_counts_both_processes(ddp: Path) -> None:
+    """dcgan (BatchNorm everywhere), wgan_gp (a gradient penalty, 2 critic updates a step), vae_gan (3 groups)."""
+    for family in GANS:
+        run = ddp / "ddp" / family
+        history = read_history(run)
+        assert {name for _, name, _ in history} >= {"d/loss"} and all(np.isfinite(v) for *_, v in history), family
+        summary = read_summary(run)
+        assert (summary.steps, summary.processes) == (2, WORLD)
+        assert summary.device_seconds == pytest.approx(WORLD * summary.seconds, abs=2e-3)
+        assert summary.images_per_second > 0
+        assert load_file(run / "model.safetensors")
+
+
+def test_a_torchrun_checkpoint_resumes_only_with_as_many_processes(ddp: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes((ddp / "ddp" / "ddpm-resumed" / "checkpoint.pt").read_bytes())
+    with pytest.raises(ValueError, match=r"written by 2 process\(es\) and this run has 1.*torchrun --nproc_per_node 2"):
+        train("ddpm", settings("ddpm"), 0, ddp / "data", run)
+
+
+def test_a_global_batch_the_processes_cannot_share_is_an_input_error(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun --nproc_per_node 3 sets it; the tiny batch is 16
+    result = CliRunner().invoke(app, ["train", "ddpm"])
+    assert result.exit_code == 2
+    assert "models.ddpm.train.batch_size: 16 is not divisible by the 3 processes" in result.output
+    assert not Path("runs").exists()
