@@ -121,6 +121,15 @@ class Processes:
         dist.all_gather_object(states, state)
         return states
 
+    def from_main(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank (a collective under torchrun). For what only rank 0's disk is sure to
+        hold: on several nodes the other ranks' copies of the run folder may be older, or missing."""
+        if not self.distributed:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0, device=self.device if self.device.type == "cuda" else None)
+        return box[0]
+
     def barrier(self) -> None:
         """Wait until every rank gets here (after rank 0 wrote what the others may read)."""
         if self.distributed:

@@ -18,6 +18,7 @@ that plumbing and the rules (batch shares, per-rank seeds, BatchNorm over the gl
 from __future__ import annotations
 
 import hashlib
+import io
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -231,11 +232,13 @@ def _resume(
     precision: Precision, batches: torch.Generator, ranks: Processes,
 ) -> dict[str, Any]:
     """Load the checkpoint into the run's state (on every rank) if it was written for this run record; a
-    torchrun checkpoint keeps every rank's generators, so it resumes only with as many processes."""
+    torchrun checkpoint keeps every rank's generators, so it resumes only with as many processes. Every rank
+    loads rank 0's file, which it writes: on several nodes another rank's copy may be stale or absent."""
     fresh = {"step": 0, "order": None, "cursor": 0, "seconds": 0.0, "curve_seconds": 0.0, "history": []}
-    if not path.exists():
+    raw = ranks.from_main(path.read_bytes() if ranks.main and path.exists() else None)
+    if raw is None:
         return fresh
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     if checkpoint["config_sha256"] != fingerprint:
         if ranks.main:
             tqdm.write(f"{path}: written for another config; starting from scratch")

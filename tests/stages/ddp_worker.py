@@ -105,8 +105,9 @@ def run(rank: int, root: str, port: int) -> None:
         _batchnorm_probe(rank, probe)
         for family in ("toy_gan", "ddpm"):
             train_module.train(family, settings(family), 0, data, runs / f"{family}-rank{rank}")
-        _stop_after_first_checkpoint(rank, data, runs / "ddpm-resumed", probe)
-        train_module.train("ddpm", settings("ddpm"), 0, data, runs / "ddpm-resumed")
+        # A folder per rank, as on two nodes: only rank 0's holds the checkpoint, which rank 1 resumes from too.
+        _stop_after_first_checkpoint(rank, data, runs / f"ddpm-resumed-rank{rank}", probe)
+        train_module.train("ddpm", settings("ddpm"), 0, data, runs / f"ddpm-resumed-rank{rank}")
         for family in GANS:
             train_module.train(family, settings(family, steps=2), 0, data, runs / family)
     finally:

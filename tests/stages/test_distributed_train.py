@@ -164,8 +164,9 @@ def test_only_rank_0_writes_and_a_stopped_run_resumes_exactly(ddp: Path) -> None
         assert not (runs / f"{name}-rank1").exists()
     stopped = json.loads((ddp / "probe" / "stopped.json").read_text())
     assert stopped == {"step": 2, "ranks": WORLD, "weights_written": False}
+    assert not (runs / "ddpm-resumed-rank1").exists()  # rank 1 resumed from rank 0's checkpoint, wrote nothing
     for name in ("model.safetensors", "history.csv"):
-        assert (runs / "ddpm-resumed" / name).read_bytes() == (runs / "ddpm-rank0" / name).read_bytes(), name
+        assert (runs / "ddpm-resumed-rank0" / name).read_bytes() == (runs / "ddpm-rank0" / name).read_bytes(), name
 
 
 def test_the_gan_families_train_under_ddp_and_the_summary_counts_both_processes(ddp: Path) -> None:
@@ -184,7 +185,7 @@ def test_the_gan_families_train_under_ddp_and_the_summary_counts_both_processes(
 def test_a_torchrun_checkpoint_resumes_only_with_as_many_processes(ddp: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    (run / "checkpoint.pt").write_bytes((ddp / "ddp" / "ddpm-resumed" / "checkpoint.pt").read_bytes())
+    (run / "checkpoint.pt").write_bytes((ddp / "ddp" / "ddpm-resumed-rank0" / "checkpoint.pt").read_bytes())
     with pytest.raises(ValueError, match=r"written by 2 process\(es\) and this run has 1.*torchrun --nproc_per_node 2"):
         train("ddpm", settings("ddpm"), 0, ddp / "data", run)
 
