@@ -11,6 +11,7 @@ set. `genbench stack down` stops exactly the processes it started, by pid.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import os
 import secrets
@@ -289,16 +290,24 @@ def _alive(pid: int) -> bool:
 
 
 def _stop(pid: int, grace_s: float = 15.0) -> bool:
-    """SIGTERM the process group started for a service, SIGKILL after a grace period."""
+    """SIGTERM the process group started for a service, SIGKILL after a grace period; return once it is gone."""
     if not _alive(pid):
         return False
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _alive(pid):
+    if not _gone_within(pid, grace_s):
+        with contextlib.suppress(ProcessLookupError):  # it may exit between the check and the kill
+            os.killpg(pid, signal.SIGKILL)
+        _gone_within(pid, 10.0)  # even a killed process takes a moment to exit on a loaded machine
+    return True
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.2)
-    if _alive(pid):
-        os.killpg(pid, signal.SIGKILL)
     return True
