@@ -520,7 +520,7 @@ def deploy(
 @stack_app.command("up")
 def stack_up(host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you mean it.")] = "127.0.0.1") -> None:
     """Start S3 storage (MinIO or moto), an MLflow server and a Prefect server; wait until healthy."""
-    from .stack import StackError, up
+    from .stack import StackError, stack_file, up
 
     try:
         stack = up(HERE.root, host)
@@ -529,7 +529,9 @@ def stack_up(host: Annotated[str, typer.Option(help="Interface to bind; keep 127
         raise typer.Exit(1) from None
     for name, service in stack["services"].items():
         typer.echo(f"{name:8s} {service['url']}  (pid {service['pid']})")
-    typer.echo("genbench commands in this folder now use these servers; `genbench stack down` stops them.")
+    typer.echo(f"MLflow and Prefect require a login: the credentials are in {stack_file(HERE.root)} (mode 0600).")
+    typer.echo("genbench commands in this folder now use these servers, logged in; `genbench stack exec -- CMD` "
+               "gives another client (a Prefect worker, dvc) the same access; `genbench stack down` stops them.")
 
 
 @stack_app.command("down")
@@ -555,6 +557,24 @@ def stack_status() -> None:
         typer.echo(f"{name:8s} {info['url']}  pid {info['pid']}  {state}")
     if not all(info["healthy"] for info in report.values()):
         raise typer.Exit(1)
+
+
+@stack_app.command("exec", context_settings={"ignore_unknown_options": True})
+def stack_exec(
+    command: Annotated[list[str], typer.Argument(help="The command and its arguments, after `--`.")],
+) -> None:
+    """Run COMMAND (e.g. `prefect worker start --pool genbench`, `dvc push`) with the stack's endpoints and
+    credentials in its environment, so no one has to copy the secrets out of the stack file."""
+    from .stack import stack_file
+
+    if not stack_file(HERE.root).exists():
+        typer.echo("error: no stack here; `genbench stack up` starts one", err=True)
+        raise typer.Exit(2)
+    try:
+        os.execvp(command[0], command)  # the stack's variables are in os.environ since _use_running_stack
+    except FileNotFoundError:
+        typer.echo(f"error: command not found: {command[0]}; give an executable on PATH", err=True)
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
 """A local service stack without docker: S3-compatible storage, an MLflow server and a Prefect server.
 
-`genbench stack up` starts them on 127.0.0.1, waits until each answers its health check and writes the
-endpoints to `.genbench/stack/stack.json` (mode 0600: it holds the generated S3 keys). Every later
-`genbench` command in that folder reads the file and talks to those servers instead of the embedded
-defaults, unless the standard variables (`MLFLOW_TRACKING_URI`, `PREFECT_API_URL`, ...) are already set.
-`genbench stack down` stops exactly the processes it started, by pid.
+`genbench stack up` starts them on 127.0.0.1 with authentication on (MLflow's basic-auth app, Prefect's API
+auth string), waits until each answers its health check and writes the endpoints and the generated
+credentials to `.genbench/stack/stack.json` (mode 0600; the MLflow auth config beside it is 0600 too). Every
+later `genbench` command in that folder reads the file and talks to those servers, logged in, instead of the
+embedded defaults, unless the standard variables (`MLFLOW_TRACKING_URI`, `PREFECT_API_URL`, ...) are already
+set. `genbench stack down` stops exactly the processes it started, by pid.
 """
 
 from __future__ import annotations
 
+import configparser
+import contextlib
 import json
 import os
 import secrets
@@ -27,6 +30,16 @@ ARTIFACT_BUCKET = "genbench-artifacts"
 DVC_BUCKET = "genbench-dvc"
 REGION = "us-east-1"
 HEALTH_TIMEOUT_S = 240.0
+MLFLOW_ADMIN = "admin"  # a name, not a secret: MLflow's log prints it when it creates the user
+# What an MLflow user other than the admin may do with runs and models nobody granted them. genbench logs in
+# as the admin, so nothing here needs more; a user an admin adds later sees nothing until granted access
+# (MLflow's own default, READ, would show every account every run and model).
+MLFLOW_DEFAULT_PERMISSION = "NO_PERMISSIONS"
+# Each endpoint's credentials: they follow the endpoint, so a client the user points elsewhere never gets them.
+CREDENTIALS = {
+    "MLFLOW_TRACKING_URI": ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"),
+    "PREFECT_API_URL": ("PREFECT_API_AUTH_STRING",),
+}
 
 
 class StackError(RuntimeError):
@@ -41,6 +54,14 @@ def stack_file(root: Path) -> Path:
     return stack_dir(root) / "stack.json"
 
 
+def mlflow_auth_config(root: Path) -> Path:
+    return stack_dir(root) / "mlflow-auth.ini"
+
+
+def mlflow_auth_database(root: Path) -> Path:
+    return stack_dir(root) / "mlflow-auth.db"
+
+
 def read_stack(root: Path) -> dict[str, Any] | None:
     path = stack_file(root)
     return json.loads(path.read_text()) if path.exists() else None
@@ -53,13 +74,20 @@ def stack_env(root: Path) -> dict[str, str]:
 
 
 def apply_stack_env(root: Path) -> None:
-    """Export the stack's endpoints for this process, never overriding what the user set explicitly."""
-    for key, value in stack_env(root).items():
+    """Export the stack's endpoints and credentials for this process, never overriding what the user set
+    explicitly, and leaving out a server's credentials when the user points its endpoint elsewhere."""
+    env = stack_env(root)
+    for endpoint, keys in CREDENTIALS.items():
+        if os.environ.get(endpoint, env.get(endpoint)) != env.get(endpoint):
+            for key in keys:
+                env.pop(key, None)
+    for key, value in env.items():
         os.environ.setdefault(key, value)
 
 
 def up(root: Path, host: str = "127.0.0.1") -> dict[str, Any]:
-    """Start S3, MLflow and Prefect servers, wait for health, create the buckets, write stack.json."""
+    """Start S3, MLflow and Prefect servers with generated credentials, wait for health, create the buckets,
+    write stack.json."""
     root = Path(root).resolve()
     if (existing := read_stack(root)) and all(_alive(s["pid"]) for s in existing["services"].values()):
         return existing
@@ -67,7 +95,10 @@ def up(root: Path, host: str = "127.0.0.1") -> dict[str, Any]:
         down(root)
     folder = stack_dir(root)
     (folder / "logs").mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)  # its databases and logs are this user's business alone
     access_key, secret_key = f"genbench{secrets.token_hex(6)}", secrets.token_urlsafe(24)
+    mlflow_password = _write_mlflow_auth_config(root)
+    prefect_auth = f"admin:{secrets.token_urlsafe(24)}"  # the UI's login placeholder reads "admin:pass"
     s3_env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key, "AWS_DEFAULT_REGION": REGION}
     services: dict[str, dict[str, Any]] = {}
     try:
@@ -81,9 +112,13 @@ def up(root: Path, host: str = "127.0.0.1") -> dict[str, Any]:
         services["mlflow"] = _start(
             "mlflow",
             [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(mlflow_port), "--workers", "1",
+             "--app-name", "basic-auth",
              "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
              "--artifacts-destination", f"s3://{ARTIFACT_BUCKET}/mlflow"],
-            folder, s3_env | {"MLFLOW_S3_ENDPOINT_URL": s3_url},
+            folder,
+            # The Flask key only signs the auth app's forms (CSRF): a new one each start costs nothing.
+            s3_env | {"MLFLOW_S3_ENDPOINT_URL": s3_url, "MLFLOW_AUTH_CONFIG_PATH": str(mlflow_auth_config(root)),
+                      "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32)},
             url=f"http://{host}:{mlflow_port}",
         )
         prefect_port = _free_port(host)
@@ -93,7 +128,7 @@ def up(root: Path, host: str = "127.0.0.1") -> dict[str, Any]:
             folder,
             # The UI's API address defaults to port 4200: point it at this server's port.
             {"PREFECT_HOME": str(folder / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-             "PREFECT_UI_API_URL": f"http://{host}:{prefect_port}/api"},
+             "PREFECT_UI_API_URL": f"http://{host}:{prefect_port}/api", "PREFECT_SERVER_API_AUTH_STRING": prefect_auth},
             url=f"http://{host}:{prefect_port}",
         )
         _wait_healthy("mlflow", services["mlflow"], f"{services['mlflow']['url']}/health")
@@ -109,12 +144,13 @@ def up(root: Path, host: str = "127.0.0.1") -> dict[str, Any]:
             "MLFLOW_TRACKING_URI": services["mlflow"]["url"],
             "MLFLOW_S3_ENDPOINT_URL": s3_url,
             "AWS_ENDPOINT_URL": s3_url,
+            "MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN,
+            "MLFLOW_TRACKING_PASSWORD": mlflow_password,
             "PREFECT_API_URL": f"{services['prefect']['url']}/api",
+            "PREFECT_API_AUTH_STRING": prefect_auth,
         },
     }
-    path = stack_file(root)
-    path.write_text(json.dumps(stack, indent=2))
-    path.chmod(0o600)
+    _write_private(stack_file(root), json.dumps(stack, indent=2))
     return stack
 
 
@@ -142,6 +178,42 @@ def status(root: Path) -> dict[str, dict[str, Any]]:
     return report
 
 
+def _write_mlflow_auth_config(root: Path) -> str:
+    """Write the MLflow auth app's config (mode 0600) and return the admin password in it.
+
+    MLflow reads `admin_password` only when it creates the admin user, so while the auth database of an
+    earlier `up` exists its admin keeps the password that the previous config recorded.
+    """
+    config, database = mlflow_auth_config(root), mlflow_auth_database(root)
+    if database.exists():
+        previous = configparser.ConfigParser()
+        previous.read(config)
+        password = previous.get("mlflow", "admin_password", fallback="")
+        if not password:
+            raise StackError(f"{database} holds MLflow's users, but {config} with their admin password is "
+                             f"missing; delete {database} (MLflow's users and permissions) and run "
+                             "`genbench stack up` again")
+    else:
+        password = secrets.token_urlsafe(24)
+    _write_private(config, (
+        "[mlflow]\n"
+        f"default_permission = {MLFLOW_DEFAULT_PERMISSION}\n"
+        f"database_uri = sqlite:///{str(database).replace('%', '%%')}\n"  # configparser reads % as a reference
+        f"admin_username = {MLFLOW_ADMIN}\n"
+        f"admin_password = {password}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    ))
+    return password
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner can read, from the first byte (chmod after writing leaves a gap)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # an existing file keeps its old mode through O_CREAT
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+
+
 def _start_s3(host: str, port: int, folder: Path, s3_env: dict[str, str]) -> dict[str, Any]:
     """MinIO where it is installed (a real S3 server), else moto's server (S3 API in Python)."""
     url = f"http://{host}:{port}"
@@ -161,7 +233,8 @@ def _s3_health_url(service: dict[str, Any]) -> str:
 
 def _start(name: str, cmd: list[str], folder: Path, extra_env: dict[str, str], **info: Any) -> dict[str, Any]:
     log = folder / "logs" / f"{name}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "PREFECT_API"))}
+    # MLFLOW_AUTH_ADMIN_* in the caller's environment would override the auth config's admin
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "PREFECT_API", "MLFLOW_AUTH_"))}
     with open(log, "ab") as handle:
         process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env | extra_env,
                                    start_new_session=True)
@@ -217,16 +290,24 @@ def _alive(pid: int) -> bool:
 
 
 def _stop(pid: int, grace_s: float = 15.0) -> bool:
-    """SIGTERM the process group started for a service, SIGKILL after a grace period."""
+    """SIGTERM the process group started for a service, SIGKILL after a grace period; return once it is gone."""
     if not _alive(pid):
         return False
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _alive(pid):
+    if not _gone_within(pid, grace_s):
+        with contextlib.suppress(ProcessLookupError):  # it may exit between the check and the kill
+            os.killpg(pid, signal.SIGKILL)
+        _gone_within(pid, 10.0)  # even a killed process takes a moment to exit on a loaded machine
+    return True
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.2)
-    if _alive(pid):
-        os.killpg(pid, signal.SIGKILL)
     return True

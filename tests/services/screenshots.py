@@ -20,6 +20,7 @@ it on a nightly schedule, writes docs/img/{prefect-deployment,mlflow-model}.png 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -42,25 +43,33 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def api(base: str, path: str, body: dict | None = None) -> dict:
+def api(env: dict[str, str], path: str, body: dict | None = None) -> dict:
+    """Call the Prefect REST API that `env` (a stack's client variables) names, logged in with its auth string."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{base}{path}", data=data, headers={"Content-Type": "application/json"})
+    token = base64.b64encode(env["PREFECT_API_AUTH_STRING"].encode()).decode()
+    request = urllib.request.Request(f"{env['PREFECT_API_URL']}{path}", data=data,
+                                     headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
 
-def capture(urls: dict[str, str], deployment: dict, champion_version: str, out_dir: Path,
+def capture(started: dict, deployment: dict, champion_version: str, out_dir: Path,
             executable: str) -> tuple[Path, Path]:
-    """Render the deployment page (checking its name and schedule) and the genbench-ddpm model page (checking
-    the alias row) into out_dir; return the two PNGs."""
+    """Log in to both UIs of the stack `started` (`stack.up`'s record), render the deployment page (checking its
+    name and schedule) and the genbench-ddpm model page (checking the alias row) into out_dir; return the PNGs."""
     from playwright.sync_api import expect, sync_playwright
 
     out_dir.mkdir(parents=True, exist_ok=True)
     shots = out_dir / "prefect-deployment.png", out_dir / "mlflow-model.png"
+    urls, env = {name: service["url"] for name, service in started["services"].items()}, started["env"]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page(viewport=VIEWPORT)
+            # MLflow asks for HTTP basic credentials (401 + WWW-Authenticate); they go to its origin only
+            page = browser.new_page(viewport=VIEWPORT, http_credentials={
+                "username": env["MLFLOW_TRACKING_USERNAME"], "password": env["MLFLOW_TRACKING_PASSWORD"],
+                "origin": urls["mlflow"]})
+            _log_in_to_prefect(page, urls["prefect"], env["PREFECT_API_AUTH_STRING"])
             page.goto(f"{urls['prefect']}/deployments/deployment/{deployment['id']}")
             expect(page.get_by_text(deployment["name"]).first).to_be_visible(timeout=60_000)
             expect(page.get_by_text("At 03:00 AM every day")).to_be_visible(timeout=60_000)  # cron 0 3 * * *
@@ -97,6 +106,19 @@ def results_page(results: Path, out: Path, executable: str) -> Path:
         finally:
             browser.close()
     return out
+
+
+def _log_in_to_prefect(page, url: str, auth_string: str) -> None:  # noqa: ANN001 - playwright's Page
+    """Log in on the Prefect UI's login page (one password field: the auth string), which keeps it in the
+    browser's storage. Its first API call, before the login, leaves an error toast, so the caller loads the
+    page it wants afresh afterwards."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{url}/login")
+    password = page.locator("input[type=password]")
+    password.fill(auth_string)
+    page.get_by_role("button", name="Login").click()
+    expect(password).to_be_hidden(timeout=60_000)  # a refused login stays on the page
 
 
 def _close_assistant(page) -> None:  # noqa: ANN001 - playwright's Page
@@ -146,11 +168,11 @@ def main() -> None:
             genbench("deploy", "--name", "nightly", "--cron", "0 3 * * *", "--profile", "quick")
             from mlflow import MlflowClient
 
-            deployment = api(env["PREFECT_API_URL"], "/deployments/name/genbench-pipeline/nightly")
+            deployment = api(env, "/deployments/name/genbench-pipeline/nightly")
+            os.environ.update({key: env[key] for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")})
             champion = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).get_model_version_by_alias(
                 "genbench-ddpm", "champion")
-            urls = {name: service["url"] for name, service in started["services"].items()}
-            shots = capture(urls, deployment, champion.version, Path(folder) / "shots", executable)
+            shots = capture(started, deployment, champion.version, Path(folder) / "shots", executable)
             for shot in shots:
                 shutil.copy(shot, REPO / "docs" / "img" / shot.name)
                 print(f"wrote docs/img/{shot.name}")

@@ -1,16 +1,21 @@
 """`genbench stack` against real servers on 127.0.0.1: S3 (moto's server, or MinIO), MLflow, Prefect.
 
 The pipeline runs through the Prefect *server* (not the ephemeral one) and logs to the MLflow *server*,
-whose artifacts must land in the S3 bucket. Everything the test starts, it stops.
+whose artifacts must land in the S3 bucket. Both servers demand the credentials `stack up` generated, which
+the genbench commands here take from the stack file alone (their environment has none). Everything the
+test starts, it stops.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -32,7 +37,10 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory):
     (root / "params.yaml").write_text(tiny_params())
     started = stack.up(root)
     try:
-        yield root, started
+        with pytest.MonkeyPatch.context() as patch:  # this process's MLflow clients log in as genbench's do
+            for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                patch.setenv(key, started["env"][key])
+            yield root, started
     finally:
         stack.down(root)
     assert not any(stack._alive(service["pid"]) for service in started["services"].values())
@@ -45,10 +53,14 @@ def _client_env(services: dict[str, str] | None = None) -> dict[str, str]:
     return env | (services or {})
 
 
+OUTPUTS: list[str] = []  # what every genbench command here printed, searched for secrets at the end
+
+
 def _genbench(root: Path, *args: str) -> str:
     env = _client_env()
     done = subprocess.run([sys.executable, "-m", "genbench.cli", *args], cwd=root, env=env, capture_output=True,
                           text=True, timeout=900)
+    OUTPUTS.append(done.stdout + done.stderr)
     assert done.returncode == 0, f"{args}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout + done.stderr
 
@@ -56,7 +68,8 @@ def _genbench(root: Path, *args: str) -> str:
 def test_servers_bind_loopback_and_report_healthy(running_stack) -> None:
     root, started = running_stack
     assert all(service["url"].startswith("http://127.0.0.1:") for service in started["services"].values())
-    assert oct(stack.stack_file(root).stat().st_mode & 0o777) == "0o600"  # it holds the S3 keys
+    for private in stack.stack_file(root), stack.mlflow_auth_config(root):  # they hold the generated secrets
+        assert oct(private.stat().st_mode & 0o777) == "0o600", private
     output = _genbench(root, "stack", "status")
     assert output.count("healthy") == 3, output
 
@@ -89,11 +102,7 @@ def test_pipeline_logs_to_servers_and_stores_weights_in_s3(pipeline_ran) -> None
         assert champion.run_id == registry["run_id"]
     assert not (root / "mlflow.db").exists()  # nothing fell back to the embedded store
 
-    request = urllib.request.Request(
-        f"{env['PREFECT_API_URL']}/flow_runs/filter", data=b"{}", headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        runs = json.loads(response.read())
+    runs = _api(env, "/flow_runs/filter", {})
     assert [run["state_type"] for run in runs] == ["COMPLETED"], runs
 
 
@@ -161,6 +170,35 @@ def test_dvc_push_and_pull_through_the_s3_endpoint(running_stack, tmp_path: Path
 _api = screenshots.api
 
 
+def _status(url: str, body: dict | None = None, login: str | None = None) -> int:
+    """HTTP status of a GET (or, with a body, a POST) to url, as HTTP basic `login` ("user:password") or anonymous."""
+    headers = {"Content-Type": "application/json"}
+    if login is not None:
+        headers["Authorization"] = f"Basic {base64.b64encode(login.encode()).decode()}"
+    data = None if body is None else json.dumps(body).encode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_servers_refuse_requests_without_the_generated_credentials(running_stack) -> None:
+    _, started = running_stack
+    env = started["env"]
+    admin = f"{env['MLFLOW_TRACKING_USERNAME']}:{env['MLFLOW_TRACKING_PASSWORD']}"
+    calls = {  # name: (url, body, the login that works)
+        "mlflow": (f"{env['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/search", {"max_results": 5}, admin),
+        "prefect": (f"{env['PREFECT_API_URL']}/flows/filter", {}, env["PREFECT_API_AUTH_STRING"]),
+    }
+    for name, (url, body, login) in calls.items():
+        wrong = f"{login[:-1]}{'A' if login[-1] != 'A' else 'B'}"
+        refused = {"anonymous": _status(url, body), "wrong password": _status(url, body, wrong),
+                   "MLflow's old default": _status(url, body, "admin:password1234")}
+        assert set(refused.values()) <= {401, 403}, (name, refused)
+        assert _status(url, body, login) == 200, name
+
+
 def test_scheduled_deployment_runs_on_a_worker_and_logs_to_mlflow(running_stack) -> None:
     import signal
     import time
@@ -169,26 +207,26 @@ def test_scheduled_deployment_runs_on_a_worker_and_logs_to_mlflow(running_stack)
 
     root, started = running_stack
     env = started["env"]
-    api = env["PREFECT_API_URL"]
     output = _genbench(root, "deploy", "--name", "nightly", "--cron", "0 3 * * *", "--profile", "tiny")
     assert "genbench-pipeline/nightly" in output
 
-    deployment = _api(api, "/deployments/name/genbench-pipeline/nightly")
+    deployment = _api(env, "/deployments/name/genbench-pipeline/nightly")
     assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 3 * * *"]
     assert deployment["work_pool_name"] == "genbench" and deployment["parameters"]["profile"] == "tiny"
-    flow_run = _api(api, f"/deployments/{deployment['id']}/create_flow_run", {})
+    flow_run = _api(env, f"/deployments/{deployment['id']}/create_flow_run", {})
 
-    worker_env = _client_env(env)
     log_path = root / "worker.log"  # a file, not a pipe: a full pipe or a child holding it open cannot stall us
+    # `stack exec` hands the worker the stack's endpoints and credentials (it becomes the worker: same pid)
+    worker_cmd = [sys.executable, "-m", "genbench.cli", "stack", "exec", "--",
+                  sys.executable, "-m", "prefect", "worker", "start", "--pool", "genbench"]
     with open(log_path, "wb") as log_file:
-        worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "genbench"],
-                                  cwd=root, env=worker_env, stdout=log_file, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        worker = subprocess.Popen(worker_cmd, cwd=root, env=_client_env(), stdout=log_file,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 900
         state = None
         while time.monotonic() < deadline:
-            state = _api(api, f"/flow_runs/{flow_run['id']}")["state_type"]
+            state = _api(env, f"/flow_runs/{flow_run['id']}")["state_type"]
             if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                 break
             time.sleep(3)
@@ -222,10 +260,52 @@ def test_browser_shows_the_deployment_schedule_and_the_champion(pipeline_ran, tm
             pytest.fail(message)
         pytest.skip(message)
     root, started = pipeline_ran
-    urls = {name: service["url"] for name, service in started["services"].items()}
     _genbench(root, "deploy", "--name", "browser-check", "--cron", "0 3 * * *", "--profile", "tiny")
-    deployment = _api(started["env"]["PREFECT_API_URL"], "/deployments/name/genbench-pipeline/browser-check")
+    deployment = _api(started["env"], "/deployments/name/genbench-pipeline/browser-check")
     champion = MlflowClient(tracking_uri=started["env"]["MLFLOW_TRACKING_URI"]).get_model_version_by_alias(
         "genbench-ddpm", "champion")
-    shots = screenshots.capture(urls, deployment, champion.version, tmp_path, executable)
+    shots = screenshots.capture(started, deployment, champion.version, tmp_path, executable)
     assert all(Image.open(shot).size == (1600, 1000) for shot in shots)
+
+
+def test_generated_secrets_stay_in_the_stack_files(pipeline_ran) -> None:
+    """No generated secret (nor the Basic header made of it) in a file of the project other than the two 0600
+    stack files, in what any genbench command here printed, or in MLflow's params and tags or Prefect's
+    flow-run parameters. Last in the module, so it searches what the other tests left too."""
+    from mlflow import MlflowClient
+
+    root, started = pipeline_ran
+    env = started["env"]
+    up_output = _genbench(root, "stack", "up")  # already running: prints the URLs and where the credentials are
+    assert "stack.json" in up_output
+    _genbench(root, "stack", "status")
+    prefect_password = env["PREFECT_API_AUTH_STRING"].split(":", 1)[1]
+    mlflow_login = f"{env['MLFLOW_TRACKING_USERNAME']}:{env['MLFLOW_TRACKING_PASSWORD']}"
+    secrets = {
+        "MLflow password": env["MLFLOW_TRACKING_PASSWORD"], "Prefect auth string": prefect_password,
+        "S3 secret key": env["AWS_SECRET_ACCESS_KEY"],
+        "MLflow Basic header": base64.b64encode(mlflow_login.encode()).decode(),
+        "Prefect Basic header": base64.b64encode(env["PREFECT_API_AUTH_STRING"].encode()).decode(),
+    }
+
+    def holding(data: bytes | str) -> list[str]:
+        text = data.decode("latin-1") if isinstance(data, bytes) else data
+        return [name for name, secret in secrets.items() if secret in text]
+
+    files = {path: holding(path.read_bytes()) for path in root.rglob("*") if path.is_file()}
+    assert len(files) > 20  # the run's folders, the stack's databases and logs, the worker's log
+    holders = {path.relative_to(root): names for path, names in files.items() if names}
+    private = {path.relative_to(root) for path in (stack.stack_file(root), stack.mlflow_auth_config(root))}
+    assert set(holders) == private, holders
+    assert all(stat.S_IMODE((root / path).stat().st_mode) == 0o600 for path in private)
+
+    assert len(OUTPUTS) >= 3  # at least `run`, `stack up`, `stack status`
+    assert {i: holding(output) for i, output in enumerate(OUTPUTS) if holding(output)} == {}
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) >= 3
+    recorded = [(run.info.run_name, run.data.params, run.data.tags) for run in runs]
+    recorded += [(f"{v.name} v{v.version}", v.tags) for v in client.search_model_versions()]
+    recorded += [(flow_run["name"], flow_run["parameters"]) for flow_run in _api(env, "/flow_runs/filter", {})]
+    assert not holding(json.dumps(recorded)), holding(json.dumps(recorded))
