@@ -104,8 +104,6 @@ def fetch_registered(model_uri: str, dest: Path, *, project_dir: Path) -> tuple[
     from mlflow.models import Model
     from mlflow.store.artifact.utils.models import get_model_name_and_version
 
-    from .generator_contract import WEIGHTS_KEY
-
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     try:
         name, version = get_model_name_and_version(client, model_uri)
@@ -114,9 +112,10 @@ def fetch_registered(model_uri: str, dest: Path, *, project_dir: Path) -> tuple[
         raise ValueError(f"{model_uri}: not in the registry at {tracking_uri} ({exc.message})") from None
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dest),
                                                      tracking_uri=tracking_uri))
-    try:  # the version's MLmodel records where MLflow put the run folder's weights (config.json beside them)
-        folder = (local / Model.load(local).flavors["python_function"]["artifacts"][WEIGHTS_KEY]["path"]).parent
-    except (OSError, KeyError, MlflowException):
+    try:  # the version's MLmodel lists its artifacts: the run folder is where MLflow put the weights
+        recorded = Model.load(local).flavors["python_function"]["artifacts"].values()
+        folder = next((local / item["path"]).parent for item in recorded if Path(item["path"]).name == WEIGHTS)
+    except (OSError, KeyError, StopIteration, MlflowException):
         folder = None
     if folder is None or not all((folder / file).is_file() for file in (WEIGHTS, CONFIG)):
         raise ValueError(f"{model_uri} (version {version}) is no genbench pyfunc model with {WEIGHTS} and {CONFIG}; "

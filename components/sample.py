@@ -80,14 +80,14 @@ def draw_images(model: GenerativeModel, indices: Sequence[int], seed: int, sampl
 
 
 def draw_samples(model: GenerativeModel, n: int, seed: int, batch_size: int, sampling: SamplingConfig,
-                 labels: torch.Tensor | None = None) -> np.ndarray:
+                 labels: torch.Tensor | None = None, desc: str = "sample") -> np.ndarray:
     """Images 0..n-1 of `seed` (uint8 NHWC) in batches of `batch_size`: the one loop behind `genbench sample` and a
     registered version's pyfunc `predict`. Image i depends on (seed, i) and its label alone; another batch split
     moves only float rounding, so two callers agree bit for bit at the same `batch_size`."""
     with torch.inference_mode():
         batches = [draw_images(model, range(start, min(start + batch_size, n)), seed, sampling,
                                None if labels is None else labels[start:start + batch_size])
-                   for start in tqdm(range(0, n, batch_size), desc="sample", unit="batch", disable=None)]
+                   for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=None)]
     return np.concatenate(batches)
 
 
@@ -107,7 +107,7 @@ def sample(run_dir: Path, out_path: Path, name: str, settings: SampleConfig, sam
     sampling.check(model_arch)
     n, batch_size = settings.n, settings.batch_size
     started = time.perf_counter()
-    images = draw_samples(model, n, seed, batch_size, sampling)
+    images = draw_samples(model, n, seed, batch_size, sampling, desc=f"sample {name}")
     seconds = time.perf_counter() - started
     out_path = Path(out_path)
     save_npy(out_path, images)

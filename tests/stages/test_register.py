@@ -254,3 +254,25 @@ def test_promote_compares_only_on_the_same_reference_and_records_force(tmp_path,
     champion = client.get_model_version_by_alias(f"genbench-{FAMILY}", "champion")
     assert int(champion.version) == second["version"]
     assert champion.tags["promoted_by_force"].startswith("true")
+
+
+def test_a_version_without_the_pyfunc_model_is_refused(tmp_path, monkeypatch):
+    """A version as genbench registered them before the pyfunc model (a run's model/ folder holding the two files)
+    is not sampled: the error names the fix."""
+    import mlflow
+
+    from genbench.components.registry import fetch_registered
+    from genbench.components.tracking import configure_tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    paths = fabricate(tmp_path, 10.0, vae_weights(0))
+    client = mlflow.MlflowClient(tracking_uri=configure_tracking(tmp_path))
+    with mlflow.start_run() as run:
+        for name in ("model.safetensors", "config.json"):
+            mlflow.log_artifact(str(paths["run_dir"] / name), "model")
+    client.create_registered_model(f"genbench-{FAMILY}")
+    client.create_model_version(f"genbench-{FAMILY}", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    with pytest.raises(ValueError, match=r"version 1\) is no genbench pyfunc model with model\.safetensors and "
+                                         r"config\.json; .* \(register its run again\)"):
+        fetch_registered(f"models:/genbench-{FAMILY}/1", tmp_path / "download", project_dir=tmp_path)
