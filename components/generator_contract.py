@@ -105,7 +105,7 @@ class Generator:
     """A loaded version: its model and the load-time settings; `predict` answers one request."""
 
     def __init__(self, model: GenerativeModel, record: RunRecord, batch_size: int, ema: bool) -> None:
-        self.model, self.record, self.batch_size, self.ema = model, record, batch_size, ema
+        self.model, self.batch_size, self.ema = model, batch_size, ema
         self.spec = family_spec(record.family)
         self.arch = self.spec.arch.model_validate(record.arch)
 
