@@ -1,7 +1,8 @@
 """Stage 5: log an entry's training run to MLflow, register a new model version, maybe promote it.
 
-Inputs (made by earlier stages): the run folder (`genbench train`), the metrics file (`genbench evaluate`)
-and the data manifest (`genbench prepare`). Every input is checked before MLflow is imported.
+Inputs (made by earlier stages): the run folder (`genbench train`), its sample record (`genbench sample`: the
+sampling settings the version serves with, those its FID was measured on), the metrics file (`genbench evaluate`)
+and the data manifest (`genbench prepare`). Every input is checked before anything is logged.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from pydantic import BaseModel
 
 from .artifacts import CONFIG, HISTORY, SUMMARY, WEIGHTS, read_config, read_history, read_summary, require
 from .dvc_lock import data_lock_hash
+from .generator_contract import served_model
 from .io import config_hash, read_json, require_file, write_json
 from .promotion import TAG_DATA_MD5, TAG_EXTRACTOR_SHA, TAG_FID
 from .registry import apply_promotion, create_version, model_name
 from .run_logging import git_commit, log_run, numeric_items
+from .sample import read_sample_record
 from .tracking import configure_tracking, get_experiment_id
 
 TAG_PARAMS_HASH = "params_hash"
@@ -38,14 +41,16 @@ class RegisterRecord(BaseModel):
 
 
 def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, out_path: Path, *,
-             project_dir: Path, tags: dict[str, str] | None = None) -> RegisterRecord:
-    """Log entry `name`'s run, create version N of `genbench-<name>` tagged with its FID and provenance, and move
-    `champion` to it if the promotion policy says so. `tags` go on the MLflow run (the Prefect flow passes its
-    flow-run id, so a run triggered from the Prefect UI can be found in MLflow)."""
+             sample_record: Path, project_dir: Path, tags: dict[str, str] | None = None) -> RegisterRecord:
+    """Log entry `name`'s run with its MLflow pyfunc model (served with `sample_record`'s sampling settings), create
+    version N of `genbench-<name>` from that model, tagged with its FID and provenance, and move `champion` to it if
+    the promotion policy says so. `tags` go on the MLflow run (the Prefect flow passes its flow-run id, so a run
+    triggered from the Prefect UI can be found in MLflow)."""
     run_dir, project_dir = Path(run_dir), Path(project_dir)
     require(run_dir, WEIGHTS, CONFIG, HISTORY, SUMMARY)
     metrics = read_json(require_file(metrics_path, "genbench evaluate"))
     manifest = read_json(require_file(manifest_path, "genbench prepare"))
+    drawn = read_sample_record(sample_record)
     config, history, summary = read_config(run_dir), read_history(run_dir), read_summary(run_dir)
     if config.get("name") != name:
         raise ValueError(f"{run_dir / CONFIG} is the run of {config.get('name')!r}, not {name!r}")
@@ -64,6 +69,7 @@ def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, 
     if (dvc_md5 := data_lock_hash(project_dir)) is not None:
         provenance[TAG_DVC_DATA_MD5] = dvc_md5
     commit = git_commit(project_dir)
+    model = served_model(run_dir, drawn)
 
     tracking_uri = configure_tracking(project_dir)
     from mlflow import MlflowClient
@@ -83,8 +89,7 @@ def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, 
     run_id = log_run(
         client, get_experiment_id(tracking_uri), name, config=config, history=history,
         metrics=numeric_items(metrics) | numeric_items(training), final_step=summary.steps,
-        model_files=[run_dir / WEIGHTS, run_dir / CONFIG], meta_files=[run_dir / SUMMARY, Path(metrics_path),
-                                                                       Path(manifest_path)],
+        pyfunc_model=model, meta_files=[run_dir / SUMMARY, Path(metrics_path), Path(manifest_path)],
         tags=run_tags | (tags or {}),
     )  # fmt: skip
     version = create_version(client, name, run_id, {TAG_FID: repr(fid), **provenance, TAG_GIT_COMMIT: commit},

@@ -1,9 +1,9 @@
 """Registered model versions in MLflow: create one from a logged run, fetch one's files, move `champion`.
 
-A version of `genbench-<name>` holds exactly `model.safetensors` and `config.json` (no pickled module, no
-MLmodel flavour): `create_model_version(source=<run artifact URI>/model)` points it at the run's `model/`
-folder, the source `mlflow.register_model("runs:/<id>/model", ...)` would resolve to, and
-`mlflow.artifacts.download_artifacts("models:/genbench-<name>@champion")` returns the two files.
+A version of `genbench-<name>` is the pyfunc model its run logged (`generator_contract`, models-from-code):
+`create_model_version(source="models:/<model id>")` makes it from the run's logged model, so
+`mlflow.pyfunc.load_model("models:/genbench-<name>@champion")` loads and serves it, and its artifacts hold the
+run folder's `model.safetensors` and `config.json`, which `fetch_registered` gives `genbench sample --model`.
 MLflow is imported inside the functions (it takes seconds).
 """
 
@@ -15,12 +15,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .artifacts import CONFIG, WEIGHTS
 from .promotion import decide, tag_fid
 from .tracking import configure_tracking
 
 CHAMPION_ALIAS = "champion"
-MODEL_ARTIFACT_PATH = "model"
-MODEL_FILES = ("model.safetensors", "config.json")
 
 
 class PromotionRecord(BaseModel):
@@ -36,18 +35,21 @@ def model_name(entry: str) -> str:
 
 
 def create_version(client: Any, entry: str, run_id: str, tags: dict[str, str], description: str) -> int:
-    """A new version of `genbench-<name>` from run `run_id`'s `model/` artifacts; returns its number."""
+    """A new version of `genbench-<name>` from the model run `run_id` logged; returns its number."""
     from mlflow.exceptions import MlflowException
 
     name = model_name(entry)
+    outputs = client.get_run(run_id).outputs
+    models = [output.model_id for output in (outputs.model_outputs if outputs else [])]
+    if len(models) != 1:
+        raise ValueError(f"MLflow run {run_id} logged {len(models)} models; a version is made from exactly one")
     try:
-        client.create_registered_model(name, description=f"genbench {entry} generator (safetensors + config.json)")
+        client.create_registered_model(name, description=f"genbench {entry} generator (MLflow pyfunc model)")
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
-    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
-    return int(client.create_model_version(name, source=source, run_id=run_id, tags=tags,
-                                           description=description).version)
+    return int(client.create_model_version(name, source=f"models:/{models[0]}", run_id=run_id, tags=tags,
+                                           description=description, model_id=models[0]).version)
 
 
 def apply_promotion(client: Any, name: str, version: int, force: bool = False) -> PromotionRecord:
@@ -85,12 +87,13 @@ def promote(entry: str, *, project_dir: Path, version: int | None = None, force:
     return apply_promotion(client, name, version, force)
 
 
-def fetch_registered(model_uri: str, dest: Path, *, project_dir: Path) -> dict[str, Any]:
-    """Download a registered version's `model.safetensors` and `config.json` into `dest`, a run folder's shape.
+def fetch_registered(model_uri: str, dest: Path, *, project_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """Download a registered version into `dest`; return the run folder inside it (its `model.safetensors` and
+    `config.json`, where the version's MLmodel says MLflow put them) and where the weights came from.
 
     `model_uri` is `models:/<name>@<alias>` or `models:/<name>/<version>`. The alias is resolved once and that
-    exact version is downloaded, so a promotion in between cannot mix two versions. Returns where the
-    weights came from (name, version, run id, FID tag), for the samples' record.
+    exact version is downloaded, so a promotion in between cannot mix two versions. The origin (name, version,
+    run id, FID tag) goes into the samples' record.
     """
     if not model_uri.startswith("models:/"):
         raise ValueError(f"model URI {model_uri!r}: expected models:/genbench-<name>@<alias> "
@@ -98,6 +101,7 @@ def fetch_registered(model_uri: str, dest: Path, *, project_dir: Path) -> dict[s
     tracking_uri = configure_tracking(project_dir)
     import mlflow
     from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
     from mlflow.store.artifact.utils.models import get_model_name_and_version
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
@@ -106,13 +110,17 @@ def fetch_registered(model_uri: str, dest: Path, *, project_dir: Path) -> dict[s
         found = client.get_model_version(name, str(version))
     except MlflowException as exc:
         raise ValueError(f"{model_uri}: not in the registry at {tracking_uri} ({exc.message})") from None
-    dest = Path(dest)
-    mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dest),
-                                        tracking_uri=tracking_uri)
-    missing = [f for f in MODEL_FILES if not (dest / f).is_file()]
-    if missing:
-        raise ValueError(f"{model_uri} (version {version}) lacks {', '.join(missing)}; "
-                         "it was not registered by `genbench register`")
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dest),
+                                                     tracking_uri=tracking_uri))
+    try:  # the version's MLmodel lists its artifacts: the run folder is where MLflow put the weights
+        recorded = Model.load(local).flavors["python_function"]["artifacts"].values()
+        folder = next((local / item["path"]).parent for item in recorded if Path(item["path"]).name == WEIGHTS)
+    except (OSError, KeyError, StopIteration, MlflowException):
+        folder = None
+    if folder is None or not all((folder / file).is_file() for file in (WEIGHTS, CONFIG)):
+        raise ValueError(f"{model_uri} (version {version}) is no genbench pyfunc model with {WEIGHTS} and {CONFIG}; "
+                         "it was not registered by `genbench register` (register its run again)")
     fid = tag_fid(found.tags)
-    return {"model_uri": model_uri, "model_name": name, "version": int(version), "run_id": found.run_id,
-            "fid": fid if math.isfinite(fid) else None, "tracking_uri": tracking_uri}
+    return folder, {"model_uri": model_uri, "model_name": name, "version": int(version),
+                    "run_id": found.run_id, "fid": fid if math.isfinite(fid) else None,
+                    "tracking_uri": tracking_uri}

@@ -1,4 +1,4 @@
-"""Logging one finished training run to MLflow: params, per-step metrics, evaluation metrics, artifacts.
+"""Logging one finished training run to MLflow: params, per-step metrics, evaluation metrics, files, its model.
 
 Batched through `MlflowClient.log_batch` (≤ 100 params, ≤ 1000 metrics per call) and kept within the limits
 every MLflow server accepts (500-character param values, 250-character keys). MLflow is imported inside
@@ -62,15 +62,16 @@ def git_commit(project_dir: Path) -> str:
 
 def log_run(client: Any, experiment_id: str, name: str, *, config: dict[str, Any],
             history: list[tuple[int, str, float]], metrics: dict[str, float], final_step: int,
-            model_files: list[Path], meta_files: list[Path], tags: dict[str, str]) -> str:
+            pyfunc_model: dict[str, Any], meta_files: list[Path], tags: dict[str, str]) -> str:
     """One finished MLflow run: `config` flattened into params, `history` as per-step metrics, `metrics` at
-    `final_step`, `model_files` under `model/` (what a registered version holds), `meta_files` under `meta/`.
-    The run is marked FAILED if anything fails on the way; returns its id."""
-    from mlflow.entities import Metric, Param, RunStatus
-    from mlflow.tracking.context.registry import resolve_tags
+    `final_step`, `meta_files` under `meta/`, and its model: `mlflow.pyfunc.log_model(**pyfunc_model)`, logged
+    while the run is active so that MLflow 3 links the two (what a registered version is made from). The run is
+    marked FAILED if anything fails on the way; returns its id."""
+    import mlflow
+    from mlflow.entities import Metric, Param
 
-    run_id = client.create_run(experiment_id, run_name=name, tags=resolve_tags(tags)).info.run_id
-    try:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:  # FAILED if this raises
+        run_id = run.info.run_id
         params = [Param(k, v) for k, v in flatten_params(config).items()]
         for i in range(0, len(params), PARAMS_PER_BATCH):
             client.log_batch(run_id, params=params[i : i + PARAMS_PER_BATCH], synchronous=True)
@@ -80,12 +81,8 @@ def log_run(client: Any, experiment_id: str, name: str, *, config: dict[str, Any
         scalars += [Metric(k, v, now, final_step) for k, v in metrics.items()]
         for i in range(0, len(scalars), METRICS_PER_BATCH):
             client.log_batch(run_id, metrics=scalars[i : i + METRICS_PER_BATCH], synchronous=True)
-        for path in model_files:
-            client.log_artifact(run_id, str(path), MODEL_ARTIFACT_PATH)
         for path in meta_files:
             client.log_artifact(run_id, str(path), META_ARTIFACT_PATH)
-    except BaseException:
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
-        raise
-    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+        # step: the evaluation metrics, logged at final_step, are also shown on the logged model
+        mlflow.pyfunc.log_model(name=MODEL_ARTIFACT_PATH, step=final_step, **pyfunc_model)
     return run_id

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
 
 from ..config import SampleConfig
@@ -25,7 +25,7 @@ from ..models.config import SamplingConfig
 from ..models.samplers import draw
 from .artifacts import WEIGHTS, load_trained, to_uint8_nhwc
 from .devices import pick_device
-from .io import file_digest, save_npy, write_json
+from .io import file_digest, read_json, require_file, save_npy, write_json
 
 
 class SampleRecord(BaseModel):
@@ -43,10 +43,19 @@ class SampleRecord(BaseModel):
     num_classes: int
     network_evaluations: int  # forward passes of the network per image (the report's cost column)
     seconds: float  # wall time of the sampling loop (not in any file compared across runs)
-    labels: str | None
+    labels: str | None = None  # how images get classes (conditional models); omitted from the file when None
     sampling: dict[str, Any]
     out: str
     source: dict[str, Any] | None = None  # the registry version the weights came from
+
+
+def read_sample_record(path: Path) -> SampleRecord:
+    """A sample record (`samples/<name>/seed-<s>.json`) as `sample` wrote it."""
+    try:
+        return SampleRecord.model_validate(read_json(require_file(Path(path), "genbench sample")))
+    except ValidationError as exc:
+        raise ValueError(f"{path}: not a sample record of `genbench sample` ({exc.errors()[0]['loc'][0]}: "
+                         f"{exc.errors()[0]['msg']}); run `genbench sample` again") from None
 
 
 def image_generator(seed: int, index: int) -> torch.Generator:
@@ -61,10 +70,25 @@ def image_labels(indices: Sequence[int], num_classes: int) -> torch.Tensor | Non
 
 
 @torch.no_grad()
-def draw_images(model: GenerativeModel, indices: Sequence[int], seed: int, sampling: SamplingConfig) -> np.ndarray:
-    """Images `indices` of `seed` as uint8 NHWC, each from its own generator: the training RNG is untouched."""
+def draw_images(model: GenerativeModel, indices: Sequence[int], seed: int, sampling: SamplingConfig,
+                labels: torch.Tensor | None = None) -> np.ndarray:
+    """Images `indices` of `seed` as uint8 NHWC, each from its own generator: the training RNG is untouched.
+    `labels` (one class per index) replace the default classes `image_labels` gives."""
     generators = [image_generator(seed, i) for i in indices]
-    return to_uint8_nhwc(draw(model, generators, image_labels(indices, model.num_classes), sampling))
+    labels = image_labels(indices, model.num_classes) if labels is None else labels
+    return to_uint8_nhwc(draw(model, generators, labels, sampling))
+
+
+def draw_samples(model: GenerativeModel, n: int, seed: int, batch_size: int, sampling: SamplingConfig,
+                 labels: torch.Tensor | None = None, desc: str = "sample") -> np.ndarray:
+    """Images 0..n-1 of `seed` (uint8 NHWC) in batches of `batch_size`: the one loop behind `genbench sample` and a
+    registered version's pyfunc `predict`. Image i depends on (seed, i) and its label alone; another batch split
+    moves only float rounding, so two callers agree bit for bit at the same `batch_size`."""
+    with torch.inference_mode():
+        batches = [draw_images(model, range(start, min(start + batch_size, n)), seed, sampling,
+                               None if labels is None else labels[start:start + batch_size])
+                   for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=None)]
+    return np.concatenate(batches)
 
 
 def sample(run_dir: Path, out_path: Path, name: str, settings: SampleConfig, sampling: SamplingConfig,
@@ -83,10 +107,7 @@ def sample(run_dir: Path, out_path: Path, name: str, settings: SampleConfig, sam
     sampling.check(model_arch)
     n, batch_size = settings.n, settings.batch_size
     started = time.perf_counter()
-    with torch.inference_mode():
-        batches = [draw_images(model, range(start, min(start + batch_size, n)), seed, sampling)
-                   for start in tqdm(range(0, n, batch_size), desc=f"sample {name}", unit="batch", disable=None)]
-    images = np.concatenate(batches)
+    images = draw_samples(model, n, seed, batch_size, sampling, desc=f"sample {name}")
     seconds = time.perf_counter() - started
     out_path = Path(out_path)
     save_npy(out_path, images)
@@ -109,6 +130,6 @@ def sample_registered(model_uri: str, name: str, settings: SampleConfig, samplin
     from .registry import fetch_registered
 
     with tempfile.TemporaryDirectory(prefix="genbench-model-") as downloaded:
-        source = fetch_registered(model_uri, Path(downloaded), project_dir=project_dir)
+        run_dir, source = fetch_registered(model_uri, Path(downloaded), project_dir=project_dir)
         target = out_path or Path(samples_dir) / f"{name}-v{source['version']}.npy"
-        return sample(Path(downloaded), target, name, settings, sampling, seed, source=source)
+        return sample(run_dir, target, name, settings, sampling, seed, source=source)

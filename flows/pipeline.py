@@ -67,7 +67,8 @@ def evaluate_real(config: Config) -> None:
 @stage(task_run_name="register-{family}-seed-{seed}")
 def register(family: str, seed: int) -> None:
     register_component(family, HERE.run(family, seed), HERE.metrics(family, seed), HERE.manifest,
-                       HERE.registry(family, seed), project_dir=HERE.root.resolve(),
+                       HERE.registry(family, seed), sample_record=HERE.sample_record(family, seed),
+                       project_dir=HERE.root.resolve(),
                        tags={"prefect.flow_run_id": str(runtime.flow_run.id)})
 
 

@@ -195,10 +195,14 @@ def register(
     metrics: Annotated[Optional[Path], typer.Option(
         help="Metrics JSON [default: metrics/FAMILY/seed-SEED.json].")] = None,
     manifest: Annotated[Path, typer.Option(help="Data manifest.")] = HERE.manifest,
+    sample_record: Annotated[Optional[Path], typer.Option(
+        help="The samples' record, whose sampling settings the version serves with "
+             "[default: samples/FAMILY/seed-SEED.json].")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Result JSON [default: registry/FAMILY/seed-SEED.json].")] = None,
     tag: Annotated[Optional[list[str]], typer.Option(help="Extra MLflow run tag KEY=VALUE (repeatable).")] = None,
 ) -> None:
-    """Log the run to MLflow, register a new model version and move `champion` if its FID is lower."""
+    """Log the run and its MLflow pyfunc model, register that as a new version and move `champion` if its FID is
+    lower."""
     tags = dict(item.split("=", 1) for item in tag or [] if "=" in item)
     if len(tags) != len(tag or []):
         typer.echo("error: --tag takes KEY=VALUE", err=True)
@@ -207,7 +211,9 @@ def register(
     from .components.register import register as run_register
 
     result = _call(run_register, family, run or HERE.run(family, seed), metrics or HERE.metrics(family, seed),
-                   manifest, out or HERE.registry(family, seed), project_dir=HERE.root.resolve(), tags=tags)
+                   manifest, out or HERE.registry(family, seed),
+                   sample_record=sample_record or HERE.sample_record(family, seed), project_dir=HERE.root.resolve(),
+                   tags=tags)
     moved = "now champion" if result.promoted else f"champion stays v{result.champion_version}"
     typer.echo(f"registered {result.model_name} v{result.version} (FID {result.fid:.2f}; {moved})")
 

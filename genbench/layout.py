@@ -56,6 +56,10 @@ class Layout:
     def samples(self, name: str, seed: int) -> Path:
         return self.samples_dir / name / f"{_seed(seed)}.npy"
 
+    def sample_record(self, name: str, seed: int) -> Path:
+        """The sampling settings, weights hash and cost of `samples(name, seed)`, written beside it."""
+        return self.samples(name, seed).with_suffix(".json")
+
     def metrics(self, name: str, seed: int) -> Path:
         return self.root / "metrics" / name / f"{_seed(seed)}.json"
 

@@ -73,10 +73,12 @@ def test_flow_logs_and_registers_in_mlflow(flow_project: Path) -> None:
         loss_key = "model/loss" if family != "dcgan" else "g/loss"
         history = client.get_metric_history(run.info.run_id, loss_key)
         assert [m.step for m in history] == list(range(1, config["train"]["steps"] + 1))
-        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-        assert "model/model.safetensors" in artifacts, artifacts
         version = client.get_model_version_by_alias(f"genbench-{family}", "champion")
         assert str(version.version) == "1" and version.run_id == run.info.run_id
+        model_id = version.source.removeprefix("models:/")  # the version is the pyfunc model the run logged
+        assert client.get_logged_model(model_id).source_run_id == run.info.run_id
+        artifacts = {a.path for a in client.list_logged_model_artifacts(model_id, "artifacts")}
+        assert artifacts == {"artifacts/model.safetensors", "artifacts/config.json"}, artifacts
         assert run.data.tags["dvc.data_md5"] == version.tags["dvc.data_md5"] == data_md5
         registry = json.loads((root / "registry" / family / "seed-0.json").read_text())
         assert registry["promoted"] and registry["version"] == 1

@@ -96,10 +96,11 @@ def test_pipeline_logs_to_servers_and_stores_weights_in_s3(pipeline_ran) -> None
     for family in families:
         registry = json.loads((root / "registry" / family / "seed-0.json").read_text())
         assert registry["tracking_uri"] == env["MLFLOW_TRACKING_URI"]
-        assert any(k.endswith(f"{registry['run_id']}/artifacts/model/model.safetensors") for k in keys), keys
         client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
         champion = client.get_model_version_by_alias(f"genbench-{family}", "champion")
         assert champion.run_id == registry["run_id"]
+        model_id = champion.source.removeprefix("models:/")  # the pyfunc model the run logged, with the weights
+        assert any(k.endswith(f"models/{model_id}/artifacts/artifacts/model.safetensors") for k in keys), keys
     assert not (root / "mlflow.db").exists()  # nothing fell back to the embedded store
 
     runs = _api(env, "/flow_runs/filter", {})
@@ -121,16 +122,18 @@ def test_champion_moves_only_for_a_lower_fid_and_samples_from_the_registry(pipel
     _genbench(root, "sample", "ddpm", "--run", "runs/ddpm-b", "--out", "samples/ddpm-b.npy")
     _genbench(root, "evaluate", "ddpm", "--samples", "samples/ddpm-b.npy", "--out", "metrics/ddpm-b.json")
     _genbench(root, "register", "ddpm", "--run", "runs/ddpm-b", "--metrics", "metrics/ddpm-b.json",
-              "--out", "registry/ddpm-b.json")
+              "--sample-record", "samples/ddpm-b.json", "--out", "registry/ddpm-b.json")
     first, second = (json.loads((root / "registry" / name).read_text()) for name in ("ddpm/seed-0.json", "ddpm-b.json"))
     assert (first["version"], second["version"]) == (1, 2) and first["fid"] != second["fid"]
     winner, loser = (first, second) if first["fid"] < second["fid"] else (second, first)
     client = MlflowClient(tracking_uri=started["env"]["MLFLOW_TRACKING_URI"])
     assert client.get_model_version_by_alias("genbench-ddpm", "champion").version == str(winner["version"])
 
-    loser_run, loser_metrics = (("runs/ddpm/seed-0", "metrics/ddpm/seed-0.json") if loser is first
-                                else ("runs/ddpm-b", "metrics/ddpm-b.json"))
-    _genbench(root, "register", "ddpm", "--run", loser_run, "--metrics", loser_metrics, "--out", "registry/ddpm-c.json")
+    loser_run, loser_metrics, loser_samples = (
+        ("runs/ddpm/seed-0", "metrics/ddpm/seed-0.json", "samples/ddpm/seed-0.json") if loser is first
+        else ("runs/ddpm-b", "metrics/ddpm-b.json", "samples/ddpm-b.json"))
+    _genbench(root, "register", "ddpm", "--run", loser_run, "--metrics", loser_metrics, "--sample-record", loser_samples,
+              "--out", "registry/ddpm-c.json")
     third = json.loads((root / "registry" / "ddpm-c.json").read_text())
     assert third["version"] == 3 and not third["promoted"]
     assert client.get_model_version_by_alias("genbench-ddpm", "champion").version == str(winner["version"])

@@ -1,4 +1,4 @@
-"""Register stage on the embedded SQLite store (no server): run, metrics, registry, champion."""
+"""Register stage on the embedded SQLite store (no server): run, metrics, the pyfunc model, registry, champion."""
 
 from __future__ import annotations
 
@@ -7,38 +7,51 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save
 
 from genbench.components.register import register
+from genbench.models import build_model
 
-FAMILY = "gan"
+FAMILY = "vae"
 LONG = "x" * 700  # longer than MLflow's portable 500-char param limit
 
-CONFIG = {
+CONFIG = {  # a run record (components/artifacts.py RunRecord): a small VAE on 8×8 images
     "name": FAMILY,
     "family": FAMILY,
-    "profile": "tiny",
     "seed": 0,
-    "data": {"name": "toy", "image_size": 8},
-    "model": {"family": FAMILY, "channels": [8, 16], "z_dim": 4},
+    "image": {"channels": 1, "size": 8},
+    "arch": {"latent_dim": 2, "base_channels": 4},
     "train": {"steps": 30, "lr": 0.0002, "note": LONG},
+    "train_data_md5": "a" * 32,
 }
 # written out by hand, not computed by the code under test
 EXPECTED_PARAMS = {
     "name": FAMILY,
     "family": FAMILY,
-    "profile": "tiny",
     "seed": "0",
-    "data.name": "toy",
-    "data.image_size": "8",
-    "model.family": FAMILY,
-    "model.channels": "[8, 16]",
-    "model.z_dim": "4",
+    "image.channels": "1",
+    "image.size": "8",
+    "arch.latent_dim": "2",
+    "arch.base_channels": "4",
     "train.steps": "30",
     "train.lr": "0.0002",
+    "train_data_md5": "a" * 32,
+    # the pyfunc model's load-time config, which mlflow.pyfunc.log_model logs as params of the run
+    "batch_size": "4",
+    "device": "auto",
+    "ema": "True",
 }
 LOSSES = {10: 0.9, 20: 0.55, 30: 0.25}
 REF_MD5 = "0123456789abcdef0123456789abcdef"
 EXTRACTOR_SHA = "f" * 64
+
+
+def vae_weights(seed: int) -> bytes:
+    """safetensors bytes of a VAE shaped as CONFIG says, its weights drawn under `seed`."""
+    torch.manual_seed(seed)
+    model = build_model(FAMILY, 1, 8, CONFIG["arch"])
+    return save({key: value.contiguous() for key, value in model.state_dict().items()})
 
 
 def fabricate(project: Path, fid: float, weights: bytes, summary: dict | None = None) -> dict[str, Path]:
@@ -83,7 +96,15 @@ def fabricate(project: Path, fid: float, weights: bytes, summary: dict | None = 
     manifest.write_text(
         json.dumps({"dataset": "toy", "files": {"train.npy": "a" * 32, "reference.npy": REF_MD5}})
     )
-    return {"run_dir": run_dir, "metrics_path": metrics, "manifest_path": manifest}
+    sample_record = project / "samples" / FAMILY / "seed-0.json"
+    sample_record.parent.mkdir(parents=True, exist_ok=True)
+    sample_record.write_text(json.dumps({
+        "name": FAMILY, "family": FAMILY, "n": 12, "seed": 0, "batch_size": 4, "shape": [12, 8, 8, 1], "device": "cpu",
+        "weights_sha256": hashlib.sha256(weights).hexdigest(), "weights": "ema", "num_classes": 0,
+        "network_evaluations": 1, "seconds": 0.5, "sampling": {"ema": True, "family": FAMILY},
+        "out": str(sample_record.with_suffix(".npy")),
+    }))
+    return {"run_dir": run_dir, "metrics_path": metrics, "manifest_path": manifest, "sample_record": sample_record}
 
 
 def do_register(project: Path, fid: float, weights: bytes, summary: dict | None = None) -> dict:
@@ -94,13 +115,21 @@ def do_register(project: Path, fid: float, weights: bytes, summary: dict | None 
         paths["metrics_path"],
         paths["manifest_path"],
         project / "registry" / f"{FAMILY}.json",
+        sample_record=paths["sample_record"],
         project_dir=project,
     ))
 
 
 def test_missing_inputs_name_the_stage(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    paths = fabricate(tmp_path, 10.0, b"w")
+    paths = fabricate(tmp_path, 10.0, vae_weights(0))
+    (paths["run_dir"] / "model.safetensors").write_bytes(vae_weights(1))  # not the weights the samples came from
+    with pytest.raises(ValueError, match=r"drawn from other weights than .*model\.safetensors; give the record "
+                                         r"of this run's samples, or re-run `genbench sample vae`"):
+        register(FAMILY, **paths, out_path=tmp_path / "o.json", project_dir=tmp_path)
+    paths["sample_record"].unlink()
+    with pytest.raises(FileNotFoundError, match=r"samples/vae/seed-0\.json.*genbench sample"):
+        register(FAMILY, **paths, out_path=tmp_path / "o.json", project_dir=tmp_path)
     paths["metrics_path"].unlink()
     with pytest.raises(FileNotFoundError, match=r"genbench evaluate"):
         register(FAMILY, **paths, out_path=tmp_path / "o.json", project_dir=tmp_path)
@@ -120,7 +149,7 @@ def test_register_and_champion(tmp_path, monkeypatch):
     import mlflow
     from mlflow import MlflowClient
 
-    weights1 = b"weights-v1" * 100
+    weights1 = vae_weights(1)
     r1 = do_register(tmp_path, fid=12.5, weights=weights1)
 
     db = tmp_path / "mlflow.db"
@@ -162,12 +191,13 @@ def test_register_and_champion(tmp_path, monkeypatch):
     assert "train_images_per_second" not in run.data.metrics  # not recorded then
     assert run.data.metrics["num_parameters"] == 1234
 
-    model_files = {a.path for a in client.list_artifacts(r1["run_id"], "model")}
-    assert model_files == {"model/model.safetensors", "model/config.json"}
-
+    # the run keeps its records; the weights are in the pyfunc model it logged, which the version is made from
+    assert [a.path for a in client.list_artifacts(r1["run_id"])] == ["meta"]
     mv = client.get_model_version(f"genbench-{FAMILY}", "1")
     assert mv.run_id == r1["run_id"]
     assert mv.status == "READY"
+    assert mv.source.startswith("models:/m-")  # the logged model, by id
+    assert client.get_logged_model(mv.source.removeprefix("models:/")).source_run_id == r1["run_id"]
     assert float(mv.tags["fid"]) == 12.5
     assert mv.tags["data_md5"] == REF_MD5
     assert mv.tags["feature_extractor_sha256"] == EXTRACTOR_SHA
@@ -176,35 +206,35 @@ def test_register_and_champion(tmp_path, monkeypatch):
     assert mv.tags["git_commit"] == "unknown"  # tmp_path is not a git checkout
 
     # worse FID: new version 2, champion stays on 1
-    r2 = do_register(tmp_path, fid=20.0, weights=b"weights-v2", summary={"processes": 2, "images_per_second": 640.5})
+    r2 = do_register(tmp_path, fid=20.0, weights=vae_weights(2), summary={"processes": 2, "images_per_second": 640.5})
     assert (r2["version"], r2["promoted"], r2["champion_version"]) == (2, False, 1)
     throughput = client.get_run(r2["run_id"]).data.metrics  # a torchrun run of 2 processes for 1.5 s
     assert (throughput["train_device_seconds"], throughput["train_images_per_second"]) == (3.0, 640.5)
     assert int(client.get_model_version_by_alias(f"genbench-{FAMILY}", "champion").version) == 1
 
     # better FID: version 3 becomes champion
-    weights3 = b"weights-v3-best" * 50
+    weights3 = vae_weights(3)
     r3 = do_register(tmp_path, fid=7.25, weights=weights3)
     assert (r3["version"], r3["promoted"], r3["champion_version"]) == (3, True, 3)
     assert int(client.get_model_version_by_alias(f"genbench-{FAMILY}", "champion").version) == 3
     assert len({r1["run_id"], r2["run_id"], r3["run_id"]}) == 3
 
-    # the champion's files come back through the registry URI
+    # the champion's files come back through the registry URI: an MLflow model with the run folder as artifacts
     local = Path(
         mlflow.artifacts.download_artifacts(
             f"models:/genbench-{FAMILY}@champion", dst_path=str(tmp_path / "dl")
         )
     )
-    assert sorted(p.name for p in local.iterdir()) == ["config.json", "model.safetensors"]
-    assert (local / "model.safetensors").read_bytes() == weights3
-    assert json.loads((local / "config.json").read_text()) == CONFIG
+    assert (local / "MLmodel").is_file() and not list(local.rglob("*.pkl"))
+    assert (local / "artifacts" / "model.safetensors").read_bytes() == weights3
+    assert json.loads((local / "artifacts" / "config.json").read_text()) == CONFIG
     # version 1's files are still its own
     local1 = Path(
         mlflow.artifacts.download_artifacts(
             f"models:/genbench-{FAMILY}/1", dst_path=str(tmp_path / "dl1")
         )
     )
-    assert (local1 / "model.safetensors").read_bytes() == weights1
+    assert (local1 / "artifacts" / "model.safetensors").read_bytes() == weights1
 
 
 def test_promote_compares_only_on_the_same_reference_and_records_force(tmp_path, monkeypatch):
@@ -214,10 +244,10 @@ def test_promote_compares_only_on_the_same_reference_and_records_force(tmp_path,
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    first = do_register(tmp_path, 20.0, b"v1")
+    first = do_register(tmp_path, 20.0, vae_weights(1))
     assert first["promoted"]
     # a better FID, but measured against other reference images: not comparable, champion stays
-    paths = fabricate(tmp_path, 5.0, b"v2")
+    paths = fabricate(tmp_path, 5.0, vae_weights(2))
     paths["manifest_path"].write_text(json.dumps({"dataset": "toy", "files": {"reference.npy": "e" * 32}}))
     second = dict(register(FAMILY, **paths, out_path=tmp_path / "r.json", project_dir=tmp_path))
     assert not second["promoted"] and second["champion_version"] == first["version"]
@@ -230,3 +260,25 @@ def test_promote_compares_only_on_the_same_reference_and_records_force(tmp_path,
     champion = client.get_model_version_by_alias(f"genbench-{FAMILY}", "champion")
     assert int(champion.version) == second["version"]
     assert champion.tags["promoted_by_force"].startswith("true")
+
+
+def test_a_version_without_the_pyfunc_model_is_refused(tmp_path, monkeypatch):
+    """A version as genbench registered them before the pyfunc model (a run's model/ folder holding the two files)
+    is not sampled: the error names the fix."""
+    import mlflow
+
+    from genbench.components.registry import fetch_registered
+    from genbench.components.tracking import configure_tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    paths = fabricate(tmp_path, 10.0, vae_weights(0))
+    client = mlflow.MlflowClient(tracking_uri=configure_tracking(tmp_path))
+    with mlflow.start_run() as run:
+        for name in ("model.safetensors", "config.json"):
+            mlflow.log_artifact(str(paths["run_dir"] / name), "model")
+    client.create_registered_model(f"genbench-{FAMILY}")
+    client.create_model_version(f"genbench-{FAMILY}", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    with pytest.raises(ValueError, match=r"version 1\) is no genbench pyfunc model with model\.safetensors and "
+                                         r"config\.json; .* \(register its run again\)"):
+        fetch_registered(f"models:/genbench-{FAMILY}/1", tmp_path / "download", project_dir=tmp_path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib.metadata import version as metadata_version
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from genbench.components import train as train_module
 from genbench.components.artifacts import load_trained
 from genbench.components.sample import sample
 from genbench.config import DataConfig, SampleConfig, load_config
+from genbench.models.samplers import DiffusionSampling
 
 from .conftest import FAMILIES
 
@@ -223,6 +225,12 @@ def test_the_conditional_variant_is_its_own_entry(prepared: Path, pixel_network:
     assert record["sampling"]["guidance_scale"] == 2.0
     invoke("evaluate", "ddpm_cfg")
     assert "registered genbench-ddpm_cfg v1" in invoke("register", "ddpm_cfg")
+    from mlflow.models import get_model_info
+
+    signature = get_model_info("models:/genbench-ddpm_cfg/1").signature  # requests may send classes; the
+    assert signature.inputs.input_names() == ["n", "seed", "labels"]  # sampling settings above are the defaults
+    assert {p["name"]: p["default"] for p in signature.params.to_dict()} == {
+        "sampler": "ddim", "sample_steps": 2, "eta": 0.5, "guidance_scale": 2.0, "variance_type": "fixed_large"}
     result = CliRunner().invoke(app, ["sample", "ddpm", "--run", "runs/ddpm_cfg/seed-0"])
     assert result.exit_code == 2 and "holds the ddpm_cfg model (ddpm), not ddpm" in result.output
     sampling = load_config("params.yaml").sampling_for("ddpm_cfg")
@@ -303,6 +311,7 @@ def test_sample_from_the_registry_champion(trained: Path, pixel_network: list[in
     assert "from genbench-ddpm v1" in output
     assert np.array_equal(np.load(trained / "samples" / "ddpm-v1.npy"),
                           np.load(trained / "samples" / "ddpm" / "seed-0.npy"))
+    check_plain_mlflow_loads_the_champion(trained)
     source = json.loads((trained / "samples" / "ddpm-v1.json").read_text())["source"]
     assert source["model_uri"] == "models:/genbench-ddpm@champion" and source["version"] == 1
     assert source["fid"] == json.loads((trained / "metrics" / "ddpm" / "seed-0.json").read_text())["fid"]
@@ -317,6 +326,42 @@ def test_sample_from_the_registry_champion(trained: Path, pixel_network: list[in
     ]:
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)
+
+
+def check_plain_mlflow_loads_the_champion(project: Path) -> None:
+    """genbench-ddpm@champion is a standard pyfunc model logged from code (signature, input example, genbench
+    pinned, no pickle), and `mlflow.pyfunc.load_model` samples in this process the bytes `genbench sample --model`
+    wrote, and with a request's sampler options what `sample` draws with them (tests/services: a fresh process,
+    and the REST server)."""
+    import mlflow
+    import pandas as pd
+    from mlflow.models import Model
+
+    uri = "models:/genbench-ddpm@champion"
+    version = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(project / "version")))
+    mlmodel = Model.load(version)
+    assert mlmodel.flavors["python_function"]["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    assert (version / "generator_model.py").is_file() and not list(version.rglob("*.pkl"))
+    assert f"genbench=={metadata_version('genbench')}" in (version / "requirements.txt").read_text().split()
+    assert mlmodel.signature.inputs.to_dict() == [{"type": "long", "name": "n", "required": True},
+                                                  {"type": "long", "name": "seed", "required": True}]
+    assert mlmodel.signature.outputs.to_dict() == [{"name": "images", "type": "tensor",
+                                                    "tensor-spec": {"dtype": "uint8", "shape": (-1, 28, 28, 1)}}]
+    # params.yaml's sampling.ddpm under the tiny profile, which the samples behind the version's FID were drawn with
+    assert {p["name"]: p["default"] for p in mlmodel.signature.params.to_dict()} == {
+        "sampler": "ddpm", "sample_steps": 2, "eta": 0.0, "guidance_scale": 1.0, "variance_type": "fixed_large"}
+    assert mlmodel.load_input_example(version).to_dict("list") == {"n": [1], "seed": [0]}
+
+    config = load_config("params.yaml")
+    model = mlflow.pyfunc.load_model(uri)
+    images = model.predict(pd.DataFrame({"n": [config.sample.n], "seed": [0]}))
+    expected = np.load(project / "samples" / "ddpm-v1.npy")
+    assert images.dtype == np.uint8 and images.shape == expected.shape and images.tobytes() == expected.tobytes()
+    ddim = DiffusionSampling(sampler="ddim", sample_steps=2, eta=0.5)
+    sample(project / "runs" / "ddpm" / "seed-0", project / "ddim.npy", "ddpm", config.sample, ddim, 3)
+    requested = model.predict(pd.DataFrame({"n": [config.sample.n], "seed": [3]}),
+                              params={"sampler": "ddim", "sample_steps": 2, "eta": 0.5})
+    assert np.array_equal(requested, np.load(project / "ddim.npy"))
 
 
 def test_a_registered_ldm_samples_in_an_empty_folder(trained: Path, tmp_path: Path,
