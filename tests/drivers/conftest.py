@@ -84,7 +84,14 @@ def _flow_command(root: Path) -> list[str]:
     return [sys.executable, "-m", "genbench.cli", "run"]
 
 
-COMMANDS = {"dvc_project": _dvc_command, "flow_project": _flow_command}  # fixture name → how to start its driver
+def _kfp_command(root: Path) -> list[str]:
+    """The Kubeflow pipeline under kfp.local: each task a subprocess of this environment, artifacts in
+    .genbench/kfp, MLflow embedded in the project (no git: its tasks run in scratch folders anyway)."""
+    return [sys.executable, "-m", "genbench.cli", "kfp", "local"]
+
+
+COMMANDS = {"dvc_project": _dvc_command, "flow_project": _flow_command,
+            "kfp_project": _kfp_command}  # fixture name → how to start its driver
 
 
 @dataclass
@@ -168,6 +175,12 @@ def _finished(name: str) -> tuple[Path, str]:
 def flow_project() -> Path:
     """A tiny project after `genbench run` (the Prefect flow, ephemeral server)."""
     return _finished("flow_project")[0]
+
+
+@pytest.fixture(scope="session")
+def kfp_project() -> tuple[Path, str]:
+    """A tiny project after `genbench kfp local` (the Kubeflow pipeline under kfp.local): (root, its output)."""
+    return _finished("kfp_project")
 
 
 @pytest.fixture(scope="session")
