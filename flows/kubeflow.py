@@ -119,12 +119,10 @@ def evaluate(params_yaml: str, profile: str, entry: str, seed: str, samples: dsl
 def register(entry: str, seed: str, mlflow_tracking_uri: str, kfp_run_id: str, run: dsl.Input[dsl.Model],
              metrics: dsl.Input[dsl.Metrics], data: dsl.Input[dsl.Dataset], record: dsl.Output[dsl.Artifact]):
     """An MLflow run and version of genbench-ENTRY (champion if its FID is lower), registry/ENTRY/seed-SEED.json."""
-    import os
-
     from genbench.components.register import register as run_register
-    from genbench.flows.kubeflow_tasks import out, workspace
+    from genbench.flows.kubeflow_tasks import out, use_tracking, workspace
 
-    os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
+    use_tracking(mlflow_tracking_uri)
     with workspace(None, run, metrics, data) as here:
         run_register(entry, here.run(entry, int(seed)), here.metrics(entry, int(seed)), here.manifest,
                      out(record).registry(entry, int(seed)), project_dir=here.root.resolve(),

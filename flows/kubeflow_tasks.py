@@ -53,6 +53,15 @@ def workspace(params_yaml: str | None, *inputs: Artifact | None) -> Iterator[Lay
             os.chdir(previous)
 
 
+def use_tracking(uri: str) -> None:
+    """Point MLflow at `uri` (components/tracking.py reads MLFLOW_TRACKING_URI). A task's folder is gone when it
+    ends, so the embedded default store would lose every run: the pipeline must name a server or a lasting store."""
+    if not uri.strip():
+        raise ValueError("mlflow_tracking_uri is empty: pass the MLflow server the tasks register to "
+                         "(genbench kfp submit --mlflow-uri URL)")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+
+
 def out(artifact: Artifact) -> Layout:
     """The project layout of an output artifact's folder."""
     return Layout(Path(artifact.path))

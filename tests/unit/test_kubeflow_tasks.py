@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from genbench.config import load_config
-from genbench.flows.kubeflow_tasks import check_plan, collect, workspace
+from genbench.flows.kubeflow_tasks import check_plan, collect, use_tracking, workspace
 
 from ..conftest import tiny_params
 
@@ -73,3 +74,13 @@ def test_check_plan_names_what_differs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"seeds: \[0\] \(compiled for \[0, 1\]\)") as error:
         check_plan(config, config.families, [0, 1], list(config.sweeps))
     assert "families" not in str(error.value) and "genbench kfp compile" in str(error.value)
+
+
+def test_use_tracking_needs_a_store_that_outlives_the_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")  # recorded, so the test's own value is undone afterwards
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with pytest.raises(ValueError, match="mlflow_tracking_uri is empty"):
+        use_tracking(" ")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    use_tracking("http://mlflow:5000")
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
