@@ -160,3 +160,14 @@ def test_submit_sends_the_pipeline_to_kfp_host(project: Path, monkeypatch: pytes
     assert calls == [("http://kfp.example:8080", "genbench-pipeline", {"mlflow_tracking_uri": "http://mlflow:5000"},
                       "genbench")]
     assert "started run run-1" in result.output
+
+
+@pytest.mark.parametrize("command", [["kfp", "compile", "pipeline.yaml"], ["kfp", "local"]])
+def test_kfp_commands_exit_2_on_bad_params_and_write_nothing(project: Path, command: list[str]) -> None:
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("\nseeds: [0]\n", "\nseeds: [0, 0]\n", 1))
+    before = sorted(project.rglob("*"))
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2, result.output
+    assert "seeds: needs one or more distinct seeds" in result.output
+    assert sorted(project.rglob("*")) == before
