@@ -3,8 +3,8 @@ entry and seed → sampling sweeps → report, the component calls of flows/pipe
 
 Files travel as KFP artifacts (`dsl.Dataset` for data, samples and sweep sets, `dsl.Model` for run folders,
 `dsl.Metrics` for metrics files, `dsl.HTML` for the report's index.html), each a folder laid out like a project
-(flows/kubeflow_tasks.py); params travel as pipeline parameters: the params.yaml text, the profile, the MLflow
-tracking URI and the names of the Kubernetes secrets. Each task is a lightweight Python component run in the
+(flows/kubeflow_tasks.py); params travel as pipeline parameters: params.yaml (as one line of YAML), the profile,
+the MLflow tracking URI and the names of the Kubernetes secrets. Each task is a lightweight Python component run in the
 genbench image (`IMAGE`, which has genbench and kfp installed, so `install_kfp_package=False`); its body imports
 genbench and makes the same component call as the Prefect task of the same name.
 
@@ -17,7 +17,8 @@ versions get the numbers and champion the other drivers give them.
 
 Kubernetes: train, sample and sweep request `gpus` accelerators of type `GPU`; register gets the MLflow and S3
 credentials from the secrets named by the `mlflow_secret` and `s3_secret` parameters (`use_secret_as_env`; keys
-in `SECRET_KEYS`). No credential is a parameter. kfp.local (`run_local`) ignores both and runs every task as a
+in `SECRET_KEYS`). Both are optional: an MLflow server without auth needs no secret, and one that proxies
+artifacts (infra/'s does) no S3 keys. No credential is a parameter. kfp.local (`run_local`) ignores both and runs every task as a
 subprocess of this Python.
 """
 
@@ -244,7 +245,7 @@ def build(params: Path, profile: str | None, image: str = IMAGE, gpus: int = 1) 
                 register_task.set_caching_options(False)  # it writes to MLflow: never skip it as done
                 for kind, secret_name in (("mlflow", mlflow_secret), ("s3", s3_secret)):
                     kubernetes.use_secret_as_env(register_task, secret_name=secret_name,
-                                                 secret_key_to_env=SECRET_KEYS[kind])
+                                                 secret_key_to_env=SECRET_KEYS[kind], optional=True)
             previous = {"previous": trained} if trained is not None else {}
             trained = ops["collect"](runs=dsl.Collected(run), samples=dsl.Collected(sample_task.outputs["samples"]),
                                      metrics=dsl.Collected(evaluate_task.outputs["metrics"]),

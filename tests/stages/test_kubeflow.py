@@ -99,6 +99,9 @@ def test_compile_has_a_component_per_stage_and_typed_artifacts(project: Path) ->
     assert set(kubernetes) == {"exec-register"}
     secrets = kubernetes["exec-register"]["secretAsEnv"]
     envs = {item["envVar"] for secret in secrets for item in secret["keyToEnv"]}
+    assert all(secret["optional"] for secret in secrets)  # a server without auth or with proxied artifacts
+    assert {secret["secretNameParameter"]["componentInputParameter"] for secret in secrets} == \
+        {"pipelinechannel--mlflow_secret", "pipelinechannel--s3_secret"}  # names are pipeline parameters
     assert envs == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     assert parameters["mlflow_secret"]["defaultValue"] == MLFLOW_SECRET
     assert parameters["s3_secret"]["defaultValue"] == S3_SECRET
