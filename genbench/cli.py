@@ -31,6 +31,9 @@ app = typer.Typer(
 HERE = Layout()
 stack_app = typer.Typer(help="A local MLflow + Prefect + S3 stack on 127.0.0.1, without docker.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+kfp_app = typer.Typer(help="The Kubeflow Pipelines driver: compile it, submit it to a cluster, or run it here.",
+                      no_args_is_help=True)
+app.add_typer(kfp_app, name="kfp")
 T = TypeVar("T")
 
 
@@ -581,6 +584,68 @@ def stack_exec(
     except FileNotFoundError:
         typer.echo(f"error: command not found: {command[0]}; give an executable on PATH", err=True)
         raise typer.Exit(2) from None
+
+
+ImageOpt = Annotated[str, typer.Option(help="Image every task runs in (infra/genbench.Dockerfile builds it) "
+                                          "[default: flows/kubeflow.py IMAGE].")]
+GpusOpt = Annotated[int, typer.Option(min=0, help="Accelerators (nvidia.com/gpu) per train, sample and sweep task; "
+                                                  "0: none.")]
+
+
+@kfp_app.command("compile")
+def kfp_compile(
+    out: Annotated[Path, typer.Argument(help="Pipeline file to write (KFP IR YAML).")],
+    params: ParamsOpt = HERE.params,
+    profile: ProfileOpt = None,
+    image: ImageOpt = "",
+    gpus: GpusOpt = 1,
+) -> None:
+    """Write the pipeline for the plan in params (families, seeds, sweeps) as KFP IR YAML; needs no cluster."""
+    _config(params, profile)
+    from .flows.kubeflow import IMAGE, compile_pipeline
+
+    _call(compile_pipeline, params, profile, out, image or IMAGE, gpus)
+    typer.echo(f"wrote {out}")
+
+
+@kfp_app.command("submit")
+def kfp_submit(
+    mlflow_uri: Annotated[str, typer.Option(help="MLflow tracking server the tasks register to, as the cluster "
+                                                 "reaches it (its credentials come from the mlflow secret).")] = "",
+    params: ParamsOpt = HERE.params,
+    profile: ProfileOpt = None,
+    image: ImageOpt = "",
+    gpus: GpusOpt = 1,
+    experiment: Annotated[str, typer.Option(help="KFP experiment of the run.")] = "genbench",
+) -> None:
+    """Compile the pipeline and start a run on the KFP endpoint in KFP_HOST."""
+    host = os.environ.get("KFP_HOST", "").strip()
+    if not host:
+        typer.echo("error: KFP_HOST is not set: export KFP_HOST=URL of the Kubeflow Pipelines API (e.g. "
+                   "http://127.0.0.1:8080 after `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`)",
+                   err=True)
+        raise typer.Exit(2)
+    if not mlflow_uri:
+        typer.echo("error: --mlflow-uri is required: the MLflow server the cluster's tasks register to", err=True)
+        raise typer.Exit(2)
+    _config(params, profile)
+    from .flows.kubeflow import IMAGE, submit
+
+    run_id = _call(submit, host, params, profile, mlflow_uri, image or IMAGE, gpus, experiment)
+    typer.echo(f"started run {run_id} on {host}")
+
+
+@kfp_app.command("local")
+def kfp_local(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
+    """Run the pipeline here under kfp.local (each task a subprocess of this environment, no cluster, no
+    container); artifacts under .genbench/kfp, MLflow as `genbench run` uses it."""
+    _config(params, profile)
+    from .components.tracking import configure_tracking
+    from .flows.kubeflow import run_local
+
+    tracking_uri = configure_tracking(HERE.root)  # the embedded store, or MLFLOW_TRACKING_URI when set
+    index = _call(run_local, HERE.root, params, profile, tracking_uri)
+    typer.echo(f"results: {index}")
 
 
 if __name__ == "__main__":

@@ -97,8 +97,15 @@ def _torchrun_command(root: Path) -> list[str]:
                         f"--nproc_per_node 2 --master_addr 127.0.0.1 --master_port {port} genbench train ddpm"]
 
 
+def _kfp_command(root: Path) -> list[str]:
+    """The Kubeflow pipeline under kfp.local: each task a subprocess of this environment, artifacts in
+    .genbench/kfp, MLflow embedded in the project (no git: its tasks run in scratch folders anyway)."""
+    return [sys.executable, "-m", "genbench.cli", "kfp", "local"]
+
+
 # fixture name → how to start its driver
-COMMANDS = {"dvc_project": _dvc_command, "flow_project": _flow_command, "torchrun_project": _torchrun_command}
+COMMANDS = {"dvc_project": _dvc_command, "flow_project": _flow_command, "torchrun_project": _torchrun_command,
+            "kfp_project": _kfp_command}
 
 
 @dataclass
@@ -188,6 +195,12 @@ def flow_project() -> Path:
 def torchrun_project() -> tuple[Path, str]:
     """A tiny project after `genbench prepare` and a two-process `torchrun ... genbench train ddpm`: (root, output)."""
     return _finished("torchrun_project")
+
+
+@pytest.fixture(scope="session")
+def kfp_project() -> tuple[Path, str]:
+    """A tiny project after `genbench kfp local` (the Kubeflow pipeline under kfp.local): (root, its output)."""
+    return _finished("kfp_project")
 
 
 @pytest.fixture(scope="session")
