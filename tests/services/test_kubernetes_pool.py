@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -30,27 +31,30 @@ IMAGE = "registry.example.com/genbench:0.1.0"
 
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    """A Prefect server with API auth on, as `genbench stack up` runs it; yields its clients' variables."""
     folder = tmp_path_factory.mktemp("prefect-server")
     (folder / "logs").mkdir()
     port = stack._free_port("127.0.0.1")
+    auth = f"admin:{secrets.token_urlsafe(16)}"
     service = stack._start(
         "prefect", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        folder, {"PREFECT_HOME": str(folder / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+        folder, {"PREFECT_HOME": str(folder / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                 "PREFECT_SERVER_API_AUTH_STRING": auth},
         url=f"http://127.0.0.1:{port}")
     try:
         stack._wait_healthy("prefect", service, f"{service['url']}/api/health")
-        yield f"{service['url']}/api"
+        yield {"PREFECT_API_URL": f"{service['url']}/api", "PREFECT_API_AUTH_STRING": auth}
     finally:
         stack._stop(service["pid"])
 
 
-def genbench_deploy(project: Path, api_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def genbench_deploy(project: Path, client_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     return subprocess.run([sys.executable, "-m", "genbench.cli", "deploy", "--profile", "tiny", *args], cwd=project,
-                          env=env | {"PREFECT_API_URL": api_url}, capture_output=True, text=True, timeout=300)
+                          env=env | client_env, capture_output=True, text=True, timeout=300)
 
 
-def test_kubernetes_pool_deployment_and_the_job_a_worker_would_submit(prefect_api: str, tmp_path: Path) -> None:
+def test_kubernetes_pool_deployment_and_the_job_a_worker_would_submit(prefect_api: dict, tmp_path: Path) -> None:
     from prefect.client.orchestration import PrefectClient
     from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
@@ -75,7 +79,8 @@ def test_kubernetes_pool_deployment_and_the_job_a_worker_would_submit(prefect_ap
     flow_run_id = api(prefect_api, f"/deployments/{deployment['id']}/create_flow_run", {})["id"]
 
     async def resolve() -> dict:
-        async with PrefectClient(prefect_api) as client:
+        url, auth = prefect_api["PREFECT_API_URL"], prefect_api["PREFECT_API_AUTH_STRING"]
+        async with PrefectClient(url, auth_string=auth) as client:
             flow_run = await client.read_flow_run(flow_run_id)
             configuration = await KubernetesWorkerJobConfiguration.resolve_for_flow_run(
                 flow_run, client=client, work_pool=await client.read_work_pool("gpu"), worker_name="test")
