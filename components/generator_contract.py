@@ -93,7 +93,8 @@ def served_model(run_dir: Path, drawn: SampleRecord) -> dict[str, Any]:
     sampling = registered_sampling(record, drawn)
     return {
         "python_model": str(CODE_PATH),
-        "artifacts": {WEIGHTS_KEY: str(run_dir / WEIGHTS), CONFIG_KEY: str(run_dir / CONFIG)},
+        # resolved: MLflow refuses a file that resolves outside its folder, as a linked-in run folder does (KFP)
+        "artifacts": {WEIGHTS_KEY: str((run_dir / WEIGHTS).resolve()), CONFIG_KEY: str((run_dir / CONFIG).resolve())},
         "signature": signature(record.image, model.num_classes, request_options(sampling)),
         "input_example": pd.DataFrame(INPUT_EXAMPLE),
         "pip_requirements": requirements(),
