@@ -48,7 +48,7 @@ def _use_running_stack() -> None:
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameter file.")]
 PoolType = Literal["process", "kubernetes"]  # flows/deployment.py's PoolType, without importing Prefect here
 ProfileOpt = Annotated[
-    Optional[str], typer.Option("--profile", help="tiny | quick | full; overrides `profile:` in the params file.")
+    Optional[str], typer.Option("--profile", help="tiny | quick | full | thesis-cifar10 | thesis-keras; overrides `profile:` in the params file.")
 ]
 FamilyArg = Annotated[str, typer.Argument(
     help="Entry: a model family (vae, dcgan, ddpm, ...) or a named variant declared under `models` "
