@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..config import EvaluateConfig, SampleConfig, SweepConfig
+from ..config import Config, EvaluateConfig, SampleConfig, SweepConfig
+from ..layout import Layout
 from ..models.config import SamplingConfig
 from .evaluate import evaluate
 from .io import write_json
@@ -55,3 +56,12 @@ def sweep(name: str, config: SweepConfig, run_dir: Path, base: SamplingConfig, s
     record = SweepRecord(name=name, entry=config.entry, vary=config.vary, set=config.set, rows=rows)
     write_json(Path(summary_path), record.model_dump(mode="json"))
     return record
+
+
+def planned_sweep(config: Config, name: str, here: Layout, out: Layout | None = None) -> SweepRecord:
+    """Sweep `sweeps.<name>` of the plan in project `here`, writing into `out` (default `here`): the one rule every
+    driver follows, that a sweep re-samples its entry's run of the first seed in `seeds`."""
+    spec, seed, out = config.sweeps[name], config.seeds[0], out or here
+    return sweep(name, spec, here.run(spec.entry, seed), config.sampling_for(spec.entry), config.sample, seed,
+                 here.reference, out.sweep(name), out.sweep_summary(name), cache_dir=here.cache,
+                 evaluate_settings=config.evaluate)

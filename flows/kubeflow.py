@@ -143,18 +143,15 @@ def collect(runs: dsl.Input[List[dsl.Model]], samples: dsl.Input[List[dsl.Datase
 def sweep(params_yaml: str, profile: str, name: str, data: dsl.Input[dsl.Dataset], cache: dsl.Input[dsl.Artifact],
           trained: dsl.Input[dsl.Artifact], sets: dsl.Output[dsl.Dataset], summary: dsl.Output[dsl.Metrics]):
     """sweeps/NAME (a sample set and metrics per value) and metrics/sweeps/NAME.json, from the first seed's run."""
-    from genbench.components.sweep import sweep as run_sweep
+    from genbench.components.sweep import planned_sweep
     from genbench.config import load_config
     from genbench.flows.kubeflow_tasks import log_metrics, out, workspace
 
     with workspace(params_yaml, data, cache, trained) as here:
         config = load_config(here.params, profile or None)
-        spec, seed = config.sweeps[name], config.seeds[0]
-        record = run_sweep(name, spec, here.run(spec.entry, seed), config.sampling_for(spec.entry), config.sample,
-                           seed, here.reference, out(sets).sweep(name), out(summary).sweep_summary(name),
-                           cache_dir=here.cache, evaluate_settings=config.evaluate)
+        record = planned_sweep(config, name, here, out(sets))
     for row in record.rows:
-        log_metrics(summary, row, prefix=f"{spec.vary}={row['value']}/")
+        log_metrics(summary, row, prefix=f"{record.vary}={row['value']}/")
 
 
 def report(params_yaml: str, profile: str, data: dsl.Input[dsl.Dataset], real: dsl.Input[dsl.Metrics],

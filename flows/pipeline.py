@@ -20,7 +20,7 @@ from genbench.components.prepare import prepare as prepare_component
 from genbench.components.register import register as register_component
 from genbench.components.report import report as report_component
 from genbench.components.sample import sample as sample_component
-from genbench.components.sweep import sweep as sweep_component
+from genbench.components.sweep import planned_sweep
 from genbench.components.train import train as train_component
 from genbench.config import Config, load_config
 from genbench.layout import REAL, Layout
@@ -74,10 +74,7 @@ def register(family: str, seed: int) -> None:
 
 @stage(task_run_name="sweep-{name}")
 def sweep(name: str, config: Config) -> None:
-    spec, seed = config.sweeps[name], config.seeds[0]
-    sweep_component(name, spec, HERE.run(spec.entry, seed), config.sampling_for(spec.entry), config.sample, seed,
-                    HERE.reference, HERE.sweep(name), HERE.sweep_summary(name), cache_dir=HERE.cache,
-                    evaluate_settings=config.evaluate)
+    planned_sweep(config, name, HERE)
 
 
 @stage

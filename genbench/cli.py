@@ -246,14 +246,11 @@ def sweep(
     if name not in config.sweeps:
         typer.echo(f"error: sweeps.{name} is not in {params}; known: {', '.join(config.sweeps) or 'none'}", err=True)
         raise typer.Exit(2)
-    from .components.sweep import sweep as run_sweep
+    from .components.sweep import planned_sweep
 
-    spec, seed = config.sweeps[name], config.seeds[0]
-    record = _call(run_sweep, name, spec, HERE.run(spec.entry, seed), config.sampling_for(spec.entry),
-                   config.sample, seed, HERE.reference, HERE.sweep(name), HERE.sweep_summary(name),
-                   cache_dir=HERE.cache, evaluate_settings=config.evaluate)
+    record = _call(planned_sweep, config, name, HERE)
     for row in record.rows:
-        typer.echo(f"{name}: {spec.vary}={row['value']}: FID {row['fid']:.2f}, precision {row['precision']:.3f}, "
+        typer.echo(f"{name}: {record.vary}={row['value']}: FID {row['fid']:.2f}, precision {row['precision']:.3f}, "
                    f"recall {row['recall']:.3f}")
     typer.echo(f"wrote {HERE.sweep_summary(name)} ({len(record.rows)} values)")
 
