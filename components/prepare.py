@@ -329,7 +329,7 @@ def _read_images(files: list[Path], root: Path, data: DataConfig) -> tuple[np.nd
 def _read_npy(path: Path, data: DataConfig) -> tuple[np.ndarray, np.ndarray, list[str] | None, list[tuple[str, str]]]:
     """A .npy source's NHWC images, labels (from `<name>.labels.npy` when present, else 0), class names and
     (file name, md5) of each file read; ValueError naming the file for a bad dtype, rank or channel count."""
-    images = _load_checked(path)
+    images = load_npy(path)
     if images.dtype != np.uint8:
         raise ValueError(f"{path}: dtype {images.dtype}, expected uint8 (0-255); save it as "
                          "np.clip(images, 0, 255).astype(np.uint8)")
@@ -344,16 +344,10 @@ def _read_npy(path: Path, data: DataConfig) -> tuple[np.ndarray, np.ndarray, lis
     labels_path = path.with_name(path.name.removesuffix(".npy") + ".labels.npy")
     if not labels_path.exists():
         return images, np.zeros(len(images), dtype=np.int64), None, entries
-    labels = _load_checked(labels_path)
+    labels = load_npy(labels_path)
     if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),) or labels.min() < 0:
         raise ValueError(f"{labels_path}: {labels.dtype} labels of shape {labels.shape}; expected {len(images)} "
                          f"integers ≥ 0, one per image of {path.name} (or remove it: no labels)")
     entries.append((labels_path.name, file_digest(labels_path)))
     return images, labels.astype(np.int64), [str(k) for k in range(int(labels.max()) + 1)], entries
 
-
-def _load_checked(path: Path) -> np.ndarray:
-    try:
-        return load_npy(path)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"{path}: not a readable .npy ({exc}); write it with numpy.save") from None

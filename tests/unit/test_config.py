@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from genbench.config import ConfigError, load_config
-from genbench.profiles import load_yaml
 from genbench.models.ddpm import DDPMArch
 from genbench.models.vae import VAETrain
+from genbench.profiles import load_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
