@@ -219,7 +219,8 @@ def load_trained(run_dir: Path, device: torch.device | str = "cpu", ema: bool = 
     try:
         record = RunRecord.model_validate(read_config(run_dir))
     except ValidationError as exc:
-        raise ValueError(f"{run_dir / CONFIG}: not a run record of `genbench train` ({_first_error(exc)}); {RETRAIN}") from None
+        raise ValueError(f"{run_dir / CONFIG}: not a run record of `genbench train` ({_first_error(exc)}); "
+                         f"{RETRAIN}") from None
     family(record.family)  # a clear error for a family this version does not know
     model = build(record)
     path = run_dir / WEIGHTS
