@@ -34,12 +34,12 @@ def verify_prepared(data_dir: Path, names: Iterable[str]) -> None:
     if not manifest.is_file():
         return
     try:
-        recorded = read_json(manifest)["files"]
-        if not isinstance(recorded, dict):
-            raise TypeError(f"files is a {type(recorded).__name__}")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{manifest}: not a manifest of `genbench prepare` ({type(exc).__name__}: {exc}); "
-                         f"{FIX}") from None
+        recorded = read_json(manifest).get("files")
+    except (ValueError, AttributeError):  # not JSON, or not a JSON object
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{manifest}: not a manifest of `genbench prepare` (no `files` mapping of md5s: the file is "
+                         f"truncated, damaged or edited); {FIX}")
     for name in names:
         expected = recorded.get(name)
         if expected is None:

@@ -113,7 +113,7 @@ CASES = [
     ("reference.npy truncated", ["evaluate", "real"], _truncate(f"{PREPARED}/reference.npy"),
      f"{PREPARED}/reference.npy", "re-run `genbench prepare`"),
     ("manifest.json truncated", ["train", "vae"], _truncate(f"{PREPARED}/manifest.json"),
-     f"{PREPARED}/manifest.json", "not valid JSON"),
+     f"{PREPARED}/manifest.json: not a manifest of `genbench prepare`", "re-run `genbench prepare`"),
     ("samples truncated (no manifest)", ["evaluate", "vae"], _truncated_samples, "samples/vae/seed-0.npy",
      "not a readable .npy file"),
     ("batch above the prepared images (an entry not in families)", ["train", "wgan"],
