@@ -17,7 +17,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, computed_field
+from pydantic import BaseModel, ConfigDict, ValidationError, computed_field
 
 from .io import atomic_path, atomic_write, read_json, require_file, write_json
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # torch and the models load inside the functions that need th
 
 WEIGHTS, CONFIG, HISTORY, SUMMARY = "model.safetensors", "config.json", "history.csv", "summary.json"
 RAW_PREFIX = "raw."
+# How a damaged run file is replaced: `train` rewrites every run file from its checkpoint when the run is complete
+RETRAIN = "re-run `genbench train` (or restore the run folder with `dvc checkout`)"
 
 HistoryRow = tuple[int, str, float]  # (step, name, value)
 
@@ -205,22 +207,42 @@ def build(record: RunRecord) -> GenerativeModel:
 
 def load_trained(run_dir: Path, device: torch.device | str = "cpu", ema: bool = True
                  ) -> tuple[GenerativeModel, RunRecord]:
-    """The trained model of a run folder (EMA weights, or the last iterate with `ema=False`), in eval mode."""
+    """The trained model of a run folder (EMA weights, or the last iterate with `ema=False`), in eval mode; ValueError
+    naming the file when config.json or model.safetensors is damaged or the two do not belong together."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from ..models import family
 
     run_dir = Path(run_dir)
     require(run_dir, CONFIG, WEIGHTS)
-    record = RunRecord.model_validate(read_config(run_dir))
+    try:
+        record = RunRecord.model_validate(read_config(run_dir))
+    except ValidationError as exc:
+        raise ValueError(f"{run_dir / CONFIG}: not a run record of `genbench train` ({_first_error(exc)}); "
+                         f"{RETRAIN}") from None
     family(record.family)  # a clear error for a family this version does not know
     model = build(record)
-    stored = load_file(str(run_dir / WEIGHTS))
+    path = run_dir / WEIGHTS
+    try:
+        stored = load_file(str(path))
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: unreadable weights ({exc}); the file is truncated or damaged: {RETRAIN}") from None
     weights = {k: v for k, v in stored.items() if not k.startswith(RAW_PREFIX)}
     if not ema:
         weights |= {k.removeprefix(RAW_PREFIX): v for k, v in stored.items() if k.startswith(RAW_PREFIX)}
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:  # missing, unexpected or misshapen tensors
+        reason = " ".join(str(exc).split())
+        raise ValueError(f"{path}: its tensors do not fit the model {run_dir / CONFIG} describes "
+                         f"({reason[:300]}); the two files come from different runs: {RETRAIN}") from None
     return model.to(device).eval(), record
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{'.'.join(map(str, error['loc'])) or 'record'}: {error['msg']}"
 
 
 def load_frozen(name: str, family: str, arch: BaseModel, channels: int, image_size: int, seed: int

@@ -19,6 +19,7 @@ from .features import reference_features
 from .images import array_digest, load_images, validate_images
 from .inception import PREPROCESSING, extract_features, extractor_identity, standard_inception_logits
 from .io import file_digest, load_npy, require_file, write_json
+from .manifest import cached_digest, verify_prepared
 from .metrics import (
     DENSITY_K,
     IS_SPLITS,
@@ -133,9 +134,10 @@ def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_
     samples_path, reference_path = Path(samples_path), Path(reference_path)
     require_file(samples_path, "genbench sample")
     require_file(reference_path, "genbench prepare")
+    verify_prepared(reference_path.parent, [reference_path.name])
     device = pick_device(settings.device)
     result = score(
-        load_npy(samples_path), load_npy(reference_path), file_digest(reference_path), cache_dir=cache_dir,
+        load_npy(samples_path), load_npy(reference_path), cached_digest(reference_path), cache_dir=cache_dir,
         batch_size=settings.batch_size, k=settings.k, device=str(device),
         precision=resolve_precision(settings.precision, False, device)[0], samples_name=str(samples_path),
         reference_name=str(reference_path),
@@ -151,6 +153,7 @@ def evaluate_real(holdout_path: Path, reference_path: Path, out_path: Path, *, c
     """The report's floor: held-out real images scored by `evaluate` exactly as a family's samples are, so
     every model's numbers can be read against what real data reaches at the same N."""
     require_file(holdout_path, "genbench prepare")
+    verify_prepared(Path(holdout_path).parent, [Path(holdout_path).name])
     return evaluate(holdout_path, reference_path, out_path, cache_dir=cache_dir, settings=settings)
 
 

@@ -57,7 +57,12 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """A JSON file's data; ValueError naming the file when it is truncated or not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); it is truncated or damaged: write it again with the "
+                         "stage that made it") from None
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
@@ -66,8 +71,15 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def load_npy(path: Path) -> np.ndarray:
-    """Load a .npy file without ever unpickling objects from it."""
-    return np.load(path, allow_pickle=False)
+    """Load a .npy file without ever unpickling objects from it; ValueError naming the file, on one line, when it
+    is truncated or not a .npy (numpy's own error names neither the file nor the fix)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"{path}: not a readable .npy file ({reason}); it is truncated or was not written by "
+                         "numpy.save: write it again (data/prepared: `genbench prepare`; samples: `genbench "
+                         "sample`)") from None
 
 
 def require_file(path: Path, stage: str) -> Path:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -47,7 +48,8 @@ from .artifacts import (
 from .devices import device_name
 from .distributed import Processes, processes, world_size
 from .ema import EMA, averaged
-from .io import atomic_write, config_hash, file_digest, load_npy
+from .io import atomic_write, config_hash, load_npy
+from .manifest import cached_digest, verify_prepared
 from .precision import Precision
 from .precision import resolve as resolve_precision
 from .sample import draw_images
@@ -81,7 +83,12 @@ def _train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_d
            ranks: Processes) -> TrainSummary:
     cfg = settings.train
     train_path = data_dir / "train.npy"
+    verify_prepared(data_dir, ["train.npy", "train_labels.npy", *(["validation.npy"] if cfg.fid_every else [])])
     images = to_model_range(load_npy(train_path))
+    if cfg.batch_size > len(images):
+        raise ValueError(f"models.{name}.train.batch_size: {cfg.batch_size} is more than the {len(images)} images of "
+                         f"{train_path} (data.train_size), so every batch would be the whole training set; lower "
+                         f"models.{name}.train.batch_size or raise data.train_size and re-run `genbench prepare`")
     labels = torch.from_numpy(load_npy(data_dir / "train_labels.npy")).long()
     channels, image_size = images.shape[1], images.shape[2]
     device = ranks.device
@@ -93,7 +100,7 @@ def _train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_d
     record = RunRecord(
         name=name, family=family, seed=seed, image={"channels": channels, "size": image_size},
         arch=settings.arch.model_dump(mode="json"), train=cfg.model_dump(mode="json"),
-        train_data_md5=file_digest(train_path), frozen={argument: rec for argument, (_, rec) in frozen.items()},
+        train_data_md5=cached_digest(train_path), frozen={argument: rec for argument, (_, rec) in frozen.items()},
     )  # fmt: skip
     dtype, channels_last = resolve_precision(cfg.precision, cfg.channels_last, device)
     if channels_last:
@@ -238,7 +245,7 @@ def _resume(
     raw = ranks.from_main(path.read_bytes() if ranks.main and path.exists() else None)
     if raw is None:
         return fresh
-    checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    checkpoint = _read_checkpoint(path, raw)
     if checkpoint["config_sha256"] != fingerprint:
         if ranks.main:
             tqdm.write(f"{path}: written for another config; starting from scratch")
@@ -263,6 +270,20 @@ def _resume(
     return {"step": checkpoint["step"], "order": checkpoint["order"], "cursor": checkpoint["cursor"],
             "seconds": checkpoint["seconds"], "curve_seconds": checkpoint.get("curve_seconds", 0.0),
             "history": parse_history(checkpoint["history_csv"], str(path))}
+
+
+def _read_checkpoint(path: Path, raw: bytes) -> dict[str, Any]:
+    """checkpoint.pt's contents; ValueError naming it when it is damaged. Never discarded silently: it may hold
+    days of training, and a copy from a backup may still resume it."""
+    try:
+        checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split()).split('. ')[0][:160]}"  # torch's advice: not ours
+        raise ValueError(f"{path}: unreadable checkpoint ({reason}); it is truncated or damaged: restore it, or "
+                         "delete it to start again") from None
+    if not isinstance(checkpoint, dict) or "config_sha256" not in checkpoint:
+        raise ValueError(f"{path}: not a checkpoint of `genbench train`; delete it to start again")
+    return checkpoint
 
 
 def _save_checkpoint(
