@@ -24,7 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel
 
 from ..config import DataConfig
-from .io import file_digest, load_npy, save_npy, write_json
+from .io import clean_leftovers, file_digest, load_npy, save_npy, write_json
 
 # md5 of the *uncompressed* original IDX files (Debian recompresses the .gz, so those hashes differ).
 FASHION_MNIST_RAW_MD5 = {
@@ -71,7 +71,7 @@ class Source:
 
 def prepare(data: DataConfig, seed: int, out_dir: Path, download_dir: Path) -> Manifest:
     """Write the four image sets (uint8 NHWC) with labels, an md5 manifest and the config used (`seed`, `data`)
-    to `out_dir`; return the manifest.
+    to `out_dir`; return the manifest, written after the sets.
 
     train, validation and holdout are disjoint parts of the dataset's train split: models train on the first,
     are selected on the second, and the third, never seen by either, is the report's real-data row, scored
@@ -106,6 +106,9 @@ def prepare(data: DataConfig, seed: int, out_dir: Path, download_dir: Path) -> M
         "holdout.npy": train_images[holdout_idx],
     }
     out_dir = Path(out_dir)
+    # The manifest stays until it is rewritten, last: after a stop, the new files differ from the md5s it holds,
+    # which train and evaluate check (`manifest.verify_prepared`; a folder without one goes unchecked).
+    clean_leftovers(out_dir)
     for name, array in arrays.items():
         save_npy(out_dir / name, array)
     manifest = Manifest(
