@@ -95,6 +95,14 @@ def _truncated_samples(root: Path) -> None:
     _truncate("samples/vae/seed-0.npy")(root)
 
 
+def _edited_weights(root: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = root / RUN / "model.safetensors"
+    weights = load_file(path)
+    save_file({key: value + 1 if value.is_floating_point() else value for key, value in weights.items()}, path)
+
+
 PREPARED = "data/prepared"
 RUN = "runs/vae/seed-0"
 # (case, command, damage, what the one line names, the fix it gives)
@@ -128,6 +136,10 @@ CASES = [
      f"{RUN}/model.safetensors: unreadable weights", "re-run `genbench train`"),
     ("config.json truncated", ["sample", "vae"], _truncate(f"{RUN}/config.json"), f"{RUN}/config.json",
      "not valid JSON"),
+    ("summary.json truncated", ["sample", "vae"], _truncate(f"{RUN}/summary.json"), f"{RUN}/summary.json",
+     "not valid JSON"),
+    ("model.safetensors edited (loads, but not what summary.json signs)", ["sample", "vae"], _edited_weights,
+     f"{RUN}/model.safetensors is not the file summary.json was written with", "re-run `genbench train vae`"),
     ("checkpoint.pt truncated", ["train", "vae"], _truncate(f"{RUN}/checkpoint.pt"),
      f"{RUN}/checkpoint.pt: unreadable checkpoint", "delete it to start again"),
     ("checkpoint.pt garbage", ["train", "vae"], _garbage(f"{RUN}/checkpoint.pt"),
