@@ -66,10 +66,12 @@ def sweep(name: str, config: SweepConfig, run_dir: Path, base: SamplingConfig, s
     return record
 
 
-def planned_sweep(config: Config, name: str, here: Layout, out: Layout | None = None) -> SweepRecord:
-    """Sweep `sweeps.<name>` of the plan in project `here`, writing into `out` (default `here`): the one rule every
-    driver follows, that a sweep re-samples its entry's run of the first seed in `seeds`."""
-    spec, seed, out = config.sweeps[name], config.seeds[0], out or here
+def planned_sweep(config: Config, name: str, here: Layout, sets: Layout | None = None,
+                  summary: Layout | None = None) -> SweepRecord:
+    """Sweep `sweeps.<name>` of the plan in project `here`, writing the sample sets into `sets` and the summary into
+    `summary` (each default `here`; KFP passes them as two artifacts): the one rule every driver follows, that a
+    sweep re-samples its entry's run of the first seed in `seeds`."""
+    spec, seed = config.sweeps[name], config.seeds[0]
     return sweep(name, spec, here.run(spec.entry, seed), config.sampling_for(spec.entry), config.sample, seed,
-                 here.reference, out.sweep(name), out.sweep_summary(name), cache_dir=here.cache,
-                 evaluate_settings=config.evaluate)
+                 here.reference, (sets or here).sweep(name), (summary or here).sweep_summary(name),
+                 cache_dir=here.cache, evaluate_settings=config.evaluate)

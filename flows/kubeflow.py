@@ -149,7 +149,7 @@ def sweep(params_yaml: str, profile: str, name: str, data: dsl.Input[dsl.Dataset
 
     with workspace(params_yaml, data, cache, trained) as here:
         config = load_config(here.params, profile or None)
-        record = planned_sweep(config, name, here, out(sets))
+        record = planned_sweep(config, name, here, out(sets), out(summary))
     for row in record.rows:
         log_metrics(summary, row, prefix=f"{record.vary}={row['value']}/")
 
