@@ -37,6 +37,7 @@ MLFLOW_ADMIN = "admin"  # a name, not a secret: MLflow's log prints it when it c
 # as the admin, so nothing here needs more; a user an admin adds later sees nothing until granted access
 # (MLflow's own default, READ, would show every account every run and model).
 MLFLOW_DEFAULT_PERMISSION = "NO_PERMISSIONS"
+MLFLOW_AUTH_CACHE_S = 60  # how long MLflow's auth app remembers a successful login (its default 0: never)
 # Each endpoint's credentials: they follow the endpoint, so a client the user points elsewhere never gets them.
 CREDENTIALS = {
     "MLFLOW_TRACKING_URI": ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"),
@@ -212,6 +213,9 @@ def _write_mlflow_auth_config(root: Path) -> str:
         f"admin_username = {MLFLOW_ADMIN}\n"
         f"admin_password = {password}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # MLflow re-hashes the password on every request without it (werkzeug's scrypt: seconds per request on a
+        # busy 2-core host); a successful login is remembered for a minute, keyed by an HMAC of the password
+        f"auth_cache_ttl_seconds = {MLFLOW_AUTH_CACHE_S}\n"
     ))
     return password
 
