@@ -10,6 +10,7 @@ survived (an xfail case counts as not survived), and lists every record as the t
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -25,8 +26,8 @@ COMMAND = "uv run python -m tests.faults.reliability_report --records DIR --out 
 
 
 def cell(text: object) -> str:
-    """A markdown table cell: pipes escaped, one line."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """A markdown table cell: one line, pipes escaped, terminal colour codes dropped."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(text)).split()).replace("|", "\\|")
 
 
 def render(records: list[FaultRecord], generated: str, commit: str) -> str:

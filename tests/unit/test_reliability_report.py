@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ..faults.records import FaultRecord, append_record, read_records
-from ..faults.reliability_report import main, render
+from ..faults.reliability_report import cell, main, render
 
 
 def test_records_round_trip_and_render_with_totals(tmp_path: Path) -> None:
@@ -20,6 +20,7 @@ def test_records_round_trip_and_render_with_totals(tmp_path: Path) -> None:
     assert "**Total: 4 of 6 faults survived** (2 not), in 2 records." in page
     assert "| crash | 1 | 5 | 4 |" in page and "| bad input | 1 | 1 | 0 |" in page
     assert "| kill -9 \\| train | crash | 5 | 4 | a step | x |" in page  # a pipe cannot split a row
+    assert cell("\x1b[1mbold\x1b[0m\n  text") == "bold text"  # one line, no terminal colours
 
 
 def test_a_record_must_say_how_it_came_out(tmp_path: Path) -> None:
