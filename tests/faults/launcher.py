@@ -50,6 +50,7 @@ class Launcher:
                                         stdout=subprocess.PIPE, text=True, env=env,
                                         cwd=Path(__file__).resolve().parents[2])
         self.ready = False
+        self.pending: Child | None = None  # started and not yet waited for
 
     def _read(self) -> Any:
         line = self.process.stdout.readline()
@@ -65,15 +66,20 @@ class Launcher:
         if not self.ready:
             assert self._read() == READY
             self.ready = True
+        if self.pending is not None:  # a test that failed between start and wait: end its child first
+            os.kill(self.pending.pid, signal.SIGKILL)
+            self.wait(self.pending)
         request = {"cwd": str(cwd), "args": args, "env": env or {}, "log": str(log), "die": die,
                    "stand_in_network": stand_in_network}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
-        return Child(self._read()["pid"], Path(log))
+        self.pending = Child(self._read()["pid"], Path(log))
+        return self.pending
 
     def wait(self, child: Child) -> int:
         answer = self._read()
         assert answer["pid"] == child.pid, answer
+        self.pending = None
         return answer["returncode"]
 
     def run(self, cwd: Path, args: list[str], log: Path, **options: Any) -> tuple[int, str]:
@@ -83,8 +89,14 @@ class Launcher:
         return code, child.log.read_text(errors="replace")
 
     def close(self) -> None:
+        if self.pending is not None:
+            os.kill(self.pending.pid, signal.SIGKILL)
         self.process.stdin.close()
-        self.process.wait(timeout=60)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # still importing: it has started nothing worth waiting for
+            self.process.kill()
+            self.process.wait()
 
 
 def _die_at(spec: dict[str, Any]) -> None:
