@@ -23,6 +23,7 @@ from .records import RECORD_ENV, FaultRecord, read_records
 
 REPO = Path(__file__).resolve().parents[2]
 COMMAND = "uv run python -m tests.faults.reliability_report --records DIR --out docs/reliability.md"
+KIND_ORDER = ("crash", "outage", "hostile file", "secret", "auth", "bad input")  # the long table of inputs last
 
 
 def cell(text: object) -> str:
@@ -31,9 +32,10 @@ def cell(text: object) -> str:
 
 
 def render(records: list[FaultRecord], generated: str, commit: str) -> str:
-    """The page: header, totals, a row per kind, then a row per record in the order they were written."""
+    """The page: header, totals, a row per kind, then a row per record, by kind (`KIND_ORDER`), as written."""
     if not records:
         raise ValueError("no fault records: run the faults tier with GENBENCH_FAULTS_RECORD set first")
+    records = sorted(records, key=lambda r: KIND_ORDER.index(r.kind) if r.kind in KIND_ORDER else len(KIND_ORDER))
     tried, survived = sum(r.tried for r in records), sum(r.survived for r in records)
     kinds: dict[str, list[FaultRecord]] = defaultdict(list)
     for record in records:

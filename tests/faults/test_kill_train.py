@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -20,7 +21,7 @@ from .conftest import project_copy
 from .launcher import Child, Launcher
 from .records import FaultRecord
 
-STEPS, KILLS = 60, 5
+STEPS, KILLS = 40, 5
 TINY_VAE = ("tiny: {arch: {base_channels: 8}, train: {fid_every: 0, steps: 4, batch_size: 16, log_every: 1, "
             "checkpoint_every: 2, ema_decay: 0.9}}")  # params.yaml's tiny vae line (dcgan's follows it)
 
@@ -57,7 +58,8 @@ def _kill_at(child: Child, history: Path, step: int, timeout: float = 120.0) -> 
     deadline = time.monotonic() + timeout
     while _last_step(history) < step and _alive(child.pid) and time.monotonic() < deadline:
         time.sleep(0.002)
-    os.kill(child.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # it ended on its own: the test then sees no mid-run kill
+        os.kill(child.pid, signal.SIGKILL)
 
 
 def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:

@@ -61,6 +61,6 @@ def test_credentials_in_the_environment_reach_no_file_param_tag_or_log(
     fault.survived = len(planted) - len(leaked)
     fault.lost = "nothing" if not leaked else f"leaked: {sorted(leaked)}"
     fault.detail = (f"{len(planted)} variables with random values through {len(STAGES)} commands; searched (also "
-                    f"base64) {len(files)} files, {len(runs)} MLflow runs' params and tags and every command's output")
+                    f"base64) {len(files)} files, the params and tags of {len(runs)} MLflow run(s) and every command's output")
     assert len(runs) >= 1 and (project / HERE.results / "index.html").is_file()
     assert not leaked, leaked
