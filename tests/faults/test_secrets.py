@@ -48,10 +48,11 @@ def test_credentials_in_the_environment_reach_no_file_param_tag_or_log(
 
     client = mlflow.MlflowClient(tracking_uri=embedded_tracking_uri(project))
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1 and (project / HERE.results / "index.html").is_file()  # the run happened
     recorded = [(run.data.params, run.data.tags) for run in runs]
     recorded += [version.tags for version in client.search_model_versions()]
-    places = {"MLflow params and tags": repr(recorded).encode(), **{f"log of {' '.join(args)}": log.encode()
-                                                                      for args, log in zip(STAGES, logs)}}
+    places = {"MLflow params and tags": repr(recorded).encode()}
+    places |= {f"output of genbench {' '.join(args)}": log.encode() for args, log in zip(STAGES, logs, strict=True)}
     files = [path for root in (project, home, scratch) for path in root.rglob("*") if path.is_file()]
     places |= {str(path.relative_to(tmp_path)): path.read_bytes() for path in files}
     found = {name: [where for where, data in places.items() if value.encode() in data
@@ -61,6 +62,6 @@ def test_credentials_in_the_environment_reach_no_file_param_tag_or_log(
     fault.survived = len(planted) - len(leaked)
     fault.lost = "nothing" if not leaked else f"leaked: {sorted(leaked)}"
     fault.detail = (f"{len(planted)} variables with random values through {len(STAGES)} commands; searched (also "
-                    f"base64) {len(files)} files, the params and tags of {len(runs)} MLflow run(s) and every command's output")
-    assert len(runs) >= 1 and (project / HERE.results / "index.html").is_file()
+                    f"base64) {len(files)} files, the params and tags of {len(runs)} MLflow run(s) and every "
+                    "command's output")
     assert not leaked, leaked
