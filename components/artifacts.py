@@ -7,7 +7,9 @@ A run folder (`runs/<family>/`, or a registry download) holds:
                      records of the frozen models it was built on (the ldm's vae), so it rebuilds anywhere
                      with no other folder
   history.csv        step,name,value rows (per-step losses, the FID curve)
-  summary.json       steps, seconds, processes, device-seconds, images/s, parameter count, device, config hash
+  summary.json       steps, seconds, processes, device-seconds, images/s, parameter count, device, config hash,
+                     and the sha256 of the three files above: written last, it is the run's completion record
+                     (`check_complete`), so a training stopped between its writes never passes for a finished run
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, computed_field
+from pydantic import BaseModel, ConfigDict, ValidationError, computed_field
 
-from .io import atomic_path, atomic_write, read_json, require_file, write_json
+from .io import atomic_path, atomic_write, file_digest, read_json, require_file, write_json
 
 if TYPE_CHECKING:  # torch and the models load inside the functions that need them: `register` needs neither
     import numpy as np
@@ -28,7 +30,10 @@ if TYPE_CHECKING:  # torch and the models load inside the functions that need th
     from ..models.base import GenerativeModel
 
 WEIGHTS, CONFIG, HISTORY, SUMMARY = "model.safetensors", "config.json", "history.csv", "summary.json"
+SIGNED = (WEIGHTS, CONFIG, HISTORY)  # what summary.json, written after them, records the sha256 of
 RAW_PREFIX = "raw."
+# How a damaged run file is replaced: `train` rewrites every run file from its checkpoint when the run is complete
+RETRAIN = "re-run `genbench train` (or restore the run folder with `dvc checkout`)"
 
 HistoryRow = tuple[int, str, float]  # (step, name, value)
 
@@ -70,6 +75,7 @@ class TrainSummary(BaseModel):
     # global training images (batch_size × batches per step × steps) per second of training, the FID curve's
     # measurements excluded; None in summaries written before it was recorded
     images_per_second: float | None = None
+    sha256: dict[str, str] = {}  # sha256 of each SIGNED file, written before this record; {} in older summaries
 
     @computed_field  # in summary.json, and derived for summaries older than `processes` (one process each)
     @property
@@ -121,7 +127,33 @@ def write_summary(run_dir: Path, summary: TrainSummary) -> None:
 
 def read_summary(run_dir: Path) -> TrainSummary:
     require(run_dir, SUMMARY)
-    return TrainSummary.model_validate(read_json(Path(run_dir) / SUMMARY))
+    try:
+        return TrainSummary.model_validate(read_json(Path(run_dir) / SUMMARY))
+    except ValidationError as exc:
+        raise ValueError(f"{Path(run_dir) / SUMMARY}: not a summary of `genbench train` ({_first_error(exc)}); "
+                         f"{RETRAIN}") from None
+
+
+def signed_digests(run_dir: Path) -> dict[str, str]:
+    """The sha256 of each SIGNED file of a run folder, for its summary.json."""
+    return {name: file_digest(Path(run_dir) / name, "sha256") for name in SIGNED}
+
+
+def check_complete(run_dir: Path) -> TrainSummary:
+    """The run's summary.json once every file it signs is checked against it: a run stopped between its writes
+    (train deletes summary.json before it writes anything) or edited since fails here, naming the stage to re-run."""
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    retrain = f"re-run `genbench train {summary.name}` (or restore the run folder with `dvc checkout`)"
+    if set(summary.sha256) != set(SIGNED):
+        raise ValueError(f"{run_dir / SUMMARY} records no sha256 of {', '.join(SIGNED)} (an older genbench wrote it), "
+                         f"so the run cannot be checked; {retrain}")
+    require(run_dir, *SIGNED)
+    for name, digest in signed_digests(run_dir).items():
+        if digest != summary.sha256[name]:
+            raise ValueError(f"{run_dir / name} is not the file {SUMMARY} was written with (a training stopped "
+                             f"between its writes, or an edit); {retrain}")
+    return summary
 
 
 def history_text(rows: list[HistoryRow]) -> str:
@@ -203,24 +235,48 @@ def build(record: RunRecord) -> GenerativeModel:
     return build_model(record.family, record.image.channels, record.image.size, record.arch, **frozen)
 
 
-def load_trained(run_dir: Path, device: torch.device | str = "cpu", ema: bool = True
+def load_trained(run_dir: Path, device: torch.device | str = "cpu", ema: bool = True, verify: bool = True
                  ) -> tuple[GenerativeModel, RunRecord]:
-    """The trained model of a run folder (EMA weights, or the last iterate with `ema=False`), in eval mode."""
+    """The trained model of a run folder (EMA weights, or the last iterate with `ema=False`), in eval mode, once
+    `check_complete` vouches for it; ValueError naming the file when config.json or model.safetensors is damaged or
+    the two do not belong together. `verify=False` is for a registered version's two files, which MLflow keeps
+    without the summary.json they were checked against when registered."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from ..models import family
 
     run_dir = Path(run_dir)
     require(run_dir, CONFIG, WEIGHTS)
-    record = RunRecord.model_validate(read_config(run_dir))
+    try:
+        record = RunRecord.model_validate(read_config(run_dir))
+    except ValidationError as exc:
+        raise ValueError(f"{run_dir / CONFIG}: not a run record of `genbench train` ({_first_error(exc)}); "
+                         f"{RETRAIN}") from None
     family(record.family)  # a clear error for a family this version does not know
     model = build(record)
-    stored = load_file(str(run_dir / WEIGHTS))
+    path = run_dir / WEIGHTS
+    try:
+        stored = load_file(str(path))
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: unreadable weights ({exc}); the file is truncated or damaged: {RETRAIN}") from None
     weights = {k: v for k, v in stored.items() if not k.startswith(RAW_PREFIX)}
     if not ema:
         weights |= {k.removeprefix(RAW_PREFIX): v for k, v in stored.items() if k.startswith(RAW_PREFIX)}
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:  # missing, unexpected or misshapen tensors
+        reason = " ".join(str(exc).split())
+        raise ValueError(f"{path}: its tensors do not fit the model {run_dir / CONFIG} describes "
+                         f"({reason[:300]}); the two files come from different runs: {RETRAIN}") from None
+    if verify:  # after the reads above, which name a damaged file more precisely
+        check_complete(run_dir)
     return model.to(device).eval(), record
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{'.'.join(map(str, error['loc'])) or 'record'}: {error['msg']}"
 
 
 def load_frozen(name: str, family: str, arch: BaseModel, channels: int, image_size: int, seed: int

@@ -16,6 +16,8 @@ trains on the same global batch (`train.batch_size`, split evenly, b = batch_siz
   default instead normalises each rank's b images and copies rank 0's running statistics to the others.
 - Rank 0 alone logs, checkpoints, measures the FID curve and writes the run folder; the others wait at a barrier.
   Every rank keeps the EMA itself: the ranks hold identical weights after every step, hence identical averages.
+- Stopping: after every step the ranks agree (`Processes.largest`) whether any received SIGTERM or SIGINT, so all
+  checkpoint the same step and stop together, whichever rank the signal reached first.
 
 Up to summation order (DDP sums the ranks' gradients where one process sums the images' contributions), N processes
 therefore give one process's weights when that process draws rank r's noise for rows [r·b, (r+1)·b).
@@ -68,6 +70,7 @@ class Processes:
     rank: int
     world_size: int
     device: torch.device
+    control: Any = None  # a gloo group for the CPU-side agreements of `largest` when the main group is nccl
 
     @property
     def main(self) -> bool:
@@ -110,6 +113,15 @@ class Processes:
         dist.all_reduce(stacked)
         return (stacked / self.world_size).tolist()
 
+    def largest(self, value: int) -> int:
+        """The largest of every rank's `value` (a collective under torchrun, on the CPU: no device sync). The trainer
+        asks it after every step whether any rank was told to stop, so that every rank stops after the same step."""
+        if not self.distributed:
+            return value
+        box = torch.tensor([value], dtype=torch.int64)
+        dist.all_reduce(box, op=dist.ReduceOp.MAX, group=self.control)
+        return int(box.item())
+
     def rng_states(self) -> list[dict[str, Any]]:
         """Every rank's generator states, in rank order (a collective under torchrun: every rank calls it)."""
         state: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
@@ -150,9 +162,12 @@ def processes(device: str) -> Iterator[Processes]:
     owned = not dist.is_initialized()
     if owned:
         dist.init_process_group("nccl" if picked.type == "cuda" else "gloo")
+    control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
     try:
-        yield Processes(dist.get_rank(), dist.get_world_size(), picked)
+        yield Processes(dist.get_rank(), dist.get_world_size(), picked, control)
     finally:
+        if control is not None and not owned:
+            dist.destroy_process_group(control)
         if owned:
             dist.destroy_process_group()
 

@@ -18,7 +18,8 @@ from .devices import pick_device
 from .features import reference_features
 from .images import array_digest, load_images, validate_images
 from .inception import PREPROCESSING, extract_features, extractor_identity, standard_inception_logits
-from .io import file_digest, load_npy, require_file, write_json
+from .io import clean_leftovers, file_digest, load_npy, require_file, write_json
+from .manifest import cached_digest, verify_prepared
 from .metrics import (
     DENSITY_K,
     IS_SPLITS,
@@ -29,6 +30,7 @@ from .metrics import (
     metric_warnings,
 )  # fmt: skip
 from .precision import resolve as resolve_precision
+from .sample import check_samples
 
 
 def _try_inception_score(
@@ -50,6 +52,25 @@ def _try_inception_score(
                 "inception_score_unavailable": reason[:500]}  # fmt: skip
     return {"inception_score": mean, "inception_score_std": std, "inception_score_splits": splits,
             "inception_score_unavailable": None, "inception_score_extractor": identity}  # fmt: skip
+
+
+def check_sets(samples: np.ndarray, reference: np.ndarray, k: int = 3, density_k: int = DENSITY_K,
+               samples_name: str = "samples", reference_name: str = "reference") -> None:
+    """ValueError naming the set unless both are uint8 NHWC images of one shape, more than the neighbourhoods need."""
+    validate_images(samples, samples_name)
+    validate_images(reference, reference_name)
+    if samples.shape[1:] != reference.shape[1:]:
+        raise ValueError(
+            f"{samples_name}: image shape {samples.shape[1:]} (HWC) differs from the reference "
+            f"{reference_name} {reference.shape[1:]}"
+        )
+    need = max(k, density_k)
+    for name, n in ((samples_name, len(samples)), (reference_name, len(reference))):
+        if n <= need:
+            raise ValueError(
+                f"{name}: {n} images, but precision/recall (k={k}) and density/coverage (k={density_k}) need "
+                f"more than {need}"
+            )
 
 
 def score(
@@ -76,21 +97,7 @@ def score(
 
     `reference_md5` keys the reference cache together with the extractor's sha256 and the preprocessing.
     """
-    validate_images(samples, samples_name)
-    validate_images(reference, reference_name)
-    if samples.shape[1:] != reference.shape[1:]:
-        raise ValueError(
-            f"{samples_name}: image shape {samples.shape[1:]} (HWC) differs from the reference "
-            f"{reference_name} {reference.shape[1:]}"
-        )
-    need = max(k, density_k)
-    for name, n in ((samples_name, len(samples)), (reference_name, len(reference))):
-        if n <= need:
-            raise ValueError(
-                f"{name}: {n} images, but precision/recall (k={k}) and density/coverage (k={density_k}) need "
-                f"more than {need}"
-            )
-
+    check_sets(samples, reference, k, density_k, samples_name, reference_name)
     ref_features, ref_mu, ref_sigma, key = reference_features(reference, reference_md5, cache_dir, batch_size, device,
                                                               precision)
     sample_features = extract_features(samples, batch_size=batch_size, device=device, precision=precision)
@@ -123,26 +130,33 @@ def score(
 
 
 def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_dir: Path,
-             settings: EvaluateConfig = EvaluateConfig(), **options: Any) -> dict[str, Any]:
-    """Score generated samples against reference images and write the record to `out_path` as JSON.
+             settings: EvaluateConfig = EvaluateConfig(), recorded: bool = False, **options: Any) -> dict[str, Any]:
+    """Score generated samples against reference images and write the record, with the samples' md5, to `out_path`.
 
-    Reference statistics are cached under `cache_dir` so that every family is scored against the same numbers
-    without re-running the slow network on the reference set. `options` go to `score()` (density_k,
-    kid_subsets, kid_subset_size, bootstrap, seed, is_splits, compute_inception_score).
+    The samples' record beside them (`genbench sample` writes one) must vouch for their bytes; `recorded`: it must
+    exist (an entry's samples). Reference statistics are cached under `cache_dir` so that every family is scored
+    against the same numbers without re-running the slow network on the reference set. `options` go to `score()`
+    (density_k, kid_subsets, kid_subset_size, bootstrap, seed, is_splits, compute_inception_score).
     """
-    samples_path, reference_path = Path(samples_path), Path(reference_path)
+    samples_path, reference_path, out_path = Path(samples_path), Path(reference_path), Path(out_path)
     require_file(samples_path, "genbench sample")
     require_file(reference_path, "genbench prepare")
+    verify_prepared(reference_path.parent, [reference_path.name])
+    samples, reference = load_npy(samples_path), load_npy(reference_path)
+    check_samples(samples_path, required=recorded)
+    options = {"bootstrap": settings.bootstrap, **options}
+    check_sets(samples, reference, settings.k, options.get("density_k", DENSITY_K), str(samples_path),
+               str(reference_path))
+    clean_leftovers(out_path.parent, out_path.name)
+    out_path.unlink(missing_ok=True)  # a stop while scoring leaves no metrics of what the samples were before
     device = pick_device(settings.device)
     result = score(
-        load_npy(samples_path), load_npy(reference_path), file_digest(reference_path), cache_dir=cache_dir,
-        batch_size=settings.batch_size, k=settings.k, device=str(device),
-        precision=resolve_precision(settings.precision, False, device)[0], samples_name=str(samples_path),
-        reference_name=str(reference_path),
-        **{"bootstrap": settings.bootstrap, **options},
+        samples, reference, cached_digest(reference_path), cache_dir=cache_dir, batch_size=settings.batch_size,
+        k=settings.k, device=str(device), precision=resolve_precision(settings.precision, False, device)[0],
+        samples_name=str(samples_path), reference_name=str(reference_path), **options,
     )  # fmt: skip
     result["samples_md5"] = file_digest(samples_path)
-    write_json(Path(out_path), result)
+    write_json(out_path, result)
     return result
 
 
@@ -151,6 +165,7 @@ def evaluate_real(holdout_path: Path, reference_path: Path, out_path: Path, *, c
     """The report's floor: held-out real images scored by `evaluate` exactly as a family's samples are, so
     every model's numbers can be read against what real data reaches at the same N."""
     require_file(holdout_path, "genbench prepare")
+    verify_prepared(Path(holdout_path).parent, [Path(holdout_path).name])
     return evaluate(holdout_path, reference_path, out_path, cache_dir=cache_dir, settings=settings)
 
 

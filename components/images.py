@@ -51,10 +51,15 @@ def load_images(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: no {'/'.join(IMAGE_SUFFIXES)} images in this folder")
     arrays = []
     for file in files:
-        with Image.open(file) as image:
-            if image.mode not in ("L", "RGB"):
-                raise ValueError(f"{file}: image mode {image.mode!r}; only 8-bit greyscale (L) or RGB are read")
-            array = np.asarray(image, dtype=np.uint8)
+        try:
+            with Image.open(file) as image:
+                mode = image.mode
+                array = np.asarray(image, dtype=np.uint8) if mode in ("L", "RGB") else None
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL's decoding failures
+            raise ValueError(f"{file}: unreadable or corrupt image ({type(exc).__name__}: {exc}); re-save it as PNG "
+                             f"or remove it from {path}") from None
+        if array is None:
+            raise ValueError(f"{file}: image mode {mode!r}; only 8-bit greyscale (L) or RGB are read")
         array = array[..., None] if array.ndim == 2 else array
         if arrays and array.shape != arrays[0].shape:
             raise ValueError(

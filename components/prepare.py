@@ -24,7 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel
 
 from ..config import DataConfig
-from .io import file_digest, load_npy, save_npy, write_json
+from .io import clean_leftovers, file_digest, load_npy, save_npy, write_json
 
 # md5 of the *uncompressed* original IDX files (Debian recompresses the .gz, so those hashes differ).
 FASHION_MNIST_RAW_MD5 = {
@@ -71,7 +71,7 @@ class Source:
 
 def prepare(data: DataConfig, seed: int, out_dir: Path, download_dir: Path) -> Manifest:
     """Write the four image sets (uint8 NHWC) with labels, an md5 manifest and the config used (`seed`, `data`)
-    to `out_dir`; return the manifest.
+    to `out_dir`; return the manifest, written after the sets.
 
     train, validation and holdout are disjoint parts of the dataset's train split: models train on the first,
     are selected on the second, and the third, never seen by either, is the report's real-data row, scored
@@ -85,14 +85,14 @@ def prepare(data: DataConfig, seed: int, out_dir: Path, download_dir: Path) -> M
     rng = np.random.default_rng(seed)
     source = None
     if data.dataset == "folder":
-        source = load_folder(data)  # checks that the sets fit (check_sizes) before decoding any image
+        source = load_folder(data)  # checks that the sets fit (DataConfig.check_sizes) before decoding any image
         train_images = test_images = source.images
         train_labels = test_labels = source.labels
         train_idx, validation_idx, holdout_idx, reference_idx = split_indices(
             len(source.images), (data.train_size, data.validation_size, data.holdout_size, data.reference_size), rng)
     else:
         train_images, train_labels, test_images, test_labels = load_dataset(data.dataset, download_dir)
-        check_sizes(data, len(train_images), len(test_images))
+        data.check_sizes(len(train_images), len(test_images))
         train_idx, validation_idx, holdout_idx = split_indices(
             len(train_images), (data.train_size, data.validation_size, data.holdout_size), rng)
         (reference_idx,) = split_indices(len(test_images), (data.reference_size,), rng)
@@ -106,6 +106,9 @@ def prepare(data: DataConfig, seed: int, out_dir: Path, download_dir: Path) -> M
         "holdout.npy": train_images[holdout_idx],
     }
     out_dir = Path(out_dir)
+    # The manifest stays until it is rewritten, last: after a stop, the new files differ from the md5s it holds,
+    # which train and evaluate check (`manifest.verify_prepared`; a folder without one goes unchecked).
+    clean_leftovers(out_dir)
     for name, array in arrays.items():
         save_npy(out_dir / name, array)
     manifest = Manifest(
@@ -126,25 +129,6 @@ def image_shape(data: DataConfig) -> tuple[int, int]:
         assert data.channels is not None and data.image_size is not None  # DataConfig requires both for folder
         return data.channels, data.image_size
     return IMAGE_SHAPES[data.dataset]
-
-
-def check_sizes(data: DataConfig, train_available: int, test_available: int | None = None) -> None:
-    """ValueError naming the `data` fields whose sets do not fit in their split, before anything is written.
-    With no test split (`test_available` None: dataset folder) all four sets share the `train_available` images."""
-    if test_available is None:
-        groups = [(("train_size", "validation_size", "holdout_size", "reference_size"), train_available,
-                   f"in {data.path}; lower one of them or add images")]
-    else:
-        groups = [(("train_size", "validation_size", "holdout_size"), train_available,
-                   f"of {data.dataset}'s train split; lower one of them"),
-                  (("reference_size",), test_available, f"of {data.dataset}'s test split; lower one of them")]
-    for fields, available, where in groups:
-        sizes = [getattr(data, field) for field in fields]
-        if sum(sizes) > available:
-            names = " + ".join(f"data.{field}" for field in fields)
-            raise ValueError(
-                f"{names} = {' + '.join(map(str, sizes))} = {sum(sizes)} exceeds the {available} images {where}"
-            )
 
 
 def split_indices(count: int, sizes: tuple[int, ...], rng: np.random.Generator) -> list[np.ndarray]:
@@ -239,7 +223,7 @@ def _stage_local_idx(source: Path, raw_dir: Path, md5s: dict[str, str | None]) -
 
 def load_folder(data: DataConfig) -> Source:
     """Read dataset folder's images from `data.path` as uint8 `data.image_size`² × `data.channels`, checking
-    that the four sets fit (`check_sizes`) before decoding anything; ValueError naming the file and the fix.
+    that the four sets fit (`DataConfig.check_sizes`) before decoding anything; ValueError naming the file and the fix.
 
     A folder holds PNG/JPEG/BMP/WebP files (by extension, any case), either all at its top level (no labels)
     or all in sub-folders one level down (label = index of the sub-folder's name in sorted order); names
@@ -255,11 +239,11 @@ def load_folder(data: DataConfig) -> Source:
                                 "(a relative path starts in the folder genbench runs in)")
     if path.is_dir():
         files, labels, classes = list_images(path)
-        check_sizes(data, len(files))
+        data.check_sizes(len(files))
         images, entries = _read_images(files, path, data)
     elif path.suffix == ".npy":
         images, labels, classes, entries = _read_npy(path, data)
-        check_sizes(data, len(images))
+        data.check_sizes(len(images))
         if images.shape[1:3] != (data.image_size, data.image_size):
             mode = "L" if images.shape[-1] == 1 else "RGB"
             images = np.stack([fit_image(Image.fromarray(image.squeeze(-1) if mode == "L" else image, mode),
@@ -348,7 +332,7 @@ def _read_images(files: list[Path], root: Path, data: DataConfig) -> tuple[np.nd
 def _read_npy(path: Path, data: DataConfig) -> tuple[np.ndarray, np.ndarray, list[str] | None, list[tuple[str, str]]]:
     """A .npy source's NHWC images, labels (from `<name>.labels.npy` when present, else 0), class names and
     (file name, md5) of each file read; ValueError naming the file for a bad dtype, rank or channel count."""
-    images = _load_checked(path)
+    images = load_npy(path)
     if images.dtype != np.uint8:
         raise ValueError(f"{path}: dtype {images.dtype}, expected uint8 (0-255); save it as "
                          "np.clip(images, 0, 255).astype(np.uint8)")
@@ -363,16 +347,10 @@ def _read_npy(path: Path, data: DataConfig) -> tuple[np.ndarray, np.ndarray, lis
     labels_path = path.with_name(path.name.removesuffix(".npy") + ".labels.npy")
     if not labels_path.exists():
         return images, np.zeros(len(images), dtype=np.int64), None, entries
-    labels = _load_checked(labels_path)
+    labels = load_npy(labels_path)
     if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),) or labels.min() < 0:
         raise ValueError(f"{labels_path}: {labels.dtype} labels of shape {labels.shape}; expected {len(images)} "
                          f"integers ≥ 0, one per image of {path.name} (or remove it: no labels)")
     entries.append((labels_path.name, file_digest(labels_path)))
     return images, labels.astype(np.int64), [str(k) for k in range(int(labels.max()) + 1)], entries
 
-
-def _load_checked(path: Path) -> np.ndarray:
-    try:
-        return load_npy(path)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"{path}: not a readable .npy ({exc}); write it with numpy.save") from None

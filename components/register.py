@@ -2,8 +2,10 @@
 
 Inputs (made by earlier stages): the run folder (`genbench train`), its sample record (`genbench sample`: the
 sampling settings the version serves with, those its FID was measured on), the metrics file (`genbench evaluate`)
-and the data manifest (`genbench prepare`). Every input is checked before anything is logged, and the version is
-created (and `champion` moved) only after the artifact store lists the logged model's files at their sizes.
+and the data manifest (`genbench prepare`). Every input is checked before anything is logged, and so is the chain
+that ties the FID to the weights registered (`check_chain`): a metrics file left from earlier samples, or samples
+from earlier weights, never reach the registry. The version is created (and `champion` moved) only after the
+artifact store lists the logged model's files at their sizes.
 """
 
 from __future__ import annotations
@@ -13,19 +15,51 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .artifacts import CONFIG, HISTORY, SUMMARY, WEIGHTS, read_config, read_history, read_summary, require
+from .artifacts import (
+    CONFIG,
+    HISTORY,
+    SUMMARY,
+    WEIGHTS,
+    TrainSummary,
+    check_complete,
+    read_config,
+    read_history,
+    require,
+)  # fmt: skip
 from .dvc_lock import data_lock_hash
 from .generator_contract import served_model
 from .io import config_hash, read_json, require_file, write_json
 from .promotion import TAG_DATA_MD5, TAG_EXTRACTOR_SHA, TAG_FID
 from .registry import apply_promotion, create_version, logged_models, model_name, verify_logged_model
 from .run_logging import git_commit, log_run, numeric_items
-from .sample import read_sample_record
+from .sample import SampleRecord, check_samples, read_sample_record
 from .tracking import configure_tracking, get_experiment_id
 
 TAG_PARAMS_HASH = "params_hash"
 TAG_GIT_COMMIT = "git_commit"
 TAG_DVC_DATA_MD5 = "dvc.data_md5"  # the dvc.lock md5 of data/prepared, where DVC prepared it
+
+
+def check_chain(name: str, run_dir: Path, sample_record: Path, metrics: dict[str, Any], metrics_path: Path
+                ) -> tuple[TrainSummary, SampleRecord]:
+    """The run's summary and its samples' record once the links from the metrics back to the weights hold. They are
+    checked from the weights down, so the error names the earliest stage whose output is stale: the run is complete
+    (train), the samples were drawn from its weights and are the bytes their record names (sample), and the metrics
+    were measured on those bytes (evaluate)."""
+    summary = check_complete(run_dir)
+    drawn = read_sample_record(sample_record)
+    if drawn.name != name:
+        raise ValueError(f"{sample_record}: it holds samples of {drawn.name!r}, not of {name!r}")
+    if drawn.weights_sha256 != summary.sha256[WEIGHTS]:
+        raise ValueError(f"{sample_record}: the samples {drawn.out} were drawn from other weights than "
+                         f"{run_dir / WEIGHTS}; give the record of this run's samples, or re-run "
+                         f"`genbench sample {name}`")
+    images = sample_record.with_suffix(".npy")
+    check_samples(images)
+    if metrics.get("samples_md5") != drawn.samples_md5:
+        raise ValueError(f"{metrics_path} was measured on other samples than {images} (samples_md5 "
+                         f"{metrics.get('samples_md5')} ≠ {drawn.samples_md5}); re-run `genbench evaluate {name}`")
+    return summary, drawn
 
 
 class RegisterRecord(BaseModel):
@@ -59,10 +93,10 @@ def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, 
     require(run_dir, WEIGHTS, CONFIG, HISTORY, SUMMARY)
     metrics = read_json(require_file(metrics_path, "genbench evaluate"))
     manifest = read_json(require_file(manifest_path, "genbench prepare"))
-    drawn = read_sample_record(sample_record)
-    config, history, summary = read_config(run_dir), read_history(run_dir), read_summary(run_dir)
+    config, history = read_config(run_dir), read_history(run_dir)
     if config.get("name") != name:
         raise ValueError(f"{run_dir / CONFIG} is the run of {config.get('name')!r}, not {name!r}")
+    summary, drawn = check_chain(name, run_dir, Path(sample_record), metrics, Path(metrics_path))
     if "fid" not in metrics:
         raise ValueError(f"{metrics_path} has no 'fid' (re-run `genbench evaluate`)")
     fid = float(metrics["fid"])

@@ -7,15 +7,14 @@
     grids/<name>.png                                    each entry's first 64 samples (its first seed) at 2×
     index.html                                          one offline page: the tables and every figure, embedded
 
-The folder is assembled beside the old one and swapped in whole, so a killed report never leaves a mix.
+The folder is assembled beside the old one and swapped in whole (`io.atomic_dir`), so a killed report never leaves
+a mix, and the next report removes what a kill left of its temporary folders.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from . import results as tables
 from .artifacts import curves as group_curves
 from .artifacts import load_trained, read_history, read_summary, to_model_range, to_uint8_nhwc
 from .dvc_lock import read_lock, stage_hash
-from .io import file_digest, load_npy, read_json, require_file, write_json
+from .io import atomic_dir, clean_leftovers, file_digest, load_npy, read_json, require_file, write_json
 from .run_logging import git_commit
 
 GRID_IMAGES = 64
@@ -52,9 +51,8 @@ def report(config: Config, layout: Layout, out_dir: Path) -> Path:
     extractor = real_metrics.get("feature_extractor", {})
     extractor_text = f"{extractor.get('name', '?')} (sha256 {extractor.get('sha256', '?')[:12]})"
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    clean_leftovers(out_dir.parent, out_dir.name)
+    with atomic_dir(out_dir) as staging:
         costs = tables.cost_rows(rows)
         text = {
             "results.csv": tables.results_csv(rows, provenance),
@@ -70,11 +68,6 @@ def report(config: Config, layout: Layout, out_dir: Path) -> Path:
         write_json(staging / "summary.json", _summary(rows, provenance, swept, costs))
         shown = _figures(config, layout, rows, real_metrics, swept, staging)
         (staging / "index.html").write_text(_index(text, shown, staging))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out_dir / "index.html"
 
 

@@ -25,7 +25,7 @@ from ..models.config import SamplingConfig
 from ..models.samplers import draw
 from .artifacts import WEIGHTS, load_trained, to_uint8_nhwc
 from .devices import pick_device
-from .io import file_digest, read_json, require_file, save_npy, write_json
+from .io import clean_leftovers, file_digest, read_json, require_file, save_npy, write_json
 
 
 class SampleRecord(BaseModel):
@@ -46,6 +46,7 @@ class SampleRecord(BaseModel):
     labels: str | None = None  # how images get classes (conditional models); omitted from the file when None
     sampling: dict[str, Any]
     out: str
+    samples_md5: str  # md5 of the .npy beside this record, which is written after it: the pair's completion record
     source: dict[str, Any] | None = None  # the registry version the weights came from
 
 
@@ -56,6 +57,23 @@ def read_sample_record(path: Path) -> SampleRecord:
     except ValidationError as exc:
         raise ValueError(f"{path}: not a sample record of `genbench sample` ({exc.errors()[0]['loc'][0]}: "
                          f"{exc.errors()[0]['msg']}); run `genbench sample` again") from None
+
+
+def check_samples(images: Path, required: bool = True) -> SampleRecord | None:
+    """The record beside `images` once it vouches for their bytes (`sample` writes it after them and deletes it
+    before it writes anything); None when there is none and it is not `required` (images `genbench sample` did not
+    draw, such as the prepared holdout)."""
+    images = Path(images)
+    record_path = images.with_suffix(".json")
+    if not required and not record_path.exists():
+        return None
+    drawn = read_sample_record(record_path)
+    resample = f"re-run `genbench sample {drawn.name}`"
+    require_file(images, f"genbench sample {drawn.name}")
+    if file_digest(images) != drawn.samples_md5:
+        raise ValueError(f"{images} is not the file {record_path} was written with (a sampling stopped between its "
+                         f"writes, or an edit); {resample}")
+    return drawn
 
 
 def image_generator(seed: int, index: int) -> torch.Generator:
@@ -96,10 +114,11 @@ def sample(run_dir: Path, out_path: Path, name: str, settings: SampleConfig, sam
     """Write `settings.n` samples of entry `name`'s model in `run_dir` to `out_path`, its record beside it.
 
     `name` is checked against the run: its sampling settings must not reach another entry's weights.
-    `source` (the registry version the weights came from) is copied into the record.
+    `source` (the registry version the weights came from) is copied into the record; without it `run_dir` is a run
+    folder, which must be complete (`artifacts.check_complete`).
     """
     device = pick_device(settings.device)
-    model, record = load_trained(run_dir, device, ema=sampling.ema)
+    model, record = load_trained(run_dir, device, ema=sampling.ema, verify=source is None)
     if record.name != name:
         where = source["model_uri"] if source else run_dir
         raise ValueError(f"{where} holds the {record.name} model ({record.family}), not {name}")
@@ -109,7 +128,9 @@ def sample(run_dir: Path, out_path: Path, name: str, settings: SampleConfig, sam
     started = time.perf_counter()
     images = draw_samples(model, n, seed, batch_size, sampling, desc=f"sample {name}")
     seconds = time.perf_counter() - started
-    out_path = Path(out_path)
+    out_path, record_path = Path(out_path), Path(out_path).with_suffix(".json")
+    clean_leftovers(out_path.parent, out_path.name, record_path.name)
+    record_path.unlink(missing_ok=True)  # the completion record first: a stop below leaves no old-looking pair
     save_npy(out_path, images)
     result = SampleRecord(
         name=name, family=record.family, n=n, seed=seed, batch_size=batch_size, shape=list(images.shape),
@@ -117,9 +138,9 @@ def sample(run_dir: Path, out_path: Path, name: str, settings: SampleConfig, sam
         weights_sha256=file_digest(Path(run_dir) / WEIGHTS, "sha256"), weights="ema" if sampling.ema else "raw",
         num_classes=model.num_classes, labels="image i has class i % num_classes" if model.num_classes else None,
         network_evaluations=sampling.network_evaluations(model_arch), seconds=round(seconds, 3),
-        sampling=sampling.model_dump(mode="json"), out=str(out_path), source=source,
+        sampling=sampling.model_dump(mode="json"), out=str(out_path), samples_md5=file_digest(out_path), source=source,
     )  # fmt: skip
-    write_json(out_path.with_suffix(".json"), result.model_dump(mode="json", exclude_none=True))
+    write_json(record_path, result.model_dump(mode="json", exclude_none=True))
     return result
 
 

@@ -2,8 +2,9 @@
 guidance scale), each set scored exactly as an entry's samples are. Nothing is retrained.
 
 Writes `<vary>-<value>.npy` (and its sample record) and `<vary>-<value>.metrics.json` per value to `out_dir`,
-and one summary, a row per value, to `summary_path`, last: a sweep without its summary is unfinished. Every
-value is drawn from the same seeds, so the images differ only by the setting swept.
+and one summary, a row per value with its samples' md5, to `summary_path`: deleted before anything is written and
+written last, so a sweep without its summary is unfinished. Every value is drawn from the same seeds, so the images
+differ only by the setting swept.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pydantic import BaseModel
 from ..config import Config, EvaluateConfig, SampleConfig, SweepConfig
 from ..layout import Layout
 from ..models.config import SamplingConfig
+from .artifacts import check_complete
 from .evaluate import evaluate
-from .io import write_json
+from .io import clean_leftovers, require_file, write_json
 from .sample import sample
 
 
@@ -38,8 +40,12 @@ def sweep(name: str, config: SweepConfig, run_dir: Path, base: SamplingConfig, s
           evaluate_settings: EvaluateConfig = EvaluateConfig()) -> SweepRecord:
     """Sample `config.n` (else `settings.n`) images from `run_dir` (entry `config.entry`) under `base` with `config.set` and each
     value of `config.vary`, score each set against `reference_path`, and write the per-value rows."""
-    out_dir = Path(out_dir)
+    out_dir, summary_path = Path(out_dir), Path(summary_path)
     settings = settings.model_copy(update={"n": config.n}) if config.n else settings
+    check_complete(run_dir)  # inputs first: a missing or unfinished run stops the sweep before anything is touched
+    require_file(reference_path, "genbench prepare")
+    clean_leftovers(summary_path.parent, summary_path.name)
+    summary_path.unlink(missing_ok=True)  # the completion record first: a stop below leaves no old-looking sweep
     shutil.rmtree(out_dir, ignore_errors=True)  # the stage's own folder: no set of an earlier value list stays
     out_dir.mkdir(parents=True)
     rows = []
@@ -49,12 +55,14 @@ def sweep(name: str, config: SweepConfig, run_dir: Path, base: SamplingConfig, s
         started = time.perf_counter()
         sample(run_dir, images, config.entry, settings, config.sampling(base, value), seed)
         seconds = time.perf_counter() - started
-        metrics = evaluate(images, reference_path, scores, cache_dir=cache_dir, settings=evaluate_settings)
+        metrics = evaluate(images, reference_path, scores, cache_dir=cache_dir, settings=evaluate_settings,
+                           recorded=True)
         rows.append({"value": value, "fid": metrics["fid"], "precision": metrics["precision"],
                      "recall": metrics["recall"], "n_samples": metrics["n_samples"],
+                     "samples_md5": metrics["samples_md5"],
                      "sample_seconds": round(seconds, 3), "seconds_per_image": seconds / settings.n})
     record = SweepRecord(name=name, entry=config.entry, vary=config.vary, set=config.set, rows=rows)
-    write_json(Path(summary_path), record.model_dump(mode="json"))
+    write_json(summary_path, record.model_dump(mode="json"))
     return record
 
 

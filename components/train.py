@@ -11,6 +11,11 @@ is written every `checkpoint_every` steps and resumed from when the run record i
 continues where it stopped and a CPU run repeats bit for bit. Sampler settings are not an input: training
 never depends on how the model will be sampled.
 
+What a stop leaves: summary.json, the run's completion record (`artifacts.check_complete`), is deleted before
+anything is written and written last; SIGTERM / SIGINT checkpoint the step in flight and stop (`interrupts.py`); a
+non-finite loss, or weights, stop the run before any save, so a NaN is never checkpointed or finished (the losses
+are checked where they are fetched anyway, at log steps, and before every save: no extra host sync per step).
+
 Under torchrun the same loop runs on every process with DistributedDataParallel; `components/distributed.py` holds
 that plumbing and the rules (batch shares, per-rank seeds, BatchNorm over the global batch, rank 0 writes).
 """
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
+import pickle
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,12 +40,14 @@ from ..models import family as family_spec
 from ..models.base import GenerativeModel, eval_mode
 from ..models.config import TrainConfig
 from .artifacts import (
+    SUMMARY,
     RunRecord,
     TrainSummary,
     history_text,
     load_frozen,
     parse_history,
     save_weights,
+    signed_digests,
     to_model_range,
     write_config,
     write_history,
@@ -47,7 +56,9 @@ from .artifacts import (
 from .devices import device_name
 from .distributed import Processes, processes, world_size
 from .ema import EMA, averaged
-from .io import atomic_write, config_hash, file_digest, load_npy
+from .interrupts import Interrupted, StopRequests, signal_name
+from .io import atomic_write, clean_leftovers, config_hash, load_npy
+from .manifest import cached_digest, verify_prepared
 from .precision import Precision
 from .precision import resolve as resolve_precision
 from .sample import draw_images
@@ -81,7 +92,12 @@ def _train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_d
            ranks: Processes) -> TrainSummary:
     cfg = settings.train
     train_path = data_dir / "train.npy"
+    verify_prepared(data_dir, ["train.npy", "train_labels.npy", *(["validation.npy"] if cfg.fid_every else [])])
     images = to_model_range(load_npy(train_path))
+    if cfg.batch_size > len(images):
+        raise ValueError(f"models.{name}.train.batch_size: {cfg.batch_size} is more than the {len(images)} images of "
+                         f"{train_path} (data.train_size), so every batch would be the whole training set; lower "
+                         f"models.{name}.train.batch_size or raise data.train_size and re-run `genbench prepare`")
     labels = torch.from_numpy(load_npy(data_dir / "train_labels.npy")).long()
     channels, image_size = images.shape[1], images.shape[2]
     device = ranks.device
@@ -93,7 +109,7 @@ def _train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_d
     record = RunRecord(
         name=name, family=family, seed=seed, image={"channels": channels, "size": image_size},
         arch=settings.arch.model_dump(mode="json"), train=cfg.model_dump(mode="json"),
-        train_data_md5=file_digest(train_path), frozen={argument: rec for argument, (_, rec) in frozen.items()},
+        train_data_md5=cached_digest(train_path), frozen={argument: rec for argument, (_, rec) in frozen.items()},
     )  # fmt: skip
     dtype, channels_last = resolve_precision(cfg.precision, cfg.channels_last, device)
     if channels_last:
@@ -120,58 +136,75 @@ def _train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_d
             curve_sampling.check(settings.arch)
         except ValueError as exc:
             raise ValueError(f"models.{name}.train: the FID curve cannot sample: {exc}") from None
+    if ranks.main:  # the run's files are about to change: its completion record goes first, with what kills left
+        clean_leftovers(out_dir)
+        (out_dir / SUMMARY).unlink(missing_ok=True)
     model.train()
     training_losses = ranks.losses(model, len(optimizers))
     started = time.perf_counter() - seconds
+    saved = step  # the step checkpoint.pt holds (0: none yet)
     bar = tqdm(total=steps, initial=step, desc=f"train {name}", unit="step", disable=None if ranks.main else True)
-    while step < steps:
-        # The i-th update of every group in a step sees the step's i-th batch (one batch for most families), of
-        # which each rank takes its share.
-        indices = []
-        for _ in range(max(updates.values())):
-            if order is None or cursor + batch_size > len(order):
-                order, cursor = torch.randperm(len(images), generator=batches), 0
-            indices.append(ranks.shard(order[cursor : cursor + batch_size]))
-            cursor += batch_size
-        losses: dict[str, dict[str, torch.Tensor]] = {}
-        for optimizer in optimizers.values():
-            for param_group in optimizer.param_groups:
-                param_group["lr"] = cfg.lr * warmup_factor(step + 1, cfg.warmup_steps)
-        for group, optimizer in optimizers.items():
-            for index in indices[: updates[group]]:
-                batch = images[index].to(device)
-                if channels_last:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                with precision.autocast():
-                    losses[group] = training_losses(batch, group, labels[index].to(device))
-                optimizer.zero_grad(set_to_none=True)
-                precision.backward_and_step(group, losses[group]["loss"], optimizer)
-                model.after_update(group)
-        ema.update(model.ema_parameters())
-        step += 1
-        bar.update()
-        if step % cfg.log_every == 0 or step == steps:
-            named = {f"{g}/{name}": v for g, group_losses in losses.items() for name, v in group_losses.items()}
-            logged = dict(zip(named, ranks.mean(list(named.values())), strict=True))
-            history.extend((step, name, value) for name, value in logged.items())
-            bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if k.endswith("/loss")})
-        if curve is not None and curve.due(step):
-            if ranks.main:
-                measuring = time.perf_counter()
-                with averaged(model, ema, seed, batch_size), eval_mode(model):
-                    fid = curve.maybe_measure(step, lambda n: draw_images(model, range(n), seed, curve_sampling))
-                curve_seconds += time.perf_counter() - measuring
-                history.extend([(step, "fid_curve", fid), (step, "fid_curve_seconds", curve.history[-1]["seconds"])])
-                bar.set_postfix({"fid_curve": f"{fid:.1f}"})
-            ranks.barrier()
-        if step % cfg.checkpoint_every == 0 or step == steps:
-            elapsed = time.perf_counter() - started
-            rng = ranks.rng_states()
-            if ranks.main:
-                _save_checkpoint(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, precision, batches, step,
-                                 order, cursor, elapsed, curve_seconds, history, rng)
-                write_history(out_dir, history)
-            ranks.barrier()
+    with StopRequests() as stop:
+        while step < steps:
+            # The i-th update of every group in a step sees the step's i-th batch (one batch for most families), of
+            # which each rank takes its share.
+            indices = []
+            for _ in range(max(updates.values())):
+                if order is None or cursor + batch_size > len(order):
+                    order, cursor = torch.randperm(len(images), generator=batches), 0
+                indices.append(ranks.shard(order[cursor : cursor + batch_size]))
+                cursor += batch_size
+            losses: dict[str, dict[str, torch.Tensor]] = {}
+            for optimizer in optimizers.values():
+                for param_group in optimizer.param_groups:
+                    param_group["lr"] = cfg.lr * warmup_factor(step + 1, cfg.warmup_steps)
+            for group, optimizer in optimizers.items():
+                for index in indices[: updates[group]]:
+                    batch = images[index].to(device)
+                    if channels_last:
+                        batch = batch.contiguous(memory_format=torch.channels_last)
+                    with precision.autocast():
+                        losses[group] = training_losses(batch, group, labels[index].to(device))
+                    optimizer.zero_grad(set_to_none=True)
+                    precision.backward_and_step(group, losses[group]["loss"], optimizer)
+                    model.after_update(group)
+            ema.update(model.ema_parameters())
+            step += 1
+            bar.update()
+            stopping = ranks.largest(stop.received)  # the signal any rank received, or 0
+            logging = step % cfg.log_every == 0 or step == steps
+            saving = step % cfg.checkpoint_every == 0 or step == steps or stopping
+            if logging or saving:
+                named = {f"{g}/{term}": v for g, group_losses in losses.items() for term, v in group_losses.items()}
+                logged = dict(zip(named, ranks.mean(list(named.values())), strict=True))
+                _require_finite(name, step, logged, model if saving else None, out_dir / CHECKPOINT, saved)
+                if logging:
+                    history.extend((step, term, value) for term, value in logged.items())
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if k.endswith("/loss")})
+            if curve is not None and curve.due(step):
+                if ranks.main:
+                    measuring = time.perf_counter()
+                    with averaged(model, ema, seed, batch_size), eval_mode(model):
+                        fid = curve.maybe_measure(step, lambda n: draw_images(model, range(n), seed, curve_sampling))
+                    curve_seconds += time.perf_counter() - measuring
+                    history.extend([(step, "fid_curve", fid),
+                                    (step, "fid_curve_seconds", curve.history[-1]["seconds"])])
+                    bar.set_postfix({"fid_curve": f"{fid:.1f}"})
+                ranks.barrier()
+            if saving:
+                elapsed = time.perf_counter() - started
+                rng = ranks.rng_states()
+                if ranks.main:
+                    _save_checkpoint(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, precision, batches,
+                                     step, order, cursor, elapsed, curve_seconds, history, rng)
+                    write_history(out_dir, history)
+                ranks.barrier()
+                saved = step
+            if stopping:
+                bar.close()
+                raise Interrupted(stopping, f"train {name}: stopped by {signal_name(stopping)} after step {step} of "
+                                            f"{steps}, saved in {out_dir / CHECKPOINT}; run the same command again "
+                                            "to resume from it")
     bar.close()
     seconds = time.perf_counter() - started
 
@@ -181,14 +214,31 @@ def _train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_d
                            device_name=device_name(device), precision=dtype,
                            channels_last=channels_last, config_sha256=fingerprint, processes=ranks.world_size,
                            images_per_second=round(images_seen / max(seconds - curve_seconds, 1e-9), 3))
-    if ranks.main:
+    if ranks.main:  # the set, then summary.json naming the sha256 of each of its files, last
+        write_history(out_dir, history)
         write_config(out_dir, record)
         with averaged(model, ema, seed, batch_size) as statistics:
             averaged_state = ema.shadow | statistics
         save_weights(out_dir, model, averaged_state, {"name": name, "family": family, "config_sha256": fingerprint})
+        summary = summary.model_copy(update={"sha256": signed_digests(out_dir)})
         write_summary(out_dir, summary)
     ranks.barrier()
     return summary
+
+
+def _require_finite(name: str, step: int, losses: dict[str, float], model: GenerativeModel | None,
+                    checkpoint: Path, saved: int) -> None:
+    """ValueError naming the entry, the step and the first non-finite loss term, or, with `model` (before a save),
+    non-finite weights: a diverged run stops before it is logged, checkpointed or saved as finished."""
+    bad = next((f"the loss {term} is {value}" for term, value in losses.items() if not math.isfinite(value)), None)
+    if bad is None and model is not None and not torch.stack([p.isfinite().all() for p in model.parameters()]).all():
+        bad = "the weights hold non-finite values (the losses were finite: an update overflowed)"
+    if bad is None:
+        return
+    kept = f"{checkpoint} keeps step {saved}" if saved else "no checkpoint was written"
+    raise ValueError(f"models.{name}: {bad} at step {step}; training stopped without saving it ({kept}). Lower "
+                     f"models.{name}.train.lr, set models.{name}.train.grad_clip (e.g. 1.0) or train in fp32 "
+                     f"(models.{name}.train.precision: fp32), then train again")
 
 
 def make_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -238,7 +288,7 @@ def _resume(
     raw = ranks.from_main(path.read_bytes() if ranks.main and path.exists() else None)
     if raw is None:
         return fresh
-    checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    checkpoint = _read_checkpoint(path, raw)
     if checkpoint["config_sha256"] != fingerprint:
         if ranks.main:
             tqdm.write(f"{path}: written for another config; starting from scratch")
@@ -263,6 +313,20 @@ def _resume(
     return {"step": checkpoint["step"], "order": checkpoint["order"], "cursor": checkpoint["cursor"],
             "seconds": checkpoint["seconds"], "curve_seconds": checkpoint.get("curve_seconds", 0.0),
             "history": parse_history(checkpoint["history_csv"], str(path))}
+
+
+def _read_checkpoint(path: Path, raw: bytes) -> dict[str, Any]:
+    """checkpoint.pt's contents; ValueError naming it when it is damaged. Never discarded silently: it may hold
+    days of training, and a copy from a backup may still resume it."""
+    try:
+        checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split()).split('. ')[0][:160]}"  # torch's advice: not ours
+        raise ValueError(f"{path}: unreadable checkpoint ({reason}); it is truncated or damaged: restore it, or "
+                         "delete it to start again") from None
+    if not isinstance(checkpoint, dict) or "config_sha256" not in checkpoint:
+        raise ValueError(f"{path}: not a checkpoint of `genbench train`; delete it to start again")
+    return checkpoint
 
 
 def _save_checkpoint(

@@ -113,7 +113,7 @@ def evaluate(params_yaml: str, profile: str, entry: str, seed: str, samples: dsl
     with workspace(params_yaml, samples, data, cache) as here:
         config = load_config(here.params, profile or None)
         record = run_evaluate(here.samples(entry, int(seed)), here.reference, out(metrics).metrics(entry, int(seed)),
-                              cache_dir=here.cache, settings=config.evaluate)
+                              cache_dir=here.cache, settings=config.evaluate, recorded=True)
     log_metrics(metrics, record)
 
 

@@ -55,7 +55,7 @@ def sample(family: str, seed: int, config: Config) -> None:
 @stage(task_run_name="evaluate-{family}-seed-{seed}")
 def evaluate(family: str, seed: int, config: Config) -> None:
     evaluate_component(HERE.samples(family, seed), HERE.reference, HERE.metrics(family, seed), cache_dir=HERE.cache,
-                       settings=config.evaluate)
+                       settings=config.evaluate, recorded=True)
 
 
 @stage(task_run_name=f"evaluate-{REAL}")

@@ -16,7 +16,8 @@ TRANSIENT_BOTOCORE = {"EndpointConnectionError", "ConnectionClosedError", "Conne
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for connection failures and timeouts anywhere in the exception's cause chain."""
+    """True for connection failures and timeouts anywhere in the exception's cause chain. The chain is Python's
+    own: an error raised `from None` (a stage's input error, naming the file, in place of a library's) ends it."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -30,7 +31,7 @@ def is_transient(exc: BaseException) -> bool:
             return not isinstance(current, (ValueError, TypeError))
         if kind.__name__ in {"MlflowException", "RestException"}:
             return getattr(current, "error_code", None) in TRANSIENT_MLFLOW_CODES
-        current = current.__cause__ or current.__context__
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return False
 
 

@@ -109,15 +109,22 @@ def train(
     data: Annotated[Path, typer.Option(help="Prepared data folder.")] = HERE.data,
     out: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY/seed-SEED].")] = None,
 ) -> None:
-    """Train one family under one seed; resumes from its checkpoint.pt when the config is unchanged. Under
-    `torchrun --nproc_per_node N` the N processes train it with DistributedDataParallel (README: Scale out)."""
+    """Train one family under one seed; resumes from its checkpoint.pt when the config is unchanged. SIGTERM or
+    Ctrl-C checkpoint the step in flight and exit 128 + the signal's number. Under `torchrun --nproc_per_node N` the N
+    processes train it with DistributedDataParallel (README: Scale out)."""
     config = _config(params, profile, family)
     seed = _seed(config, seed)
     from .components.distributed import main_process
+    from .components.interrupts import Interrupted
     from .components.train import train as run_train
 
-    summary = _call(run_train, family, config.family(family), seed, data, out or HERE.run(family, seed),
-                    cache_dir=HERE.cache)
+    try:
+        summary = _call(run_train, family, config.family(family), seed, data, out or HERE.run(family, seed),
+                        cache_dir=HERE.cache)
+    except Interrupted as stopped:
+        if main_process():
+            typer.echo(str(stopped), err=True)
+        raise typer.Exit(128 + stopped.signum) from None
     if main_process():
         where = summary.device if summary.processes == 1 else f"{summary.processes} × {summary.device}"
         typer.echo(f"trained {family}: {summary.steps} steps in {summary.seconds:.0f} s on {where} "
@@ -166,7 +173,8 @@ def evaluate(
     profile: ProfileOpt = None,
     seed: SeedOpt = None,
     samples: Annotated[Optional[Path], typer.Option(
-        help=f"Images .npy [default: samples/FAMILY/seed-SEED.npy; for {REAL} data/prepared/holdout.npy].")] = None,
+        help=f"Images .npy, with the record `genbench sample` wrote beside it [default: samples/FAMILY/seed-SEED.npy; "
+             f"for {REAL} data/prepared/holdout.npy].")] = None,
     reference: Annotated[Path, typer.Option(help="Real reference .npy.")] = HERE.reference,
     out: Annotated[Optional[Path], typer.Option(
         help=f"Metrics JSON [default: metrics/FAMILY/seed-SEED.json; for {REAL} metrics/{REAL}.json].")] = None,
@@ -184,7 +192,8 @@ def evaluate(
     else:
         seed = _seed(config, seed)
         images, target = samples or HERE.samples(family, seed), out or HERE.metrics(family, seed)
-        result = _call(run_evaluate, images, reference, target, cache_dir=HERE.cache, settings=config.evaluate)
+        result = _call(run_evaluate, images, reference, target, cache_dir=HERE.cache, settings=config.evaluate,
+                       recorded=True)
     typer.echo(f"{family}: FID {result['fid']:.2f}, precision {result['precision']:.3f}, recall {result['recall']:.3f}")
 
 

@@ -13,7 +13,6 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import (
     BaseModel,
     Discriminator,
@@ -27,8 +26,8 @@ from pydantic import (
 )
 
 from .models import REGISTRY
-from .models.config import PositiveInt, SamplingConfig, Strict, TrainConfig
-from .profiles import PROFILES, ConfigError, describe, resolve_profiles
+from .models.config import Int, NonNegativeInt, PositiveInt, SamplingConfig, Strict, TrainConfig
+from .profiles import PROFILES, ConfigError, describe, load_yaml, resolve_profiles
 
 __all__ = ["Config", "ConfigError", "FamilySettings", "SweepConfig", "load_config", "schema", "PROFILES"]
 
@@ -36,6 +35,9 @@ Profile = Literal["tiny", "quick", "full", "thesis-cifar10", "thesis-keras"]
 ITERATED = ("families", "seeds", "sweeps")  # the plan: dvc.yaml iterates them as written, before any profile
 
 
+# (train split, test split) images of each built-in dataset, so sets that cannot fit are found before `prepare`
+# downloads anything (prepare checks again against what it read; a folder's size is known only there).
+SPLIT_SIZES = {"fashion_mnist": (60000, 10000), "mnist": (60000, 10000), "cifar10": (50000, 10000)}
 FOLDER_FIELDS = {  # what `dataset: folder` needs, as the error says it
     "path": "a path to a folder of images or a uint8 .npy",
     "image_size": "an image_size (images are centre-cropped to a square and resized to it)",
@@ -76,6 +78,34 @@ class DataConfig(Strict):
                              "remove it (or set dataset: folder for your own images)")
         return value
 
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: Any) -> Any:
+        """YAML's true would pass as 1 (bool is an int in Python): a channel count is written as a number."""
+        if isinstance(value, bool):
+            raise ValueError("1 (grayscale) or 3 (RGB), written as a number, not true/false")
+        return value
+
+    def check_sizes(self, train_available: int, test_available: int | None = None) -> None:
+        """ValueError naming the fields whose sets do not fit in their split, before anything is written. With no
+        test split (`test_available` None: dataset folder) all four sets share the `train_available` images."""
+        if test_available is None:
+            groups = [(("train_size", "validation_size", "holdout_size", "reference_size"), train_available,
+                       f"in {self.path}", " or add images")]
+        else:
+            groups = [(("train_size", "validation_size", "holdout_size"), train_available,
+                       f"of {self.dataset}'s train split", ""),
+                      (("reference_size",), test_available, f"of {self.dataset}'s test split", "")]
+        for fields, available, where, more in groups:
+            sizes = [getattr(self, field) for field in fields]
+            for field, size in zip(fields, sizes):
+                if size > available:
+                    raise ValueError(f"data.{field}: {size} exceeds the {available} images {where}; lower it{more}")
+            if sum(sizes) > available:
+                names = " + ".join(f"data.{field}" for field in fields)
+                raise ValueError(f"{names} = {' + '.join(map(str, sizes))} = {sum(sizes)} exceeds the {available} "
+                                 f"images {where}; lower one of them{more}")
+
 
 class SampleConfig(Strict):
     n: PositiveInt = 10000  # images per family (data.holdout_size must match)
@@ -91,7 +121,7 @@ class EvaluateConfig(Strict):
     # | auto (bf16 where the hardware runs it natively, else fp32: emulated bf16 is 6× slower); every metrics
     # file records what ran as `inception_precision`
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
-    bootstrap: Annotated[int, Field(ge=0)] = 0  # resamples for 95 % intervals of FID, precision and recall (0: off);
+    bootstrap: NonNegativeInt = 0  # resamples for 95 % intervals of FID, precision and recall (0: off);
     # the report shows them when there is one seed (with several, it shows mean ± std over the seeds)
 
 
@@ -109,7 +139,7 @@ class SweepConfig(Strict):
 
     entry: str  # the trained entry (a family or a variant) whose weights are re-sampled
     vary: str  # the `sampling.<entry>` field swept, e.g. sample_steps or guidance_scale
-    values: tuple[int | float, ...] = ()  # one sample set of sample.n images per value (none: the stage does nothing)
+    values: tuple[Int | float, ...] = ()  # one sample set of sample.n images per value (none: the stage does nothing)
     set: dict[str, Any] = {}  # other sampling fields held for the whole sweep (e.g. sampler: ddim)
     n: PositiveInt | None = None  # images per value (default sample.n; fewer is cheaper, and only comparable
     # within the sweep: FID is biased upward at small N)
@@ -133,9 +163,9 @@ class Config(Strict):
     entry of a registered family, with its own run folder, samples, metrics, registered model and report row."""
 
     profile: Profile = "quick"  # tiny: tests; quick: README run (CPU minutes); full, thesis-*: GPU (docs/profiles.md)
-    seed: Annotated[int, Field(ge=0)] = 0  # fixes the data split and the metrics' own randomness (KID subsets,
+    seed: NonNegativeInt = 0  # fixes the data split and the metrics' own randomness (KID subsets,
     # bootstrap): every seed of `seeds` is scored against the same reference
-    seeds: tuple[Annotated[int, Field(ge=0)], ...] = (0, 1, 2)  # one run per entry and seed (initialisation,
+    seeds: tuple[NonNegativeInt, ...] = (0, 1, 2)  # one run per entry and seed (initialisation,
     # batch order, samples); the report gives mean ± std over them
     families: tuple[str, ...] = ("vae", "dcgan", "ddpm")  # entries `genbench run` / `dvc repro` run, in order
     data: DataConfig = DataConfig()
@@ -216,6 +246,14 @@ class Config(Strict):
                     raise ValueError(f"sweeps.{name}: {sweep.vary}={value}: {exc.errors()[0]['msg']}") from None
                 except ValueError as exc:
                     raise ValueError(f"sweeps.{name}: {sweep.vary}={value}: {exc}") from None
+        if self.data.dataset in SPLIT_SIZES:
+            self.data.check_sizes(*SPLIT_SIZES[self.data.dataset])
+        for name in self.families:
+            batch_size = self.family(name).train.batch_size
+            if batch_size > self.data.train_size:
+                raise ValueError(f"models.{name}.train.batch_size: {batch_size} is more than data.train_size "
+                                 f"({self.data.train_size}), so every batch would be the whole training set; lower "
+                                 f"models.{name}.train.batch_size or raise data.train_size")
         if self.data.holdout_size != self.sample.n:
             raise ValueError(
                 f"data.holdout_size: {self.data.holdout_size} real images, but sample.n is {self.sample.n}: the "
@@ -288,11 +326,12 @@ def load_config(path: Path | str = "params.yaml", profile: str | None = None) ->
     """Parse, resolve profiles and validate; raises ConfigError naming every bad field."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text(), path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found; run from the project folder or pass --params PATH") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None or raw == {}:  # every default would run, and `prepare` rewrite data/prepared with them
+        raise ConfigError(f"{path}: holds no parameters (the file is empty or only comments); restore it (`git "
+                          f"checkout -- {path.name}`) or write at least `profile: quick`")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     active = profile or raw.get("profile", "quick")

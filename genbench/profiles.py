@@ -22,6 +22,55 @@ class ConfigError(ValueError):
     """Bad parameters: the message names each offending field and what is allowed."""
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping key written twice: PyYAML keeps the last one silently, so an edit
+    to the first would do nothing. Keys are compared as written, before merge keys are expanded: a key written
+    beside `<<: *anchor` replaces the merged one, as YAML intends, and is not a duplicate."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._check_keys(node, (), set())
+        return super().construct_document(node)
+
+    def _check_keys(self, node: yaml.Node, here: tuple[str, ...], seen: set[int]) -> None:
+        if id(node) in seen:  # an alias: checked where its anchor was written
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._check_keys(item, (*here, str(index)), seen)
+        elif isinstance(node, yaml.MappingNode):
+            lines: dict[tuple[str, Any], int] = {}
+            for key_node, value_node in node.value:
+                # by resolved tag and text: `1` and "1" are two keys, `<<` twice is a duplicate
+                key = (key_node.tag, key_node.value if isinstance(key_node, yaml.ScalarNode) else id(key_node))
+                name = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+                if key in lines:
+                    raise DuplicateKeyError(f"line {key_node.start_mark.line + 1}: {'.'.join((*here, name))}: given "
+                                            f"twice (first on line {lines[key]}); YAML keeps only the last, so "
+                                            "delete one of them")
+                lines[key] = key_node.start_mark.line + 1
+                self._check_keys(value_node, (*here, name), seen)
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping key written twice (`UniqueKeyLoader`); the message names the line and the key's path."""
+
+
+def load_yaml(text: str, path: Path) -> Any:
+    """`text` (the contents of `path`) as Python data; ConfigError, on one line, for a duplicated key or bad YAML."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{path}: {where}not valid YAML: {exc.problem or exc.context}; fix the syntax there "
+                          "(indentation, a missing colon or quote)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
 def resolve_profiles(node: Any, profile: str, path: Path, here: tuple[str, ...] = (),
                      origins: Origins | None = None) -> Any:
     """Deep-merge each mapping's `profiles[profile]` over it, recording in `origins` where overridden values
@@ -64,6 +113,8 @@ def describe(exc: ValidationError, origins: Origins, path: Path) -> str:
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key; remove it or fix its spelling (`genbench params` prints every key)"
+        elif error["type"] == "int_type":  # strict integers (models/config.py): true, 64.0 and "64" are refused
+            message += f"; write a whole number such as 64 (got {error['input']!r})"
         elif "input" in error and not isinstance(error["input"], dict):
             message += f" (got {error['input']!r})"
         # A check across sections (no location) names its fields itself.
@@ -79,7 +130,7 @@ def use_profile(text: str, profile: str, path: Path) -> str:
     """params.yaml's text switched to `profile`: its `profile:` line set, and the lines between the plan markers
     replaced by that profile's plan (`profiles.<profile>`: families, seeds, sweeps), one key per line in flow
     style. Comments and everything else stay as written."""
-    raw = yaml.safe_load(text) or {}
+    raw = load_yaml(text, path) or {}
     plan = ((raw.get("profiles") or {}).get(profile) or {}) if isinstance(raw, dict) else {}
     keys = [key for key in ("families", "seeds", "sweeps") if key in plan]
     if not keys:

@@ -11,15 +11,21 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PositiveInt = Annotated[int, Field(gt=0)]
+# Integers are strict: YAML's true/false and numbers written with a decimal point (64.0, 1.0e+9) are errors, not
+# 1 or a silent cast; a count is written as a whole number (64). Floats stay lax, since PyYAML reads `1e-3` (no
+# decimal point) as a string that pydantic parses, but never infinite or NaN (`Strict.model_config`).
+Int = Annotated[int, Field(strict=True)]
+PositiveInt = Annotated[Int, Field(gt=0)]
+NonNegativeInt = Annotated[Int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 UnitInterval = Annotated[float, Field(ge=0, lt=1)]
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors: a typo must never silently fall back to a default."""
+    """Unknown keys are errors: a typo must never silently fall back to a default. `.inf` and `.nan` are errors
+    wherever a float is read: no setting means anything with them, and they would train or score garbage."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NoArch(Strict):
@@ -34,7 +40,7 @@ class TrainConfig(Strict):
     optimizer: Literal["adam", "rmsprop"] = "adam"  # one per group; rmsprop with torch's defaults (alpha 0.99)
     lr: PositiveFloat = 2e-4  # learning rate, shared by every optimizer group
     betas: tuple[UnitInterval, UnitInterval] = (0.9, 0.999)  # Adam's (beta1, beta2); unused by rmsprop
-    warmup_steps: Annotated[int, Field(ge=0)] = 0  # lr rises linearly over these steps (step n: lr·n/warmup)
+    warmup_steps: NonNegativeInt = 0  # lr rises linearly over these steps (step n: lr·n/warmup)
     grad_clip: Annotated[float, Field(ge=0)] = 0.0  # max global gradient norm per group; 0 = no clipping
     log_every: PositiveInt = 50  # steps between rows in history.csv
     checkpoint_every: PositiveInt = 2000  # steps between resumable checkpoints
@@ -45,8 +51,8 @@ class TrainConfig(Strict):
     # NHWC activations and weights; auto = with a low-precision autocast (the CPU fast path), not with fp32
     channels_last: Literal["auto"] | bool = "auto"
     ema_decay: UnitInterval = 0.999  # EMA of the sampled weights; 0 = last iterate
-    fid_every: Annotated[int, Field(ge=0)] = 5000  # steps between FID-curve points (EMA weights); 0 = no curve
-    fid_n: Annotated[int, Field(ge=6)] = 1000  # images per FID-curve point (small N: a trend, not a result)
+    fid_every: NonNegativeInt = 5000  # steps between FID-curve points (EMA weights); 0 = no curve
+    fid_n: Annotated[Int, Field(ge=6)] = 1000  # images per FID-curve point (small N: a trend, not a result)
     fid_precision: Literal["fp32", "bf16", "auto"] = "fp32"  # the curve's Inception: bf16 faster, ~0.3 % off; auto
     # = bf16 where the hardware runs it natively (as evaluate.precision)
 

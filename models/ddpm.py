@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from .base import Family, GenerativeModel
-from .config import PositiveInt, Strict, TrainConfig, UnitInterval
+from .config import Int, NonNegativeInt, PositiveInt, Strict, TrainConfig, UnitInterval
 from .samplers import DiffusionSampling, EpsFn, ancestral
 from .schedules import NoiseSchedule, make_schedule
 from .unet import UNet, feature_sizes
@@ -80,10 +80,10 @@ def training_labels(labels: Tensor | None, num_classes: int, cond_drop_prob: flo
 class DiffusionArch(Strict):
     """What every diffusion family's arch holds besides its network: the process and the conditioning."""
 
-    timesteps: Annotated[int, Field(ge=2)] = 1000  # diffusion steps T (training; the ddpm sampler walks all)
+    timesteps: Annotated[Int, Field(ge=2)] = 1000  # diffusion steps T (training; the ddpm sampler walks all)
     schedule: Literal["linear", "cosine"] = "linear"
     prediction: Literal["eps", "v"] = "eps"  # what the network predicts: the noise or the velocity
-    num_classes: Annotated[int, Field(ge=0)] = 0  # classes to condition on; 0 = unconditional
+    num_classes: NonNegativeInt = 0  # classes to condition on; 0 = unconditional
     cond_drop_prob: Annotated[float, Field(ge=0, le=1)] = 0.1  # share of labels dropped to train the CFG branch
 
 
@@ -96,6 +96,13 @@ class DDPMArch(DiffusionArch):
     # Ho et al.: 16 on 32 px; at 28 px the matching level is 14, and we attend at the lowest (7) too. cifar10
     # (32 px): use [16, 8]. Checked against the UNet's sizes when the model is built.
     attention_resolutions: tuple[PositiveInt, ...] = (14, 7)
+
+    @field_validator("channel_mults")
+    @classmethod
+    def _levels(cls, mults: tuple[int, ...]) -> tuple[int, ...]:
+        if not mults:
+            raise ValueError("needs at least one level (one width multiplier per resolution, e.g. [1, 2, 2])")
+        return mults
 
     @field_validator("attention_resolutions")
     @classmethod
@@ -114,7 +121,7 @@ class DDPMTrain(TrainConfig):
     grad_clip: Annotated[float, Field(ge=0)] = 1.0  # Ho et al. clip the gradient norm to 1
     # The FID curve samples with DDIM at this many steps (0: ancestral over all T, 10× the cost at T = 1000):
     # monitoring only; the final numbers use `sampling.<name>`.
-    fid_ddim_steps: Annotated[int, Field(ge=0)] = 100
+    fid_ddim_steps: NonNegativeInt = 100
 
     def curve_sampling(self, default: DiffusionSampling) -> DiffusionSampling:
         if not self.fid_ddim_steps:

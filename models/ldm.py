@@ -30,7 +30,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from .base import Family, GenerativeModel
-from .config import PositiveInt
+from .config import Int, PositiveInt
 from .ddpm import DDPMTrain, DiffusionArch, diffusion_loss, noise_predictor, training_labels
 from .samplers import DiffusionSampling, EpsFn, ancestral
 from .schedules import make_schedule
@@ -41,7 +41,7 @@ from .vae import VAE
 class LDMArch(DiffusionArch):
     vae_run: str = "runs/vae"  # the trained vae run (folder) whose frozen encoder/decoder the diffusion works through
     hidden_dim: PositiveInt = 2048  # width of the denoiser MLP's hidden layers (Preechakul et al.: 2048)
-    num_layers: Annotated[int, Field(ge=2)] = 10  # linear layers of the denoiser MLP (Preechakul et al.: 10)
+    num_layers: Annotated[Int, Field(ge=2)] = 10  # linear layers of the denoiser MLP (Preechakul et al.: 10)
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # in every hidden layer, train mode only (Preechakul: 0)
 
 

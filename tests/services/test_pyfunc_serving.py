@@ -9,6 +9,7 @@ start, they stop.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -55,7 +56,8 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[st
         for command in (["prepare"], ["train", "ddpm"], ["sample", "ddpm"]):
             _genbench(*command)
         (root / "metrics" / "ddpm").mkdir(parents=True)
-        (root / "metrics" / "ddpm" / "seed-0.json").write_text(json.dumps({"fid": 321.0}))
+        samples_md5 = hashlib.md5((root / "samples" / "ddpm" / "seed-0.npy").read_bytes()).hexdigest()
+        (root / "metrics" / "ddpm" / "seed-0.json").write_text(json.dumps({"fid": 321.0, "samples_md5": samples_md5}))
         _genbench("register", "ddpm")
         _genbench("sample", "ddpm", "--model", CHAMPION)
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 from genbench.components import train as train_module
 from genbench.components.distributed import global_batchnorm
+from genbench.components.interrupts import Interrupted
 from genbench.config import FamilySettings
 from genbench.models import REGISTRY
 from genbench.models import family as family_spec
@@ -108,6 +110,9 @@ def run(rank: int, root: str, port: int) -> None:
         # A folder per rank, as on two nodes: only rank 0's holds the checkpoint, which rank 1 resumes from too.
         _stop_after_first_checkpoint(rank, data, runs / f"ddpm-resumed-rank{rank}", probe)
         train_module.train("ddpm", settings("ddpm"), 0, data, runs / f"ddpm-resumed-rank{rank}")
+        # SIGTERM to rank 1 alone, as when one node is drained: both ranks checkpoint the same step and stop.
+        _sigterm_to_rank_1_during_step_3(rank, data, runs / "ddpm-signalled", probe)
+        train_module.train("ddpm", settings("ddpm"), 0, data, runs / "ddpm-signalled")
         for family in GANS:
             train_module.train(family, settings(family, steps=2), 0, data, runs / family)
     finally:
@@ -154,3 +159,27 @@ def _stop_after_first_checkpoint(rank: int, data: Path, out: Path, probe: Path) 
         stopped = {"step": checkpoint["step"], "ranks": len(checkpoint["rank_rng"]),
                    "weights_written": (out / "model.safetensors").exists()}
         (probe / "stopped.json").write_text(json.dumps(stopped))
+
+
+def _sigterm_to_rank_1_during_step_3(rank: int, data: Path, out: Path, probe: Path) -> None:
+    """Rank 1 receives SIGTERM while it computes step 3; every rank records how it stopped (and rank 0 the step its
+    checkpoint holds). The ranks share `out`, as on one node."""
+    real = train_module.warmup_factor
+
+    def sigterm_at_step_3(step: int, warmup_steps: int) -> float:
+        if step == 3 and rank == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(step, warmup_steps)
+
+    train_module.warmup_factor = sigterm_at_step_3
+    try:
+        train_module.train("ddpm", settings("ddpm"), 0, data, out)
+        raise AssertionError("the run was not stopped")
+    except Interrupted as stopped:
+        record = {"signum": stopped.signum, "message": str(stopped)}
+    finally:
+        train_module.warmup_factor = real
+    if rank == 0:
+        record["checkpoint_step"] = torch.load(out / train_module.CHECKPOINT, weights_only=True)["step"]
+        record["weights_written"] = (out / "model.safetensors").exists()
+    (probe / f"signalled-rank{rank}.json").write_text(json.dumps(record))

@@ -169,6 +169,18 @@ def test_only_rank_0_writes_and_a_stopped_run_resumes_exactly(ddp: Path) -> None
         assert (runs / "ddpm-resumed-rank0" / name).read_bytes() == (runs / "ddpm-rank0" / name).read_bytes(), name
 
 
+def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(ddp: Path) -> None:
+    """SIGTERM reached rank 1 alone during step 3: the ranks agreed after that step, rank 0 checkpointed it, both
+    stopped with the same message, and the same command resumed to the weights of a run never stopped."""
+    stopped = [json.loads((ddp / "probe" / f"signalled-rank{rank}.json").read_text()) for rank in range(WORLD)]
+    message = (f"train ddpm: stopped by SIGTERM after step 3 of 4, saved in {ddp / 'ddp' / 'ddpm-signalled'}/"
+               "checkpoint.pt; run the same command again to resume from it")
+    assert stopped[0] == {"signum": 15, "message": message, "checkpoint_step": 3, "weights_written": False}
+    assert stopped[1] == {"signum": 15, "message": message}
+    for name in ("model.safetensors", "history.csv"):
+        assert (ddp / "ddp" / "ddpm-signalled" / name).read_bytes() == (ddp / "ddp" / "ddpm-rank0" / name).read_bytes()
+
+
 def test_the_gan_families_train_under_ddp_and_the_summary_counts_both_processes(ddp: Path) -> None:
     """dcgan (BatchNorm everywhere), wgan_gp (a gradient penalty, 2 critic updates a step), vae_gan (3 groups)."""
     for family in GANS:

@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save
@@ -55,8 +56,9 @@ def vae_weights(seed: int) -> bytes:
 
 
 def fabricate(project: Path, fid: float, weights: bytes, summary: dict | None = None) -> dict[str, Path]:
-    """A run folder, metrics and manifest; the summary as written before `processes` and `images_per_second`
-    existed, unless `summary` adds fields."""
+    """A run folder (its summary signing its files), samples with their record, metrics of those samples and a
+    manifest; the summary as written before `processes` and `images_per_second` existed, unless `summary` adds
+    fields."""
     run_dir = project / "runs" / FAMILY
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "model.safetensors").write_bytes(weights)
@@ -69,12 +71,19 @@ def fabricate(project: Path, fid: float, weights: bytes, summary: dict | None = 
             f"{step},g/loss,{loss / 2}",
         ]
     (run_dir / "history.csv").write_text("\n".join(lines) + "\n")
+    signed = {name: hashlib.sha256((run_dir / name).read_bytes()).hexdigest()
+              for name in ("model.safetensors", "config.json", "history.csv")}
     (run_dir / "summary.json").write_text(
         json.dumps(
             {"name": FAMILY, "family": FAMILY, "steps": 30, "seconds": 1.5, "num_parameters": 1234, "device": "cpu",
-             "config_sha256": "c" * 64} | (summary or {})
+             "config_sha256": "c" * 64, "sha256": signed} | (summary or {})
         )
     )
+    sample_record = project / "samples" / FAMILY / "seed-0.json"
+    sample_record.parent.mkdir(parents=True, exist_ok=True)
+    images = sample_record.with_suffix(".npy")
+    np.save(images, np.full((12, 8, 8, 1), 7, dtype=np.uint8))
+    samples_md5 = hashlib.md5(images.read_bytes()).hexdigest()
     metrics = project / "metrics" / f"{FAMILY}.json"
     metrics.parent.mkdir(parents=True, exist_ok=True)
     metrics.write_text(
@@ -88,6 +97,7 @@ def fabricate(project: Path, fid: float, weights: bytes, summary: dict | None = 
                 "feature_extractor": {"name": "tiny-cnn", "sha256": EXTRACTOR_SHA},
                 "preprocessing": {"resize": 8},
                 "reference_stats_key": "toy-ref",
+                "samples_md5": samples_md5,
             }
         )
     )
@@ -96,13 +106,11 @@ def fabricate(project: Path, fid: float, weights: bytes, summary: dict | None = 
     manifest.write_text(
         json.dumps({"dataset": "toy", "files": {"train.npy": "a" * 32, "reference.npy": REF_MD5}})
     )
-    sample_record = project / "samples" / FAMILY / "seed-0.json"
-    sample_record.parent.mkdir(parents=True, exist_ok=True)
     sample_record.write_text(json.dumps({
         "name": FAMILY, "family": FAMILY, "n": 12, "seed": 0, "batch_size": 4, "shape": [12, 8, 8, 1], "device": "cpu",
         "weights_sha256": hashlib.sha256(weights).hexdigest(), "weights": "ema", "num_classes": 0,
         "network_evaluations": 1, "seconds": 0.5, "sampling": {"ema": True, "family": FAMILY},
-        "out": str(sample_record.with_suffix(".npy")),
+        "out": str(images), "samples_md5": samples_md5,
     }))
     return {"run_dir": run_dir, "metrics_path": metrics, "manifest_path": manifest, "sample_record": sample_record}
 
@@ -120,12 +128,41 @@ def do_register(project: Path, fid: float, weights: bytes, summary: dict | None 
     ))
 
 
+def resign(run_dir: Path) -> None:
+    """Rewrite summary.json's sha256 for the files now in `run_dir`, as a finished retraining would."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["sha256"] = {name: hashlib.sha256((run_dir / name).read_bytes()).hexdigest() for name in summary["sha256"]}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def test_a_broken_chain_names_the_stage_to_rerun(tmp_path, monkeypatch):
+    """Each link from the metrics back to the weights, checked before MLflow is touched; the first broken one (from
+    the weights down) names its stage."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def refused(paths: dict[str, Path], message: str) -> None:
+        with pytest.raises(ValueError, match=message):
+            register(FAMILY, **paths, out_path=tmp_path / "o.json", project_dir=tmp_path)
+
+    paths = fabricate(tmp_path, 10.0, vae_weights(0))
+    metrics = json.loads(paths["metrics_path"].read_text())
+    paths["metrics_path"].write_text(json.dumps(metrics | {"samples_md5": "0" * 32}))  # measured on other samples
+    refused(paths, r"seed-0\.npy \(samples_md5 0{32} ≠ [0-9a-f]{32}\); re-run `genbench evaluate vae`")
+    np.save(paths["sample_record"].with_suffix(".npy"), np.zeros((12, 8, 8, 1), dtype=np.uint8))
+    refused(paths, r"seed-0\.npy is not the file .*seed-0\.json was written with .*; re-run `genbench sample vae`")
+    (paths["run_dir"] / "model.safetensors").write_bytes(vae_weights(1))  # a training stopped before its summary
+    refused(paths, r"model\.safetensors is not the file summary\.json was written with .*; re-run `genbench train vae`")
+    resign(paths["run_dir"])  # the retraining finished: its weights are not those the samples came from
+    refused(paths, r"drawn from other weights than .*model\.safetensors; give the record of this run's samples, or "
+                   r"re-run `genbench sample vae`")
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "o.json").exists()
+
+
 def test_missing_inputs_name_the_stage(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     paths = fabricate(tmp_path, 10.0, vae_weights(0))
-    (paths["run_dir"] / "model.safetensors").write_bytes(vae_weights(1))  # not the weights the samples came from
-    with pytest.raises(ValueError, match=r"drawn from other weights than .*model\.safetensors; give the record "
-                                         r"of this run's samples, or re-run `genbench sample vae`"):
+    paths["sample_record"].with_suffix(".npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"samples/vae/seed-0\.npy not found; run `genbench sample vae`"):
         register(FAMILY, **paths, out_path=tmp_path / "o.json", project_dir=tmp_path)
     paths["sample_record"].unlink()
     with pytest.raises(FileNotFoundError, match=r"samples/vae/seed-0\.json.*genbench sample"):

@@ -372,7 +372,8 @@ def test_a_registered_ldm_samples_in_an_empty_folder(trained: Path, tmp_path: Pa
     # What is tested is the registry round trip, not the FID it records: a hand-written metrics file saves a
     # pass of the Inception network.
     Path("metrics/ldm").mkdir(parents=True)
-    Path("metrics/ldm/seed-0.json").write_text(json.dumps({"fid": 321.0}))
+    samples_md5 = hashlib.md5(Path("samples/ldm/seed-0.npy").read_bytes()).hexdigest()
+    Path("metrics/ldm/seed-0.json").write_text(json.dumps({"fid": 321.0, "samples_md5": samples_md5}))
     invoke("register", "ldm")
     here = np.load(trained / "samples" / "ldm" / "seed-0.npy")
     # An empty folder, as on another machine that reaches the same tracking server.

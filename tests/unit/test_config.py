@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import yaml
 from genbench.config import ConfigError, load_config
 from genbench.models.ddpm import DDPMArch
 from genbench.models.vae import VAETrain
+from genbench.profiles import load_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,6 +55,32 @@ def test_sampling_lives_apart_from_training() -> None:
     assert config.sampling_for("ddpm").sampler_call() == ("ddpm", {"guidance_scale": 1.0,
                                                                    "variance_type": "fixed_large"})
     assert config.sampling_for("vae").sampler_call() == ("prior", {})
+
+
+@dataclass(frozen=True)
+class Text:
+    """An edit of params.yaml's text, for what parsed params cannot hold (a key written twice, an empty file)."""
+
+    edit: Callable[[str], str]
+
+
+def _params_text(edit) -> str:
+    """params.yaml after `edit`: a `Text` edit of the file as written, else an edit of its parsed params."""
+    if isinstance(edit, Text):
+        return edit.edit((REPO / "params.yaml").read_text())
+    return yaml.safe_dump(_mutate(edit))
+
+
+def _replace(old: str, new: str) -> Text:
+    def edit(text: str) -> str:
+        assert old in text, old  # the repository's params.yaml still holds the line this case edits
+        return text.replace(old, new, 1)
+
+    return Text(edit)
+
+
+VAE_TINY_TRAIN = "steps: 4, batch_size: 16, log_every: 1"
+VAE_QUICK_TRAIN = "steps: 2400, batch_size: 32"
 
 
 def _mutate(edit) -> dict:
@@ -109,14 +138,60 @@ BAD = [
     ("unknown profile", lambda r: r.update(profile="huge"), "profile", "allowed: tiny, quick, full"),
     ("profiles not a mapping", lambda r: r["sample"].update(profiles=["tiny"]), "sample.profiles",
      "must map profile names"),
+    ("empty file", Text(lambda text: ""), "params.yaml", "holds no parameters"),
+    ("only comments", Text(lambda text: "# every default\n"), "params.yaml", "holds no parameters"),
+    ("top-level key twice", _replace("seed: 0 ", "seed: 1\nseed: 0 "), "seed", "given twice (first on line"),
+    ("key twice in a flow mapping", _replace(VAE_TINY_TRAIN, VAE_TINY_TRAIN.replace("4,", "4, steps: 8,")),
+     "models.vae.profiles.tiny.train.steps", "given twice"),
+    ("key twice beside a merge key", _replace("    arch: {num_classes: 10}\n",
+                                              "    arch: {num_classes: 10}\n    arch: {num_classes: 5}\n"),
+     "models.ddpm_cfg.arch", "given twice"),
+    ("infinite float", lambda r: r["models"]["vae"]["train"].update(lr=float("inf")), "models.vae.train.lr",
+     "finite number"),
+    ("nan in a profile", lambda r: r["models"]["ddpm"]["profiles"]["quick"]["train"].update(grad_clip=float("nan")),
+     "models.ddpm.profiles.quick.train.grad_clip", "finite number"),
+    ("nan sampling setting", lambda r: r["sampling"]["ddpm"].update(eta=float("nan")), "sampling.ddpm.eta",
+     "finite number"),
+    ("boolean for an integer", lambda r: r["models"]["vae"]["profiles"]["quick"]["train"].update(steps=True),
+     "models.vae.profiles.quick.train.steps", "valid integer; write a whole number"),
+    ("boolean seed", lambda r: r.update(seeds=[True]), "seeds.0", "valid integer"),
+    ("boolean channels", lambda r: r["data"].update(dataset="folder", path="images", image_size=8, channels=True),
+     "data.channels", "not true/false"),
+    ("float for an integer", lambda r: r["models"]["vae"]["profiles"]["quick"]["train"].update(batch_size=1e9),
+     "models.vae.profiles.quick.train.batch_size", "valid integer; write a whole number"),
+    ("integral float for an integer", lambda r: r["sample"]["profiles"]["quick"].update(batch_size=150.0),
+     "sample.profiles.quick.batch_size", "(got 150.0)"),
+    ("1e9 as written (PyYAML: a string)", _replace(VAE_QUICK_TRAIN, "steps: 2400, batch_size: 1e9"),
+     "models.vae.profiles.quick.train.batch_size", "(got '1e9')"),
+    ("train_size above the train split", lambda r: r["data"]["profiles"]["quick"].update(train_size=70000),
+     "data.train_size", "70000 exceeds the 60000 images of fashion_mnist's train split; lower it"),
+    ("train_size above cifar10's", lambda r: r["data"].update(dataset="cifar10"), "data.train_size",
+     "55000 exceeds the 50000 images of cifar10's train split"),
+    ("reference_size above the test split", lambda r: r["data"]["profiles"]["quick"].update(reference_size=10001),
+     "data.reference_size", "exceeds the 10000 images of fashion_mnist's test split"),
+    ("no UNet level", lambda r: r["models"]["ddpm"]["arch"].update(channel_mults=[]),
+     "models.ddpm.arch.channel_mults", "needs at least one level"),
+    ("batch above train_size", lambda r: r["data"]["profiles"]["quick"].update(train_size=16),
+     "models.vae.train.batch_size", "32 is more than data.train_size (16)"),
 ]
 
 
 @pytest.mark.parametrize(("case", "edit", "field", "hint"), BAD, ids=[case for case, *_ in BAD])
 def test_bad_params_name_the_field(tmp_path: Path, case: str, edit, field: str, hint: str) -> None:
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(_mutate(edit)))
+    params.write_text(_params_text(edit))
     with pytest.raises(ConfigError) as info:
         load_config(params)
     message = str(info.value)
     assert f"{field}:" in message and hint in message, message
+
+
+def test_a_key_beside_a_merge_key_replaces_the_merged_one() -> None:
+    """YAML's merge: `<<: *anchor` copies the anchor's keys and a key written beside it wins; not a duplicate."""
+    loaded = load_yaml("base: &base {k: 1, j: 2}\nvariant:\n  <<: *base\n  k: 3\n", Path("p.yaml"))
+    assert loaded["variant"] == {"k": 3, "j": 2} and loaded["base"] == {"k": 1, "j": 2}
+
+
+def test_every_profile_loads() -> None:
+    for profile in ("tiny", "quick", "full", "thesis-cifar10", "thesis-keras"):
+        assert load_config(REPO / "params.yaml", profile).profile == profile

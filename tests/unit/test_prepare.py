@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genbench.components.prepare import check_sizes, read_idx, split_indices
+from genbench.components.prepare import read_idx, split_indices
 from genbench.config import DataConfig
 
 
@@ -37,16 +37,17 @@ def test_split_is_deterministic_per_seed() -> None:
      "data.train_size + data.validation_size + data.holdout_size = 50000 + 2000 + 10000 = 62000 exceeds the 60000 "
      "images of fashion_mnist's train split; lower one of them"),
     ({"reference_size": 10001},
-     "data.reference_size = 10001 = 10001 exceeds the 10000 images of fashion_mnist's test split; lower one of them"),
+     "data.reference_size: 10001 exceeds the 10000 images of fashion_mnist's test split; lower it"),
+    ({"train_size": 60001}, "data.train_size: 60001 exceeds the 60000 images of fashion_mnist's train split; lower it"),
 ])
 def test_sets_must_fit_their_split(sizes: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError) as info:
-        check_sizes(DataConfig(**sizes), 60000, 10000)
+        DataConfig(**sizes).check_sizes(60000, 10000)
     assert str(info.value) == message
 
 
 def test_the_defaults_fit_fashion_mnist() -> None:
-    check_sizes(DataConfig(), 60000, 10000)
+    DataConfig().check_sizes(60000, 10000)
 
 
 def test_idx_files_are_read_by_their_header_and_bad_ones_are_named(tmp_path) -> None:

@@ -68,3 +68,28 @@ def test_prefect_retries_a_task_only_for_a_transient_failure() -> None:
 
     assert retry_transient(None, None, Failed(data=ConnectionRefusedError("tracking server down")))
     assert not retry_transient(None, None, Failed(data=ValueError("models.vae.train.lr: ...")))
+    assert not retry_transient(None, None, Failed(data=FileNotFoundError("runs/vae/seed-0/config.json not found")))
+
+
+def _input_error_raised_while_handling(error: BaseException) -> ValueError:
+    """What a stage raises for bad input: its own ValueError naming the file, `from None`, inside the except
+    clause that caught the library's error."""
+    try:
+        raise error
+    except type(error):
+        try:
+            raise ValueError("runs/vae/seed-0/model.safetensors: unreadable weights") from None
+        except ValueError as converted:
+            return converted
+
+
+def test_a_stage_input_error_is_not_retried_whatever_it_replaced() -> None:
+    from prefect.states import Failed
+
+    from genbench.flows.retries import retry_transient
+
+    for replaced in (OSError("image file is truncated"), ConnectionResetError("peer reset")):
+        converted = _input_error_raised_while_handling(replaced)
+        assert converted.__context__ is replaced and converted.__suppress_context__
+        assert not is_transient(converted)
+        assert not retry_transient(None, None, Failed(data=converted))
