@@ -8,6 +8,7 @@ whose outputs all exist; the others corrupt, replace or point at one input of on
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +26,12 @@ from genbench.components.train import CHECKPOINT
 from genbench.layout import Layout
 
 from ..stages.conftest import swap_in_pixel_network
-from ..unit.test_config import BAD, _mutate
+from ..unit.test_config import BAD, _params_text
 from .conftest import project_copy
 from .records import FaultRecord
 
 HERE = Layout()
-RUN = HERE.run("vae", 0)
-INPUTS, CHAIN = "needs branch inputs", "needs branch chain"
+RUN, METRICS = HERE.run("vae", 0), HERE.metrics("vae", 0)
 
 
 @dataclass
@@ -40,13 +40,13 @@ class Case:
     names: list[str]  # each must appear in the error
     setup: Callable[[Path], None] = lambda root: None
     env: dict[str, str | None] = field(default_factory=dict)
-    xfail: str | None = None
     network: bool = False  # the FID network itself is the input; other cases get the pixel stand-in
 
 
-def _params(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+def _params(edit: object) -> Callable[[Path], None]:
+    """The repository's params.yaml with one of test_config.py's edits (of the text, or of the parsed params)."""
     def setup(root: Path) -> None:
-        (root / "params.yaml").write_text(yaml.safe_dump(_mutate(edit)))
+        (root / "params.yaml").write_text(_params_text(edit))
     return setup
 
 
@@ -75,6 +75,14 @@ def _flip_byte(relative: Path | str) -> Callable[[Path], None]:
         data = bytearray((root / relative).read_bytes())
         data[-1] ^= 0xFF
         (root / relative).write_bytes(bytes(data))
+    return setup
+
+
+def _edit_json(relative: Path | str, edit: Callable[[dict], object]) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        data = json.loads((root / relative).read_text())
+        edit(data)
+        (root / relative).write_text(json.dumps(data))
     return setup
 
 
@@ -121,24 +129,27 @@ def _pickled_checkpoint(marker: Path) -> Callable[[Path], None]:
 GRAY = np.zeros((28, 28), np.uint8)
 IMAGES = np.zeros((12, 28, 28, 1), np.uint8)
 REAL = str(HERE.reference)
-# a folder of 22 images: the tiny sizes cut down to fit it (holdout_size stays sample.n)
+# a folder of 34 images: the tiny sizes cut down to fit it (train_size ≥ the batch, holdout_size = sample.n)
 FOLDER_DATA = {"dataset": "folder", "path": "imgs", "image_size": 28, "channels": 1,
-               "profiles": {"tiny": {"train_size": 4, "validation_size": 2, "reference_size": 4, "holdout_size": 12}}}
-FOLDER = [(f"{i:02d}.png", GRAY) for i in range(21)]
+               "profiles": {"tiny": {"train_size": 16, "validation_size": 2, "reference_size": 4, "holdout_size": 12}}}
+FOLDER = [(f"{i:02d}.png", GRAY) for i in range(33)]
 CASES: dict[str, Case] = {
     **{f"params: {case}": Case(["sample", "vae"], [f"{name}:"], _params(edit))
        for case, edit, name, _ in BAD},
     # data files
     "train.npy missing": Case(["train", "vae", "--out", "runs/new"], ["train.npy"], _remove(HERE.data / "train.npy")),
     "train.npy truncated": Case(["train", "vae", "--out", "runs/new"], ["train.npy"],
-                                _truncate(HERE.data / "train.npy"), xfail=INPUTS),
+                                _truncate(HERE.data / "train.npy")),
     "train.npy edited after prepare (md5 differs from the manifest)": Case(
-        ["train", "vae", "--out", "runs/new"], ["train.npy"], _flip_byte(HERE.data / "train.npy"), xfail=INPUTS),
-    "reference.npy edited after prepare": Case(["evaluate", "vae"], ["reference.npy"],
-                                               _flip_byte(HERE.reference), xfail=INPUTS),
+        ["train", "vae", "--out", "runs/new"], ["train.npy"], _flip_byte(HERE.data / "train.npy")),
+    "reference.npy edited after prepare": Case(["evaluate", "vae"], ["reference.npy"], _flip_byte(HERE.reference)),
     "manifest missing at register": Case(["register", "vae"], ["manifest.json"], _remove(HERE.manifest)),
-    "metrics without a FID at register": Case(["register", "vae"], [str(HERE.metrics("vae", 0)), "fid"],
-                                              lambda root: (root / HERE.metrics("vae", 0)).write_text("{}")),
+    "metrics without a FID at register": Case(["register", "vae"], [str(METRICS), "fid"],
+                                              _edit_json(METRICS, lambda m: m.pop("fid"))),
+    "metrics of other samples at register": Case(["register", "vae"], [str(METRICS), "samples_md5"],
+                                                 _edit_json(METRICS, lambda m: m.update(samples_md5="0"))),
+    "samples edited after sampling": Case(["evaluate", "vae"], [str(HERE.samples("vae", 0))],
+                                          _flip_byte(HERE.samples("vae", 0))),
     "sample record missing at register": Case(["register", "vae"], [str(HERE.sample_record("vae", 0))],
                                               _remove(HERE.sample_record("vae", 0))),
     # image folders (prepare)
@@ -146,17 +157,14 @@ CASES: dict[str, Case] = {
         _tiny_params(lambda r: r["data"].update(FOLDER_DATA)), _pngs("imgs", *FOLDER, ("notes.txt", b"not an image")))),
     "folder dataset with a corrupt PNG": Case(["prepare"], ["bad.png"], _both(
         _tiny_params(lambda r: r["data"].update(FOLDER_DATA)), _pngs("imgs", *FOLDER, ("bad.png", b"\x89PNG no")))),
-    # .npy samples (evaluate)
-    "samples .npy of floats": Case(["evaluate", "vae", "--samples", "x.npy"], ["x.npy", "uint8"],
-                                   _npy("x.npy", IMAGES.astype(np.float32))),
+    # .npy samples (evaluate; dtypes and shapes: genbench metrics below)
+    "samples .npy without its record": Case(["evaluate", "vae", "--samples", "x.npy"], ["x.json"],
+                                            _npy("x.npy", IMAGES)),
     "samples .npy of pickled objects": Case(["evaluate", "vae", "--samples", "x.npy"], ["x.npy"],
-                                            _npy("x.npy", np.array([{}] * 12, dtype=object), allow_pickle=True),
-                                            xfail=INPUTS),
+                                            _npy("x.npy", np.array([{}] * 12, dtype=object), allow_pickle=True)),
     "samples .npy truncated": Case(["evaluate", "vae", "--samples", "x.npy"], ["x.npy"],
-                                   _both(_npy("x.npy", IMAGES), _truncate("x.npy")), xfail=INPUTS),
+                                   _both(_npy("x.npy", IMAGES), _truncate("x.npy"))),
     "samples .npy missing": Case(["evaluate", "vae", "--samples", "x.npy"], ["x.npy"]),
-    "samples .npy of one image row (2-D)": Case(["evaluate", "vae", "--samples", "x.npy"], ["x.npy", "4-D"],
-                                                _npy("x.npy", GRAY)),
     # genbench metrics
     "metrics: wrong dtype": Case(["metrics", REAL, "x.npy"], ["x.npy", "uint8"], _npy("x.npy", IMAGES.astype(float))),
     "metrics: wrong shape": Case(["metrics", REAL, "x.npy"], ["x.npy", "4-D"], _npy("x.npy", IMAGES[..., 0])),
@@ -174,14 +182,12 @@ CASES: dict[str, Case] = {
                                                    _npy("x.npy", np.zeros((12, 32, 32, 1), np.uint8))),
     "metrics: a text file": Case(["metrics", REAL, "x.txt"], ["x.txt"],
                                  lambda root: (root / "x.txt").write_text("images")),
-    "metrics: corrupt PNG": Case(["metrics", REAL, "imgs"], ["a.png"], _pngs("imgs", ("a.png", b"\x89PNG no")),
-                                 xfail=INPUTS),
+    "metrics: corrupt PNG": Case(["metrics", REAL, "imgs"], ["a.png"], _pngs("imgs", ("a.png", b"\x89PNG no"))),
     # checkpoints and run folders
-    "model.safetensors truncated": Case(["sample", "vae"], [WEIGHTS], _truncate(RUN / WEIGHTS), xfail=INPUTS),
-    "checkpoint.pt truncated": Case(["train", "vae"], [CHECKPOINT], _truncate(RUN / CHECKPOINT), xfail=INPUTS),
+    "model.safetensors truncated": Case(["sample", "vae"], [WEIGHTS], _truncate(RUN / WEIGHTS)),
+    "checkpoint.pt truncated": Case(["train", "vae"], [CHECKPOINT], _truncate(RUN / CHECKPOINT)),
     "checkpoint.pt with a pickled payload": Case(["train", "vae"], [CHECKPOINT],
-                                                 _pickled_checkpoint(Path("payload-ran")),
-                                                 xfail=INPUTS),
+                                                 _pickled_checkpoint(Path("payload-ran"))),
     "run folder without config.json": Case(["sample", "vae"], ["config.json"], _remove(RUN / "config.json")),
     "ldm on a vae run that does not exist": Case(["train", "ldm"], ["vae_run"], _tiny_params(
         lambda r: r["models"]["ldm"].update(arch={"vae_run": "runs/nope"}))),
@@ -209,8 +215,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, str] | None]:
             if path.is_file() else None for path in root.rglob("*")}
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.xfail(reason=case.xfail, strict=True))
-                                  if case.xfail else name for name, case in CASES.items()])
+@pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_names_the_culprit_exits_2_and_touches_nothing(
     name: str, faults_project: Path, fault: FaultRecord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
