@@ -258,7 +258,10 @@ def test_a_pickled_checkpoint_is_refused_and_its_payload_never_runs(
     weights = (project / RUN / WEIGHTS).read_bytes()
     monkeypatch.chdir(project)
     result = CliRunner().invoke(app, ["train", "vae"])
-    refusal = f"{type(result.exception).__name__}: {str(result.exception).splitlines()[0]}" if result.exception else ""
-    fault.detail = f"`genbench train vae` exit {result.exit_code}: {refusal or result.output.strip()}"[:300]
+    error = next((line for line in result.output.splitlines() if line.startswith("error:")), "")
+    if not error and isinstance(result.exception, Exception):
+        error = f"{type(result.exception).__name__}: {str(result.exception).splitlines()[0]}"
+    ran = "RAN" if marker.exists() else "never ran"
+    fault.detail = f"`genbench train vae` exit {result.exit_code}: {error[:200]}; the payload {ran}"
     assert result.exit_code != 0 and not marker.exists()
     assert (project / RUN / WEIGHTS).read_bytes() == weights

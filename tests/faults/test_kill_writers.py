@@ -110,4 +110,7 @@ def test_a_resample_killed_between_its_files_never_pairs_new_images_with_the_old
     except (OSError, ValueError):
         record = None
     new_images = (project / SAMPLES).read_bytes() != before
+    fault.detail = (f"resampling with the raw weights over the EMA samples, killed after the .npy: images "
+                    f"{'new' if new_images else 'old'}, record {record.weights if record else 'absent'}")
+    fault.lost = "the earlier samples (the rerun draws them again)" if new_images else "nothing"
     assert not (new_images and record is not None and record.weights == "ema"), "new images beside the old record"
