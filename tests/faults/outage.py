@@ -6,8 +6,8 @@ files with it): the outage is cut in front of it instead. When armed, the relay 
 stops listening as soon as a client starts uploading a given file, and listens again some seconds later: to
 MLflow, the S3 server died mid-request and came back with its data intact.
 
-`OutageStack.start` returns at once; `ready` waits for MLflow, which takes a minute to start on a busy 2-core
-host, so tests/faults/conftest.py starts the stack with the first test of the tier.
+`OutageStack(root)` returns once S3 answers; `ready` waits for MLflow, which takes a minute to start on a busy
+2-core host, so tests/faults/conftest.py starts the stack with the first test of the tier.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import secrets
 import socket
 import struct
 import threading
-import time
 from pathlib import Path
 
 from genbench import stack
@@ -34,7 +33,7 @@ class Relay:
         self.marker: bytes | None = None
         self.outage_s = 0.0
         self.seen = 0  # PUT requests whose path holds the marker
-        self.cut_at: float | None = None
+        self.cut = self.closed = False
         self.lock = threading.Lock()
         self.open: set[socket.socket] = set()
         self.listener: socket.socket | None = None
@@ -45,6 +44,8 @@ class Relay:
         return f"http://{HOST}:{self.port}"
 
     def listen(self) -> None:
+        if self.closed:
+            return
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((HOST, self.port))
@@ -56,7 +57,7 @@ class Relay:
         self.marker, self.outage_s = marker, outage_s
 
     def close(self) -> None:
-        self.marker = None
+        self.marker, self.closed = None, True
         self._drop()
 
     def _drop(self) -> None:
@@ -91,7 +92,7 @@ class Relay:
                 if from_client and self.marker and request_line.startswith(b"PUT ") and self.marker in request_line:
                     self.seen += 1
                     if self.seen == 1:  # the first upload of the file: the server dies under it
-                        self.cut_at = time.monotonic()
+                        self.cut = True
                         self._drop()
                         threading.Timer(self.outage_s, self.listen).start()
                         return

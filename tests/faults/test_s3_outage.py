@@ -63,7 +63,7 @@ def test_s3_down_during_the_model_upload_registers_whole_or_not_at_all(
 
     versions = sorted(int(v.version) for v in client.search_model_versions("name = 'genbench-vae'"))
     champion = client.get_model_version_by_alias("genbench-vae", CHAMPION_ALIAS)
-    assert relay.cut_at is not None, "the upload never reached S3 through the relay"
+    assert relay.cut, "the upload never reached S3 through the relay"
     if code == 0:
         assert versions == [1, 2] and champion.version == "2"
         stored = Path(mlflow.artifacts.download_artifacts(f"models:/{logged_model_id(champion.source)}",
