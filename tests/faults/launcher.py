@@ -18,6 +18,7 @@ Protocol, one JSON object per line: the test writes {cwd, args, env, log, die}; 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -43,7 +44,7 @@ class Child:
 
 
 class Launcher:
-    """The test's side: one warm launcher process; `start` a command, `kill` or `wait` for it."""
+    """The test's side: one warm launcher process; `start` a command (a test kills it by pid), `wait` for it."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.process = subprocess.Popen([sys.executable, "-m", "tests.faults.launcher"], stdin=subprocess.PIPE,
@@ -67,7 +68,7 @@ class Launcher:
             assert self._read() == READY
             self.ready = True
         if self.pending is not None:  # a test that failed between start and wait: end its child first
-            os.kill(self.pending.pid, signal.SIGKILL)
+            self._kill_pending()
             self.wait(self.pending)
         request = {"cwd": str(cwd), "args": args, "env": env or {}, "log": str(log), "die": die,
                    "stand_in_network": stand_in_network}
@@ -88,9 +89,13 @@ class Launcher:
         code = self.wait(child)
         return code, child.log.read_text(errors="replace")
 
+    def _kill_pending(self) -> None:
+        with contextlib.suppress(ProcessLookupError):  # it may have ended already
+            os.kill(self.pending.pid, signal.SIGKILL)
+
     def close(self) -> None:
         if self.pending is not None:
-            os.kill(self.pending.pid, signal.SIGKILL)
+            self._kill_pending()
         self.process.stdin.close()
         try:
             self.process.wait(timeout=60)
