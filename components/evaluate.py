@@ -147,6 +147,7 @@ def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_
     options = {"bootstrap": settings.bootstrap, **options}
     check_sets(samples, reference, settings.k, options.get("density_k", DENSITY_K), str(samples_path),
                str(reference_path))
+    extractor_identity()  # a missing FID network is an input error too: found before the old metrics go
     clean_leftovers(out_path.parent, out_path.name)
     out_path.unlink(missing_ok=True)  # a stop while scoring leaves no metrics of what the samples were before
     device = pick_device(settings.device)

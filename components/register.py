@@ -4,7 +4,8 @@ Inputs (made by earlier stages): the run folder (`genbench train`), its sample r
 sampling settings the version serves with, those its FID was measured on), the metrics file (`genbench evaluate`)
 and the data manifest (`genbench prepare`). Every input is checked before anything is logged, and so is the chain
 that ties the FID to the weights registered (`check_chain`): a metrics file left from earlier samples, or samples
-from earlier weights, never reach the registry.
+from earlier weights, never reach the registry. The version is created (and `champion` moved) only after the
+artifact store lists the logged model's files at their sizes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .dvc_lock import data_lock_hash
 from .generator_contract import served_model
 from .io import config_hash, read_json, require_file, write_json
 from .promotion import TAG_DATA_MD5, TAG_EXTRACTOR_SHA, TAG_FID
-from .registry import apply_promotion, create_version, model_name
+from .registry import apply_promotion, create_version, logged_models, model_name, verify_logged_model
 from .run_logging import git_commit, log_run, numeric_items
 from .sample import SampleRecord, check_samples, read_sample_record
 from .tracking import configure_tracking, get_experiment_id
@@ -73,6 +74,13 @@ class RegisterRecord(BaseModel):
     champion_version: int
     promoted: bool
     tracking_uri: str
+
+
+def uploaded(pyfunc_model: dict[str, Any]) -> dict[str, int | None]:
+    """What the artifact store must list once `pyfunc_model` is logged: MLflow's MLmodel, the model's code and each
+    artifact file at its size."""
+    files = [Path(pyfunc_model["python_model"]), *map(Path, pyfunc_model["artifacts"].values())]
+    return {"MLmodel": None} | {path.name: path.stat().st_size for path in files}
 
 
 def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, out_path: Path, *,
@@ -127,6 +135,12 @@ def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, 
         pyfunc_model=model, meta_files=[run_dir / SUMMARY, Path(metrics_path), Path(manifest_path)],
         tags=run_tags | (tags or {}),
     )  # fmt: skip
+    try:
+        for model_id in logged_models(client, run_id):
+            verify_logged_model(client, model_id, uploaded(model))
+    except Exception:
+        client.set_terminated(run_id, "FAILED")  # a run whose model is not stored is no finished run
+        raise
     version = create_version(client, name, run_id, {TAG_FID: repr(fid), **provenance, TAG_GIT_COMMIT: commit},
                              description=f"{name}: FID {fid:.4f} (run {run_id})")
     decision = apply_promotion(client, model_name(name), version)

@@ -4,20 +4,22 @@ A version of `genbench-<name>` is the pyfunc model its run logged (`generator_co
 `create_model_version(source="models:/<model id>")` makes it from the run's logged model, so
 `mlflow.pyfunc.load_model("models:/genbench-<name>@champion")` loads and serves it, and its artifacts hold the
 run folder's `model.safetensors` and `config.json`, which `fetch_registered` gives `genbench sample --model`.
+A version is created, and the alias moved, only once the artifact store lists the model's files
+(`verify_logged_model`): an upload that failed half-way, or storage that lost it, never becomes the champion.
 MLflow is imported inside the functions (it takes seconds).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel
 
 from .artifacts import CONFIG, WEIGHTS
 from .promotion import decide, tag_fid
-from .tracking import configure_tracking
+from .tracking import configure_tracking, no_registry_message, registry_exists
 
 CHAMPION_ALIAS = "champion"
 
@@ -34,13 +36,46 @@ def model_name(entry: str) -> str:
     return f"genbench-{entry}"
 
 
+def logged_models(client: Any, run_id: str) -> list[str]:
+    """The ids of the models run `run_id` logged."""
+    outputs = client.get_run(run_id).outputs
+    return [output.model_id for output in (outputs.model_outputs if outputs else [])]
+
+
+def logged_model_id(source: str) -> str | None:
+    """The logged model a version was made from (its source `models:/<model id>`); None for any other source."""
+    model_id = source.removeprefix("models:/")
+    return model_id if model_id != source and "/" not in model_id and "@" not in model_id else None
+
+
+def verify_logged_model(client: Any, model_id: str, expected: dict[str, int | None]) -> None:
+    """Raise unless the artifact store lists every `expected` file (by name; at its size where given) under the
+    logged model. The error is MLflow's TEMPORARILY_UNAVAILABLE, which Prefect's task retries (flows/retries.py):
+    the store acknowledged an upload it does not show, which a later attempt may get right."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    listed: dict[str, int | None] = {}
+    folders: list[str | None] = [None]
+    while folders:
+        for info in client.list_logged_model_artifacts(model_id, folders.pop()):
+            if info.is_dir:
+                folders.append(info.path)
+            else:
+                listed[PurePosixPath(info.path).name] = info.file_size
+    wrong = [name for name, size in expected.items() if name not in listed or size not in (None, listed[name])]
+    if wrong:
+        raise MlflowException(f"logged model {model_id}: the artifact store does not list {', '.join(wrong)} as "
+                              f"uploaded (it lists {sorted(listed)}); nothing was registered",
+                              error_code=TEMPORARILY_UNAVAILABLE)
+
+
 def create_version(client: Any, entry: str, run_id: str, tags: dict[str, str], description: str) -> int:
     """A new version of `genbench-<name>` from the model run `run_id` logged; returns its number."""
     from mlflow.exceptions import MlflowException
 
     name = model_name(entry)
-    outputs = client.get_run(run_id).outputs
-    models = [output.model_id for output in (outputs.model_outputs if outputs else [])]
+    models = logged_models(client, run_id)
     if len(models) != 1:
         raise ValueError(f"MLflow run {run_id} logged {len(models)} models; a version is made from exactly one")
     try:
@@ -66,6 +101,8 @@ def apply_promotion(client: Any, name: str, version: int, force: bool = False) -
     if decision.forced:
         client.set_model_version_tag(name, str(version), "promoted_by_force", f"true ({decision.reason})")
     if decision.promote:
+        if (model_id := logged_model_id(candidate.source or "")) is not None:
+            verify_logged_model(client, model_id, {"MLmodel": None, WEIGHTS: None, CONFIG: None})
         client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version))
     current = int(version) if decision.promote else int(champion.version)
     return PromotionRecord(model_name=name, version=int(version), promoted=decision.promote,
@@ -74,6 +111,8 @@ def apply_promotion(client: Any, name: str, version: int, force: bool = False) -
 
 def promote(entry: str, *, project_dir: Path, version: int | None = None, force: bool = False) -> PromotionRecord:
     """`genbench promote`: consider the latest (or given) version of `genbench-<name>` for champion."""
+    if not registry_exists(project_dir):
+        raise ValueError(f"{model_name(entry)}: {no_registry_message(project_dir)}")
     tracking_uri = configure_tracking(project_dir)
     from mlflow import MlflowClient
 
@@ -98,6 +137,8 @@ def fetch_registered(model_uri: str, dest: Path, *, project_dir: Path) -> tuple[
     if not model_uri.startswith("models:/"):
         raise ValueError(f"model URI {model_uri!r}: expected models:/genbench-<name>@<alias> "
                          "or models:/genbench-<name>/<version>")
+    if not registry_exists(project_dir):
+        raise ValueError(f"{model_uri}: {no_registry_message(project_dir)}")
     tracking_uri = configure_tracking(project_dir)
     import mlflow
     from mlflow.exceptions import MlflowException

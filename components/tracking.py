@@ -23,6 +23,12 @@ from pathlib import Path
 DEFAULT_EXPERIMENT = "genbench"
 DB_FILENAME = "mlflow.db"
 ARTIFACTS_DIRNAME = "mlartifacts"
+# Retries of transient failures only (connection refused or reset, timeouts, 5xx, throttling), with exponential
+# backoff and jitter: about a minute per call before it fails. boto3 reads the AWS pair (artifacts in S3, uploaded by
+# this process or by the MLflow server: genbench/stack.py gives it the same), MLflow's REST client the MLFLOW pair
+# (the tracking server; waits 0, 2, 4, ... 32 s). A variable set in the environment wins.
+TRANSIENT_RETRIES = {"AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "6",
+                     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 def experiment_name() -> str:
     """The experiment that genbench logs to (``MLFLOW_EXPERIMENT_NAME`` or ``genbench``)."""
@@ -48,6 +54,18 @@ def resolve_tracking_uri(project_dir: Path) -> tuple[str, bool]:
     return default, True
 
 
+def registry_exists(project_dir: Path) -> bool:
+    """Whether there is a store to read models from: a tracking server, or the embedded database on disk. Commands
+    that only read the registry check this first, so that asking an empty folder creates no database in it."""
+    _, embedded = resolve_tracking_uri(project_dir)
+    return not embedded or (Path(project_dir) / DB_FILENAME).is_file()
+
+
+def no_registry_message(project_dir: Path) -> str:
+    return (f"no MLflow registry here: {Path(project_dir) / DB_FILENAME} does not exist and MLFLOW_TRACKING_URI is "
+            "not set; register a model first (`genbench register`) or point MLFLOW_TRACKING_URI at your server")
+
+
 def quiet_mlflow() -> None:
     """Silence chatter that carries no information for a pipeline log.
 
@@ -71,13 +89,20 @@ def quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def retry_transient_failures() -> None:
+    """Export `TRANSIENT_RETRIES` where the environment does not set them (read at each call, so this suffices)."""
+    for key, value in TRANSIENT_RETRIES.items():
+        os.environ.setdefault(key, value)
+
+
 def configure_tracking(project_dir: Path) -> str:
-    """Point MLflow (fluent API and default ``MlflowClient``) at genbench's store.
+    """Point MLflow (fluent API and default ``MlflowClient``) at genbench's store, retrying transient failures.
 
     Creates the experiment if needed (in embedded mode with ``artifact_location`` set to
     ``<project_dir>/mlartifacts``) and makes it the active experiment. Returns the tracking URI.
     """
     quiet_mlflow()
+    retry_transient_failures()
     project_dir = Path(project_dir).resolve()
     uri, embedded = resolve_tracking_uri(project_dir)
     if embedded:
@@ -96,7 +121,13 @@ def configure_tracking(project_dir: Path) -> str:
     else:
         os.environ["MLFLOW_TRACKING_URI"] = exported
 
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
+
+    try:
+        client = mlflow.MlflowClient(tracking_uri=uri)
+    except UnsupportedModelRegistryStoreURIException:  # a typo in the variable, not a server problem
+        raise ValueError(f"MLFLOW_TRACKING_URI={uri!r}: MLflow has no store for this scheme; use http(s)://HOST:PORT "
+                         "for a tracking server or sqlite:///PATH, or unset it for the embedded store") from None
     name = experiment_name()
     experiment = client.get_experiment_by_name(name)
     if experiment is None:

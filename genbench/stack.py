@@ -26,6 +26,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .components.tracking import TRANSIENT_RETRIES
+
 ARTIFACT_BUCKET = "genbench-artifacts"
 DVC_BUCKET = "genbench-dvc"
 REGION = "us-east-1"
@@ -35,6 +37,7 @@ MLFLOW_ADMIN = "admin"  # a name, not a secret: MLflow's log prints it when it c
 # as the admin, so nothing here needs more; a user an admin adds later sees nothing until granted access
 # (MLflow's own default, READ, would show every account every run and model).
 MLFLOW_DEFAULT_PERMISSION = "NO_PERMISSIONS"
+MLFLOW_AUTH_CACHE_S = 60  # how long MLflow's auth app remembers a successful login (its default 0: never)
 # Each endpoint's credentials: they follow the endpoint, so a client the user points elsewhere never gets them.
 CREDENTIALS = {
     "MLFLOW_TRACKING_URI": ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"),
@@ -108,19 +111,7 @@ def up(root: Path, host: str = "127.0.0.1") -> dict[str, Any]:
         _wait_healthy("s3", services["s3"], _s3_health_url(services["s3"]))
         _create_buckets(s3_url, s3_env)
 
-        mlflow_port = _free_port(host)
-        services["mlflow"] = _start(
-            "mlflow",
-            [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(mlflow_port), "--workers", "1",
-             "--app-name", "basic-auth",
-             "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-             "--artifacts-destination", f"s3://{ARTIFACT_BUCKET}/mlflow"],
-            folder,
-            # The Flask key only signs the auth app's forms (CSRF): a new one each start costs nothing.
-            s3_env | {"MLFLOW_S3_ENDPOINT_URL": s3_url, "MLFLOW_AUTH_CONFIG_PATH": str(mlflow_auth_config(root)),
-                      "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32)},
-            url=f"http://{host}:{mlflow_port}",
-        )
+        services["mlflow"] = start_mlflow(root, host, s3_url, s3_env)
         prefect_port = _free_port(host)
         services["prefect"] = _start(
             "prefect",
@@ -152,6 +143,26 @@ def up(root: Path, host: str = "127.0.0.1") -> dict[str, Any]:
     }
     _write_private(stack_file(root), json.dumps(stack, indent=2))
     return stack
+
+
+def start_mlflow(root: Path, host: str, s3_url: str, s3_env: dict[str, str]) -> dict[str, Any]:
+    """The MLflow server of `up` (basic auth, `_write_mlflow_auth_config`'s admin), proxying artifacts to the bucket
+    at `s3_url`; its uploads to S3 retry transient failures as genbench's clients do (components/tracking.py)."""
+    port = _free_port(host)
+    retries = {k: v for k, v in TRANSIENT_RETRIES.items() if k.startswith("AWS_") and k not in os.environ}
+    return _start(
+        "mlflow",
+        [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1",
+         "--app-name", "basic-auth",
+         "--backend-store-uri", f"sqlite:///{stack_dir(root) / 'mlflow.db'}",
+         "--artifacts-destination", f"s3://{ARTIFACT_BUCKET}/mlflow"],
+        stack_dir(root),
+        # The Flask key only signs the auth app's forms (CSRF): a new one each start costs nothing.
+        retries | s3_env | {
+            "MLFLOW_S3_ENDPOINT_URL": s3_url, "MLFLOW_AUTH_CONFIG_PATH": str(mlflow_auth_config(root)),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32)},
+        url=f"http://{host}:{port}",
+    )
 
 
 def down(root: Path) -> list[str]:
@@ -202,6 +213,9 @@ def _write_mlflow_auth_config(root: Path) -> str:
         f"admin_username = {MLFLOW_ADMIN}\n"
         f"admin_password = {password}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # MLflow re-hashes the password on every request without it (werkzeug's scrypt: seconds per request on a
+        # busy 2-core host); a successful login is remembered for a minute, keyed by an HMAC of the password
+        f"auth_cache_ttl_seconds = {MLFLOW_AUTH_CACHE_S}\n"
     ))
     return password
 

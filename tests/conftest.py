@@ -4,8 +4,9 @@ Each folder is a tier, marked automatically: unit (maths, config, models; second
 component on tiny data, sharing one prepared-and-trained project), drivers (dvc and the Prefect flow end to
 end, started in the background at collection and run last; the flow's tests start Prefect's ephemeral
 server, so they are also `server`), services (real MLflow / Prefect / S3 servers: marker `server`; the
-headless-Chromium test also `browser`). The fast loop is `uv run pytest -m "unit or stages"`; the drivers
-run only in the full suite (README command 2).
+headless-Chromium test also `browser`), faults (kills, outages, bad and hostile input, secrets: each test records
+what it injected and how it came out for docs/reliability.md). The fast loop is `uv run pytest -m "unit or
+stages"`; the drivers and faults run only in the full suite (README command 2).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TIER_MARKERS = {"unit": "unit", "stages": "stages", "drivers": "drivers", "services": "server"}
+TIER_MARKERS = {"unit": "unit", "stages": "stages", "drivers": "drivers", "services": "server", "faults": "faults"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -59,3 +60,12 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "PREFECT_API_URL"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def faults_record_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where fault records go (tests/faults/records.py): $GENBENCH_FAULTS_RECORD, else a session tmp folder."""
+    from .faults.records import RECORD_ENV
+
+    chosen = os.environ.get(RECORD_ENV)
+    return Path(chosen) if chosen else tmp_path_factory.mktemp("faults-records")

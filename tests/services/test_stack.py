@@ -25,6 +25,7 @@ import pytest
 from genbench import stack
 
 from ..conftest import tiny_params
+from ..faults.records import FaultRecord, append_record
 from . import screenshots
 
 pytestmark = pytest.mark.server
@@ -186,7 +187,8 @@ def _status(url: str, body: dict | None = None, login: str | None = None) -> int
         return error.code
 
 
-def test_servers_refuse_requests_without_the_generated_credentials(running_stack) -> None:
+def test_servers_refuse_requests_without_the_generated_credentials(running_stack, faults_record_dir: Path) -> None:
+    """Also a fault record (tests/faults/records.py): each refused request is a try that survived."""
     _, started = running_stack
     env = started["env"]
     admin = f"{env['MLFLOW_TRACKING_USERNAME']}:{env['MLFLOW_TRACKING_PASSWORD']}"
@@ -194,12 +196,20 @@ def test_servers_refuse_requests_without_the_generated_credentials(running_stack
         "mlflow": (f"{env['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/search", {"max_results": 5}, admin),
         "prefect": (f"{env['PREFECT_API_URL']}/flows/filter", {}, env["PREFECT_API_AUTH_STRING"]),
     }
+    refused, admitted = {}, {}
     for name, (url, body, login) in calls.items():
         wrong = f"{login[:-1]}{'A' if login[-1] != 'A' else 'B'}"
-        refused = {"anonymous": _status(url, body), "wrong password": _status(url, body, wrong),
-                   "MLflow's old default": _status(url, body, "admin:password1234")}
-        assert set(refused.values()) <= {401, 403}, (name, refused)
-        assert _status(url, body, login) == 200, name
+        refused[name] = {"anonymous": _status(url, body), "wrong password": _status(url, body, wrong),
+                         "MLflow's old default": _status(url, body, "admin:password1234")}
+        admitted[name] = _status(url, body, login)
+    answers = [(name, how, code) for name, codes in refused.items() for how, code in codes.items()]
+    append_record(faults_record_dir, FaultRecord(
+        fault="requests to the stack's MLflow and Prefect APIs without the generated credentials", kind="auth",
+        tried=len(answers), survived=sum(code in (401, 403) for *_, code in answers), lost="nothing",
+        detail="; ".join(f"{name} {how}: HTTP {code}" for name, how, code in answers)))
+    for name, codes in refused.items():
+        assert set(codes.values()) <= {401, 403}, (name, codes)
+        assert admitted[name] == 200, name
 
 
 def test_scheduled_deployment_runs_on_a_worker_and_logs_to_mlflow(running_stack) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -83,11 +84,18 @@ def pixel_network(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(len(images))
         return pixel_features(images)
 
-    for module in (evaluate_module, features_module, fid_curve_module):
-        monkeypatch.setattr(module, "extract_features", counting)
-    for module in (evaluate_module, features_module):
-        monkeypatch.setattr(module, "extractor_identity", lambda: dict(STAND_IN_IDENTITY))
+    swap_in_pixel_network(monkeypatch.setattr, counting)
     return calls
+
+
+def swap_in_pixel_network(setattr: Callable[[object, str, object], None],
+                          features: Callable[..., np.ndarray] = pixel_features) -> None:
+    """`features` in place of the FID network in every stage module, under `STAND_IN_IDENTITY`; `setattr` is
+    monkeypatch's (undone after the test) or the builtin (in a process of its own, tests/faults/launcher.py)."""
+    for module in (evaluate_module, features_module, fid_curve_module):
+        setattr(module, "extract_features", features)
+    for module in (evaluate_module, features_module):
+        setattr(module, "extractor_identity", lambda: dict(STAND_IN_IDENTITY))
 
 
 def fashion_test_split(n: int) -> np.ndarray:

@@ -57,6 +57,7 @@ def test_mlflow_auth_config_is_private_and_keeps_the_admin_password_of_an_existi
         "database_uri": f"sqlite:///{stack.mlflow_auth_database(tmp_path)}",
         "admin_username": "admin", "admin_password": second,
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        "auth_cache_ttl_seconds": str(stack.MLFLOW_AUTH_CACHE_S),
     }
 
     stack.mlflow_auth_database(tmp_path).touch()  # MLflow created its admin with `second`
