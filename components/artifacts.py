@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, computed_field
 
-from .io import atomic_path, atomic_write, file_digest, read_json, require_file, write_json
+from .io import atomic_write, file_digest, read_json, require_file, write_json
 
 if TYPE_CHECKING:  # torch and the models load inside the functions that need them: `register` needs neither
     import numpy as np
@@ -216,14 +216,16 @@ def save_weights(run_dir: Path, model: GenerativeModel, averaged: dict[str, torc
     (and DVC see a new output)."""
     import json
 
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     for name, shadow in averaged.items():
         weights[f"{RAW_PREFIX}{name}"] = weights[name]
         weights[name] = shadow.detach().contiguous().cpu()
-    with atomic_path(Path(run_dir) / WEIGHTS) as tmp:
-        save_file(weights, str(tmp), metadata={"genbench": json.dumps(metadata, sort_keys=True)})
+    # Bytes through atomic_write (fsync, the usual 0644): safetensors' save_file replaces the file it is given,
+    # which left the weights mode 0600 unlike every other output.
+    data = save(weights, metadata={"genbench": json.dumps(metadata, sort_keys=True)})
+    atomic_write(Path(run_dir) / WEIGHTS, lambda handle: handle.write(data))
 
 
 def build(record: RunRecord) -> GenerativeModel:

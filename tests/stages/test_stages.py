@@ -92,6 +92,8 @@ def test_train_writes_its_run_and_sample_reads_it(trained: Path, family: str) ->
     run = trained / "runs" / family / "seed-0"
     for name in ("model.safetensors", "config.json", "summary.json", "history.csv", "checkpoint.pt"):
         assert (run / name).exists(), name
+        # every output gets the same permissions (the weights were once 0600: safetensors replaced the temp file)
+        assert (run / name).stat().st_mode & 0o777 == (run / "config.json").stat().st_mode & 0o777, name
     settings = load_config("params.yaml").family(family)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == settings.train.steps and summary["num_parameters"] > 0
