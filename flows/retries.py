@@ -30,7 +30,10 @@ def is_transient(exc: BaseException) -> bool:
         if kind.__module__.startswith(("requests", "urllib3")) and "Error" in kind.__name__:
             return not isinstance(current, (ValueError, TypeError))
         if kind.__name__ in {"MlflowException", "RestException"}:
-            return getattr(current, "error_code", None) in TRANSIENT_MLFLOW_CODES
+            if getattr(current, "error_code", None) in TRANSIENT_MLFLOW_CODES:
+                return True
+            # otherwise its cause decides: MLflow wraps a refused connection in an INTERNAL_ERROR whose cause is
+            # requests' ConnectionError
         current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return False
 

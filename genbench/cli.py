@@ -57,14 +57,28 @@ SeedOpt = Annotated[Optional[int], typer.Option(
     "--seed", help="Which of `seeds` (params) this run is [default: the first]; its files sit under seed-SEED.")]
 
 
+TRY_AGAIN = 75  # sysexits' EX_TEMPFAIL: a server (MLflow, S3, Prefect) was unreachable; the same command may work later
+
+
 @contextmanager
 def _input_errors() -> Iterator[None]:
-    """Bad input (ValueError, including ConfigError and pydantic's errors; a missing file) → its message, exit 2."""
+    """Bad input (ValueError, including ConfigError and pydantic's errors; a missing file) → its message, exit 2; a
+    server still unreachable after the retries (`flows.retries.is_transient`) → one line, exit 75."""
     try:
         yield
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except Exception as exc:
+        from .flows.retries import is_transient
+
+        if not is_transient(exc):
+            raise
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        typer.echo(f"error: a server did not answer after its retries ({reason}); nothing written so far is lost "
+                   "(the trained weights stay in runs/): run the same command again when the server is back",
+                   err=True)
+        raise typer.Exit(TRY_AGAIN) from None
 
 
 def _call(component: Callable[..., T], *args: object, **kwargs: object) -> T:

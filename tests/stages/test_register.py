@@ -319,3 +319,28 @@ def test_a_version_without_the_pyfunc_model_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"version 1\) is no genbench pyfunc model with model\.safetensors and "
                                          r"config\.json; .* \(register its run again\)"):
         fetch_registered(f"models:/genbench-{FAMILY}/1", tmp_path / "download", project_dir=tmp_path)
+
+
+def test_an_unreachable_tracking_server_fails_clearly_and_keeps_the_run(tmp_path, monkeypatch, capsys):
+    """The server is down past the retries: one line and exit 75 (try again), and the run folder, the weights
+    included, is exactly as train left it."""
+    import socket
+
+    import typer
+
+    from genbench.cli import TRY_AGAIN, _call
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the retries themselves are MLflow's
+    paths = fabricate(tmp_path, 10.0, vae_weights(0))
+    before = {path.name: path.read_bytes() for path in paths["run_dir"].iterdir()}
+    with pytest.raises(typer.Exit) as info:
+        _call(register, FAMILY, **paths, out_path=tmp_path / "o.json", project_dir=tmp_path)
+    assert info.value.exit_code == TRY_AGAIN
+    message = capsys.readouterr().err
+    assert message.startswith("error: a server did not answer") and "Traceback" not in message, message
+    assert {path.name: path.read_bytes() for path in paths["run_dir"].iterdir()} == before
+    assert not (tmp_path / "o.json").exists()
