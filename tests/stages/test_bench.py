@@ -73,7 +73,10 @@ def test_bench_appends_a_row_of_measured_rates_and_their_ratios(
     heading = after.index(HEADING)
     header_at = after.index(header()[0], heading)
     added = [line for line in after if line not in before]
-    assert len(added) == 1 and after.index(added[0]) == header_at + 2  # the first row of the table
+    assert len(added) == 1
+    at = after.index(added[0])  # the table's last row: below the header, rows above it, none after it
+    assert at >= header_at + 2 and all(line.startswith("| ") for line in after[header_at + 2:at])
+    assert at + 1 == len(after) or not after[at + 1].startswith("|")
     assert [line for line in after if line != added[0]] == before  # nothing else moved
     cells = [cell.strip() for cell in added[0].strip("|").split(" | ")]
     named = dict(zip((title for title, _ in COLUMNS), cells, strict=True))
