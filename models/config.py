@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # Integers are strict: YAML's true/false and numbers written with a decimal point (64.0, 1.0e+9) are errors, not
 # 1 or a silent cast; a count is written as a whole number (64). Floats stay lax, since PyYAML reads `1e-3` (no
@@ -26,6 +26,14 @@ class Strict(BaseModel):
     wherever a float is read: no setting means anything with them, and they would train or score garbage."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_float(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML's true would pass as 1.0 (`lr: true`): a float setting is written as a number."""
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation in (float, float | None):
+            raise ValueError("write a number, not true/false")
+        return value
 
 
 class NoArch(Strict):

@@ -100,6 +100,8 @@ BAD = [
      "sample.profiles.quick.m", "unknown key"),
     ("wrong type", lambda r: r["models"]["dcgan"]["train"].update(lr="fast"), "models.dcgan.train.lr",
      "valid number"),
+    ("boolean for a float", lambda r: r["models"]["dcgan"]["train"].update(lr=True), "models.dcgan.train.lr",
+     "write a number, not true/false"),
     ("wrong type in a profile", lambda r: r["models"]["dcgan"]["profiles"]["quick"]["train"].update(batch_size="big"),
      "models.dcgan.profiles.quick.train.batch_size", "valid integer"),
     ("out of range", lambda r: r["models"]["vae"]["train"].update(lr=-1), "models.vae.train.lr", "greater than 0"),
