@@ -156,7 +156,7 @@ def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_
         k=settings.k, device=str(device), precision=resolve_precision(settings.precision, False, device)[0],
         samples_name=str(samples_path), reference_name=str(reference_path), **options,
     )  # fmt: skip
-    result["samples_md5"] = file_digest(samples_path)
+    result["samples_md5"] = cached_digest(samples_path)  # hashed once: check_samples read it above
     write_json(out_path, result)
     return result
 

@@ -17,7 +17,8 @@ import numpy as np
 from .features import reference_features
 from .images import validate_images
 from .inception import extract_features
-from .io import file_digest, load_npy
+from .io import load_npy
+from .manifest import cached_digest
 from .metrics import frechet_distance_from_features
 
 
@@ -54,7 +55,7 @@ class FIDCurve:
         if self._reference_features is None:
             reference = load_npy(self.reference_path)
             validate_images(reference, str(self.reference_path))
-            features = reference_features(reference, file_digest(self.reference_path), self.cache_dir,
+            features = reference_features(reference, cached_digest(self.reference_path), self.cache_dir,
                                           self.batch_size, self.device, self.precision)[0]
             self._reference_features = features
         return self._reference_features

@@ -26,6 +26,7 @@ from ..models.samplers import draw
 from .artifacts import WEIGHTS, load_trained, to_uint8_nhwc
 from .devices import pick_device
 from .io import clean_leftovers, file_digest, read_json, require_file, save_npy, write_json
+from .manifest import cached_digest
 
 
 class SampleRecord(BaseModel):
@@ -70,7 +71,7 @@ def check_samples(images: Path, required: bool = True) -> SampleRecord | None:
     drawn = read_sample_record(record_path)
     resample = f"re-run `genbench sample {drawn.name}`"
     require_file(images, f"genbench sample {drawn.name}")
-    if file_digest(images) != drawn.samples_md5:
+    if cached_digest(images) != drawn.samples_md5:
         raise ValueError(f"{images} is not the file {record_path} was written with (a sampling stopped between its "
                          f"writes, or an edit); {resample}")
     return drawn
