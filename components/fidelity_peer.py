@@ -1,10 +1,10 @@
 """torch-fidelity's layout of our FID network: the side-by-side peer that `genbench bench` times ours against.
 
 torch-fidelity's `FeatureExtractorInceptionV3` is the same TF Inception written as eager NCHW modules, where
-ours is NVIDIA's TorchScript export run channels_last. Its own weights download on first use (which fails
-offline), so the peer is built empty and each of its 94 `BasicConv2d` blocks takes, in order, one TorchScript
-convolution's (weight, beta, mean, var), with BatchNorm's scale 1 as in TF's graph (the two map one to one:
-../shared/data/README.md). Both then compute the same function, and the bench records how far their features
+ours is NVIDIA's TorchScript export rebuilt with BatchNorm folded and run channels_last (`inception_net`).
+Its own weights download on first use (which fails offline), so the peer is built empty and each of its 94
+`BasicConv2d` blocks takes, in order, one TorchScript convolution's (weight, beta, mean, var), with BatchNorm's
+scale 1 as in TF's graph (the two map one to one: ../shared/data/README.md). Both then compute the same function, and the bench records how far their features
 differ. Its 1008-class head, which the pool3 network lacks, stays random and unused.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .inception import NUM_FEATURES, load_network, locate_weights
+from .inception import NUM_FEATURES, load_scripted, locate_weights
 
 INSTALL_HINT = "`uv run --group bench genbench bench` installs it"
 
@@ -41,7 +41,7 @@ def peer_network(device: torch.device) -> torch.nn.Module:
         def load_state_dict(self, *_: object, **__: object) -> None:
             pass
 
-    scripted = dict(load_network(locate_weights()).named_parameters())
+    scripted = dict(load_scripted(locate_weights()).named_parameters())
     convs = [name[: -len(".weight")] for name in scripted if name.endswith(".weight")]
     with tempfile.TemporaryDirectory() as folder:
         empty = Path(folder) / "empty.pth"
