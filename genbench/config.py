@@ -78,14 +78,6 @@ class DataConfig(Strict):
                              "remove it (or set dataset: folder for your own images)")
         return value
 
-    @field_validator("channels", mode="before")
-    @classmethod
-    def _not_a_bool(cls, value: Any) -> Any:
-        """YAML's true would pass as 1 (bool is an int in Python): a channel count is written as a number."""
-        if isinstance(value, bool):
-            raise ValueError("1 (grayscale) or 3 (RGB), written as a number, not true/false")
-        return value
-
     def check_sizes(self, train_available: int, test_available: int | None = None) -> None:
         """ValueError naming the fields whose sets do not fit in their split, before anything is written. With no
         test split (`test_available` None: dataset folder) all four sets share the `train_available` images."""

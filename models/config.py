@@ -7,7 +7,8 @@ from the registry. A default therefore lives in exactly one place: its class her
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -29,11 +30,23 @@ class Strict(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_bool_for_a_float(cls, value: Any, info: ValidationInfo) -> Any:
-        """YAML's true would pass as 1.0 (`lr: true`): a float setting is written as a number."""
-        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation in (float, float | None):
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML's true would pass as 1.0 (`lr: true`) or as the 1 of a choice (`channels: true` for
+        `Literal[1, 3]`): such a setting is written as a number. (Strict integers refuse booleans themselves.)"""
+        if isinstance(value, bool) and _lax_number(cls.model_fields[info.field_name].annotation):
             raise ValueError("write a number, not true/false")
         return value
+
+
+def _lax_number(annotation: Any) -> bool:
+    """Whether a field reads a float or one of several numbers, and no boolean: where bool, an int subclass,
+    would slip through as 0 or 1."""
+    args = [arg for arg in get_args(annotation) if arg is not type(None)]
+    if get_origin(annotation) is Literal:
+        return not any(isinstance(arg, bool) for arg in args) and any(isinstance(arg, int | float) for arg in args)
+    if args and get_origin(annotation) in (Union, UnionType):
+        return not any(arg is bool for arg in args) and any(_lax_number(arg) for arg in args)
+    return annotation is float
 
 
 class NoArch(Strict):

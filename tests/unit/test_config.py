@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, Optional
 
 import pytest
 import yaml
 
 from genbench.config import ConfigError, load_config
+from genbench.models.config import _lax_number
 from genbench.models.ddpm import DDPMArch
 from genbench.models.vae import VAETrain
 from genbench.profiles import load_yaml
@@ -197,3 +199,14 @@ def test_a_key_beside_a_merge_key_replaces_the_merged_one() -> None:
 def test_every_profile_loads() -> None:
     for profile in ("tiny", "quick", "full", "thesis-cifar10", "thesis-keras"):
         assert load_config(REPO / "params.yaml", profile).profile == profile
+
+
+@pytest.mark.parametrize(("annotation", "refused"), [
+    (float, True), (float | None, True), (Optional[float], True), (Literal[1, 3], True),  # noqa: UP045
+    (Literal[1, 3] | None, True), (bool, False), (bool | float, False), (Literal[True, 1], False),
+    (int, False), (str, False), (Literal["auto"], False), (Literal["auto"] | bool, False),
+])  # fmt: skip
+def test_a_boolean_is_refused_wherever_it_would_pass_as_a_number(annotation: Any, refused: bool) -> None:
+    """Strict integers refuse booleans themselves; floats and numeric choices need the check, and it must leave
+    a field that takes true/false (or only words) alone."""
+    assert _lax_number(annotation) is refused
