@@ -18,9 +18,11 @@ from .metrics import feature_stats
 
 
 def precision_record(precision: str) -> dict[str, str]:
-    """What the cache key and every metrics file record of the network's precision; {} for exact fp32, so
-    fp32 keys and records stay those of before precision was a choice."""
-    return {} if precision == "fp32" else {"precision": precision}
+    """What the cache key records of the network's precision; {} for exact fp32, so fp32 keys stay those of
+    before precision was a choice (and of the TorchScript network, whose fp32 features the rebuilt one equals to
+    1e-6). bf16 names the folded network: its rounding differs from the TorchScript's under autocast (FID 1 %
+    apart), so statistics cached by that one are never mixed with these."""
+    return {} if precision == "fp32" else {"precision": precision, "batch_norm": "folded"}
 
 
 def reference_stats_key(reference_md5: str, extractor: dict[str, str], preprocessing: dict[str, Any]) -> str:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from genbench.components.inception import tf1_resize_bilinear
+from genbench.components.features import precision_record, reference_stats_key
+from genbench.components.inception import PREPROCESSING, tf1_resize_bilinear
 from genbench.components.metrics import (
     bootstrap_intervals,
     compute_metrics,
@@ -183,3 +184,13 @@ def test_precision_recall_on_a_hand_computed_toy_case() -> None:
     precision, recall = precision_recall(real, fake, k=1)
     assert precision == pytest.approx(0.75)
     assert recall == pytest.approx(0.8)
+
+
+def test_bf16_statistics_cached_by_the_torchscript_network_are_not_reused() -> None:
+    """Its bf16 rounding differs from the folded network's (FID 1 % apart); exact features agree to 1e-6, so fp32
+    keys stay what they were."""
+    identity, before = {"name": "inception", "sha256": "ab"}, PREPROCESSING | {"precision": "bf16"}
+    assert reference_stats_key("md5", identity, PREPROCESSING | precision_record("bf16")) != \
+        reference_stats_key("md5", identity, before)
+    assert reference_stats_key("md5", identity, PREPROCESSING | precision_record("fp32")) == \
+        reference_stats_key("md5", identity, PREPROCESSING)
