@@ -54,7 +54,12 @@ class Relay:
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def cut_on(self, marker: bytes, outage_s: float) -> None:
-        self.marker, self.outage_s = marker, outage_s
+        """Arm: the next upload whose path holds `marker` kills the relay for `outage_s` seconds."""
+        self.marker, self.outage_s, self.seen, self.cut = marker, outage_s, 0, False
+
+    @property
+    def up(self) -> bool:
+        return self.listener is not None
 
     def close(self) -> None:
         self.marker, self.closed = None, True
