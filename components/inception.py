@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .inception_net import rebuild
 
-PRECISIONS = ("fp32", "bf16")  # bf16: ~2.5× fp32 on AMX CPUs, FID ~1 % off (docs/benchmarks.md)
+PRECISIONS = ("fp32", "bf16")  # bf16: ~3× fp32 on AMX CPUs, FID ~1 % off (docs/benchmarks.md)
 FID_WEIGHTS_ENV = "GENBENCH_FID_WEIGHTS"  # path to the TorchScript file itself
 DATA_DIR_ENV = "GENBENCH_DATA_DIR"  # the shared data folder; the network lives in its fid/ subfolder
 WEIGHTS_FILENAME = "inception-2015-12-05-pool3.torchscript.pt"
@@ -123,8 +123,8 @@ def load_network(path: Path, device: str = "cpu") -> nn.Module:
     """The network we run, once per (file, device): the export rebuilt eagerly with BatchNorm folded
     (`inception_net`), channels_last.
 
-    On a 2-core AMX CPU, batches of 10: 1.8× torch-fidelity's eager NCHW layout exact, and 2.4× that again
-    under bf16 autocast, where the TorchScript as loaded ran 1.5× and 2.3× (docs/benchmarks.md).
+    On a 2-core AMX CPU (`genbench bench`, docs/benchmarks.md): 1.5× torch-fidelity's eager NCHW layout exact and
+    4.4× under bf16 autocast, where the TorchScript network ran 1.3× and 1.9×.
     """
     return rebuild(load_scripted(path, device)).to(device, memory_format=torch.channels_last)
 
@@ -181,7 +181,7 @@ class InceptionFeatures(nn.Module):
             x = x.repeat(1, 3, 1, 1)
         x = tf1_resize_bilinear(x, INPUT_SIZE)
         x = ((x - 128.0) / 128.0).contiguous(memory_format=torch.channels_last)
-        # Autocast rather than a bf16 copy of the network: as fast here, and half the FID deviation (benchmarks).
+        # Autocast rather than a bf16 copy of the network: the same features and speed here, and one cached network.
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             return self.network(x).float()
 
