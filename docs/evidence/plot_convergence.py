@@ -6,20 +6,26 @@ docs/evidence/convergence.params.yaml, drawn by the report's own plotting functi
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
+from genbench.components import figures
 from genbench.components.artifacts import curves, read_history
-from genbench.components.report import plot_fid_curves
 
 
 def main(project: Path, out: Path) -> None:
-    runs = sorted(path for path in (project / "runs").iterdir() if (path / "history.csv").exists())
-    series = {run.name: curves(read_history(run)) for run in runs}
-    for name, named in series.items():
-        print(name, [(step, round(fid, 2)) for step, fid in named.get("fid_curve", [])])
-    if not plot_fid_curves(series, out):
-        raise SystemExit(f"no FID curve in {project / 'runs'}")
+    runs = sorted(path.parent for path in (project / "runs").glob("*/seed-*/history.csv"))
+    series: dict[str, list[figures.Curves]] = {}
+    for run in runs:
+        series.setdefault(run.parent.name, []).append(curves(read_history(run)))
+        print(run.parent.name, run.name, [(step, round(fid, 2)) for step, fid in series[run.parent.name][-1]
+                                          .get("fid_curve", [])])
+    with tempfile.TemporaryDirectory() as folder:  # the report writes PNG and PDF; the docs keep the PNG
+        if not figures.fid_curves(series, Path(folder) / "fid_curve"):
+            raise SystemExit(f"no FID curve in {project / 'runs'}")
+        shutil.copyfile(Path(folder) / "fid_curve.png", out)
 
 
 if __name__ == "__main__":
