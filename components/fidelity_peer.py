@@ -4,8 +4,9 @@ torch-fidelity's `FeatureExtractorInceptionV3` is the same TF Inception written 
 ours is NVIDIA's TorchScript export rebuilt with BatchNorm folded and run channels_last (`inception_net`).
 Its own weights download on first use (which fails offline), so the peer is built empty and each of its 94
 `BasicConv2d` blocks takes, in order, one TorchScript convolution's (weight, beta, mean, var), with BatchNorm's
-scale 1 as in TF's graph (the two map one to one: ../shared/data/README.md). Both then compute the same function, and the bench records how far their features
-differ. Its 1008-class head, which the pool3 network lacks, stays random and unused.
+scale 1 as in TF's graph (the two map one to one: ../shared/data/README.md). Both then compute the same
+function, and the bench records how far their features differ. Its 1008-class head, which the pool3 network
+lacks, stays random and unused.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from .artifacts import CONFIG, WEIGHTS
 from .promotion import decide, tag_fid
-from .tracking import configure_tracking, no_registry_message, registry_exists
+from .tracking import configure_tracking, require_registry
 
 CHAMPION_ALIAS = "champion"
 
@@ -111,8 +111,7 @@ def apply_promotion(client: Any, name: str, version: int, force: bool = False) -
 
 def promote(entry: str, *, project_dir: Path, version: int | None = None, force: bool = False) -> PromotionRecord:
     """`genbench promote`: consider the latest (or given) version of `genbench-<name>` for champion."""
-    if not registry_exists(project_dir):
-        raise ValueError(f"{model_name(entry)}: {no_registry_message(project_dir)}")
+    require_registry(project_dir, model_name(entry))
     tracking_uri = configure_tracking(project_dir)
     from mlflow import MlflowClient
 
@@ -137,8 +136,7 @@ def fetch_registered(model_uri: str, dest: Path, *, project_dir: Path) -> tuple[
     if not model_uri.startswith("models:/"):
         raise ValueError(f"model URI {model_uri!r}: expected models:/genbench-<name>@<alias> "
                          "or models:/genbench-<name>/<version>")
-    if not registry_exists(project_dir):
-        raise ValueError(f"{model_uri}: {no_registry_message(project_dir)}")
+    require_registry(project_dir, model_uri)
     tracking_uri = configure_tracking(project_dir)
     import mlflow
     from mlflow.exceptions import MlflowException

@@ -54,16 +54,15 @@ def resolve_tracking_uri(project_dir: Path) -> tuple[str, bool]:
     return default, True
 
 
-def registry_exists(project_dir: Path) -> bool:
-    """Whether there is a store to read models from: a tracking server, or the embedded database on disk. Commands
-    that only read the registry check this first, so that asking an empty folder creates no database in it."""
+def require_registry(project_dir: Path, subject: str) -> None:
+    """ValueError naming `subject` unless there is a store to read models from: a tracking server, or the embedded
+    database on disk. Commands that only read the registry check this first, so that asking an empty folder
+    creates no database in it."""
     _, embedded = resolve_tracking_uri(project_dir)
-    return not embedded or (Path(project_dir) / DB_FILENAME).is_file()
-
-
-def no_registry_message(project_dir: Path) -> str:
-    return (f"no MLflow registry here: {Path(project_dir) / DB_FILENAME} does not exist and MLFLOW_TRACKING_URI is "
-            "not set; register a model first (`genbench register`) or point MLFLOW_TRACKING_URI at your server")
+    if embedded and not (Path(project_dir) / DB_FILENAME).is_file():
+        raise ValueError(f"{subject}: no MLflow registry here: {Path(project_dir) / DB_FILENAME} does not exist and "
+                         "MLFLOW_TRACKING_URI is not set; register a model first (`genbench register`) or point "
+                         "MLFLOW_TRACKING_URI at your server")
 
 
 def quiet_mlflow() -> None:
