@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from genbench.components.dvc_lock import PREPARE_STAGE, PREPARED, data_lock_hash
+from genbench.components.register.dvc_lock import PREPARE_STAGE, PREPARED, data_lock_hash
 from genbench.config import DataConfig, load_config
 
 

@@ -31,7 +31,7 @@ from typing import Any, List
 import yaml
 from kfp import compiler, dsl, kubernetes
 
-from genbench.components.io import atomic_path
+from genbench.components.common.io import atomic_path
 from genbench.config import Config, load_config
 from genbench.models import REGISTRY
 
@@ -52,7 +52,7 @@ PIPELINE_NAME = "genbench-pipeline"
 def prepare(params_yaml: str, profile: str, families: List[str], seeds: List[int], sweeps: List[str],
             data: dsl.Output[dsl.Dataset]):
     """data/prepared: train, validation, reference and holdout images with their manifest."""
-    from genbench.components.prepare import prepare as run_prepare
+    from genbench.components.prepare.prepare import prepare as run_prepare
     from genbench.config import load_config
     from genbench.flows.kubeflow_tasks import check_plan, out, workspace
 
@@ -66,7 +66,7 @@ def evaluate_real(params_yaml: str, profile: str, data: dsl.Input[dsl.Dataset], 
                   cache: dsl.Output[dsl.Artifact]):
     """metrics/real.json: the held-out real images scored like samples, the report's floor; and the reference
     set's features (.genbench/cache), which every later evaluation reads instead of computing them again."""
-    from genbench.components.evaluate import evaluate_real as run_evaluate_real
+    from genbench.components.evaluate.evaluate import evaluate_real as run_evaluate_real
     from genbench.config import load_config
     from genbench.flows.kubeflow_tasks import log_metrics, out, workspace
 
@@ -80,7 +80,7 @@ def evaluate_real(params_yaml: str, profile: str, data: dsl.Input[dsl.Dataset], 
 def train(params_yaml: str, profile: str, entry: str, seed: str, data: dsl.Input[dsl.Dataset],
           run: dsl.Output[dsl.Model], trained: dsl.Input[dsl.Artifact] = None):
     """runs/ENTRY/seed-SEED; `trained` holds the runs an entry is built on (the ldm's vae)."""
-    from genbench.components.train import train as run_train
+    from genbench.components.train.train import train as run_train
     from genbench.config import load_config
     from genbench.flows.kubeflow_tasks import out, workspace
 
@@ -93,7 +93,7 @@ def train(params_yaml: str, profile: str, entry: str, seed: str, data: dsl.Input
 def sample(params_yaml: str, profile: str, entry: str, seed: str, run: dsl.Input[dsl.Model],
            samples: dsl.Output[dsl.Dataset]):
     """samples/ENTRY/seed-SEED.npy and its record."""
-    from genbench.components.sample import sample as run_sample
+    from genbench.components.sample.sample import sample as run_sample
     from genbench.config import load_config
     from genbench.flows.kubeflow_tasks import out, workspace
 
@@ -106,7 +106,7 @@ def sample(params_yaml: str, profile: str, entry: str, seed: str, run: dsl.Input
 def evaluate(params_yaml: str, profile: str, entry: str, seed: str, samples: dsl.Input[dsl.Dataset],
              data: dsl.Input[dsl.Dataset], cache: dsl.Input[dsl.Artifact], metrics: dsl.Output[dsl.Metrics]):
     """metrics/ENTRY/seed-SEED.json."""
-    from genbench.components.evaluate import evaluate as run_evaluate
+    from genbench.components.evaluate.evaluate import evaluate as run_evaluate
     from genbench.config import load_config
     from genbench.flows.kubeflow_tasks import log_metrics, out, workspace
 
@@ -121,7 +121,7 @@ def register(entry: str, seed: str, mlflow_tracking_uri: str, kfp_run_id: str, r
              samples: dsl.Input[dsl.Dataset], metrics: dsl.Input[dsl.Metrics], data: dsl.Input[dsl.Dataset],
              record: dsl.Output[dsl.Artifact]):
     """An MLflow run and version of genbench-ENTRY (champion if its FID is lower), registry/ENTRY/seed-SEED.json."""
-    from genbench.components.register import register as run_register
+    from genbench.components.register.register import register as run_register
     from genbench.flows.kubeflow_tasks import out, use_tracking, workspace
 
     use_tracking(mlflow_tracking_uri)
@@ -143,7 +143,7 @@ def collect(runs: dsl.Input[List[dsl.Model]], samples: dsl.Input[List[dsl.Datase
 def sweep(params_yaml: str, profile: str, name: str, data: dsl.Input[dsl.Dataset], cache: dsl.Input[dsl.Artifact],
           trained: dsl.Input[dsl.Artifact], sets: dsl.Output[dsl.Dataset], summary: dsl.Output[dsl.Metrics]):
     """sweeps/NAME (a sample set and metrics per value) and metrics/sweeps/NAME.json, from the first seed's run."""
-    from genbench.components.sweep import planned_sweep
+    from genbench.components.sweep.sweep import planned_sweep
     from genbench.config import load_config
     from genbench.flows.kubeflow_tasks import log_metrics, out, workspace
 
@@ -160,7 +160,7 @@ def report(params_yaml: str, profile: str, data: dsl.Input[dsl.Dataset], real: d
     """results/ (tables, figures) and its index.html as the pipeline's HTML output."""
     import shutil
 
-    from genbench.components.report import report as run_report
+    from genbench.components.report.report import report as run_report
     from genbench.config import load_config
     from genbench.flows.kubeflow_tasks import out, workspace
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from genbench.components.run_logging import numeric_items
+from genbench.components.common.run_logging import numeric_items
 from genbench.layout import Layout
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def workspace(params_yaml: str | None, *inputs: Artifact | None) -> Iterator[Lay
 
 
 def use_tracking(uri: str) -> None:
-    """Point MLflow at `uri` (components/tracking.py reads MLFLOW_TRACKING_URI). A task's folder is gone when it
+    """Point MLflow at `uri` (components/register/tracking.py reads MLFLOW_TRACKING_URI). A task's folder is gone when it
     ends, so the embedded default store would lose every run: the pipeline must name a server or a lasting store."""
     if not uri.strip():
         raise ValueError("mlflow_tracking_uri is empty: pass the MLflow server the tasks register to "

@@ -14,14 +14,14 @@ from pathlib import Path
 from prefect import flow, runtime, task
 from prefect.cache_policies import NO_CACHE
 
-from genbench.components.evaluate import evaluate as evaluate_component
-from genbench.components.evaluate import evaluate_real as evaluate_real_component
-from genbench.components.prepare import prepare as prepare_component
-from genbench.components.register import register as register_component
-from genbench.components.report import report as report_component
-from genbench.components.sample import sample as sample_component
-from genbench.components.sweep import planned_sweep
-from genbench.components.train import train as train_component
+from genbench.components.evaluate.evaluate import evaluate as evaluate_component
+from genbench.components.evaluate.evaluate import evaluate_real as evaluate_real_component
+from genbench.components.prepare.prepare import prepare as prepare_component
+from genbench.components.register.register import register as register_component
+from genbench.components.report.report import report as report_component
+from genbench.components.sample.sample import sample as sample_component
+from genbench.components.sweep.sweep import planned_sweep
+from genbench.components.train.train import train as train_component
 from genbench.config import Config, load_config
 from genbench.layout import REAL, Layout
 

@@ -108,7 +108,7 @@ def prepare(
 ) -> None:
     """Fetch the dataset and write train / validation / reference / holdout images with an md5 manifest."""
     config = _config(params, profile)
-    from .components.prepare import prepare as run_prepare
+    from .components.prepare.prepare import prepare as run_prepare
 
     manifest = _call(run_prepare, config.data, config.seed, out, HERE.downloads)
     typer.echo(f"prepared {manifest.counts} in {out}")
@@ -128,9 +128,9 @@ def train(
     processes train it with DistributedDataParallel (README: Scale out)."""
     config = _config(params, profile, family)
     seed = _seed(config, seed)
-    from .components.distributed import main_process
-    from .components.interrupts import Interrupted
-    from .components.train import train as run_train
+    from .components.common.interrupts import Interrupted
+    from .components.train.distributed import main_process
+    from .components.train.train import train as run_train
 
     try:
         summary = _call(run_train, family, config.family(family), seed, data, out or HERE.run(family, seed),
@@ -165,8 +165,8 @@ def sample(
     if model and run:
         typer.echo("error: give --run or --model, not both", err=True)
         raise typer.Exit(2)
-    from .components.sample import sample as run_sample
-    from .components.sample import sample_registered
+    from .components.register.registered_sample import sample_registered
+    from .components.sample.sample import sample as run_sample
 
     settings, sampling = config.sample, config.sampling_for(family)
     if model:
@@ -197,8 +197,8 @@ def evaluate(
     are read against) versus the held-out reference set."""
     real = family == REAL
     config = _config(params, profile, None if real else family)
-    from .components.evaluate import evaluate as run_evaluate
-    from .components.evaluate import evaluate_real
+    from .components.evaluate.evaluate import evaluate as run_evaluate
+    from .components.evaluate.evaluate import evaluate_real
 
     if real:
         images, target = samples or HERE.holdout, out or HERE.real_metrics
@@ -234,7 +234,7 @@ def register(
         typer.echo("error: --tag takes KEY=VALUE", err=True)
         raise typer.Exit(2)
     seed = _seed(_config(params, profile, family), seed)
-    from .components.register import register as run_register
+    from .components.register.register import register as run_register
 
     result = _call(run_register, family, run or HERE.run(family, seed), metrics or HERE.metrics(family, seed),
                    manifest, out or HERE.registry(family, seed),
@@ -251,7 +251,7 @@ def promote(
     force: Annotated[bool, typer.Option(help="Move the alias even if not better (recorded in a tag).")] = False,
 ) -> None:
     """Move `champion` to a version only if its FID beats the champion's on the same reference data."""
-    from .components.registry import promote as run_promote
+    from .components.register.registry import promote as run_promote
 
     result = _call(run_promote, family, project_dir=HERE.root.resolve(), version=version, force=force)
     verdict = "now champion" if result.promoted else f"champion stays v{result.champion_version}"
@@ -269,7 +269,7 @@ def sweep(
     if name not in config.sweeps:
         typer.echo(f"error: sweeps.{name} is not in {params}; known: {', '.join(config.sweeps) or 'none'}", err=True)
         raise typer.Exit(2)
-    from .components.sweep import planned_sweep
+    from .components.sweep.sweep import planned_sweep
 
     record = _call(planned_sweep, config, name, HERE)
     for row in record.rows:
@@ -287,7 +287,7 @@ def report(
     """results/: the comparison tables (CSV, markdown, LaTeX) over every entry and seed with the real-data floor,
     the cost table, every figure (PNG and PDF) and index.html, one offline page with all of them."""
     config = _config(params, profile)
-    from .components.report import report as run_report
+    from .components.report.report import report as run_report
 
     typer.echo(f"results: {_call(run_report, config, HERE, out)}")
 
@@ -304,7 +304,7 @@ def compare(
 ) -> None:
     """Which numbers moved from results A to B: each metric's change B − A, "moved" when it exceeds both 95 %
     intervals summed; warns when the data or N differ."""
-    from .components.compare import compare_summaries, format_comparison
+    from .components.report.compare import compare_summaries, format_comparison
 
     result = _call(compare_summaries, a, b)
     typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) if json_output
@@ -341,7 +341,7 @@ def metrics(
     if bootstrap < 0:
         typer.echo("error: --bootstrap must be >= 0", err=True)
         raise typer.Exit(2)
-    from .components.evaluate import compare
+    from .components.evaluate.evaluate import compare
     from .config import EvaluateConfig
 
     settings = _call(EvaluateConfig, batch_size=batch_size, k=k, device=device)
@@ -377,7 +377,7 @@ def metrics(
 
 
 def _size(help_text: str, minimum: int = 1) -> Any:
-    """A sizing option of `bench`: None takes the device's default (components/bench.py, DEFAULT_SIZES)."""
+    """A sizing option of `bench`: None takes the device's default (components/bench/bench.py, DEFAULT_SIZES)."""
     return typer.Option(help=f"{help_text} Default: the device's.", min=minimum)
 
 
@@ -409,12 +409,12 @@ def bench(
     fast path, DDPM against DDIM, our feature extractor against torch-fidelity's; FLOPs, MFU; a dated row in
     docs/benchmarks.md."""
     config = _config(params, profile)
-    from .components.bench import BenchSizes, default_sizes
-    from .components.bench import bench as run_bench
-    from .components.bench_report import append_row, check_table, row, summary
-    from .components.devices import pick_device
-    from .components.io import write_json
-    from .components.prepare import image_shape
+    from .components.bench.bench import BenchSizes, default_sizes
+    from .components.bench.bench import bench as run_bench
+    from .components.bench.bench_report import append_row, check_table, row, summary
+    from .components.common.devices import pick_device
+    from .components.common.io import write_json
+    from .components.prepare.prepare import image_shape
 
     settings = config.family("ddpm")
     overrides = {key: value for key, value in (("base_channels", base_channels), ("timesteps", timesteps))
@@ -454,7 +454,7 @@ def models(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
     """Every entry (each family, and any named variant) with its trainable parameter count under the active
     profile's settings."""
     config = _config(params, profile)
-    from .components.catalog import describe_families
+    from .components.bench.catalog import describe_families
 
     typer.echo(f"profile {config.profile}, {config.data.dataset} images")
     rows = describe_families(config.models, config.data, config.seeds[0])
@@ -480,7 +480,7 @@ def use(
 ) -> None:
     """Switch params.yaml to PROFILE: `profile:` and the plan dvc.yaml iterates (families, seeds, sweeps), so
     `dvc repro` and `genbench run` then run that profile. Checked before writing; comments are kept."""
-    from .components.io import atomic_path
+    from .components.common.io import atomic_path
     from .config import load_config
     from .profiles import use_profile
 
@@ -660,7 +660,7 @@ def kfp_local(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> No
     """Run the pipeline here under kfp.local (each task a subprocess of this environment, no cluster, no
     container); artifacts under .genbench/kfp, MLflow as `genbench run` uses it."""
     _config(params, profile)
-    from .components.tracking import configure_tracking
+    from .components.register.tracking import configure_tracking
     from .flows.kubeflow import run_local
 
     tracking_uri = configure_tracking(HERE.root)  # the embedded store, or MLFLOW_TRACKING_URI when set

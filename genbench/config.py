@@ -47,7 +47,7 @@ FOLDER_FIELDS = {  # what `dataset: folder` needs, as the error says it
 
 class DataConfig(Strict):
     """`data`: which images, and how many go to each set. `folder` is your own images (at `path`), which have no
-    test split: all four sets are disjoint slices of one seeded shuffle of them (components/prepare.py)."""
+    test split: all four sets are disjoint slices of one seeded shuffle of them (components/prepare/prepare.py)."""
 
     # fashion_mnist, mnist: 1×28×28; cifar10: 3×32×32; folder: your images at `path`, channels×image_size²
     dataset: Literal["fashion_mnist", "mnist", "cifar10", "folder"] = "fashion_mnist"

@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .components.tracking import TRANSIENT_RETRIES
+from .components.register.tracking import TRANSIENT_RETRIES
 
 ARTIFACT_BUCKET = "genbench-artifacts"
 DVC_BUCKET = "genbench-dvc"
@@ -147,7 +147,7 @@ def up(root: Path, host: str = "127.0.0.1") -> dict[str, Any]:
 
 def start_mlflow(root: Path, host: str, s3_url: str, s3_env: dict[str, str]) -> dict[str, Any]:
     """The MLflow server of `up` (basic auth, `_write_mlflow_auth_config`'s admin), proxying artifacts to the bucket
-    at `s3_url`; its uploads to S3 retry transient failures as genbench's clients do (components/tracking.py)."""
+    at `s3_url`; its uploads to S3 retry transient failures as genbench's clients do (components/register/tracking.py)."""
     port = _free_port(host)
     retries = {k: v for k, v in TRANSIENT_RETRIES.items() if k.startswith("AWS_") and k not in os.environ}
     return _start(

@@ -11,8 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from genbench.components import figures
-from genbench.components.artifacts import curves, read_history
+from genbench.components.report import figures
+from genbench.components.common.artifacts import curves, read_history
 
 
 def main(project: Path, out: Path) -> None:

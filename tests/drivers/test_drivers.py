@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from genbench.components.dvc_lock import data_lock_hash
+from genbench.components.register.dvc_lock import data_lock_hash
 
 from .conftest import FAMILIES, run_checked
 
@@ -159,7 +159,7 @@ def test_torchrun_trains_with_two_gloo_processes(torchrun_project: tuple[Path, s
     streams in its checkpoint."""
     import torch
 
-    from genbench.components.artifacts import read_history, read_summary
+    from genbench.components.common.artifacts import read_history, read_summary
 
     root, output = torchrun_project
     assert output.count("trained ddpm: 4 steps") == 1 and "on 2 × cpu" in output

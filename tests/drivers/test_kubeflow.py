@@ -14,9 +14,9 @@ import json
 import re
 from pathlib import Path
 
-from genbench.components.promotion import TAG_DATA_MD5, TAG_EXTRACTOR_SHA, TAG_FID
-from genbench.components.register import TAG_PARAMS_HASH
-from genbench.components.registry import CHAMPION_ALIAS
+from genbench.components.register.promotion import TAG_DATA_MD5, TAG_EXTRACTOR_SHA, TAG_FID
+from genbench.components.register.register import TAG_PARAMS_HASH
+from genbench.components.register.registry import CHAMPION_ALIAS
 
 from .conftest import FAMILIES
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from genbench.components.evaluate import evaluate, evaluate_real
-from genbench.components.sample import sample
+from genbench.components.evaluate.evaluate import evaluate, evaluate_real
+from genbench.components.sample.sample import sample
 from genbench.config import load_config
 from genbench.layout import Layout
 

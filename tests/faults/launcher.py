@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import IO, Any
 
 WARM_MODULES = ("torch", "torch._dynamo", "torch.optim", "genbench.cli", "genbench.config", "tests.stages.conftest",
-                "genbench.components.train", "genbench.components.sample", "genbench.components.evaluate",
-                "genbench.components.report", "genbench.components.register", "mlflow", "mlflow.pyfunc",
+                "genbench.components.train.train", "genbench.components.sample.sample", "genbench.components.evaluate.evaluate",
+                "genbench.components.report.report", "genbench.components.register.register", "mlflow", "mlflow.pyfunc",
                 "matplotlib.pyplot")  # fmt: skip
 READY = "ready"
 

@@ -17,7 +17,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-from genbench.components.io import atomic_write
+from genbench.components.common.io import atomic_write
 
 from .records import RECORD_ENV, FaultRecord, read_records
 

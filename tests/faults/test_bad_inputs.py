@@ -20,9 +20,9 @@ import yaml
 from typer.testing import CliRunner
 
 from genbench.cli import app
-from genbench.components.artifacts import WEIGHTS
-from genbench.components.inception import FID_WEIGHTS_ENV
-from genbench.components.train import CHECKPOINT
+from genbench.components.common.artifacts import WEIGHTS
+from genbench.components.evaluate.inception import FID_WEIGHTS_ENV
+from genbench.components.train.train import CHECKPOINT
 from genbench.layout import Layout
 
 from ..stages.conftest import swap_in_pixel_network

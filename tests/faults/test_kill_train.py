@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from genbench.components.artifacts import HISTORY, WEIGHTS
+from genbench.components.common.artifacts import HISTORY, WEIGHTS
 from genbench.config import load_config
 
 from .conftest import project_copy

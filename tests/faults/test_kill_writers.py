@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from genbench.components.sample import read_sample_record
+from genbench.components.common.records import read_sample_record
 from genbench.layout import Layout
 
 from .conftest import project_copy

@@ -18,9 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 from genbench.cli import app
-from genbench.components.artifacts import WEIGHTS
-from genbench.components.promotion import tag_fid
-from genbench.components.registry import CHAMPION_ALIAS, logged_model_id
+from genbench.components.common.artifacts import WEIGHTS
+from genbench.components.register.promotion import tag_fid
+from genbench.components.register.registry import CHAMPION_ALIAS, logged_model_id
 from genbench.flows.retries import is_transient
 from genbench.layout import Layout
 

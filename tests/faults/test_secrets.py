@@ -10,7 +10,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from genbench.components.tracking import embedded_tracking_uri
+from genbench.components.register.tracking import embedded_tracking_uri
 from genbench.layout import Layout
 
 from .conftest import project_copy

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from genbench import stack
-from genbench.components.dvc_lock import data_lock_hash
+from genbench.components.register.dvc_lock import data_lock_hash
 from genbench.config import load_config
 from genbench.flows.dvc_data import DataPushWarning, reproduce_prepare
 from tests.drivers.conftest import COPY_IGNORE, REPO, driver_env

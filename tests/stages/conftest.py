@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genbench.components import evaluate as evaluate_module
-from genbench.components import features as features_module
-from genbench.components import fid_curve as fid_curve_module
-from genbench.components import inception
-from genbench.components.features import reference_features
-from genbench.components.io import file_digest, load_npy
-from genbench.components.prepare import prepare
-from genbench.components.train import train
+from genbench.components.common.io import file_digest, load_npy
+from genbench.components.evaluate import evaluate as evaluate_module
+from genbench.components.evaluate import features as features_module
+from genbench.components.evaluate import inception
+from genbench.components.evaluate.features import reference_features
+from genbench.components.prepare.prepare import prepare
+from genbench.components.train import fid_curve as fid_curve_module
+from genbench.components.train.train import train
 from genbench.config import load_config
 from genbench.layout import Layout
 

@@ -15,9 +15,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genbench.components import train as train_module
-from genbench.components.distributed import global_batchnorm
-from genbench.components.interrupts import Interrupted
+from genbench.components.common.interrupts import Interrupted
+from genbench.components.train import train as train_module
+from genbench.components.train.distributed import global_batchnorm
 from genbench.config import FamilySettings
 from genbench.models import REGISTRY
 from genbench.models import family as family_spec

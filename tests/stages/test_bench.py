@@ -17,10 +17,10 @@ import torch
 from typer.testing import CliRunner
 
 from genbench.cli import app
-from genbench.components import bench as bench_module
-from genbench.components import fidelity_peer
-from genbench.components.bench_report import COLUMNS, HEADING, header
-from genbench.components.inception import extract_features
+from genbench.components.bench import bench as bench_module
+from genbench.components.bench import fidelity_peer
+from genbench.components.bench.bench_report import COLUMNS, HEADING, header
+from genbench.components.evaluate.inception import extract_features
 
 from ..conftest import REPO
 from .conftest import fashion_test_split, pixel_features

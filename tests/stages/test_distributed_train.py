@@ -25,10 +25,10 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from genbench.cli import app
-from genbench.components import train as train_module
-from genbench.components.artifacts import read_history, read_summary
-from genbench.components.distributed import rank_seed
-from genbench.components.train import train
+from genbench.components.common.artifacts import read_history, read_summary
+from genbench.components.train import train as train_module
+from genbench.components.train.distributed import rank_seed
+from genbench.components.train.train import train
 from genbench.models import REGISTRY
 
 from . import ddp_worker

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from genbench.components import evaluate as evaluate_module
-from genbench.components import features as features_module
-from genbench.components import inception
-from genbench.components.evaluate import evaluate
-from genbench.components.inception import extract_features
-from genbench.components.metrics import feature_stats, frechet_distance
+from genbench.components.evaluate import evaluate as evaluate_module
+from genbench.components.evaluate import features as features_module
+from genbench.components.evaluate import inception
+from genbench.components.evaluate.evaluate import evaluate
+from genbench.components.evaluate.inception import extract_features
+from genbench.components.evaluate.metrics import feature_stats, frechet_distance
 from genbench.config import EvaluateConfig
 
 from .conftest import fashion_test_split

@@ -17,12 +17,12 @@ import pytest
 from typer.testing import CliRunner
 
 from genbench.cli import app
-from genbench.components import evaluate as evaluate_module
-from genbench.components import inception
-from genbench.components.evaluate import evaluate
-from genbench.components.fid_curve import FIDCurve
-from genbench.components.inception import extract_features
-from genbench.components.metrics import frechet_distance_from_features
+from genbench.components.evaluate import evaluate as evaluate_module
+from genbench.components.evaluate import inception
+from genbench.components.evaluate.evaluate import evaluate
+from genbench.components.evaluate.inception import extract_features
+from genbench.components.evaluate.metrics import frechet_distance_from_features
+from genbench.components.train.fid_curve import FIDCurve
 
 from .conftest import fashion_test_split
 

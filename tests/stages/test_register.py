@@ -11,13 +11,13 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from genbench.components.register import register
+from genbench.components.register.register import register
 from genbench.models import build_model
 
 FAMILY = "vae"
 LONG = "x" * 700  # longer than MLflow's portable 500-char param limit
 
-CONFIG = {  # a run record (components/artifacts.py RunRecord): a small VAE on 8×8 images
+CONFIG = {  # a run record (components/common/artifacts.py RunRecord): a small VAE on 8×8 images
     "name": FAMILY,
     "family": FAMILY,
     "seed": 0,
@@ -277,7 +277,7 @@ def test_register_and_champion(tmp_path, monkeypatch):
 def test_promote_compares_only_on_the_same_reference_and_records_force(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
-    from genbench.components.registry import promote
+    from genbench.components.register.registry import promote
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
@@ -304,8 +304,8 @@ def test_a_version_without_the_pyfunc_model_is_refused(tmp_path, monkeypatch):
     is not sampled: the error names the fix."""
     import mlflow
 
-    from genbench.components.registry import fetch_registered
-    from genbench.components.tracking import configure_tracking
+    from genbench.components.register.registry import fetch_registered
+    from genbench.components.register.tracking import configure_tracking
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)

@@ -21,10 +21,10 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from genbench.cli import app
-from genbench.components import evaluate as evaluate_module
-from genbench.components import report as report_module
-from genbench.components import sample as sample_module
-from genbench.components import train as train_module
+from genbench.components.evaluate import evaluate as evaluate_module
+from genbench.components.report import report as report_module
+from genbench.components.sample import sample as sample_module
+from genbench.components.train import train as train_module
 from genbench.models.vae import VAE
 
 from .test_report import _two_seed_project
@@ -164,7 +164,7 @@ def test_a_report_stopped_midway_keeps_the_old_results(trained: Path, monkeypatc
 
 def test_a_sweep_stopped_midway_leaves_no_summary(trained: Path, monkeypatch: pytest.MonkeyPatch,
                                                   pixel_network: list[int]) -> None:
-    from genbench.components import sweep as sweep_module
+    from genbench.components.sweep import sweep as sweep_module
 
     report_inputs(trained)
     invoke("sweep", "ddim_steps")

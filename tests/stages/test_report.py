@@ -15,9 +15,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from genbench.cli import app
-from genbench.components import figures
-from genbench.components.io import file_digest
-from genbench.components.sample import sample
+from genbench.components.common.io import file_digest
+from genbench.components.report import figures
+from genbench.components.sample.sample import sample
 from genbench.config import load_config
 from genbench.layout import Layout
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from genbench.components.evaluate import evaluate, evaluate_real
-from genbench.components.prepare import prepare
-from genbench.components.report import report
-from genbench.components.sample import sample
-from genbench.components.sweep import sweep
-from genbench.components.train import train
+from genbench.components.evaluate.evaluate import evaluate, evaluate_real
+from genbench.components.prepare.prepare import prepare
+from genbench.components.report.report import report
+from genbench.components.sample.sample import sample
+from genbench.components.sweep.sweep import sweep
+from genbench.components.train.train import train
 from genbench.config import load_config
 from genbench.layout import Layout
 

@@ -19,9 +19,9 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from genbench.cli import app
-from genbench.components import train as train_module
-from genbench.components.artifacts import load_trained
-from genbench.components.sample import sample
+from genbench.components.common.artifacts import load_trained
+from genbench.components.sample.sample import sample
+from genbench.components.train import train as train_module
 from genbench.config import DataConfig, SampleConfig, load_config
 from genbench.models.samplers import DiffusionSampling
 
@@ -269,8 +269,8 @@ def test_sampler_settings_come_from_params_without_retraining(trained: Path) -> 
 def test_a_sweep_resamples_the_trained_weights(trained: Path, pixel_network: list[int]) -> None:
     """sweeps.ddim_steps (tiny: DDIM at 2 steps) draws from runs/ddpm exactly what `sample` draws under the same
     settings, scores the set as `evaluate` does, and leaves the run alone."""
-    from genbench.components.evaluate import evaluate
-    from genbench.components.sample import sample
+    from genbench.components.evaluate.evaluate import evaluate
+    from genbench.components.sample.sample import sample
 
     weights = (trained / "runs" / "ddpm" / "seed-0" / "model.safetensors").read_bytes()
     config = load_config("params.yaml")
@@ -414,7 +414,7 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     with gzip.open(path, "wb") as handle:
         handle.write(header + array.astype(np.uint8).tobytes())
 def test_prepare_reads_mnist_idx_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from genbench.components.prepare import prepare
+    from genbench.components.prepare.prepare import prepare
 
     rng = np.random.default_rng(0)
     splits = {"train": (rng.integers(0, 256, (12, 28, 28)), np.arange(12) % 10),
@@ -440,7 +440,7 @@ def test_prepare_reads_cifar10_pickles(tmp_path: Path, monkeypatch: pytest.Monke
 
     from torchvision.datasets import CIFAR10
 
-    from genbench.components.prepare import prepare
+    from genbench.components.prepare.prepare import prepare
 
     folder = tmp_path / "local" / "cifar10" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
@@ -482,8 +482,8 @@ def test_fid_curve_goes_into_the_history(trained: Path, pixel_network: list[int]
     """train.fid_every > 0: FID of the EMA weights every K steps lands in history.csv (register logs it)."""
     from PIL import Image
 
-    from genbench.components.artifacts import curves, read_history
-    from genbench.components.figures import fid_curves
+    from genbench.components.common.artifacts import curves, read_history
+    from genbench.components.report.figures import fid_curves
 
     edit_params(lambda p: p["models"]["vae"]["profiles"]["tiny"]["train"].update(fid_every=2, fid_n=8))
     invoke("train", "vae", "--out", "curve")
@@ -507,7 +507,7 @@ def test_equal_weights_are_equal_bytes_on_every_save(tmp_path: Path) -> None:
     metadata map in hash order, and every map gets fresh hash keys (Rust's RandomState), so several metadata
     keys would make repeated saves differ even within one process (20 saves of a 3-key map gave 5 different
     files, measured): 8 saves catch that with probability 1 - 6^-7."""
-    from genbench.components.artifacts import save_weights
+    from genbench.components.common.artifacts import save_weights
 
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)

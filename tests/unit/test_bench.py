@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genbench.components.bench import (
+from genbench.components.bench.bench import (
     BenchResult,
     BenchSizes,
     FeatureFigures,
@@ -18,9 +18,9 @@ from genbench.components.bench import (
     TrainFigures,
     goals,
 )  # fmt: skip
-from genbench.components.bench_report import COLUMNS, HEADING, append_row, check_table, header, row
-from genbench.components.flops import count_flops, mfu
-from genbench.components.peak import Peak, device_peak, vendor_peak
+from genbench.components.bench.bench_report import COLUMNS, HEADING, append_row, check_table, header, row
+from genbench.components.bench.flops import count_flops, mfu
+from genbench.components.bench.peak import Peak, device_peak, vendor_peak
 
 from ..conftest import REPO
 
@@ -39,7 +39,7 @@ def test_convolution_counts_two_flops_per_multiply_add() -> None:
 
 
 def test_attention_on_the_cpu_counts_its_two_products_forward_and_five_backward() -> None:
-    """Torch's table counts the CUDA attention kernels only; without components/flops.py's formulas the CPU
+    """Torch's table counts the CUDA attention kernels only; without components/bench/flops.py's formulas the CPU
     kernel, and the fused op `inference_mode` dispatches, would count 0."""
     b, s, d = 2, 49, 16
     q = torch.randn(b, s, d, requires_grad=True)

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from genbench.cli import app
-from genbench.components.compare import compare_summaries, format_comparison, half_width
-from genbench.components.results import REAL_LABEL
+from genbench.components.report.compare import compare_summaries, format_comparison, half_width
+from genbench.components.report.results import REAL_LABEL
 
 T_975 = {2: 4.303, 4: 2.776}  # t_{0.975, df} from a printed table, by degrees of freedom
 MD5_A, MD5_B = "a" * 32, "b" * 32

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genbench.components.distributed import GlobalBatchNorm, Processes, global_batchnorm, processes
+from genbench.components.train.distributed import GlobalBatchNorm, Processes, global_batchnorm, processes
 from genbench.models import build_model, family
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from genbench.components.ema import EMA, averaged
+from genbench.components.train.ema import EMA, averaged
 from genbench.models import build_model, family
 
 # Means within 0.05 standard deviations and variances within 5 % of the activations' own statistics on 8192

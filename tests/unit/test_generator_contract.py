@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from genbench.components.artifacts import ImageShape, RunRecord
-from genbench.components.generator_contract import Generator, request_options, signature
-from genbench.components.sample import draw_samples
+from genbench.components.common.artifacts import ImageShape, RunRecord
+from genbench.components.common.drawing import draw_samples
+from genbench.components.register.generator_contract import Generator, request_options, signature
 from genbench.models import build_model
 from genbench.models.samplers import DiffusionSampling
 

@@ -18,12 +18,15 @@ from ..conftest import REPO
 PACKAGES = {"genbench": "genbench", "components": "genbench.components", "models": "genbench.models",
             "flows": "genbench.flows"}
 ORCHESTRATION = ("prefect", "typer", "kfp", "dvc")
+STAGE_PACKAGES = ("prepare", "train", "sample", "evaluate", "register", "sweep", "report", "bench")
 # (importer prefix, forbidden target prefixes, why)
 RULES = [
     ("genbench.models", ("genbench.",), "models/ holds nn.Modules, configs and samplers; it imports only models/"),
     ("genbench.components", ("genbench.flows", "genbench.cli", *ORCHESTRATION),
      "components are plain functions: no drivers, no orchestration library"),
     ("genbench.flows", ("genbench.cli",), "a driver calls components, never another driver"),
+    ("genbench.components.common", tuple(f"genbench.components.{stage}." for stage in STAGE_PACKAGES),
+     "components/common/ holds what several stages share; it imports no stage's package"),
 ]
 
 
@@ -31,8 +34,9 @@ def modules(root: Path) -> dict[str, Path]:
     """Every module of the installed packages, by dotted name."""
     found = {}
     for folder, package in PACKAGES.items():
-        for path in sorted((root / folder).glob("*.py")):
-            found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+        for path in sorted((root / folder).rglob("*.py")):
+            parts = path.relative_to(root / folder).with_suffix("").parts
+            found[".".join((package, *(parts[:-1] if parts[-1] == "__init__" else parts)))] = path
     return found
 
 
@@ -127,13 +131,13 @@ def test_a_deliberate_cycle_and_back_arrow_are_named(tmp_path: Path) -> None:
     for folder in PACKAGES:
         shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     assert violations(tmp_path) == []
-    with open(tmp_path / "components" / "io.py", "a") as handle:  # io ← artifacts ← train, and now io → train
-        handle.write("\n\ndef _late() -> None:\n    from .train import train  # noqa: F401\n")
+    with open(tmp_path / "components" / "common" / "io.py", "a") as handle:  # io ← artifacts ← train, now io → train
+        handle.write("\n\ndef _late() -> None:\n    from ..train.train import train  # noqa: F401\n")
     with open(tmp_path / "models" / "base.py", "a") as handle:
-        handle.write("\nfrom ..components import io  # noqa: E402,F401\n")
+        handle.write("\nfrom ..components.common import io  # noqa: E402,F401\n")
     found = violations(tmp_path)
-    assert "back arrow genbench.models.base -> genbench.components.io: models/ holds nn.Modules, configs and " \
+    assert "back arrow genbench.models.base -> genbench.components.common.io: models/ holds nn.Modules, configs and " \
            "samplers; it imports only models/" in found
     cycles = [line for line in found if line.startswith("cycle ")]
-    assert cycles and all("genbench.components.io" in line and "genbench.components.train" in line
+    assert cycles and all("genbench.components.common.io" in line and "genbench.components.train.train" in line
                           for line in cycles[:1]), found

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from genbench.components.evaluate.inception_net import FoldedConv, _convert
 from torch import Tensor, nn
-
-from components.inception_net import FoldedConv, _convert
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script.*deprecated:FutureWarning")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from genbench.components.io import atomic_dir, atomic_write, clean_leftovers
+from genbench.components.common.io import atomic_dir, atomic_write, clean_leftovers
 
 
 class Stopped(Exception):

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genbench.components import manifest
-from genbench.components.io import file_digest, load_npy, write_json
-from genbench.components.manifest import verify_prepared
+from genbench.components.common import manifest
+from genbench.components.common.io import file_digest, load_npy, write_json
+from genbench.components.common.manifest import verify_prepared
 
 
 @pytest.fixture

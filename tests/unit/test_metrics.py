@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from genbench.components.features import precision_record, reference_stats_key
-from genbench.components.inception import PREPROCESSING, tf1_resize_bilinear
-from genbench.components.metrics import (
+from genbench.components.evaluate.features import precision_record, reference_stats_key
+from genbench.components.evaluate.inception import PREPROCESSING, tf1_resize_bilinear
+from genbench.components.evaluate.metrics import (
     bootstrap_intervals,
     compute_metrics,
     density_coverage,

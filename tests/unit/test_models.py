@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from genbench.components.ema import EMA
+from genbench.components.train.ema import EMA
 from genbench.models import REGISTRY, build_model
 from genbench.models.base import GenerativeModel
 from genbench.models.dcgan import DCGAN
@@ -407,7 +407,7 @@ def test_gans_average_only_their_generator() -> None:
 
 
 def test_fp16_scaler_skips_an_overflowing_step_and_its_state_survives_a_checkpoint() -> None:
-    from genbench.components.precision import Precision
+    from genbench.components.common.precision import Precision
 
     weight = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.SGD([weight], lr=0.1)

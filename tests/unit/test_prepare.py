@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genbench.components.prepare import read_idx, split_indices
+from genbench.components.prepare.prepare import read_idx, split_indices
 from genbench.config import DataConfig
 
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from genbench.components.io import file_digest
-from genbench.components.prepare import fit_image, image_shape, prepare
+from genbench.components.common.io import file_digest
+from genbench.components.prepare.prepare import fit_image, image_shape, prepare
 from genbench.config import ConfigError, DataConfig, load_config
 
 SIZES = {"train_size": 20, "validation_size": 4, "holdout_size": 6, "reference_size": 10}  # 40: every image

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from genbench.components.promotion import decide, tag_fid
+from genbench.components.register.promotion import decide, tag_fid
 from genbench.flows.retries import is_transient
 
 SAME = {"data_md5": "d" * 32, "feature_extractor_sha256": "f" * 64}

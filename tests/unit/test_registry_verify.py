@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from genbench.components.registry import apply_promotion, logged_model_id, verify_logged_model
+from genbench.components.register.registry import apply_promotion, logged_model_id, verify_logged_model
 from genbench.flows.retries import is_transient
 
 STORED = {None: [("MLmodel", False, 900), ("artifacts", True, None)],

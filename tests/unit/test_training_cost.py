@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from genbench.components.artifacts import TrainSummary
-from genbench.components.results import Row, Stat, cost_markdown, cost_rows
+from genbench.components.common.artifacts import TrainSummary
+from genbench.components.report.results import Row, Stat, cost_markdown, cost_rows
 
 OLD_SUMMARY = {"name": "ddpm", "family": "ddpm", "steps": 800, "seconds": 120.0, "num_parameters": 10,
                "device": "cpu", "device_name": "Xeon (2 threads)", "config_sha256": "c" * 64}

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from genbench.components.precision import Precision, resolve
-from genbench.components.train import make_optimizer, warmup_factor
+from genbench.components.common.precision import Precision, resolve
+from genbench.components.train.train import make_optimizer, warmup_factor
 from genbench.models import build_model, family
 
 

@@ -1,0 +1,190 @@
+"""Stage 4: score generated samples, and the held-out real images (the floor), against the reference images.
+
+One feature pass per image set: the Inception pool3 features of the samples (and, cached, of the reference)
+feed every metric in `metrics.py`. Inception Score is the one exception: it needs classifier logits, which the
+offline pool3 network does not have, so it takes a second pass with the standard logits network when that
+loads (see `inception.py`), and records why not otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genbench.components.common.devices import pick_device
+from genbench.components.common.images import array_digest, load_images, validate_images
+from genbench.components.common.io import clean_leftovers, file_digest, load_npy, require_file, write_json
+from genbench.components.common.manifest import cached_digest, verify_prepared
+from genbench.components.common.precision import resolve as resolve_precision
+from genbench.components.common.records import check_samples
+from genbench.components.evaluate.features import reference_features
+from genbench.components.evaluate.inception import (
+    PREPROCESSING,
+    extract_features,
+    extractor_identity,
+    standard_inception_logits,
+)
+from genbench.components.evaluate.metrics import (
+    DENSITY_K,
+    IS_SPLITS,
+    KID_SUBSET_SIZE,
+    KID_SUBSETS,
+    compute_metrics,
+    inception_score,
+    metric_warnings,
+)  # fmt: skip
+from genbench.config import EvaluateConfig
+
+
+def _try_inception_score(
+    images: np.ndarray, splits: int, batch_size: int, device: str, seed: int
+) -> dict[str, Any]:
+    """Inception Score with the standard logits network, or null plus the reason it could not be computed."""
+    if len(images) < splits:
+        return {"inception_score": None, "inception_score_std": None, "inception_score_splits": splits,
+                "inception_score_unavailable": f"N={len(images)} < {splits} splits"}  # fmt: skip
+    try:
+        logits, identity = standard_inception_logits(images, batch_size=batch_size, device=device)
+        mean, std = inception_score(logits, splits=splits, seed=seed)
+    except Exception as error:  # noqa: BLE001 - any failure is recorded in the metrics file, never hidden
+        reason = (
+            f"the standard Inception logits network did not load or run ({type(error).__name__}: {error}); the "
+            "offline FID network has pool3 features only, no classifier logits"
+        )
+        return {"inception_score": None, "inception_score_std": None, "inception_score_splits": splits,
+                "inception_score_unavailable": reason[:500]}  # fmt: skip
+    return {"inception_score": mean, "inception_score_std": std, "inception_score_splits": splits,
+            "inception_score_unavailable": None, "inception_score_extractor": identity}  # fmt: skip
+
+
+def check_sets(samples: np.ndarray, reference: np.ndarray, k: int = 3, density_k: int = DENSITY_K,
+               samples_name: str = "samples", reference_name: str = "reference") -> None:
+    """ValueError naming the set unless both are uint8 NHWC images of one shape, more than the neighbourhoods need."""
+    validate_images(samples, samples_name)
+    validate_images(reference, reference_name)
+    if samples.shape[1:] != reference.shape[1:]:
+        raise ValueError(
+            f"{samples_name}: image shape {samples.shape[1:]} (HWC) differs from the reference "
+            f"{reference_name} {reference.shape[1:]}"
+        )
+    need = max(k, density_k)
+    for name, n in ((samples_name, len(samples)), (reference_name, len(reference))):
+        if n <= need:
+            raise ValueError(
+                f"{name}: {n} images, but precision/recall (k={k}) and density/coverage (k={density_k}) need "
+                f"more than {need}"
+            )
+
+
+def score(
+    samples: np.ndarray,
+    reference: np.ndarray,
+    reference_md5: str,
+    *,
+    cache_dir: Path,
+    batch_size: int = 50,
+    k: int = 3,
+    density_k: int = DENSITY_K,
+    kid_subsets: int = KID_SUBSETS,
+    kid_subset_size: int = KID_SUBSET_SIZE,
+    bootstrap: int = 0,
+    seed: int = 0,
+    is_splits: int = IS_SPLITS,
+    compute_inception_score: bool = True,
+    device: str = "cpu",
+    precision: str = "fp32",
+    samples_name: str = "samples",
+    reference_name: str = "reference",
+) -> dict[str, Any]:
+    """All metrics of `samples` against `reference` (uint8 NHWC): one network pass per set, reference cached.
+
+    `reference_md5` keys the reference cache together with the extractor's sha256 and the preprocessing.
+    """
+    check_sets(samples, reference, k, density_k, samples_name, reference_name)
+    ref_features, ref_mu, ref_sigma, key = reference_features(reference, reference_md5, cache_dir, batch_size, device,
+                                                              precision)
+    sample_features = extract_features(samples, batch_size=batch_size, device=device, precision=precision)
+    result = compute_metrics(
+        ref_features, sample_features, ref_stats=(ref_mu, ref_sigma), k=k, density_k=density_k,
+        kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, bootstrap=bootstrap, seed=seed,
+    )  # fmt: skip
+    if compute_inception_score:
+        result.update(_try_inception_score(samples, is_splits, batch_size, device, seed))
+    else:
+        result.update({"inception_score": None, "inception_score_std": None, "inception_score_splits": is_splits,
+                       "inception_score_unavailable": "not requested"})  # fmt: skip
+    notes = metric_warnings(len(samples), len(reference), sample_features.shape[1])
+    if result["kid_subset_size"] < kid_subset_size:
+        notes.append(
+            f"KID subset_size clamped from {kid_subset_size} to {result['kid_subset_size']} (the smaller set); "
+            "compare KID only at equal subset_size"
+        )
+    result.update({
+        "n_samples": int(len(samples)),
+        "n_reference": int(len(reference)),
+        "reference_md5": reference_md5,
+        "feature_extractor": extractor_identity(),
+        "preprocessing": dict(PREPROCESSING),
+        "inception_precision": precision,
+        "reference_stats_key": key,
+        "warnings": notes,
+    })  # fmt: skip
+    return result
+
+
+def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_dir: Path,
+             settings: EvaluateConfig = EvaluateConfig(), recorded: bool = False, **options: Any) -> dict[str, Any]:
+    """Score generated samples against reference images and write the record, with the samples' md5, to `out_path`.
+
+    The samples' record beside them (`genbench sample` writes one) must vouch for their bytes; `recorded`: it must
+    exist (an entry's samples). Reference statistics are cached under `cache_dir` so that every family is scored
+    against the same numbers without re-running the slow network on the reference set. `options` go to `score()`
+    (density_k, kid_subsets, kid_subset_size, bootstrap, seed, is_splits, compute_inception_score).
+    """
+    samples_path, reference_path, out_path = Path(samples_path), Path(reference_path), Path(out_path)
+    require_file(samples_path, "genbench sample")
+    require_file(reference_path, "genbench prepare")
+    verify_prepared(reference_path.parent, [reference_path.name])
+    samples, reference = load_npy(samples_path), load_npy(reference_path)
+    check_samples(samples_path, required=recorded)
+    options = {"bootstrap": settings.bootstrap, **options}
+    check_sets(samples, reference, settings.k, options.get("density_k", DENSITY_K), str(samples_path),
+               str(reference_path))
+    extractor_identity()  # a missing FID network is an input error too: found before the old metrics go
+    clean_leftovers(out_path.parent, out_path.name)
+    out_path.unlink(missing_ok=True)  # a stop while scoring leaves no metrics of what the samples were before
+    device = pick_device(settings.device)
+    result = score(
+        samples, reference, cached_digest(reference_path), cache_dir=cache_dir, batch_size=settings.batch_size,
+        k=settings.k, device=str(device), precision=resolve_precision(settings.precision, False, device)[0],
+        samples_name=str(samples_path), reference_name=str(reference_path), **options,
+    )  # fmt: skip
+    result["samples_md5"] = cached_digest(samples_path)  # hashed once: check_samples read it above
+    write_json(out_path, result)
+    return result
+
+
+def evaluate_real(holdout_path: Path, reference_path: Path, out_path: Path, *, cache_dir: Path,
+                  settings: EvaluateConfig = EvaluateConfig()) -> dict[str, Any]:
+    """The report's floor: held-out real images scored by `evaluate` exactly as a family's samples are, so
+    every model's numbers can be read against what real data reaches at the same N."""
+    require_file(holdout_path, "genbench prepare")
+    verify_prepared(Path(holdout_path).parent, [Path(holdout_path).name])
+    return evaluate(holdout_path, reference_path, out_path, cache_dir=cache_dir, settings=settings)
+
+
+def compare(real: Path, fake: Path, *, cache_dir: Path, settings: EvaluateConfig = EvaluateConfig(),
+            bootstrap: int = 0, seed: int = 0) -> dict[str, Any]:
+    """`genbench metrics`: every metric of FAKE against REAL, each a `.npy` (uint8 NHWC) or an image folder;
+    REAL's features are cached like a reference's (by file md5, or by content for a folder)."""
+    real_images, fake_images = load_images(real), load_images(fake)
+    real_md5 = file_digest(real) if Path(real).is_file() else array_digest(real_images)
+    return score(
+        fake_images, real_images, real_md5, cache_dir=cache_dir, batch_size=settings.batch_size, k=settings.k,
+        bootstrap=bootstrap, seed=seed, device=str(pick_device(settings.device)),
+        precision=resolve_precision(settings.precision, False, pick_device(settings.device))[0],
+        samples_name=str(fake),
+        reference_name=str(real),
+    )  # fmt: skip

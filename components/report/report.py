@@ -1,0 +1,316 @@
+"""Stage 6: `results/`, the comparison a thesis chapter cites, rebuilt from the files the other stages wrote.
+
+    results.{csv,md,tex}, cost.{csv,md,tex}, runs.csv   the tables (components/report/results.py says which is which)
+    summary.json                                        every row's statistics and provenance (`genbench compare`)
+    figures/<name>.{png,pdf}                            samples, losses, fid_curve, precision_recall,
+                                                        vae_interpolation, ddpm_trajectory, sweep_<name>
+    grids/<name>.png                                    each entry's first 64 samples (its first seed) at 2×
+    index.html                                          one offline page: the tables and every figure, embedded
+
+The folder is assembled beside the old one and swapped in whole (`io.atomic_dir`), so a killed report never leaves
+a mix, and the next report removes what a kill left of its temporary folders.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genbench.components.common.artifacts import curves as group_curves
+from genbench.components.common.artifacts import load_trained, read_history, read_summary, to_model_range, to_uint8_nhwc
+from genbench.components.common.io import (
+    atomic_dir,
+    clean_leftovers,
+    file_digest,
+    load_npy,
+    read_json,
+    require_file,
+    write_json,
+)
+from genbench.components.common.run_logging import git_commit
+from genbench.components.register.dvc_lock import read_lock, stage_hash
+from genbench.components.report import figures
+from genbench.components.report import results as tables
+from genbench.config import Config
+from genbench.layout import REAL, Layout
+
+GRID_IMAGES = 64
+TRAJECTORY_IMAGES = 3
+TRAJECTORY_COLUMNS = 6
+INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 4, 8
+
+
+def report(config: Config, layout: Layout, out_dir: Path) -> Path:
+    """Write results/ for `config.families` × `config.seeds` and `config.sweeps` from `layout`'s files; returns
+    index.html's path. Every input is checked before anything is written."""
+    out_dir = Path(out_dir)
+    lock = read_lock(layout.root)
+    rows = [_entry(name, config, layout, lock) for name in config.families]
+    real_metrics = read_json(require_file(layout.real_metrics, f"genbench evaluate {REAL}"))
+    rows.append(tables.real_row(real_metrics))
+    swept = [read_json(require_file(layout.sweep_summary(name), f"genbench sweep {name}")) for name in config.sweeps]
+    swept = [record for record in swept if record["rows"]]
+    provenance = {"data_manifest_md5": file_digest(require_file(layout.manifest, "genbench prepare")),
+                  "git_commit": git_commit(layout.root)}
+    extractor = real_metrics.get("feature_extractor", {})
+    extractor_text = f"{extractor.get('name', '?')} (sha256 {extractor.get('sha256', '?')[:12]})"
+
+    clean_leftovers(out_dir.parent, out_dir.name)
+    with atomic_dir(out_dir) as staging:
+        costs = tables.cost_rows(rows)
+        text = {
+            "results.csv": tables.results_csv(rows, provenance),
+            "results.md": tables.results_markdown(rows, provenance, extractor_text) + _sweep_markdown(swept),
+            "results.tex": tables.results_latex(rows, provenance),
+            "cost.csv": tables.cost_csv(costs),
+            "cost.md": tables.cost_markdown(costs),
+            "cost.tex": tables.cost_latex(costs),
+            "runs.csv": tables.runs_csv(rows),
+        }
+        for name, content in text.items():
+            (staging / name).write_text(content)
+        write_json(staging / "summary.json", _summary(rows, provenance, swept, costs))
+        shown = _figures(config, layout, rows, real_metrics, swept, staging)
+        (staging / "index.html").write_text(_index(text, shown, staging))
+    return out_dir / "index.html"
+
+
+def _entry(name: str, config: Config, layout: Layout, lock: dict[str, Any]) -> tables.Row:
+    """An entry's row from its runs under every seed (each file checked, naming the command that makes it), with
+    the dvc.lock hashes of its stages when DVC ran them."""
+    metrics, summaries, samples, runs = [], [], [], []
+    for seed in config.seeds:
+        where = f"{name} --seed {seed}"
+        run_dir = layout.run(name, seed)
+        summary = read_summary(run_dir).model_dump()
+        sample_path = require_file(layout.samples(name, seed), f"genbench sample {where}")
+        record = read_json(require_file(sample_path.with_suffix(".json"), f"genbench sample {where}"))
+        result = read_json(require_file(layout.metrics(name, seed), f"genbench evaluate {where}"))
+        registered = read_json(layout.registry(name, seed)) if layout.registry(name, seed).exists() else {}
+        metrics.append(result)
+        summaries.append(summary)
+        samples.append(record)
+        stage = f"{name}-{seed}"
+        runs.append({
+            "name": name, "seed": seed, "mlflow_run_id": registered.get("run_id", ""),
+            "model_name": registered.get("model_name", ""), "model_version": registered.get("version", ""),
+            "train_stage": stage_hash(lock, f"train@{stage}"),
+            "sample_stage": stage_hash(lock, f"sample@{stage}"),
+            "evaluate_stage": stage_hash(lock, f"evaluate@{stage}"),
+            "weights_sha256": record["weights_sha256"], "samples_md5": result.get("samples_md5", ""),
+            "fid": result["fid"], "train_seconds": summary["seconds"], "train_steps": summary["steps"],
+            "device_name": summary.get("device_name") or summary["device"], "processes": summary["processes"],
+            "device_seconds": summary["device_seconds"], "images_per_second": summary["images_per_second"],
+            "sample_seconds_per_image": record["seconds"] / record["n"],
+        })
+    return tables.entry_row(name, config.family(name).family, config.seeds, metrics, summaries, samples, runs)
+
+
+def _summary(rows: list[tables.Row], provenance: dict[str, str], swept: list[dict[str, Any]],
+             costs: list[dict[str, Any]]) -> dict[str, Any]:
+    def stat(value: tables.Stat) -> dict[str, Any]:
+        return {"mean": value.mean, "std": value.std, "ci95": list(value.interval) if value.interval else None}
+
+    return {
+        "provenance": provenance,
+        "rows": [{"name": row.name, "family": row.family, "seeds": list(row.seeds), "n_samples": row.n_samples,
+                  "n_reference": row.n_reference, "num_parameters": row.num_parameters,
+                  "network_evaluations": row.network_evaluations,
+                  "metrics": {key: stat(value) for key, value in row.stats.items()},
+                  "runs": row.runs} for row in rows],
+        "cost": costs,
+        "sweeps": swept,
+    }
+
+
+def _figures(config: Config, layout: Layout, rows: list[tables.Row], real: dict[str, Any],
+             swept: list[dict[str, Any]], out: Path) -> list[tuple[str, str, str]]:
+    """Every figure the inputs allow; returns (file stem, title, caption) of each, in reading order."""
+    shown: list[tuple[str, str, str]] = []
+    fig_dir, grid_dir = out / "figures", out / "grids"
+    fig_dir.mkdir()
+    grid_dir.mkdir()
+    first = config.seeds[0]
+    reference = load_npy(layout.reference)
+    grids = {"real (reference)": figures.tile(reference[:GRID_IMAGES])}
+    figures.save_png(figures.tile(reference[:GRID_IMAGES], zoom=2), grid_dir / "reference.png")
+    for name in config.families:
+        images = load_npy(layout.samples(name, first))[:GRID_IMAGES]
+        grids[name] = figures.tile(images)
+        figures.save_png(figures.tile(images, zoom=2), grid_dir / f"{name}.png")
+    figures.samples(grids, fig_dir / "samples")
+    shown.append(("samples", "Samples", f"The first {GRID_IMAGES} images of each entry (seed {first}; image i from "
+                  "the same noise seed in every entry) beside real reference images."))
+
+    points = {}
+    for row in tables.ordered(rows):
+        p, r = row.stats["precision"], row.stats["recall"]
+        points[row.label] = {"precision": p.mean, "recall": r.mean, "real": row.family == "real",
+                             "precision_err": _error_bar(p), "recall_err": _error_bar(r)}
+    figures.precision_recall(points, fig_dir / "precision_recall")
+    shown.append(("precision_recall", "Precision and recall",
+                  "Each entry's improved precision and recall (k = "
+                  f"{real.get('k', '?')}); bars: the spread the table gives. The star is real held-out data."))
+
+    history = {name: [group_curves(read_history(layout.run(name, seed))) for seed in config.seeds]
+               for name in config.families}
+    if figures.fid_curves(history, fig_dir / "fid_curve"):
+        shown.append(("fid_curve", "FID during training", "EMA weights on fixed seeds against the validation "
+                      "split (never the test split): what model selection sees. Comparable only within a curve."))
+
+    vae = next((name for name in config.families if config.family(name).family == "vae"), None)
+    if vae is not None:
+        _interpolation(layout.run(vae, first), reference, fig_dir / "vae_interpolation")
+        shown.append(("vae_interpolation", f"{vae}: latent interpolation", "Each row decodes the straight line "
+                      "between the posterior means of two real reference images; the ends are reconstructions."))
+
+    ddpm = next((name for name in config.families if config.family(name).family == "ddpm"), None)
+    if ddpm is not None:
+        _trajectory(ddpm, config, layout.run(ddpm, first), first, fig_dir / "ddpm_trajectory")
+        shown.append(("ddpm_trajectory", f"{ddpm}: denoising trajectory", "Ancestral sampling of the first "
+                      f"{TRAJECTORY_IMAGES} images: x_t (upper row of each pair) and the network's estimate of x0 "
+                      "(lower row) at the timesteps shown."))
+
+    for record in swept:
+        figures.sweep(record, real, fig_dir / f"sweep_{record['name']}")
+        shown.append((f"sweep_{record['name']}", f"Sweep {record['name']}", f"{record['entry']}'s weights (seed "
+                      f"{first}) re-sampled once per {record['vary']}, nothing retrained; dashed: real data, drawn only when the "
+                      "sweep scores as many images as the table (FID rises at small N)."))
+
+    figures.losses(history, fig_dir / "losses")
+    shown.append(("losses", "Training losses", "Per-step losses of each entry; the first seed bold, the others "
+                  "thin."))
+    return shown
+
+
+def _error_bar(stat: tables.Stat) -> list[float] | None:
+    """[below, above] the mean: the std, or the interval's distances."""
+    if stat.mean is None:
+        return None
+    if stat.std is not None:
+        return [stat.std, stat.std]
+    if stat.interval is not None:
+        return [max(stat.mean - stat.interval[0], 0.0), max(stat.interval[1] - stat.mean, 0.0)]
+    return None
+
+
+def _interpolation(run_dir: Path, reference: np.ndarray, stem: Path) -> None:
+    import torch
+
+    from genbench.models.vae import interpolate
+
+    vae, _ = load_trained(run_dir)
+    images = to_model_range(reference[: 2 * INTERPOLATION_PAIRS])
+    with torch.no_grad():
+        rows = [to_uint8_nhwc(interpolate(vae, images[2 * k], images[2 * k + 1], INTERPOLATION_STEPS))
+                for k in range(INTERPOLATION_PAIRS)]
+    weights = [f"{w:.2f}" for w in np.linspace(0, 1, INTERPOLATION_STEPS)]
+    figures.image_rows(rows, [f"pair {k + 1}" for k in range(len(rows))], [f"α={w}" for w in weights],
+                       "VAE latent interpolation", stem)
+
+
+def _trajectory(name: str, config: Config, run_dir: Path, seed: int, stem: Path) -> None:
+    """x_t and the x0 estimate along the ancestral path, from the images' own sample generators."""
+    from genbench.components.common.drawing import image_generator, image_labels
+    from genbench.models.samplers import trajectory
+
+    model, _ = load_trained(run_dir)
+    steps = model.schedule.timesteps
+    times = sorted({round(t) for t in np.linspace(steps - 1, 0, TRAJECTORY_COLUMNS)}, reverse=True)
+    variance = getattr(config.sampling_for(name), "variance_type", "fixed_large")
+    indices = range(TRAJECTORY_IMAGES)
+    path = trajectory(model, [image_generator(seed, i) for i in indices], times,
+                      image_labels(indices, model.num_classes), variance)
+    rows, labels = [], []
+    for i in indices:
+        rows += [np.stack([to_uint8_nhwc(x_t[i : i + 1])[0] for _, x_t, _ in path]),
+                 np.stack([to_uint8_nhwc(x0[i : i + 1])[0] for _, _, x0 in path])]
+        labels += [f"#{i} x_t", f"#{i} x0 est."]
+    figures.image_rows(rows, labels, [f"t = {t}" for t, _, _ in path], f"{name}: ancestral sampling, T = {steps}",
+                       stem)
+
+
+def _sweep_markdown(swept: list[dict[str, Any]]) -> str:
+    """A table per sweep (FID, precision, recall per value); sampling times are in summary.json."""
+    if not swept:
+        return ""
+    lines = ["", "## Sampling sweeps", "", "The same trained weights (first seed) re-sampled with the same seeds "
+             "once per value; nothing retrained.", ""]
+    for record in swept:
+        held = ", ".join(f"{k}={v}" for k, v in record["set"].items())
+        lines += [f"### {record['name']}: {record['entry']}, {record['vary']}" + (f" ({held})" if held else ""), "",
+                  f"| {record['vary']} | FID ↓ | precision ↑ | recall ↑ | samples |", "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['value']} | {r['fid']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['n_samples']} |"
+                  for r in record["rows"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _index(text: dict[str, str], shown: list[tuple[str, str, str]], out: Path) -> str:
+    """One self-contained page: the tables (from the markdown written beside it) and every figure inline."""
+    def embedded(stem: str) -> str:
+        data = base64.b64encode((out / "figures" / f"{stem}.png").read_bytes()).decode()
+        return f'<img alt="{html.escape(stem)}" src="data:image/png;base64,{data}">'
+
+    sections = [
+        "<h2>Results</h2>", _markdown_html(text["results.md"]),
+        "<h2>Cost</h2>", _markdown_html(text["cost.md"]),
+    ]
+    for stem, title, caption in shown:
+        sections += [f'<figure id="{html.escape(stem)}"><h3>{html.escape(title)}</h3>{embedded(stem)}'
+                     f"<figcaption>{html.escape(caption)} "
+                     f'(<code>figures/{html.escape(stem)}.pdf</code> for print)</figcaption></figure>']
+    return PAGE.format(body="\n".join(sections))
+
+
+def _markdown_html(markdown: str) -> str:
+    """The subset of markdown our tables use: pipe tables, ### headings, paragraphs, `code`."""
+    out, table = [], []
+
+    def inline(text: str) -> str:
+        parts = html.escape(text).split("`")
+        return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+    def flush() -> None:
+        if table:
+            head, body = table[0], table[2:]
+            out.append("<table><thead><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr></thead><tbody>"
+                       + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in body)
+                       + "</tbody></table>")
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append([cell.strip() for cell in line.strip().strip("|").split(" | ")])
+            continue
+        flush()
+        if line.startswith("## "):
+            out.append(f"<h2>{inline(line[3:])}</h2>")
+        elif line.startswith("### "):
+            out.append(f"<h3>{inline(line[4:])}</h3>")
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    flush()
+    return "\n".join(out)
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>genbench results</title>
+<style>
+body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1180px; padding: 0 1em; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.8em 0; font-size: 13px; }}
+th, td {{ padding: 0.3em 0.7em; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }}
+th:first-child, td:first-child {{ text-align: left; }}
+thead th {{ border-bottom: 2px solid #444; }}
+figure {{ margin: 2em 0; }} figure img {{ max-width: 100%; }}
+figcaption {{ color: #555; font-size: 13px; max-width: 60em; }}
+code {{ background: #f3f3f3; padding: 0 0.25em; }}
+</style></head>
+<body><h1>genbench results</h1>
+{body}
+</body></html>
+"""
