@@ -213,8 +213,8 @@ def _write_mlflow_auth_config(root: Path) -> str:
         f"admin_username = {MLFLOW_ADMIN}\n"
         f"admin_password = {password}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-        # MLflow re-hashes the password on every request without it (werkzeug's scrypt: seconds per request on a
-        # busy 2-core host); a successful login is remembered for a minute, keyed by an HMAC of the password
+        # MLflow re-hashes the password on every request without it, and werkzeug's scrypt is slow by design;
+        # a successful login is remembered for MLFLOW_AUTH_CACHE_S, keyed by an HMAC of the password
         f"auth_cache_ttl_seconds = {MLFLOW_AUTH_CACHE_S}\n"
     ))
     return password

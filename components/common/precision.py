@@ -5,11 +5,11 @@ GANs step their groups one after another within a step (critic, then generator),
 group gets its own scaler: one group's overflow never skips or rescales another's update. bf16 keeps fp32's
 exponent range and needs no scaler; fp32 makes every method here a plain pass-through.
 
-`auto` takes bf16 only where the hardware computes it natively: there it is the fast path for wide networks
-(measured on a 2-core AMX CPU, with channels_last: Ho et al.'s DDPM UNet step 1.8× faster than eager fp32 at
-base 64, 2.8× at base 128); on a CPU without AMX or avx512-bf16, bf16 is emulated and slower than fp32, so auto
-stays fp32 there. Narrow networks can lose even on AMX (the quick profile's base-12 UNet: 217 ms a step in
-bf16, 134 ms in fp32 with channels_last), so a profile may pin `precision` (docs/benchmarks.md).
+`auto` takes bf16 only where the hardware computes it natively: there it is the fast path for wide networks,
+whose convolutions shrink with bf16; on a CPU without AMX or avx512-bf16, bf16 is emulated and slower than fp32,
+so auto stays fp32 there. Narrow networks can lose even on AMX, where the casts cost more than the small
+convolutions save, so a profile may pin `precision`. The step times behind both rules are in docs/benchmarks.md
+("CPU ratios").
 """
 
 from __future__ import annotations

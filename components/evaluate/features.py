@@ -20,8 +20,9 @@ from genbench.components.evaluate.metrics import feature_stats
 def precision_record(precision: str) -> dict[str, str]:
     """What the cache key records of the network's precision; {} for exact fp32, so fp32 keys stay those of
     before precision was a choice (and of the TorchScript network, whose fp32 features the rebuilt one equals to
-    1e-6). bf16 names the folded network: its rounding differs from the TorchScript's under autocast (FID 1 %
-    apart), so statistics cached by that one are never mixed with these."""
+    1e-6). bf16 names the folded network: its rounding differs from the TorchScript's under autocast enough to
+    move FID (docs/benchmarks.md, "FID fidelity checks"), so statistics cached by that one are never mixed with
+    these."""
     return {} if precision == "fp32" else {"precision": precision, "batch_norm": "folded"}
 
 

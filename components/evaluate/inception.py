@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from genbench.components.evaluate.inception_net import rebuild
 
-PRECISIONS = ("fp32", "bf16")  # bf16: ~3× fp32 on AMX CPUs, FID ~1 % off (docs/benchmarks.md)
+PRECISIONS = ("fp32", "bf16")  # bf16: faster where native, FID slightly off fp32's (docs/benchmarks.md)
 FID_WEIGHTS_ENV = "GENBENCH_FID_WEIGHTS"  # path to the TorchScript file itself
 DATA_DIR_ENV = "GENBENCH_DATA_DIR"  # the shared data folder; the network lives in its fid/ subfolder
 WEIGHTS_FILENAME = "inception-2015-12-05-pool3.torchscript.pt"
@@ -123,8 +123,9 @@ def load_network(path: Path, device: str = "cpu") -> nn.Module:
     """The network we run, once per (file, device): the export rebuilt eagerly with BatchNorm folded
     (`inception_net`), channels_last.
 
-    On a 2-core AMX CPU (`genbench bench`, docs/benchmarks.md): 1.5× torch-fidelity's eager NCHW layout exact and
-    4.4× under bf16 autocast, where the TorchScript network ran 1.3× and 1.9×.
+    Rebuilt because the TorchScript network as loaded is slower than torch-fidelity's eager NCHW layout of the
+    same weights, exact and under bf16 autocast, and this one is faster than both; `genbench bench` measures the
+    ratios against that peer (docs/benchmarks.md).
     """
     return rebuild(load_scripted(path, device)).to(device, memory_format=torch.channels_last)
 

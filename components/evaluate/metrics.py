@@ -191,8 +191,8 @@ def kernel_inception_distance(
 def poly_mmd(real: Any, fake: Any) -> Any:
     """Unbiased MMD² between two float64 torch feature tensors with k(x, y) = (x·y / d + 1)³: torchmetrics'
     `torchmetrics.image.kid.poly_mmd`, the same torch operations in the same order (so the same bits), written
-    out because importing torchmetrics costs ~15 s per process on 2 cores (it pulls in torchvision) and every
-    `genbench evaluate` computes KID. tests/unit/test_metrics.py checks it against torchmetrics' metric."""
+    out because importing torchmetrics pulls in torchvision, an import every `genbench evaluate` would pay for one
+    function (docs/benchmarks.md, "Import costs"). tests/unit/test_metrics.py checks it against torchmetrics' metric."""
     gamma = 1.0 / real.shape[1]
     k_rr, k_ff, k_rf = ((a @ b.T * gamma + 1.0) ** 3 for a, b in ((real, real), (fake, fake), (real, fake)))
     m = k_rr.shape[0]
@@ -237,9 +237,9 @@ def bootstrap_intervals(
     Each resample draws both sets' rows with replacement (the network is not re-run). FID is recomputed from
     the resampled mean and covariance. For precision/recall a row drawn twice would be its own nearest
     neighbour at distance 0 and shrink the k-NN balls, so the manifold of a resample is built from its
-    distinct rows (queries keep their multiplicity): with ~63 % distinct rows the balls grow a little, which
-    the shift takes out along with FID's. Duplicated rows add to FID's small-N upward bias: the raw
-    percentile interval sits above the estimate (quick, N = 300: ddpm 95.4, raw [107.8, 119.5]). Pairwise
+    distinct rows (queries keep their multiplicity): with about 1 − 1/e of the rows distinct the balls grow a
+    little, which the shift takes out along with FID's. Duplicated rows add to FID's small-N upward bias: the raw
+    percentile interval sits above the estimate, at the quick profile's N often without containing it. Pairwise
     distances are computed once (3 matrices of N² float64: 2.4 GB at N = 10 000) and indexed. Cost per
     resample: an N×N SVD below 2048 rows, two 2048-D eigendecompositions above (seconds on CPU), so use tens
     to hundreds of resamples.

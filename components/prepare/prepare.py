@@ -156,7 +156,8 @@ def load_dataset(dataset: str, download_dir: Path) -> tuple[np.ndarray, np.ndarr
 
 def _idx_dataset(dataset: str, root: Path, source: Path | None) -> list[tuple[np.ndarray, Any]]:
     """(images, labels) of the train and test splits of (Fashion-)MNIST. Local IDX files (`source`) are
-    md5-checked and read directly, which spares each `prepare` process torchvision's ~9 s import; without
+    md5-checked and read directly, which spares each `prepare` process torchvision's import (docs/benchmarks.md,
+    "Import costs"); without
     them torchvision downloads and reads the same four files."""
     if source is not None:
         raw = root / ("FashionMNIST" if dataset == "fashion_mnist" else "MNIST") / "raw"

@@ -26,7 +26,7 @@ ARTIFACTS_DIRNAME = "mlartifacts"
 # Retries of transient failures only (connection refused or reset, timeouts, 5xx, throttling), with exponential
 # backoff and jitter: about a minute per call before it fails. boto3 reads the AWS pair (artifacts in S3, uploaded by
 # this process or by the MLflow server: genbench/stack.py gives it the same), MLflow's REST client the MLFLOW pair
-# (the tracking server; waits 0, 2, 4, ... 32 s). A variable set in the environment wins.
+# (the tracking server; the wait doubles after each retry). A variable set in the environment wins.
 TRANSIENT_RETRIES = {"AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "6",
                      "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
@@ -71,7 +71,7 @@ def quiet_mlflow() -> None:
     * the one-off "Creating initial MLflow database tables..." / alembic migration INFO lines;
     * GitPython's import-time complaint when no ``git`` executable exists (MLflow imports it to
       tag runs with the commit; genbench records the commit itself);
-    * the registry's "Waiting up to 300 seconds for model version to finish creation" INFO line;
+    * the registry's "Waiting up to N seconds for model version to finish creation" INFO line;
     * SQLAlchemy 2's deprecation of the ``noload`` strategy that MLflow's SQL store still uses
       (emitted on every process's first store access; nothing a genbench user can act on).
 
@@ -83,7 +83,7 @@ def quiet_mlflow() -> None:
         "mlflow.store.db.utils",
         "alembic",
         "alembic.runtime.migration",
-        "mlflow.store.model_registry.abstract_store",  # "Waiting up to 300 seconds ..." per version
+        "mlflow.store.model_registry.abstract_store",  # "Waiting up to N seconds ..." per version
     ):
         logging.getLogger(name).setLevel(logging.WARNING)
 

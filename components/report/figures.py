@@ -28,7 +28,7 @@ REAL_COLOUR = "0.35"
 
 def tile(images: np.ndarray, nrow: int = 8, zoom: int = 1, padding: int = 2) -> np.ndarray:
     """uint8 NHWC images tiled `nrow` wide on white, `padding` pixels apart, as one RGB array (torchvision's
-    `make_grid` layout, in numpy: importing torchvision costs a report process ~10 s on 2 cores)."""
+    `make_grid` layout, in numpy: a report process then never pays torchvision's import)."""
     tiles = images.repeat(zoom, axis=1).repeat(zoom, axis=2)
     tiles = np.repeat(tiles, 3, axis=3) if tiles.shape[3] == 1 else tiles
     n, h, w, _ = tiles.shape

@@ -5,9 +5,9 @@ says which parameters matter (`GenerativeModel.ema_parameters`: a GAN's generato
 
 BatchNorm's running statistics are not parameters: collected while the *raw* weights trained, they do not
 describe the activations of the averaged weights, and sampling in eval mode with that mismatch costs a
-DCGAN ~14 FID points. `averaged` therefore recomputes them for the averaged network on prior samples (the
-procedure of SWA, Izmailov et al. 2018, `torch.optim.swa_utils.update_bn`), and the trainer stores them with
-the averaged weights; the raw weights keep their own.
+DCGAN a visible share of its FID (docs/benchmarks.md). `averaged` therefore recomputes them for the averaged
+network on prior samples (the procedure of SWA, Izmailov et al. 2018, `torch.optim.swa_utils.update_bn`), and
+the trainer stores them with the averaged weights; the raw weights keep their own.
 """
 
 from __future__ import annotations
