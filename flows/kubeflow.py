@@ -47,88 +47,62 @@ SECRET_KEYS = {
 PIPELINE_NAME = "genbench-pipeline"
 
 
-# The tasks. KFP ships each function's source to the task, so each imports what it uses inside its body.
+# The tasks. KFP ships each function's source to the task, so each imports what it uses inside its body. Each runs
+# one stage declaration (genbench/stages.py) through `run_stage`; its signature only says which artifacts the stage
+# reads, and which of the stage's places (`outputs`) go to which output artifact.
 
 def prepare(params_yaml: str, profile: str, families: List[str], seeds: List[int], sweeps: List[str],
             data: dsl.Output[dsl.Dataset]):
     """data/prepared: train, validation, reference and holdout images with their manifest."""
-    from genbench.components.prepare.prepare import prepare as run_prepare
-    from genbench.config import load_config
-    from genbench.flows.kubeflow_tasks import check_plan, out, workspace
+    from genbench.flows.kubeflow_tasks import run_stage
 
-    with workspace(params_yaml) as here:
-        config = load_config(here.params, profile or None)
-        check_plan(config, families, seeds, sweeps)
-        run_prepare(config.data, config.seed, out(data).data, here.downloads)
+    run_stage("prepare", params_yaml, profile, outputs={"out": data}, plan=(families, seeds, sweeps))
 
 
 def evaluate_real(params_yaml: str, profile: str, data: dsl.Input[dsl.Dataset], metrics: dsl.Output[dsl.Metrics],
                   cache: dsl.Output[dsl.Artifact]):
     """metrics/real.json: the held-out real images scored like samples, the report's floor; and the reference
     set's features (.genbench/cache), which every later evaluation reads instead of computing them again."""
-    from genbench.components.evaluate.evaluate import evaluate_real as run_evaluate_real
-    from genbench.config import load_config
-    from genbench.flows.kubeflow_tasks import log_metrics, out, workspace
+    from genbench.flows.kubeflow_tasks import log_metrics, run_stage
 
-    with workspace(params_yaml, data) as here:
-        config = load_config(here.params, profile or None)
-        record = run_evaluate_real(here.holdout, here.reference, out(metrics).real_metrics,
-                                   cache_dir=out(cache).cache, settings=config.evaluate)
-    log_metrics(metrics, record)
+    log_metrics(metrics, run_stage("evaluate-real", params_yaml, profile, data, outputs={"out": metrics,
+                                                                                          "cache": cache}))
 
 
 def train(params_yaml: str, profile: str, entry: str, seed: str, data: dsl.Input[dsl.Dataset],
           run: dsl.Output[dsl.Model], trained: dsl.Input[dsl.Artifact] = None):
     """runs/ENTRY/seed-SEED; `trained` holds the runs an entry is built on (the ldm's vae)."""
-    from genbench.components.train.train import train as run_train
-    from genbench.config import load_config
-    from genbench.flows.kubeflow_tasks import out, workspace
+    from genbench.flows.kubeflow_tasks import run_stage
 
-    with workspace(params_yaml, data, trained) as here:
-        config = load_config(here.params, profile or None)
-        run_train(entry, config.family(entry), int(seed), here.data, out(run).run(entry, int(seed)),
-                  cache_dir=here.cache)
+    run_stage("train", params_yaml, profile, data, trained, outputs={"out": run}, entry=entry, seed=seed)
 
 
 def sample(params_yaml: str, profile: str, entry: str, seed: str, run: dsl.Input[dsl.Model],
            samples: dsl.Output[dsl.Dataset]):
     """samples/ENTRY/seed-SEED.npy and its record."""
-    from genbench.components.sample.sample import sample as run_sample
-    from genbench.config import load_config
-    from genbench.flows.kubeflow_tasks import out, workspace
+    from genbench.flows.kubeflow_tasks import run_stage
 
-    with workspace(params_yaml, run) as here:
-        config = load_config(here.params, profile or None)
-        run_sample(here.run(entry, int(seed)), out(samples).samples(entry, int(seed)), entry, config.sample,
-                   config.sampling_for(entry), int(seed))
+    run_stage("sample", params_yaml, profile, run, outputs={"out": samples}, entry=entry, seed=seed)
 
 
 def evaluate(params_yaml: str, profile: str, entry: str, seed: str, samples: dsl.Input[dsl.Dataset],
              data: dsl.Input[dsl.Dataset], cache: dsl.Input[dsl.Artifact], metrics: dsl.Output[dsl.Metrics]):
     """metrics/ENTRY/seed-SEED.json."""
-    from genbench.components.evaluate.evaluate import evaluate as run_evaluate
-    from genbench.config import load_config
-    from genbench.flows.kubeflow_tasks import log_metrics, out, workspace
+    from genbench.flows.kubeflow_tasks import log_metrics, run_stage
 
-    with workspace(params_yaml, samples, data, cache) as here:
-        config = load_config(here.params, profile or None)
-        record = run_evaluate(here.samples(entry, int(seed)), here.reference, out(metrics).metrics(entry, int(seed)),
-                              cache_dir=here.cache, settings=config.evaluate, recorded=True)
-    log_metrics(metrics, record)
+    log_metrics(metrics, run_stage("evaluate", params_yaml, profile, samples, data, cache, outputs={"out": metrics},
+                                   entry=entry, seed=seed))
 
 
-def register(entry: str, seed: str, mlflow_tracking_uri: str, kfp_run_id: str, run: dsl.Input[dsl.Model],
-             samples: dsl.Input[dsl.Dataset], metrics: dsl.Input[dsl.Metrics], data: dsl.Input[dsl.Dataset],
-             record: dsl.Output[dsl.Artifact]):
+def register(params_yaml: str, profile: str, entry: str, seed: str, mlflow_tracking_uri: str, kfp_run_id: str,
+             run: dsl.Input[dsl.Model], samples: dsl.Input[dsl.Dataset], metrics: dsl.Input[dsl.Metrics],
+             data: dsl.Input[dsl.Dataset], record: dsl.Output[dsl.Artifact]):
     """An MLflow run and version of genbench-ENTRY (champion if its FID is lower), registry/ENTRY/seed-SEED.json."""
-    from genbench.components.register.register import register as run_register
-    from genbench.flows.kubeflow_tasks import out, use_tracking, workspace
+    from genbench.flows.kubeflow_tasks import run_stage, use_tracking
 
     use_tracking(mlflow_tracking_uri)
-    with workspace(None, run, samples, metrics, data) as here:
-        run_register(entry, here.run(entry, int(seed)), here.metrics(entry, int(seed)), here.manifest,
-                     out(record).registry(entry, int(seed)), sample_record=here.sample_record(entry, int(seed)),
-                     project_dir=here.root.resolve(), tags={"kfp.run_id": kfp_run_id})
+    run_stage("register", params_yaml, profile, run, samples, metrics, data, outputs={"out": record}, entry=entry,
+              seed=seed, tags={"kfp.run_id": kfp_run_id})
 
 
 def collect(runs: dsl.Input[List[dsl.Model]], samples: dsl.Input[List[dsl.Dataset]],
@@ -143,13 +117,10 @@ def collect(runs: dsl.Input[List[dsl.Model]], samples: dsl.Input[List[dsl.Datase
 def sweep(params_yaml: str, profile: str, name: str, data: dsl.Input[dsl.Dataset], cache: dsl.Input[dsl.Artifact],
           trained: dsl.Input[dsl.Artifact], sets: dsl.Output[dsl.Dataset], summary: dsl.Output[dsl.Metrics]):
     """sweeps/NAME (a sample set and metrics per value) and metrics/sweeps/NAME.json, from the first seed's run."""
-    from genbench.components.sweep.sweep import planned_sweep
-    from genbench.config import load_config
-    from genbench.flows.kubeflow_tasks import log_metrics, out, workspace
+    from genbench.flows.kubeflow_tasks import log_metrics, run_stage
 
-    with workspace(params_yaml, data, cache, trained) as here:
-        config = load_config(here.params, profile or None)
-        record = planned_sweep(config, name, here, out(sets), out(summary))
+    record = run_stage("sweep", params_yaml, profile, data, cache, trained, outputs={"sets": sets, "out": summary},
+                       sweep=name)
     for row in record.rows:
         log_metrics(summary, row, prefix=f"{record.vary}={row['value']}/")
 
@@ -160,13 +131,9 @@ def report(params_yaml: str, profile: str, data: dsl.Input[dsl.Dataset], real: d
     """results/ (tables, figures) and its index.html as the pipeline's HTML output."""
     import shutil
 
-    from genbench.components.report.report import report as run_report
-    from genbench.config import load_config
-    from genbench.flows.kubeflow_tasks import out, workspace
+    from genbench.flows.kubeflow_tasks import run_stage
 
-    with workspace(params_yaml, data, real, trained, *(sweeps or [])) as here:
-        config = load_config(here.params, profile or None)
-        page = run_report(config, here, out(results).results)
+    page = run_stage("report", params_yaml, profile, data, real, trained, *(sweeps or []), outputs={"out": results})
     shutil.copyfile(page, index.path)
 
 
@@ -234,7 +201,7 @@ def build(params: Path, profile: str | None, image: str = IMAGE, gpus: int = 1) 
                 sample_task = ops["sample"](**params, entry=item.entry, seed=item.seed, run=run)
                 evaluate_task = ops["evaluate"](**params, entry=item.entry, seed=item.seed,
                                                 samples=sample_task.outputs["samples"], data=data, cache=cache)
-                register_task = ops["register"](entry=item.entry, seed=item.seed,
+                register_task = ops["register"](**params, entry=item.entry, seed=item.seed,
                                                 mlflow_tracking_uri=mlflow_tracking_uri,
                                                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, run=run,
                                                 samples=sample_task.outputs["samples"],

@@ -53,6 +53,27 @@ def workspace(params_yaml: str | None, *inputs: Artifact | None) -> Iterator[Lay
             os.chdir(previous)
 
 
+def run_stage(name: str, params_yaml: str, profile: str, *inputs: Artifact | None,
+              outputs: Mapping[str, Artifact], entry: str | None = None, seed: str | None = None,
+              sweep: str | None = None, plan: tuple[Sequence[str], Sequence[int], Sequence[str]] | None = None,
+              **extra: Any) -> Any:
+    """Stage `name` (genbench/stages.py) for the instance `entry`/`seed` or `sweep` in a scratch project of
+    `inputs`, each place named in `outputs` written into that output artifact. `plan` (prepare's) is the plan the
+    pipeline was compiled for, checked before anything is written."""
+    from genbench.config import load_config
+    from genbench.stages import STAGES, At
+
+    stage = STAGES[name]
+    with workspace(params_yaml, *inputs) as here:
+        config = load_config(here.params, profile or None)
+        if plan is not None:
+            check_plan(config, *plan)
+        at = At(entry, int(seed)) if entry is not None and seed is not None else At()
+        if sweep is not None:
+            at = next(instance for instance in stage.instances(config) if instance.sweep == sweep)
+        return stage.run(config, here, at, write={key: out(artifact) for key, artifact in outputs.items()}, **extra)
+
+
 def use_tracking(uri: str) -> None:
     """Point MLflow at `uri` (components/register/tracking.py reads MLFLOW_TRACKING_URI). A task's folder is gone when it
     ends, so the embedded default store would lose every run: the pipeline must name a server or a lasting store."""

@@ -1,23 +1,28 @@
 """`genbench`: one command per pipeline stage, plus `run` for the whole pipeline through the Prefect flow.
 
-Each command parses its arguments, calls one component (or, for `run` and `deploy`, the Prefect driver) and
-maps input errors (bad params, a missing file, bad images) to a message and exit code 2. Heavy libraries
+The stage commands are built from the stage declarations (genbench/stages.py): their arguments, path options,
+defaults and help. Each command parses its arguments, runs one stage (or, for `run` and `deploy`, the Prefect
+driver) and maps input errors (bad params, a missing file, bad images) to a message and exit code 2. Heavy libraries
 (torch, mlflow, prefect) and the config schema (which imports the models) load inside the commands, so
 `genbench --help` is instant. Paths default to the project layout (genbench/layout.py) under the current folder.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Optional, TypeVar
 
 import typer
 
+from .components.common.stage import At, Call, Place, Stage
 from .layout import REAL, Layout
+from .profiles import PROFILES
+from .stages import STAGES
 
 if TYPE_CHECKING:
     from .config import Config
@@ -47,14 +52,14 @@ def _use_running_stack() -> None:
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameter file.")]
 PoolType = Literal["process", "kubernetes"]  # flows/deployment.py's PoolType, without importing Prefect here
-ProfileOpt = Annotated[
-    Optional[str], typer.Option("--profile", help="tiny | quick | full | thesis-cifar10 | thesis-keras; overrides `profile:` in the params file.")
-]
-FamilyArg = Annotated[str, typer.Argument(
-    help="Entry: a model family (vae, dcgan, ddpm, ...) or a named variant declared under `models` "
-         "(`genbench models` lists them).")]
+ProfileOpt = Annotated[Optional[str], typer.Option(
+    "--profile", help=f"{' | '.join(PROFILES)}; overrides the active profile.", show_default=False)]
+ENTRY_HELP = ("An entry under `models`: a family's own (vae, dcgan, ddpm, ...) or a named variant of one such as "
+              "ddpm_cfg (`genbench models` lists them).")
+EntryArg = Annotated[str, typer.Argument(help=ENTRY_HELP, metavar="ENTRY")]
 SeedOpt = Annotated[Optional[int], typer.Option(
-    "--seed", help="Which of `seeds` (params) this run is [default: the first]; its files sit under seed-SEED.")]
+    "--seed", help="Which of `seeds` this run is (default: the first); its files sit under seed-SEED.",
+    show_default=False)]
 
 
 TRY_AGAIN = 75  # sysexits' EX_TEMPFAIL: a server (MLflow, S3, Prefect) was unreachable; the same command may work later
@@ -86,14 +91,14 @@ def _call(component: Callable[..., T], *args: object, **kwargs: object) -> T:
         return component(*args, **kwargs)
 
 
-def _config(params: Path, profile: str | None, family: str | None = None) -> Config:
-    """Load params (and check that entry `family` exists) or exit with code 2, before any output is touched."""
+def _config(params: Path, profile: str | None, entry: str | None = None) -> Config:
+    """Load params (and check that `entry` exists) or exit with code 2, before any output is touched."""
     from .config import load_config
 
     with _input_errors():
         config = load_config(params, profile)
-        if family is not None:
-            config.family(family)
+        if entry is not None:
+            config.family(entry)
         return config
 
 
@@ -102,194 +107,138 @@ def _seed(config: Config, seed: int | None) -> int:
         return config.check_seed(seed)
 
 
-@app.command()
-def prepare(
-    params: ParamsOpt = HERE.params, profile: ProfileOpt = None, out: Annotated[Path, typer.Option()] = HERE.data
-) -> None:
-    """Fetch the dataset and write train / validation / reference / holdout images with an md5 manifest."""
-    config = _config(params, profile)
-    from .components.prepare.prepare import prepare as run_prepare
-
-    manifest = _call(run_prepare, config.data, config.seed, out, HERE.downloads)
-    typer.echo(f"prepared {manifest.counts} in {out}")
+def _default(stage: Stage, place: Place) -> str:
+    """A place's default path as help shows it, with the instance's names in capitals."""
+    return str(place.rule(HERE, At("ENTRY", "SEED", "NAME")))
 
 
-@app.command()
-def train(
-    family: FamilyArg,
-    params: ParamsOpt = HERE.params,
-    profile: ProfileOpt = None,
-    seed: SeedOpt = None,
-    data: Annotated[Path, typer.Option(help="Prepared data folder.")] = HERE.data,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY/seed-SEED].")] = None,
-) -> None:
-    """Train one family under one seed; resumes from its checkpoint.pt when the config is unchanged. SIGTERM or
-    Ctrl-C checkpoint the step in flight and exit 128 + the signal's number. Under `torchrun --nproc_per_node N` the N
-    processes train it with DistributedDataParallel (README: Scale out)."""
-    config = _config(params, profile, family)
-    seed = _seed(config, seed)
+def _stage_command(name: str, *, real: str | None = None,
+                   extra: dict[str, tuple[Any, Any]] | None = None,
+                   instead: Callable[..., bool] | None = None) -> None:
+    """Add the command `name` built from its stage declaration: ENTRY (per-entry stages; `real` names the stage that
+    ENTRY `real` runs) or NAME (sweeps), --params, --profile, --seed, and one path option per place the stage reads
+    or writes, each defaulting to its place in the project. `extra` adds options of the command's own, which
+    `instead` may act on (returning True when it did the work itself)."""
+    stage = STAGES[name]
+    shown = [place for place in stage.places if place.role != "scratch"]
+    parameters = []
+    if stage.over == "entries":
+        helptext = ENTRY_HELP + (f" `{REAL}`: the held-out real images, the report's floor." if real else "")
+        parameters.append(_param("entry", Annotated[str, typer.Argument(help=helptext, metavar="ENTRY")]))
+    elif stage.over == "sweeps":
+        parameters.append(_param("name", Annotated[str, typer.Argument(help="A sweep under `sweeps` in the plan.",
+                                                                       metavar="NAME")]))
+    parameters += [_param("params", ParamsOpt, HERE.params), _param("profile", ProfileOpt, None)]
+    if stage.over == "entries":
+        parameters.append(_param("seed", SeedOpt, None))
+    for place in shown:
+        default = _default(stage, place)
+        if real:
+            default += f"; for {REAL} {_default(STAGES[real], STAGES[real].place(place.name))}"
+        option = typer.Option(place.option, help=f"{place.help} (default: {default})", show_default=False)
+        parameters.append(_param(place.name, Annotated[Optional[Path], option], None))
+    for key, (kind, option) in (extra or {}).items():
+        parameters.append(_param(key, Annotated[kind, option], None))
+
+    def command(**values: Any) -> None:
+        entry, sweep_name = values.pop("entry", None), values.pop("name", None)
+        chosen = STAGES[real] if real and entry == REAL else stage
+        config = _config(values.pop("params"), values.pop("profile"), entry if chosen.over == "entries" else None)
+        at = At()
+        if chosen.over == "entries":
+            at = At(entry, _seed(config, values.pop("seed")))
+        elif chosen.over == "sweeps":
+            if sweep_name not in config.sweeps:
+                _fail(f"sweeps.{sweep_name} is not in the plan; known: {', '.join(config.sweeps) or 'none'}")
+            at = At(config.sweeps[sweep_name].entry, config.seeds[0], sweep_name)
+        values.pop("seed", None)
+        given = {place.name: values.pop(place.name) for place in shown}
+        if instead is not None and instead(config=config, at=at, given=given, **values):
+            return
+        _run_stage(chosen, config, at, given, **values)
+
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__doc__ = stage.doc
+    app.command(name)(command)
+
+
+def _param(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation, default=default)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _run_stage(stage: Stage, config: Config, at: At, given: dict[str, Path | None], **extra: Any) -> None:
+    """Run one stage instance in this project and print what it did; SIGTERM or Ctrl-C during training exit
+    128 + the signal's number, with the checkpoint written."""
     from .components.common.interrupts import Interrupted
     from .components.train.distributed import main_process
-    from .components.train.train import train as run_train
 
+    paths = stage.paths(HERE, at, given=given)
     try:
-        summary = _call(run_train, family, config.family(family), seed, data, out or HERE.run(family, seed),
-                        cache_dir=HERE.cache)
+        result = _call(stage.run, config, HERE, at, given=given, **extra)
     except Interrupted as stopped:
         if main_process():
             typer.echo(str(stopped), err=True)
         raise typer.Exit(128 + stopped.signum) from None
     if main_process():
-        where = summary.device if summary.processes == 1 else f"{summary.processes} × {summary.device}"
-        typer.echo(f"trained {family}: {summary.steps} steps in {summary.seconds:.0f} s on {where} "
-                   f"({summary.images_per_second:.0f} images/s)")
+        typer.echo(stage.says(result, Call(config, at, HERE, paths, extra)))
 
 
-@app.command()
-def sample(
-    family: FamilyArg,
-    params: ParamsOpt = HERE.params,
-    profile: ProfileOpt = None,
-    seed: SeedOpt = None,
-    run: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY/seed-SEED].")] = None,
-    model: Annotated[Optional[str], typer.Option(
-        help="Sample a registered version instead of a run folder: models:/genbench-FAMILY@champion or "
-             "models:/genbench-FAMILY/VERSION (from the MLflow registry genbench logs to).")] = None,
-    out: Annotated[Optional[Path], typer.Option(
-        help="Output .npy [default: samples/FAMILY/seed-SEED.npy; with --model samples/FAMILY-vVERSION.npy].")] = None,
-) -> None:
-    """Draw `sample.n` images (uint8 NHWC) from a trained family with the `sampling.FAMILY` settings; image i
-    depends on (SEED, i) only."""
-    config = _config(params, profile, family)
-    seed = _seed(config, seed)
-    if model and run:
-        typer.echo("error: give --run or --model, not both", err=True)
-        raise typer.Exit(2)
+def _sample_registered(config: Config, at: At, given: dict[str, Path | None], model: str | None) -> bool:
+    """`genbench sample --model URI`: sample a registered version instead of a run folder."""
+    if not model:
+        return False
+    if given.get("run"):
+        _fail("give --run or --model, not both")
     from .components.register.registered_sample import sample_registered
-    from .components.sample.sample import sample as run_sample
 
-    settings, sampling = config.sample, config.sampling_for(family)
-    if model:
-        record = _call(sample_registered, model, family, settings, sampling, seed, HERE.samples_dir,
-                       HERE.root.resolve(), out)
-    else:
-        record = _call(run_sample, run or HERE.run(family, seed), out or HERE.samples(family, seed), family,
-                       settings, sampling, seed)
-    origin = f" from {record.source['model_name']} v{record.source['version']}" if record.source else ""
-    typer.echo(f"wrote {record.shape} to {record.out}{origin}")
+    assert at.entry is not None and isinstance(at.seed, int)
+    record = _call(sample_registered, model, at.entry, config.sample, config.sampling_for(at.entry), at.seed,
+                   HERE.samples_dir, HERE.root.resolve(), given.get("out"))
+    source = record.source or {}
+    typer.echo(f"wrote {record.shape} to {record.out} from {source.get('model_name')} v{source.get('version')}")
+    return True
 
 
-@app.command()
-def evaluate(
-    family: Annotated[str, typer.Argument(help=f"Model family, or `{REAL}` for the held-out real images "
-                                               "(data/prepared/holdout.npy), the report's floor.")],
-    params: ParamsOpt = HERE.params,
-    profile: ProfileOpt = None,
-    seed: SeedOpt = None,
-    samples: Annotated[Optional[Path], typer.Option(
-        help=f"Images .npy, with the record `genbench sample` wrote beside it [default: samples/FAMILY/seed-SEED.npy; "
-             f"for {REAL} data/prepared/holdout.npy].")] = None,
-    reference: Annotated[Path, typer.Option(help="Real reference .npy.")] = HERE.reference,
-    out: Annotated[Optional[Path], typer.Option(
-        help=f"Metrics JSON [default: metrics/FAMILY/seed-SEED.json; for {REAL} metrics/{REAL}.json].")] = None,
-) -> None:
-    """FID, KID, precision/recall and more of a family's samples (or of the held-out real images, the floor they
-    are read against) versus the held-out reference set."""
-    real = family == REAL
-    config = _config(params, profile, None if real else family)
-    from .components.evaluate.evaluate import evaluate as run_evaluate
-    from .components.evaluate.evaluate import evaluate_real
-
-    if real:
-        images, target = samples or HERE.holdout, out or HERE.real_metrics
-        result = _call(evaluate_real, images, reference, target, cache_dir=HERE.cache, settings=config.evaluate)
-    else:
-        seed = _seed(config, seed)
-        images, target = samples or HERE.samples(family, seed), out or HERE.metrics(family, seed)
-        result = _call(run_evaluate, images, reference, target, cache_dir=HERE.cache, settings=config.evaluate,
-                       recorded=True)
-    typer.echo(f"{family}: FID {result['fid']:.2f}, precision {result['precision']:.3f}, recall {result['recall']:.3f}")
+def _tags(config: Config, at: At, given: dict[str, Path | None], tag: list[str] | None) -> bool:
+    """`genbench register --tag KEY=VALUE`: checked here, then handed to the stage as its run tags."""
+    if any("=" not in item for item in tag or []):
+        _fail("--tag takes KEY=VALUE")
+    _run_stage(STAGES["register"], config, at, given, tags=dict(item.split("=", 1) for item in tag or []))
+    return True
 
 
-@app.command()
-def register(
-    family: FamilyArg,
-    params: ParamsOpt = HERE.params,
-    profile: ProfileOpt = None,
-    seed: SeedOpt = None,
-    run: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/FAMILY/seed-SEED].")] = None,
-    metrics: Annotated[Optional[Path], typer.Option(
-        help="Metrics JSON [default: metrics/FAMILY/seed-SEED.json].")] = None,
-    manifest: Annotated[Path, typer.Option(help="Data manifest.")] = HERE.manifest,
-    sample_record: Annotated[Optional[Path], typer.Option(
-        help="The samples' record, whose sampling settings the version serves with "
-             "[default: samples/FAMILY/seed-SEED.json].")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Result JSON [default: registry/FAMILY/seed-SEED.json].")] = None,
-    tag: Annotated[Optional[list[str]], typer.Option(help="Extra MLflow run tag KEY=VALUE (repeatable).")] = None,
-) -> None:
-    """Log the run and its MLflow pyfunc model, register that as a new version and move `champion` if its FID is
-    lower."""
-    tags = dict(item.split("=", 1) for item in tag or [] if "=" in item)
-    if len(tags) != len(tag or []):
-        typer.echo("error: --tag takes KEY=VALUE", err=True)
-        raise typer.Exit(2)
-    seed = _seed(_config(params, profile, family), seed)
-    from .components.register.register import register as run_register
-
-    result = _call(run_register, family, run or HERE.run(family, seed), metrics or HERE.metrics(family, seed),
-                   manifest, out or HERE.registry(family, seed),
-                   sample_record=sample_record or HERE.sample_record(family, seed), project_dir=HERE.root.resolve(),
-                   tags=tags)
-    moved = "now champion" if result.promoted else f"champion stays v{result.champion_version}"
-    typer.echo(f"registered {result.model_name} v{result.version} (FID {result.fid:.2f}; {moved})")
+_stage_command("prepare")
+_stage_command("train")
+_stage_command("sample", extra={"model": (Optional[str], typer.Option(
+    help="Sample a registered version instead of a run folder: models:/genbench-ENTRY@champion or "
+         "models:/genbench-ENTRY/VERSION (from the MLflow registry genbench logs to); without --out it writes "
+         "samples/ENTRY-vVERSION.npy."))}, instead=_sample_registered)
+_stage_command("evaluate", real="evaluate-real")
+_stage_command("register", extra={"tag": (Optional[list[str]], typer.Option(
+    help="Extra MLflow run tag KEY=VALUE (repeatable)."))}, instead=_tags)
 
 
 @app.command()
 def promote(
-    family: FamilyArg,
-    version: Annotated[Optional[int], typer.Option(help="Version to consider [default: the latest].")] = None,
+    entry: EntryArg,
+    version: Annotated[Optional[int], typer.Option(help="Version to consider (default: the latest).")] = None,
     force: Annotated[bool, typer.Option(help="Move the alias even if not better (recorded in a tag).")] = False,
 ) -> None:
     """Move `champion` to a version only if its FID beats the champion's on the same reference data."""
     from .components.register.registry import promote as run_promote
 
-    result = _call(run_promote, family, project_dir=HERE.root.resolve(), version=version, force=force)
+    result = _call(run_promote, entry, project_dir=HERE.root.resolve(), version=version, force=force)
     verdict = "now champion" if result.promoted else f"champion stays v{result.champion_version}"
     typer.echo(f"{result.model_name} v{result.version}: {verdict} ({result.reason})")
 
 
-@app.command()
-def sweep(
-    name: Annotated[str, typer.Argument(help="A sweep under `sweeps` in params.yaml.")],
-    params: ParamsOpt = HERE.params,
-    profile: ProfileOpt = None,
-) -> None:
-    """Re-sample an entry's trained weights once per value of `sweeps.NAME` and score each set (no retraining)."""
-    config = _config(params, profile)
-    if name not in config.sweeps:
-        typer.echo(f"error: sweeps.{name} is not in {params}; known: {', '.join(config.sweeps) or 'none'}", err=True)
-        raise typer.Exit(2)
-    from .components.sweep.sweep import planned_sweep
-
-    record = _call(planned_sweep, config, name, HERE)
-    for row in record.rows:
-        typer.echo(f"{name}: {record.vary}={row['value']}: FID {row['fid']:.2f}, precision {row['precision']:.3f}, "
-                   f"recall {row['recall']:.3f}")
-    typer.echo(f"wrote {HERE.sweep_summary(name)} ({len(record.rows)} values)")
-
-
-@app.command()
-def report(
-    params: ParamsOpt = HERE.params,
-    profile: ProfileOpt = None,
-    out: Annotated[Path, typer.Option(help="Results folder.")] = HERE.results,
-) -> None:
-    """results/: the comparison tables (CSV, markdown, LaTeX) over every entry and seed with the real-data floor,
-    the cost table, every figure (PNG and PDF) and index.html, one offline page with all of them."""
-    config = _config(params, profile)
-    from .components.report.report import report as run_report
-
-    typer.echo(f"results: {_call(run_report, config, HERE, out)}")
+_stage_command("sweep")
+_stage_command("report")
 
 
 @app.command()
@@ -607,7 +556,7 @@ def stack_exec(
 
 
 ImageOpt = Annotated[str, typer.Option(help="Image every task runs in (infra/genbench.Dockerfile builds it) "
-                                          "[default: flows/kubeflow.py IMAGE].")]
+                                          "(default: flows/kubeflow.py IMAGE).")]
 GpusOpt = Annotated[int, typer.Option(min=0, help="Accelerators (nvidia.com/gpu) per train, sample and sweep task; "
                                                   "0: none.")]
 

@@ -2,8 +2,8 @@
 
 An entry trained under several seeds (`seeds` in params) has one run per seed: `runs/<entry>/seed-<s>/`,
 `samples/<entry>/seed-<s>.npy`, `metrics/<entry>/seed-<s>.json`, `registry/<entry>/seed-<s>.json`; the report
-aggregates them. `dvc.yaml` spells the same paths out literally (DVC must see them); the CLI and the Prefect
-flow take them from here.
+aggregates them. Every driver takes them from here through the stage declarations (components/*/stage.py),
+dvc.yaml included: it is generated from them, with DVC's placeholders in place of the entry and seed.
 """
 
 from __future__ import annotations
@@ -46,22 +46,30 @@ class Layout:
     def manifest(self) -> Path:
         return self.data / "manifest.json"
 
-    def run(self, name: str, seed: int) -> Path:
-        return self.root / "runs" / name / _seed(seed)
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    def run(self, name: str, seed: int | str) -> Path:
+        return self.runs_dir / name / _seed(seed)
 
     @property
     def samples_dir(self) -> Path:
         return self.root / "samples"
 
-    def samples(self, name: str, seed: int) -> Path:
+    def samples(self, name: str, seed: int | str) -> Path:
         return self.samples_dir / name / f"{_seed(seed)}.npy"
 
-    def sample_record(self, name: str, seed: int) -> Path:
+    def sample_record(self, name: str, seed: int | str) -> Path:
         """The sampling settings, weights hash and cost of `samples(name, seed)`, written beside it."""
         return self.samples(name, seed).with_suffix(".json")
 
-    def metrics(self, name: str, seed: int) -> Path:
-        return self.root / "metrics" / name / f"{_seed(seed)}.json"
+    @property
+    def metrics_dir(self) -> Path:
+        return self.root / "metrics"
+
+    def metrics(self, name: str, seed: int | str) -> Path:
+        return self.metrics_dir / name / f"{_seed(seed)}.json"
 
     @property
     def real_metrics(self) -> Path:
@@ -75,8 +83,12 @@ class Layout:
     def sweep_summary(self, name: str) -> Path:
         return self.root / "metrics" / "sweeps" / f"{name}.json"
 
-    def registry(self, name: str, seed: int) -> Path:
-        return self.root / "registry" / name / f"{_seed(seed)}.json"
+    @property
+    def registry_dir(self) -> Path:
+        return self.root / "registry"
+
+    def registry(self, name: str, seed: int | str) -> Path:
+        return self.registry_dir / name / f"{_seed(seed)}.json"
 
     @property
     def results(self) -> Path:
@@ -87,10 +99,18 @@ class Layout:
         return self.root / ".genbench" / "cache"
 
     @property
+    def provenance_dir(self) -> Path:
+        return self.root / "provenance"
+
+    def provenance(self, stage: str, instance: str) -> Path:
+        """What one run of `stage` read (code, params and inputs, each hashed), written by the stage itself."""
+        return self.provenance_dir / stage / f"{instance or stage}.json"
+
+    @property
     def benchmarks(self) -> Path:
         """Where `genbench bench` appends its dated rows."""
         return self.root / "docs" / "benchmarks.md"
 
 
-def _seed(seed: int) -> str:
+def _seed(seed: int | str) -> str:
     return f"seed-{seed}"

@@ -1,4 +1,5 @@
-"""The sample record: what `genbench sample` writes beside its images, and the one reader every stage uses."""
+"""Records one stage writes and others read, each with its one reader: the sample record (beside the images) and
+the provenance record every stage writes."""
 
 from __future__ import annotations
 
@@ -57,3 +58,22 @@ def check_samples(images: Path, required: bool = True) -> SampleRecord | None:
         raise ValueError(f"{images} is not the file {record_path} was written with (a sampling stopped between its "
                          f"writes, or an edit); {resample}")
     return drawn
+
+
+class Provenance(BaseModel):
+    """provenance/<stage>/<instance>.json: what one run of a stage read, each part hashed, and one hash of all."""
+
+    hash: str  # the first 12 hex digits of the sha256 of the other fields
+    stage: str
+    instance: str
+    code: dict[str, str]  # code file → md5
+    params: dict[str, Any]  # dotted params key → resolved value
+    inputs: dict[str, str]  # input path → md5 (a folder's: of its listing, ending in .dir)
+
+
+def read_provenance(path: Path) -> Provenance:
+    """A provenance record as `Stage.run` wrote it."""
+    try:
+        return Provenance.model_validate(read_json(require_file(Path(path), "the stage that writes it")))
+    except ValidationError as exc:
+        raise ValueError(f"{path}: not a provenance record ({exc.errors()[0]['msg']}); run its stage again") from None

@@ -10,6 +10,7 @@ artifact store lists the logged model's files at their sizes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from genbench.components.common.artifacts import (
     require,
 )  # fmt: skip
 from genbench.components.common.io import config_hash, read_json, require_file, write_json
-from genbench.components.common.records import SampleRecord, check_samples, read_sample_record
+from genbench.components.common.records import SampleRecord, check_samples, read_provenance, read_sample_record
 from genbench.components.common.run_logging import git_commit, log_run, numeric_items
 from genbench.components.register.dvc_lock import data_lock_hash
 from genbench.components.register.generator_contract import served_model
@@ -44,6 +45,7 @@ from genbench.components.register.tracking import configure_tracking, get_experi
 TAG_PARAMS_HASH = "params_hash"
 TAG_GIT_COMMIT = "git_commit"
 TAG_DVC_DATA_MD5 = "dvc.data_md5"  # the dvc.lock md5 of data/prepared, where DVC prepared it
+TAG_STAGE_PREFIX = "genbench.stage."  # + train / sample / evaluate: that stage's provenance hash
 
 
 def check_chain(name: str, run_dir: Path, sample_record: Path, metrics: dict[str, Any], metrics_path: Path
@@ -90,11 +92,13 @@ def uploaded(pyfunc_model: dict[str, Any]) -> dict[str, int | None]:
 
 
 def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, out_path: Path, *,
-             sample_record: Path, project_dir: Path, tags: dict[str, str] | None = None) -> RegisterRecord:
+             sample_record: Path, project_dir: Path, provenance: Mapping[str, Path] | None = None,
+             tags: dict[str, str] | None = None) -> RegisterRecord:
     """Log entry `name`'s run with its MLflow pyfunc model (served with `sample_record`'s sampling settings), create
     version N of `genbench-<name>` from that model, tagged with its FID and provenance, and move `champion` to it if
     the promotion policy says so. `tags` go on the MLflow run (the Prefect flow passes its flow-run id, so a run
-    triggered from the Prefect UI can be found in MLflow)."""
+    triggered from the Prefect UI can be found in MLflow); `provenance` names the upstream stages' provenance records,
+    whose hashes tag the run as `genbench.stage.<stage>`."""
     run_dir, project_dir = Path(run_dir), Path(project_dir)
     require(run_dir, WEIGHTS, CONFIG, HISTORY, SUMMARY)
     metrics = read_json(require_file(metrics_path, "genbench evaluate"))
@@ -110,6 +114,8 @@ def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, 
         data_md5 = str(manifest["files"]["reference.npy"])
     except (KeyError, TypeError):
         raise ValueError(f"{manifest_path} has no files['reference.npy'] md5 (re-run `genbench prepare`)") from None
+    stage_tags = {f"{TAG_STAGE_PREFIX}{stage}": read_provenance(path).hash
+                  for stage, path in (provenance or {}).items()}
     provenance = {
         TAG_DATA_MD5: data_md5,
         TAG_EXTRACTOR_SHA: str((metrics.get("feature_extractor") or {}).get("sha256", "unknown")),
@@ -127,7 +133,7 @@ def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, 
     client = MlflowClient(tracking_uri=tracking_uri)
     run_tags = {"genbench.name": name,
                 "genbench.family": config["family"], "genbench.seed": str(config["seed"]), "genbench.stage": "register",
-                **provenance}
+                **provenance, **stage_tags}
     if "dataset" in manifest:
         run_tags["genbench.dataset"] = str(manifest["dataset"])
     if commit != "unknown":
@@ -147,7 +153,8 @@ def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, 
     except Exception:
         client.set_terminated(run_id, "FAILED")  # a run whose model is not stored is no finished run
         raise
-    version = create_version(client, name, run_id, {TAG_FID: repr(fid), **provenance, TAG_GIT_COMMIT: commit},
+    version = create_version(client, name, run_id, {TAG_FID: repr(fid), **provenance, **stage_tags,
+                                                        TAG_GIT_COMMIT: commit},
                              description=f"{name}: FID {fid:.4f} (run {run_id})")
     decision = apply_promotion(client, model_name(name), version)
     result = RegisterRecord(name=name, family=config["family"], run_id=run_id, model_name=model_name(name),

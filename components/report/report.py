@@ -4,7 +4,7 @@
     summary.json                                        every row's statistics and provenance (`genbench compare`)
     figures/<name>.{png,pdf}                            samples, losses, fid_curve, precision_recall,
                                                         vae_interpolation, ddpm_trajectory, sweep_<name>
-    grids/<name>.png                                    each entry's first 64 samples (its first seed) at 2×
+    grids/<name>.png                                    each entry's first 64 samples (its first seed), magnified twice
     index.html                                          one offline page: the tables and every figure, embedded
 
 The folder is assembled beside the old one and swapped in whole (`io.atomic_dir`), so a killed report never leaves
@@ -31,8 +31,9 @@ from genbench.components.common.io import (
     require_file,
     write_json,
 )
+from genbench.components.common.records import read_provenance
 from genbench.components.common.run_logging import git_commit
-from genbench.components.register.dvc_lock import read_lock, stage_hash
+from genbench.components.common.stage import At
 from genbench.components.report import figures
 from genbench.components.report import results as tables
 from genbench.config import Config
@@ -48,8 +49,7 @@ def report(config: Config, layout: Layout, out_dir: Path) -> Path:
     """Write results/ for `config.families` × `config.seeds` and `config.sweeps` from `layout`'s files; returns
     index.html's path. Every input is checked before anything is written."""
     out_dir = Path(out_dir)
-    lock = read_lock(layout.root)
-    rows = [_entry(name, config, layout, lock) for name in config.families]
+    rows = [_entry(name, config, layout) for name in config.families]
     real_metrics = read_json(require_file(layout.real_metrics, f"genbench evaluate {REAL}"))
     rows.append(tables.real_row(real_metrics))
     swept = [read_json(require_file(layout.sweep_summary(name), f"genbench sweep {name}")) for name in config.sweeps]
@@ -79,9 +79,9 @@ def report(config: Config, layout: Layout, out_dir: Path) -> Path:
     return out_dir / "index.html"
 
 
-def _entry(name: str, config: Config, layout: Layout, lock: dict[str, Any]) -> tables.Row:
+def _entry(name: str, config: Config, layout: Layout) -> tables.Row:
     """An entry's row from its runs under every seed (each file checked, naming the command that makes it), with
-    the dvc.lock hashes of its stages when DVC ran them."""
+    the provenance hash each of its stages recorded."""
     metrics, summaries, samples, runs = [], [], [], []
     for seed in config.seeds:
         where = f"{name} --seed {seed}"
@@ -94,13 +94,12 @@ def _entry(name: str, config: Config, layout: Layout, lock: dict[str, Any]) -> t
         metrics.append(result)
         summaries.append(summary)
         samples.append(record)
-        stage = f"{name}-{seed}"
+        hashes = {stage: _stage_hash(layout.provenance(stage, At(name, seed).label))
+                  for stage in ("train", "sample", "evaluate")}
         runs.append({
             "name": name, "seed": seed, "mlflow_run_id": registered.get("run_id", ""),
             "model_name": registered.get("model_name", ""), "model_version": registered.get("version", ""),
-            "train_stage": stage_hash(lock, f"train@{stage}"),
-            "sample_stage": stage_hash(lock, f"sample@{stage}"),
-            "evaluate_stage": stage_hash(lock, f"evaluate@{stage}"),
+            "train_stage": hashes["train"], "sample_stage": hashes["sample"], "evaluate_stage": hashes["evaluate"],
             "weights_sha256": record["weights_sha256"], "samples_md5": result.get("samples_md5", ""),
             "fid": result["fid"], "train_seconds": summary["seconds"], "train_steps": summary["steps"],
             "device_name": summary.get("device_name") or summary["device"], "processes": summary["processes"],
@@ -108,6 +107,11 @@ def _entry(name: str, config: Config, layout: Layout, lock: dict[str, Any]) -> t
             "sample_seconds_per_image": record["seconds"] / record["n"],
         })
     return tables.entry_row(name, config.family(name).family, config.seeds, metrics, summaries, samples, runs)
+
+
+def _stage_hash(path: Path) -> str:
+    """The hash a stage recorded of its code, params and inputs; "" where it was run outside any driver."""
+    return read_provenance(path).hash if path.exists() else ""
 
 
 def _summary(rows: list[tables.Row], provenance: dict[str, str], swept: list[dict[str, Any]],
