@@ -6,9 +6,10 @@ same stage as `dvc repro` records it (and skipped when its params and code did n
 default remote. `register` tags every MLflow run and model version with the dvc.lock md5 of that data
 (`data_lock_hash`), whichever driver ran it.
 
-A failed push warns (`DataPushWarning`, naming the remote and the error) and does not fail the run: the data
-and its dvc.lock entry are already in the local cache and a later `dvc push` uploads them, while failing would
-stop every run on a machine without the remote's keys (the README's quick start, the tests' embedded mode).
+With no default remote (the repository configures none) nothing is pushed and nothing is said. A failed push
+warns in one line (`DataPushWarning`, naming the remote, the error and the command to push later) and does not fail
+the run: the data and its dvc.lock entry are already in the local cache, while failing would stop every run on a
+machine without the remote's keys.
 
 DVC is imported only when a function needs it; nothing here imports Prefect.
 """
@@ -65,6 +66,7 @@ def reproduce_prepare(root: Path, *, data: DataConfig | None = None, seed: int |
 
     target = f"{root.resolve() / 'dvc.yaml'}:{PREPARE_STAGE}"  # DVC resolves a bare stage name from the cwd
     with Repo(str(root)) as repo:
+        repo.scm_context.quiet = True  # no "git add dvc.lock" hint: the flow is not the user's shell
         repo.reproduce(target)
         remote = repo.config["core"].get("remote")
         if push and remote:
@@ -72,9 +74,10 @@ def reproduce_prepare(root: Path, *, data: DataConfig | None = None, seed: int |
                 repo.push(targets=[target], remote=remote)
             except Exception as exc:  # noqa: BLE001 - reported, not hidden: see the module docstring
                 url = repo.config["remote"].get(remote, {}).get("url", "?")
-                warnings.warn(f"dvc push of {PREPARED} to remote {remote!r} ({url}) failed: "
-                              f"{type(exc).__name__}: {exc}. The data is in {root / '.dvc' / 'cache'} and dvc.lock; "
-                              "run `dvc push` once the remote answers.", DataPushWarning, stacklevel=2)
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                warnings.warn(f"{PREPARED} kept in {root / '.dvc' / 'cache'} (dvc.lock records it): the push to remote "
+                              f"{remote!r} ({url}) failed ({type(exc).__name__}: {reason}); run `dvc push` when it "
+                              "answers", DataPushWarning, stacklevel=2)
     md5 = data_lock_hash(root)
     if md5 is None:
         raise RuntimeError(f"dvc repro {PREPARE_STAGE} finished but {root / 'dvc.lock'} records no md5 for {PREPARED}")

@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 FAMILIES = ("vae", "ddpm")  # two are enough to show that one family's change leaves the other alone
 SECOND_REPRO = "=== second dvc repro ==="
 THIRD_REPRO = "=== dvc repro after a ddpm edit ==="
+NETWORK = "components/evaluate/inception_net.py"  # the FID network, edited after the third repro
+NETWORK_STATUS = "status-after-network-edit.json"  # what `dvc status --json` says then
 # One ddpm training setting changed (tiny: 4 → 5 steps), as a person would edit params.yaml.
 EDIT_DDPM = ("import pathlib; p = pathlib.Path('params.yaml'); lines = p.read_text().split(chr(10)); "
              "i = next(i for i, line in enumerate(lines) if 'tiny: {arch: {base_channels: 6, timesteps: 4' in line); "
@@ -74,9 +76,10 @@ def _dvc_command(root: Path) -> list[str]:
     # The outputs compared with the Prefect flow's are copied to before/ ahead of the edit (restoring them with a
     # fourth repro would retrain: DVC's run cache skips stages with persistent outputs such as checkpoint.pt).
     return ["sh", "-c", f"dvc repro && echo '{SECOND_REPRO}' && dvc repro && mkdir before "
-                        f"&& cp -r samples sweeps before/ && cp results/results.csv results-before.csv "
+                        f"&& cp -r samples sweeps provenance before/ && cp results/results.csv results-before.csv "
                         f"&& {sys.executable} -c \"{EDIT_DDPM}\" "
-                        f"&& echo '{THIRD_REPRO}' && dvc repro && cp results/results.csv results-after.csv"]
+                        f"&& echo '{THIRD_REPRO}' && dvc repro && cp results/results.csv results-after.csv "
+                        f"&& echo '# an edit' >> {NETWORK} && dvc status --json > {NETWORK_STATUS}"]
 
 
 def _flow_command(root: Path) -> list[str]:

@@ -7,6 +7,7 @@ last and read what they wrote.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import yaml
 
 from genbench.components.register.dvc_lock import data_lock_hash
 
-from .conftest import FAMILIES, run_checked
+from .conftest import FAMILIES, NETWORK_STATUS, run_checked
 
 OUTPUT_DIRS = ("data/prepared", "runs", "samples", "metrics", "sweeps", "registry", "results")
 FID_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -49,6 +50,15 @@ def test_flow_writes_every_artifact(flow_project: Path) -> None:
     assert f"| real data (held-out images) | – | {real['fid']:.2f} [" in report
     assert all((root / "results" / "grids" / f"{family}.png").stat().st_size > 0 for family in FAMILIES)
     assert (root / "results" / "index.html").stat().st_size > 10000
+
+
+@pytest.mark.server
+def test_without_a_remote_the_flow_pushes_nothing_and_says_nothing(flow_project: Path) -> None:
+    """The repository configures no default DVC remote: the flow prepares through DVC's stage (dvc.lock records
+    it) and neither warns about a push nor prints DVC's "git add" hint."""
+    log = (flow_project / "driver.log").read_text()
+    assert data_lock_hash(flow_project) is not None
+    assert "DataPushWarning" not in log and "NoCredentialsError" not in log and "git add dvc.lock" not in log, log
 
 
 @pytest.mark.server
@@ -169,3 +179,44 @@ def test_torchrun_trains_with_two_gloo_processes(torchrun_project: tuple[Path, s
     assert summary.device_seconds == pytest.approx(2 * summary.seconds, abs=2e-3) and summary.images_per_second > 0
     assert sorted({step for step, name, _ in read_history(run) if name == "model/loss"}) == [1, 2, 3, 4]
     assert len(torch.load(run / "checkpoint.pt", weights_only=True)["rank_rng"]) == 2
+
+
+def test_an_edit_to_the_fid_network_dirties_the_stages_that_run_it(dvc_project: tuple[Path, str, str, str]) -> None:
+    """Every evaluate stage, the real-data floor and the sweeps run the network; train runs it too, for the FID
+    curve (train.fid_every). prepare, sample and register do not, and stay up to date."""
+    root = dvc_project[0]
+    changed = set(json.loads((root / NETWORK_STATUS).read_text()))
+    pairs = [f"{entry}-0" for entry in FAMILIES]
+    assert changed == {"evaluate-real", *(f"evaluate@{p}" for p in pairs), *(f"train@{p}" for p in pairs),
+                       "sweep@ddim_steps"}, changed
+
+
+def test_a_stage_hash_moves_with_its_own_params_and_nothing_upstream(
+        dvc_project: tuple[Path, str, str, str]) -> None:
+    """The ddpm training edit changes train@ddpm's provenance hash (and what reads its run), never prepare's or the
+    vae's; each hash is recomputed by the stage, not read from dvc.lock."""
+    root = dvc_project[0]
+
+    def hashes(folder: Path) -> dict[str, str]:
+        return {str(path.relative_to(folder)): json.loads(path.read_text())["hash"]
+                for path in sorted(folder.rglob("*.json"))}
+
+    before, after = hashes(root / "before" / "provenance"), hashes(root / "provenance")
+    moved = {name for name in before if before[name] != after.get(name)}
+    assert moved == {"train/ddpm-seed-0.json", "sample/ddpm-seed-0.json", "evaluate/ddpm-seed-0.json",
+                     "register/ddpm-seed-0.json", "sweep/ddim_steps.json"}, moved
+    assert before["prepare/prepare.json"] == after["prepare/prepare.json"]
+
+
+def test_every_driver_fills_the_stage_hashes_of_runs_csv(flow_project: Path, kfp_project: tuple[Path, str]) -> None:
+    """runs.csv's stage columns come from the stages' own provenance records, so the Prefect flow and the
+    Kubeflow pipeline fill them as dvc repro does."""
+    kfp_results = sorted((kfp_project[0] / ".genbench" / "kfp").glob("*/**/results/runs.csv"))
+    assert kfp_results, "no Kubeflow artifact holds results/runs.csv"
+    for results in (flow_project / "results", kfp_results[0].parent):
+        with open(results / "runs.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        assert rows, results
+        for row in rows:
+            for column in ("train_stage", "sample_stage", "evaluate_stage"):
+                assert len(row[column]) == 12 and int(row[column], 16) >= 0, (results, row)

@@ -32,7 +32,7 @@ from tests.drivers.conftest import COPY_IGNORE, REPO, driver_env
 # DVC 3.67 calls pygtrie's deprecated `_NoneStep.value` internally; nothing here can change it
 pytestmark = [pytest.mark.server, pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")]
 HOST = "127.0.0.1"
-REMOTE = "storage"  # .dvc/config's default remote: s3://genbench-dvc
+REMOTE = "storage"  # .dvc/config's remote s3://genbench-dvc, made the default of each test's clone
 PLAN = "families: [vae]\nseeds: [0]\nsweeps: {}\n"  # one entry, one seed, no sweep: the smallest whole pipeline
 RAN = re.compile(r"Running stage '([^']+)'")
 SKIPPED = re.compile(r"Stage '([^']+)' didn't change, skipping")
@@ -98,6 +98,7 @@ def _project(path: Path, s3: dict[str, str]) -> tuple[Path, dict[str, str]]:
 
 def _set_endpoint(root: Path, url: str, env: dict[str, str]) -> None:
     _run(["dvc", "remote", "modify", "--local", REMOTE, "endpointurl", url], root, env)
+    _run(["dvc", "remote", "default", "--local", REMOTE], root, env)
     tracked = _run(["git", "status", "--porcelain", "--untracked-files=no"], root, env)
     assert not tracked.strip(), f"a tracked file changed:\n{tracked}"
 

@@ -146,7 +146,8 @@ def test_champion_moves_only_for_a_lower_fid_and_samples_from_the_registry(pipel
 
 
 def test_dvc_push_and_pull_through_the_s3_endpoint(running_stack, tmp_path: Path) -> None:
-    """The committed remote (`.dvc/config`: s3://genbench-dvc) takes its endpoint and keys from the stack env."""
+    """The committed remote (`.dvc/config`: s3://genbench-dvc, named, not the default) takes its endpoint and keys
+    from the stack env."""
     import boto3
 
     _, started = running_stack
@@ -161,13 +162,13 @@ def test_dvc_push_and_pull_through_the_s3_endpoint(running_stack, tmp_path: Path
     (tmp_path / "blob.bin").write_bytes(payload)
     run("git", "init", "-q")
     run("dvc", "add", "-q", "blob.bin")
-    run("dvc", "push", "-q")
+    run("dvc", "push", "-q", "-r", "storage")
     s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
                       aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
     assert s3.list_objects_v2(Bucket=stack.DVC_BUCKET).get("KeyCount", 0) >= 1
     (tmp_path / "blob.bin").unlink()
     shutil.rmtree(tmp_path / ".dvc" / "cache")
-    run("dvc", "pull", "-q")
+    run("dvc", "pull", "-q", "-r", "storage")
     assert (tmp_path / "blob.bin").read_bytes() == payload
 
 
