@@ -2,7 +2,8 @@
 files as deps, the params keys it reads, its outputs and the provenance record it writes. A test fails when the
 committed dvc.yaml differs from what this writes; `uv run python -m genbench.flows.dvc_stages` rewrites it.
 
-Per-entry stages are DVC matrices over the plan's `families` and `seeds`, sweeps a `foreach` over `sweeps`; the
+Per-entry stages are DVC matrices over the plan's `families` and `seeds` (from plan.yaml, DVC `vars`), sweeps a
+`foreach` over `sweeps`; the
 path rules of the declarations are applied to DVC's placeholders, so the paths are the ones every driver uses.
 """
 
@@ -16,12 +17,14 @@ import yaml
 
 from genbench.components.common.io import atomic_path
 from genbench.layout import Layout
+from genbench.profiles import PLAN_FILE, PLAN_KEYS
 from genbench.stages import STAGES, At, Stage
 
 HEADER = """\
 # GENERATED from the stage declarations (components/*/stage.py) by `uv run python -m genbench.flows.dvc_stages`:
 # edit a declaration and run that, never this file (tests/unit/test_dvc_yaml.py checks the two agree).
 #
+# The plan (the active profile, families, seeds, sweeps) comes from plan.yaml, which `genbench use PROFILE` writes.
 # The DVC driver: each stage is one `genbench` command running one stage declaration, as the Prefect flow's and
 # the Kubeflow pipeline's tasks do. deps are the code folders a stage runs (its import closure, checked by
 # tests/unit/test_stage_deps.py) and the input files it reads; params the keys it reads, so editing one entry's
@@ -39,7 +42,8 @@ SWEEP = At("${item.entry}", "${seeds.0}", "${key}")
 def render() -> str:
     """The text of dvc.yaml."""
     stages = {name: _stage(stage) for name, stage in STAGES.items()}
-    body = yaml.safe_dump({"stages": stages}, sort_keys=False, width=120, default_flow_style=False)
+    body = yaml.safe_dump({"vars": [PLAN_FILE], "stages": stages}, sort_keys=False, width=120,
+                          default_flow_style=False)
     return HEADER + body
 
 
@@ -65,7 +69,9 @@ def _stage(stage: Stage) -> dict[str, Any]:
                 options |= {} if place.cache else {"cache": False}
                 target.append({file: options} if options else file)
     outs.append(str(Layout().provenance(stage.name, at.label)))
-    params = [key.replace("{entry}", "${item.entry}").replace("{sweep}", "${key}") for key in stage.params]
+    keys = [key.replace("{entry}", "${item.entry}").replace("{sweep}", "${key}") for key in stage.params]
+    planned = [key for key in keys if key.split(".")[0] in ("profile", *PLAN_KEYS)]
+    params: list[Any] = [key for key in keys if key not in planned] + ([{PLAN_FILE: planned}] if planned else [])
     body: dict[str, Any] = {"cmd": " ".join(["genbench", *words]), "deps": deps, "params": params, "outs": outs}
     if metrics:
         body["metrics"] = metrics

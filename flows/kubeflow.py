@@ -174,9 +174,11 @@ def params_text(params: Path) -> str:
 
 
 def build(params: Path, profile: str | None, image: str = IMAGE, gpus: int = 1) -> Any:
-    """The pipeline for the plan in `params`, whose text (`params_text`) and `profile` are the defaults of the
-    pipeline's parameters `params_yaml` and `profile`."""
-    plan, text = Plan.of(load_config(params, profile)), params_text(params)
+    """The pipeline for the plan in `params`, whose text (`params_text`) and active profile (`profile`, else
+    plan.yaml's) are the defaults of the pipeline's parameters `params_yaml` and `profile`: a task's scratch project
+    holds params.yaml alone."""
+    config = load_config(params, profile)
+    plan, text = Plan.of(config), params_text(params)
     ops = {task.__name__: dsl.component(task, base_image=image, install_kfp_package=False) for task in TASKS}
 
     def on_gpu(task: dsl.PipelineTask) -> None:
@@ -185,7 +187,7 @@ def build(params: Path, profile: str | None, image: str = IMAGE, gpus: int = 1) 
 
     @dsl.pipeline(name=PIPELINE_NAME, description="genbench: train, sample, evaluate and register each entry and "
                                                   "seed of the plan, then the report.")
-    def pipeline(mlflow_tracking_uri: str, params_yaml: str = text, profile: str = profile or "",
+    def pipeline(mlflow_tracking_uri: str, params_yaml: str = text, profile: str = config.profile,
                  mlflow_secret: str = MLFLOW_SECRET, s3_secret: str = S3_SECRET) -> dsl.HTML:
         params = {"params_yaml": params_yaml, "profile": profile}
         data = ops["prepare"](**params, families=list(plan.families), seeds=list(plan.seeds),

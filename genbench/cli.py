@@ -42,8 +42,19 @@ app.add_typer(kfp_app, name="kfp")
 T = TypeVar("T")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"genbench {version('genbench')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _use_running_stack() -> None:
+def _use_running_stack(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_print_version)] = False,
+) -> None:
     """Point every command at `genbench stack up`'s servers when they run here (explicit env wins)."""
     from .stack import apply_stack_env
 
@@ -288,8 +299,10 @@ def metrics(
 ) -> None:
     """All metrics (FID, KID, IS, precision/recall, density/coverage) of FAKE against REAL; REAL's stats cached."""
     if bootstrap < 0:
-        typer.echo("error: --bootstrap must be >= 0", err=True)
-        raise typer.Exit(2)
+        _fail("--bootstrap must be >= 0")
+    for given in (real, fake):
+        if not given.exists():
+            _fail(f"{given}: not found; give a .npy file (uint8 NHWC) or a folder of PNG/JPEG images")
     from .components.evaluate.evaluate import compare
     from .config import EvaluateConfig
 
@@ -333,7 +346,9 @@ def _size(help_text: str, minimum: int = 1) -> Any:
 @app.command()
 def bench(
     params: ParamsOpt = HERE.params,
-    profile: Annotated[str, typer.Option(help="Whose models.ddpm layout to bench.")] = "full",
+    profile: Annotated[Optional[str], typer.Option(
+        help=f"Whose models.ddpm layout to bench ({' | '.join(PROFILES)}; default: the active profile).",
+        show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     base_channels: Annotated[Optional[int], typer.Option(
         help="UNet width, overriding the profile's models.ddpm.arch.base_channels.", min=1)] = None,
@@ -408,6 +423,7 @@ def models(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
     typer.echo(f"profile {config.profile}, {config.data.dataset} images")
     rows = describe_families(config.models, config.data, config.seeds[0])
     width = max(len(row.name) for row in rows)
+    typer.echo(f"{'entry':<{width}} {'model':<9} parameters")
     for row in rows:
         count = f"{row.num_parameters:,}" if row.num_parameters is not None else f"n/a: {row.unavailable}"
         typer.echo(f"{row.name:<{width}} {row.model_class:<9} {count}")
@@ -415,31 +431,44 @@ def models(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
 
 @app.command("params")
 def show_params(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
-    """Every parameter as the active profile resolves it, defaults included (YAML)."""
-    import yaml
+    """Every parameter as the active profile resolves it, defaults included, one `key: value  # source` line
+    each: the params.yaml key that set it (a profile's override by its full key), plan.yaml, or default."""
+    import json as json_text
 
-    config = _config(params, profile)
-    typer.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, width=120).rstrip())
+    from .config import origins
+
+    with _input_errors():
+        rows = origins(params, profile)
+    width = max(len(f"{key}: {json_text.dumps(value)}") for key, value, _ in rows)
+    for key, value, where in rows:
+        line = f"{key}: {json_text.dumps(value)}"
+        typer.echo(f"{line:<{width}}  # {where}")
 
 
 @app.command()
 def use(
-    profile: Annotated[str, typer.Argument(help="quick | full | thesis-cifar10 | thesis-keras")],
+    profile: Annotated[str, typer.Argument(help=f"{' | '.join(PROFILES)}.", metavar="PROFILE")],
     params: ParamsOpt = HERE.params,
 ) -> None:
-    """Switch params.yaml to PROFILE: `profile:` and the plan dvc.yaml iterates (families, seeds, sweeps), so
-    `dvc repro` and `genbench run` then run that profile. Checked before writing; comments are kept."""
+    """Make PROFILE active: write plan.yaml (the profile and its plan from params, which dvc.yaml iterates), so
+    `dvc repro` and `genbench run` then run that profile. The params are checked under it before anything is
+    written; params.yaml itself is never rewritten."""
     from .components.common.io import atomic_path
     from .config import load_config
-    from .profiles import use_profile
+    from .profiles import load_yaml, plan_path, plan_text
 
+    if profile not in PROFILES:
+        from difflib import get_close_matches
+
+        close = get_close_matches(profile, PROFILES, n=1)
+        _fail(f"{profile!r} is not a profile{f' (did you mean {close[0]}?)' if close else ''}; profiles: "
+              f"{', '.join(PROFILES)}")
     with _input_errors():
-        text = use_profile(params.read_text(), profile, params)
-        with atomic_path(params) as tmp:
-            tmp.write_text(text)
-            config = load_config(tmp, None)
-    typer.echo(f"{params}: profile {config.profile}: {len(config.families)} entries × {len(config.seeds)} seeds "
-               f"({', '.join(config.families)}); sweeps: {', '.join(config.sweeps) or 'none'}")
+        config = load_config(params, profile, plan=False)
+        with atomic_path(plan_path(params)) as tmp:
+            tmp.write_text(plan_text(load_yaml(params.read_text(), params), profile, params))
+    typer.echo(f"{plan_path(params)}: profile {config.profile}: {len(config.families)} entries × "
+               f"{len(config.seeds)} seeds ({', '.join(config.families)}); sweeps: {', '.join(config.sweeps) or 'none'}")
 
 
 @app.command()

@@ -27,12 +27,22 @@ from pydantic import (
 
 from .models import REGISTRY
 from .models.config import Int, NonNegativeInt, PositiveInt, SamplingConfig, Strict, TrainConfig
-from .profiles import PROFILES, ConfigError, describe, load_yaml, resolve_profiles
+from .profiles import (
+    PLAN_KEYS,
+    PROFILES,
+    ConfigError,
+    Origins,
+    check_plan,
+    describe,
+    load_yaml,
+    plan_path,
+    read_plan,
+    resolve_profiles,
+)
 
 __all__ = ["Config", "ConfigError", "FamilySettings", "SweepConfig", "load_config", "schema", "PROFILES"]
 
-Profile = Literal["tiny", "quick", "full", "thesis-cifar10", "thesis-keras"]
-ITERATED = ("families", "seeds", "sweeps")  # the plan: dvc.yaml iterates them as written, before any profile
+Profile = Literal[PROFILES]  # type: ignore[valid-type]
 
 
 # (train split, test split) images of each built-in dataset, so sets that cannot fit are found before `prepare`
@@ -138,7 +148,7 @@ class SweepConfig(Strict):
 
     def sampling(self, base: SamplingConfig, value: float) -> SamplingConfig:
         """`base` (the entry's sampling settings) with `set` and `vary = value`, validated."""
-        return type(base).model_validate(base.model_dump() | self.set | {self.vary: value})
+        return base.updated(self.set | {self.vary: value})
 
 
 class FamilySettings(Strict):
@@ -300,39 +310,90 @@ def _schema(registered: tuple[tuple[str, int], ...]) -> type[Config]:
                         sampling=(dict[str, Annotated[Union[tuple(sampling)], by_family]], {}))
 
 
-def _without_plans(raw: dict[str, Any], path: Path) -> dict[str, Any]:
-    """`raw` without the plans under the root `profiles` (families, seeds, sweeps): dvc.yaml iterates the top-level
-    ones as written, so every driver runs those; `genbench use PROFILE` copies a profile's plan up there."""
-    plans = raw.get("profiles")
-    if not isinstance(plans, dict):
-        return raw
-    stripped = {}
-    for name, overrides in plans.items():
-        if not isinstance(overrides, dict):
-            raise ConfigError(f"{path}: profiles.{name}: must be a mapping of overrides")
-        stripped[name] = {key: value for key, value in overrides.items() if key not in ITERATED}
-    return {**raw, "profiles": stripped}
+def load_config(path: Path | str = "params.yaml", profile: str | None = None, *, plan: bool = True) -> Config:
+    """Parse, resolve profiles and validate; raises ConfigError naming every bad field. The active profile is
+    `profile`, else plan.yaml's (beside `path`); with `plan`, a plan.yaml for that profile must match params."""
+    return _load(Path(path), profile, plan)[0]
 
 
-def load_config(path: Path | str = "params.yaml", profile: str | None = None) -> Config:
-    """Parse, resolve profiles and validate; raises ConfigError naming every bad field."""
+def origins(path: Path | str = "params.yaml", profile: str | None = None) -> list[tuple[str, Any, str]]:
+    """(dotted key, resolved value, where it came from) for every leaf of the resolved params: the line of
+    params.yaml that set it (a profile's override named as such), plan.yaml or --profile for the profile, or
+    the default declared in its class."""
     path = Path(path)
+    config, raw, overrides, source = _load(path, profile, True)
+    rows = []
+    for key, value in _leaves(config.model_dump(mode="json")):
+        overridden = next((overrides[key[:i]] + key[i:] for i in range(len(key), 0, -1) if key[:i] in overrides),
+                          None)
+        overridden = overridden if overridden and _written(raw, overridden) else None
+        if key == ("profile",):
+            where = source
+        elif overridden:
+            where = f"{path.name}: {'.'.join(overridden)}"
+        elif _written(raw, key):
+            where = path.name
+        else:
+            where = "default"
+        rows.append((".".join(key), value, where))
+    return rows
+
+
+def _known_keys(loc: tuple[str, ...], resolved: dict[str, Any]) -> list[str]:
+    """The keys a params mapping at `loc` may hold, read off a config of defaults (an entry by its family's)."""
+    node: Any = schema().model_validate({}).model_dump(mode="json")
+    for depth, part in enumerate(loc):
+        if depth == 1 and loc[0] in ("models", "sampling"):
+            entry = (resolved.get("models") or {}).get(part)
+            part = entry.get("family", part) if isinstance(entry, dict) else part
+        if not isinstance(node, dict) or part not in node:
+            return []
+        node = node[part]
+    return list(node) if isinstance(node, dict) else []
+
+
+def _leaves(node: Any, here: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    if isinstance(node, dict) and node:
+        return [leaf for key, value in node.items() for leaf in _leaves(value, (*here, str(key)))]
+    return [(here, node)]
+
+
+def _written(raw: Any, key: tuple[str, ...]) -> bool:
+    for part in key:
+        if not isinstance(raw, dict) or part not in raw:
+            return False
+        raw = raw[part]
+    return True
+
+
+def _load(path: Path, profile: str | None, plan: bool) -> tuple[Config, dict[str, Any], Origins, str]:
+    """The config, the params as written, the overridden keys' sources, and where the active profile came from."""
     try:
         raw = load_yaml(path.read_text(), path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found; run from the project folder or pass --params PATH") from None
     if raw is None or raw == {}:  # every default would run, and `prepare` rewrite data/prepared with them
         raise ConfigError(f"{path}: holds no parameters (the file is empty or only comments); restore it (`git "
-                          f"checkout -- {path.name}`) or write at least `profile: quick`")
+                          f"checkout -- {path.name}`)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
-    active = profile or raw.get("profile", "quick")
+    misplaced = [key for key in ("profile", *PLAN_KEYS) if key in raw]
+    if misplaced:
+        raise ConfigError(f"{path}: {', '.join(misplaced)}: not top-level keys; each profile's plan (families, "
+                          "seeds, sweeps) lives under `profiles.<name>`, and `genbench use <name>` makes one active")
+    written = read_plan(path) if plan or profile is None else None
+    active = profile or (written or {}).get("profile")
+    if active is None:
+        raise ConfigError(f"{path}: no active profile: {plan_path(path)} is missing; run `genbench use quick` (or "
+                          "another profile) or pass --profile")
     if active not in PROFILES:
-        raise ConfigError(f"{path}: profile: {active!r} is not a profile; allowed: {', '.join(PROFILES)}")
-    raw["profile"] = active
-    origins: dict[tuple[str, ...], tuple[str, ...]] = {}
-    resolved: dict[str, Any] = resolve_profiles(_without_plans(raw, path), active, path, (), origins)
+        raise ConfigError(f"{path}: profile {active!r} is not a profile; profiles: {', '.join(PROFILES)}")
+    if plan and written is not None and written["profile"] == active:
+        check_plan(written, raw, path)
+    overrides: Origins = {}
+    resolved: dict[str, Any] = resolve_profiles({**raw, "profile": active}, active, path, (), overrides)
     try:
-        return schema().model_validate(resolved)
+        config = schema().model_validate(resolved)
     except ValidationError as exc:
-        raise ConfigError(describe(exc, origins, path)) from None
+        raise ConfigError(describe(exc, overrides, path, lambda loc: _known_keys(loc, resolved))) from None
+    return config, raw, overrides, "--profile" if profile else plan_path(path).name

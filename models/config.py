@@ -7,8 +7,9 @@ from the registry. A default therefore lives in exactly one place: its class her
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -95,6 +96,10 @@ class SamplingConfig(Strict):
     def sampler_call(self) -> tuple[str, dict[str, Any]]:
         """(name in `samplers.SAMPLERS`, its keyword options)."""
         return "prior", {}
+
+    def updated(self, changes: Mapping[str, Any]) -> Self:
+        """These settings with `changes` written over them, validated (a sweep's value over its entry's)."""
+        return type(self).model_validate(self.model_dump() | dict(changes))
 
     def network_evaluations(self, arch: BaseModel) -> int:
         """Forward passes of the network per image (the report's cost column): one decode of z for a prior."""

@@ -22,18 +22,18 @@ saved inside the LDM's own `model.safetensors`, frozen and never in an optimizer
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Annotated, Literal
+from collections.abc import Iterable
+from typing import Annotated
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from .base import Family, GenerativeModel
+from .base import Family
 from .config import Int, PositiveInt
-from .ddpm import DDPMTrain, DiffusionArch, diffusion_loss, noise_predictor, training_labels
-from .samplers import DiffusionSampling, EpsFn, ancestral
-from .schedules import make_schedule
+from .ddpm import DDPMTrain
+from .diffusion import DiffusionArch, DiffusionModel
+from .samplers import DiffusionSamplerName, DiffusionSampling
 from .unet import ConditionEmbedding
 from .vae import VAE
 
@@ -50,7 +50,7 @@ class LDMTrain(DDPMTrain):
 
 
 class LDMSampling(DiffusionSampling):
-    sampler: Literal["ddpm", "ddim"] = "ddim"  # 100 DDIM steps: 10x cheaper than ancestral, as Rombach et al.
+    sampler: DiffusionSamplerName = "ddim"  # DDIM over sample_steps rather than all T steps, as Rombach et al.
 
 
 class SkipLayer(nn.Module):
@@ -107,22 +107,19 @@ class SkipMLP(nn.Module):
         return h
 
 
-class LDM(GenerativeModel):
+class LDM(DiffusionModel):
     """A frozen `vae` and a `SkipMLP` denoiser over its scaled latents."""
 
     clip = False
     fit_batch_size = 1000  # images per encoder pass in `fit_data`
 
     def __init__(self, channels: int, image_size: int, arch: LDMArch, vae: VAE) -> None:
-        super().__init__(channels, image_size)
+        super().__init__(channels, image_size, arch, (vae.latent_dim,))
         if (vae.channels, vae.image_size) != (channels, image_size):
             raise ValueError(f"the vae was trained on {vae.channels}×{vae.image_size} images, the ldm is for "
                              f"{channels}×{image_size}")
         self.vae = vae.requires_grad_(False).eval()
         self.net = SkipMLP(vae.latent_dim, arch.hidden_dim, arch.num_layers, arch.num_classes, arch.dropout)
-        self.schedule = make_schedule(arch.schedule, arch.timesteps)
-        self.num_classes, self.prediction, self.cond_drop_prob = arch.num_classes, arch.prediction, arch.cond_drop_prob
-        self.diffusion_shape = (vae.latent_dim,)
         # Rombach et al.'s scale factor; 1 until `fit_data` measures it, then saved and loaded with the weights.
         self.register_buffer("latent_scale", torch.ones(()))
 
@@ -160,24 +157,9 @@ class LDM(GenerativeModel):
             mu, logvar = self.vae.encode(x)
             return (mu + (0.5 * logvar).exp() * torch.randn_like(mu)) * self.latent_scale
 
-    def training_losses(self, x: Tensor, group: str, labels: Tensor | None = None) -> dict[str, Tensor]:
-        """The diffusion loss on posterior samples of the scaled latents; labels as for the DDPM."""
-        z = self.encode(x)
-        y = training_labels(labels, self.num_classes, self.cond_drop_prob)
-        return {"loss": diffusion_loss(self.net, self.schedule, z, self.prediction, y)}
-
-    def noise_predictor(self, labels: Tensor | None, guidance_scale: float = 1.0) -> EpsFn:
-        """(z_t, t) → ε for the samplers; guided when `labels` are given and `guidance_scale` != 1."""
-        return noise_predictor(self.net, self.schedule, self.prediction, labels, self.num_classes, guidance_scale)
-
     def decode(self, z: Tensor) -> Tensor:
         """Scaled latents → images: undo the scale, then the frozen VAE's decoder."""
         return self.vae.decode(z / self.latent_scale)
-
-    @torch.no_grad()
-    def sample(self, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
-        """The default sampler: ancestral over all T steps in latent space, decoded."""
-        return ancestral(self, generators, labels)
 
 
 FAMILY = Family(LDM, LDMArch, LDMTrain, LDMSampling, frozen={"vae": "vae"})

@@ -16,11 +16,12 @@ latents do not). The network runs in eval mode (no dropout) whatever mode the mo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Literal, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
+from typing import Annotated, Any, Literal, Protocol, Self
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -30,26 +31,51 @@ from .schedules import NoiseSchedule
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 VarianceType = Literal["fixed_small", "fixed_large"]
+DiffusionSamplerName = Literal["ddpm", "ddim"]  # the diffusion samplers of `SAMPLERS`, declared once
+# The options only one sampler takes (guidance_scale is every diffusion sampler's): its keywords in `SAMPLERS`.
+SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {"ddpm": ("variance_type",), "ddim": ("sample_steps", "eta")}
+
+
+def ignores(sampler: str, option: str) -> bool:
+    """Whether diffusion sampler `sampler` ignores `option`, one that another sampler takes."""
+    taken = SAMPLER_OPTIONS.get(sampler)
+    return taken is not None and option not in taken and option in chain(*SAMPLER_OPTIONS.values())
 
 
 class DiffusionSampling(SamplingConfig):
-    """The sample stage's settings for a diffusion family (`sampling.<family>` in params.yaml)."""
+    """The sample stage's settings for a diffusion family (`sampling.<family>` in params.yaml). An option
+    written for another sampler than the chosen one is refused: it would change nothing."""
 
-    sampler: Literal["ddpm", "ddim"] = "ddpm"  # ancestral over all T, or DDIM over sample_steps
-    sample_steps: PositiveInt = 100  # DDIM steps (<= timesteps); ignored by the ddpm sampler
-    eta: Annotated[float, Field(ge=0, le=1)] = 0.0  # DDIM noise: 0 deterministic, 1 DDPM-like
+    sampler: DiffusionSamplerName = "ddpm"  # ancestral over all T, or DDIM over sample_steps
+    sample_steps: PositiveInt = 100  # ddim only: its steps (<= timesteps)
+    eta: Annotated[float, Field(ge=0, le=1)] = 0.0  # ddim only: its noise, 0 deterministic, 1 DDPM-like
     guidance_scale: Annotated[float, Field(ge=0)] = 1.0  # CFG: 0 unconditional, 1 conditional, >1 guided
-    # The ddpm sampler's step variance: fixed_large σ_t² = β_t (Ho et al.'s best CIFAR-10 FID, 3.17) or
-    # fixed_small σ_t² = β̃_t, the posterior's (their better log-likelihood); ignored by ddim (η sets it).
+    # ddpm only: its step variance, fixed_large σ_t² = β_t (Ho et al.'s best CIFAR-10 FID, 3.17) or
+    # fixed_small σ_t² = β̃_t, the posterior's (their better log-likelihood); under ddim, η sets it.
     variance_type: VarianceType = "fixed_large"
 
+    @field_validator(*chain(*SAMPLER_OPTIONS.values()))
+    @classmethod
+    def _taken_by_the_sampler(cls, value: Any, info: ValidationInfo) -> Any:
+        """Pydantic validates only the fields given, never a default. A given default passes: a dump of valid
+        settings (a sample record, a registered model's request params) holds every option and must read back."""
+        option = str(info.field_name)
+        if ignores(info.data.get("sampler", ""), option) and value != cls.model_fields[option].default:
+            taker = next(name for name, options in SAMPLER_OPTIONS.items() if option in options)
+            raise ValueError(f"only sampler {taker} takes {option}; remove it or set sampler: {taker}")
+        return value
+
     def sampler_call(self) -> tuple[str, dict[str, Any]]:
-        options: dict[str, Any] = {"guidance_scale": self.guidance_scale}
-        if self.sampler == "ddpm":
-            options["variance_type"] = self.variance_type
-        if self.sampler == "ddim":
-            options |= {"sample_steps": self.sample_steps, "eta": self.eta}
-        return self.sampler, options
+        options = {option: getattr(self, option) for option in SAMPLER_OPTIONS[self.sampler]}
+        return self.sampler, {"guidance_scale": self.guidance_scale, **options}
+
+    def updated(self, changes: Mapping[str, Any]) -> Self:
+        """As `SamplingConfig.updated`, less the options of these settings that the resulting sampler ignores: a
+        DDIM sweep of an entry that sets the ddpm sampler's variance_type leaves it behind, while such an
+        option in `changes` is refused as a written one."""
+        sampler = changes.get("sampler", self.sampler)
+        kept = {name: value for name, value in self.model_dump().items() if not ignores(sampler, name)}
+        return type(self).model_validate(kept | dict(changes))
 
     def network_evaluations(self, arch: BaseModel) -> int:
         """Denoiser passes per image: T (ddpm) or the DDIM steps, twice each under guidance (conditional and

@@ -12,20 +12,32 @@ stages"`; the drivers and faults run only in the full suite (README command 2).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TIER_MARKERS = {"unit": "unit", "stages": "stages", "drivers": "drivers", "services": "server", "faults": "faults"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test gets its tier's marker, and in the tiers that wait on whole runs a longer time limit than
+    pyproject's `timeout` (unless it names its own): a drivers test may wait for its background driver and then
+    run a command in its project, the services start real servers (the DVC remote's round trip runs eight
+    genbench processes), and the faults kill and rerun stages after building a project of their own."""
+    from .drivers.conftest import WAIT
+
+    limits = {"drivers": 2 * WAIT, "services": 900, "faults": 600}  # seconds
     tests = Path(__file__).parent
     for item in items:
         tier = Path(str(item.fspath)).relative_to(tests).parts[0]
         if tier in TIER_MARKERS:
             item.add_marker(TIER_MARKERS[tier])
+        if tier in limits and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(limits[tier]))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -45,17 +57,39 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["GENBENCH_DATA_DIR"] = str(data_dir)
 
 
-def tiny_params() -> str:
-    """The repository's params.yaml switched to the tiny profile and its plan, as `genbench use tiny` does."""
-    from genbench.profiles import use_profile
+def tiny_params(**plan: Any) -> str:
+    """The repository's params.yaml, with the tiny profile's plan keys replaced by `plan` (families, seeds,
+    sweeps) where given; the rest of the file as written."""
+    text = (REPO / "params.yaml").read_text()
+    start = text.index("\nprofiles:\n  tiny:")
+    for key, value in plan.items():
+        line = re.compile(rf"^    {key}: .*$", re.MULTILINE)
+        found = line.search(text, start)
+        assert found, f"params.yaml's profiles.tiny has no `{key}:` line"
+        flow = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+        text = text[:found.start()] + f"    {key}: {flow}" + text[found.end():]
+    return text
 
-    return use_profile((REPO / "params.yaml").read_text(), "tiny", REPO / "params.yaml")
+
+def use_tiny(root: Path, **plan: Any) -> Path:
+    """`root` as a tiny project: params.yaml (`tiny_params(**plan)`) and the plan.yaml `genbench use tiny` writes."""
+    (root / "params.yaml").write_text(tiny_params(**plan))
+    refresh_plan(root)
+    return root
+
+
+def refresh_plan(root: Path, profile: str = "tiny") -> None:
+    """plan.yaml for `profile` from root/params.yaml as it is now, as `genbench use` writes it."""
+    from genbench.profiles import load_yaml, plan_text
+
+    params = root / "params.yaml"
+    (root / "plan.yaml").write_text(plan_text(load_yaml(params.read_text(), params), profile, params))
 
 
 @pytest.fixture()
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh project folder with the repo's params.yaml on the tiny profile, as the cwd."""
-    (tmp_path / "params.yaml").write_text(tiny_params())
+    use_tiny(tmp_path)
     monkeypatch.chdir(tmp_path)
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "PREFECT_API_URL"):
         monkeypatch.delenv(name, raising=False)

@@ -24,7 +24,7 @@ from typing import IO
 import pytest
 import yaml
 
-from ..conftest import tiny_params
+from ..conftest import use_tiny
 
 REPO = Path(__file__).resolve().parents[2]
 FAMILIES = ("vae", "ddpm")  # two are enough to show that one family's change leaves the other alone
@@ -37,9 +37,16 @@ EDIT_DDPM = ("import pathlib; p = pathlib.Path('params.yaml'); lines = p.read_te
              "i = next(i for i, line in enumerate(lines) if 'tiny: {arch: {base_channels: 6, timesteps: 4' in line); "
              "lines[i] = lines[i].replace('{fid_every: 0, steps: 4,', '{fid_every: 0, steps: 5,', 1); "
              "p.write_text(chr(10).join(lines))")
-COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", ".pytest_cache", "data", "runs",
-                                     "samples", "metrics", "sweeps", "registry", "results", "mlflow.db", "mlartifacts",
-                                     ".genbench", "dvc.lock")
+OUTPUTS = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", ".pytest_cache", "data", "runs",
+                                 "samples", "metrics", "sweeps", "registry", "results", "mlflow.db", "mlartifacts",
+                                 ".genbench", "dvc.lock")
+# Machine-local state, by path from the repository root, also left out: DVC's cache (whose run-cache would let a
+# copy's `dvc repro` restore a stage instead of running it, as this machine's history decides), DVC's tmp and local
+# config, the stages' provenance records, credentials and tool caches.
+LOCAL_STATE = frozenset({".dvc/cache", ".dvc/tmp", ".dvc/config.local", "provenance", "infra/.env",
+                         "infra/k8s/secret.yaml", ".ruff_cache", ".mypy_cache"})
+TORCHRUN_TIMES = "=== torchrun started, ended (date +%s.%N):"
+WAIT = 900  # seconds a test waits for its driver, or for one command in a driver's project
 
 
 def driver_env(home: Path) -> dict[str, str]:
@@ -54,19 +61,23 @@ def driver_env(home: Path) -> dict[str, str]:
     return env
 
 
-def run_checked(cmd: list[str], cwd: Path, timeout: int = 900) -> str:
+def run_checked(cmd: list[str], cwd: Path, timeout: int = WAIT) -> str:
     done = subprocess.run(cmd, cwd=cwd, env=driver_env(cwd), capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{cmd} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return done.stdout + done.stderr
 
 
+def copy_ignore(folder: str, names: list[str]) -> set[str]:
+    """`shutil.copytree`'s ignore for a copy of REPO: OUTPUTS' names anywhere, LOCAL_STATE's paths."""
+    here = Path(folder).relative_to(REPO)
+    return set(OUTPUTS(folder, names)) | {name for name in names if (here / name).as_posix() in LOCAL_STATE}
+
+
 def tiny_project(path: Path) -> Path:
-    """A copy of the repository's own files (no venv, no outputs) switched to the tiny profile."""
-    shutil.copytree(REPO, path, ignore=COPY_IGNORE, dirs_exist_ok=True)
-    params = path / "params.yaml"
-    params.write_text(tiny_params().replace("\nfamilies: [vae, dcgan, ddpm]\n", f"\nfamilies: [{', '.join(FAMILIES)}]\n", 1))
-    assert yaml.safe_load(params.read_text())["profile"] == "tiny"
-    assert tuple(yaml.safe_load(params.read_text())["families"]) == FAMILIES
+    """A copy of the repository's own files (no venv, no outputs, no machine-local state) on the tiny profile."""
+    shutil.copytree(REPO, path, ignore=copy_ignore, dirs_exist_ok=True)
+    use_tiny(path, families=list(FAMILIES))
+    assert yaml.safe_load((path / "plan.yaml").read_text())["families"] == list(FAMILIES)
     return path
 
 
@@ -92,12 +103,14 @@ def _flow_command(root: Path) -> list[str]:
 
 def _torchrun_command(root: Path) -> list[str]:
     """README's `torchrun --nproc_per_node 2 genbench train ddpm` after `genbench prepare`, from the project root (where
-    Python runs genbench/__main__.py), on 127.0.0.1 and the CPU (gloo) even where a GPU is visible."""
+    Python runs genbench/__main__.py), on 127.0.0.1 and the CPU (gloo) even where a GPU is visible; the shell prints
+    when torchrun started and ended, a measure of its processes' time taken outside them."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    return ["sh", "-c", f"genbench prepare && CUDA_VISIBLE_DEVICES= {sys.executable} -m torch.distributed.run "
-                        f"--nproc_per_node 2 --master_addr 127.0.0.1 --master_port {port} genbench train ddpm"]
+    return ["sh", "-c", f"genbench prepare && started=$(date +%s.%N) && CUDA_VISIBLE_DEVICES= {sys.executable} "
+                        f"-m torch.distributed.run --nproc_per_node 2 --master_addr 127.0.0.1 --master_port {port} "
+                        f"genbench train ddpm && echo \"{TORCHRUN_TIMES} $started $(date +%s.%N)\""]
 
 
 def _kfp_command(root: Path) -> list[str]:
@@ -120,7 +133,7 @@ class Driver:
 
     def wait(self) -> str:
         """The driver's output once it has finished; fails the test with its tail if it exited non-zero."""
-        code = self.process.wait(timeout=900)
+        code = self.process.wait(timeout=WAIT)
         self.log.seek(0)
         output = self.log.read()
         assert code == 0, f"{self.command} failed ({code}):\n{output[-6000:]}"

@@ -13,7 +13,6 @@ that forks `genbench` processes for the kill tests (tests/faults/launcher.py).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from genbench.components.sample.sample import sample
 from genbench.config import load_config
 from genbench.layout import Layout
 
-from ..conftest import tiny_params
+from ..conftest import use_tiny
 from ..stages.conftest import (
     swap_in_pixel_network,
     tiny_trained,  # noqa: F401 - the stages tier's session project, shared
@@ -34,14 +33,7 @@ from .launcher import Launcher
 from .outage import OutageStack
 from .records import FaultRecord, append_record
 
-PLAN = "families: [vae]\nseeds: [0]\nsweeps: {}\n"  # the vae alone: every stage in seconds
-
-
-def vae_only_params() -> str:
-    """The tiny profile with the plan cut to the vae (so `report` needs only its files)."""
-    text, count = re.subn(r"(?ms)^(# >>> plan\n).*?^(# <<< plan)$", rf"\g<1>{PLAN}\g<2>", tiny_params(), count=1)
-    assert count == 1, "params.yaml lost its plan markers"
-    return text
+VAE_ONLY = {"families": ["vae"], "seeds": [0], "sweeps": {}}  # the vae alone: every stage in seconds
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +41,8 @@ def faults_project(tiny_trained: Path, tmp_path_factory: pytest.TempPathFactory)
     """Read-only: prepared data, runs/vae, its samples and metrics and the real-data floor (scored by the pixel
     stand-in: these tests are about files, not numbers), on the vae-only plan. Tests copy it (`project_copy`)."""
     root = tmp_path_factory.mktemp("faults-project")
-    (root / "params.yaml").write_text(vae_only_params())
-    for part in ("data/prepared", ".genbench", "runs/vae"):
+    use_tiny(root, **VAE_ONLY)
+    for part in ("data/prepared", "runs/vae"):
         shutil.copytree(tiny_trained / part, root / part)
     layout, config = Layout(root), load_config(root / "params.yaml")
     sample(layout.run("vae", 0), layout.samples("vae", 0), "vae", config.sample, config.sampling_for("vae"), 0)

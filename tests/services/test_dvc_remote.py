@@ -27,13 +27,14 @@ from genbench import stack
 from genbench.components.register.dvc_lock import data_lock_hash
 from genbench.config import load_config
 from genbench.flows.dvc_data import DataPushWarning, reproduce_prepare
-from tests.drivers.conftest import COPY_IGNORE, REPO, driver_env
+from tests.conftest import use_tiny
+from tests.drivers.conftest import REPO, copy_ignore, driver_env
 
 # DVC 3.67 calls pygtrie's deprecated `_NoneStep.value` internally; nothing here can change it
 pytestmark = [pytest.mark.server, pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")]
 HOST = "127.0.0.1"
 REMOTE = "storage"  # .dvc/config's remote s3://genbench-dvc, made the default of each test's clone
-PLAN = "families: [vae]\nseeds: [0]\nsweeps: {}\n"  # one entry, one seed, no sweep: the smallest whole pipeline
+PLAN = {"families": ["vae"], "seeds": [0], "sweeps": {}}  # one entry, one seed, no sweep: the smallest pipeline
 RAN = re.compile(r"Running stage '([^']+)'")
 SKIPPED = re.compile(r"Stage '([^']+)' didn't change, skipping")
 
@@ -69,23 +70,11 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> 
     return output
 
 
-def _ignore(folder: str, names: list[str]) -> set[str]:
-    """The drivers' copy filter, plus DVC's local state (cache, tmp, config.local) and tool caches."""
-    skipped = set(COPY_IGNORE(folder, names)) | ({".ruff_cache"} & set(names))
-    if Path(folder).name == ".dvc":
-        skipped |= {"cache", "tmp", "config.local"} & set(names)
-    return skipped
-
-
 def _project(path: Path, s3: dict[str, str]) -> tuple[Path, dict[str, str]]:
     """A git + DVC copy of the repository on the tiny profile and PLAN, committed, its remote's endpoint set in
     `.dvc/config.local`; returns it and the environment to run in it."""
-    shutil.copytree(REPO, path, ignore=_ignore)
-    params = path / "params.yaml"
-    text, count = re.subn(r"(?m)^profile: \w+", "profile: tiny", params.read_text(), count=1)
-    text, plans = re.subn(r"(?ms)^(# >>> plan\n).*?^(# <<< plan)$", rf"\g<1>{PLAN}\g<2>", text, count=1)
-    assert count == plans == 1, "params.yaml lost its `profile:` line or its plan markers"
-    params.write_text(text)
+    shutil.copytree(REPO, path, ignore=copy_ignore)
+    params = use_tiny(path, **PLAN) / "params.yaml"
     config = load_config(params)
     plan = (config.profile, list(config.families), list(config.seeds), dict(config.sweeps))
     assert plan == ("tiny", ["vae"], [0], {}), plan

@@ -21,7 +21,7 @@ import pytest
 
 from genbench import stack
 
-from ..conftest import REPO, tiny_params
+from ..conftest import REPO, use_tiny
 from .screenshots import api
 
 pytestmark = pytest.mark.server
@@ -58,7 +58,7 @@ def test_kubernetes_pool_deployment_and_the_job_a_worker_would_submit(prefect_ap
     from prefect.client.orchestration import PrefectClient
     from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
-    (tmp_path / "params.yaml").write_text(tiny_params())
+    use_tiny(tmp_path)
     edited = json.loads(TEMPLATE.read_text())
     edited["variables"]["properties"]["gpus"]["default"] = 2
     (tmp_path / "pool.json").write_text(json.dumps(edited))

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from genbench.cli import app
 
-from ..conftest import tiny_params
+from ..conftest import use_tiny
 
 pytestmark = pytest.mark.server
 CHAMPION = "models:/genbench-ddpm@champion"
@@ -48,7 +48,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[st
     import torch
 
     root = tmp_path_factory.mktemp("pyfunc")
-    (root / "params.yaml").write_text(tiny_params())
+    use_tiny(root)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):

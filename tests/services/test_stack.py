@@ -24,7 +24,7 @@ import pytest
 
 from genbench import stack
 
-from ..conftest import tiny_params
+from ..conftest import use_tiny
 from ..faults.records import FaultRecord, append_record
 from . import screenshots
 
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def running_stack(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("stack")
-    (root / "params.yaml").write_text(tiny_params())
+    use_tiny(root)
     started = stack.up(root)
     try:
         with pytest.MonkeyPatch.context() as patch:  # this process's MLflow clients log in as genbench's do

@@ -1,15 +1,17 @@
-"""One tiny project, prepared and trained once per session (vae, dcgan, ddpm), with the reference set's
-Inception features cached, that stage tests copy from; and a cheap stand-in for the FID network.
+"""One tiny project, prepared and trained once per session (vae, dcgan, ddpm), that stage tests copy from; a
+cheap stand-in for the FID network; and the real network with a memory of what it has computed.
 
 Stage tests check plumbing: which files a stage reads and writes, and what it records. The real network costs
 ~0.1 s per image on 2 cores, so only the tests about the network itself (test_evaluate.py, the real-data and
-CLI tests of test_metrics.py) run it; the others take `pixel_network`. The drivers tier runs the real network
-through every stage end to end.
+CLI tests of test_metrics.py) run it, through `remembered_network`, which passes each distinct batch through it
+once per session; the others take `pixel_network`. The drivers tier runs the real network through every stage
+end to end.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 from collections.abc import Callable
@@ -17,42 +19,70 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from genbench.components.common.io import file_digest, load_npy
 from genbench.components.evaluate import evaluate as evaluate_module
 from genbench.components.evaluate import features as features_module
 from genbench.components.evaluate import inception
-from genbench.components.evaluate.features import reference_features
 from genbench.components.prepare.prepare import prepare
+from genbench.components.register import register as register_module
+from genbench.components.register import registry as registry_module
+from genbench.components.register import tracking
 from genbench.components.train import fid_curve as fid_curve_module
 from genbench.components.train.train import train
 from genbench.config import load_config
 from genbench.layout import Layout
 
-from ..conftest import tiny_params
+from ..conftest import use_tiny
 
 FAMILIES = ("vae", "dcgan", "ddpm")
 
 
 @pytest.fixture(scope="session")
 def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Read-only: the tiny profile's prepared data and trained runs of FAMILIES. Tests copy what they need."""
+    """Read-only: the tiny profile's prepared data and trained runs of FAMILIES. Tests copy what they need (no
+    reference statistics: the tests that score use the pixel stand-in, whose statistics are its own)."""
     root = tmp_path_factory.mktemp("tiny-trained")
-    (root / "params.yaml").write_text(tiny_params())
+    use_tiny(root)
     layout, config = Layout(root), load_config(root / "params.yaml")
     prepare(config.data, config.seed, layout.data, layout.downloads)
     for family in FAMILIES:
         train(family, config.family(family), 0, layout.data, layout.run(family, 0), cache_dir=layout.cache)
-    reference_features(load_npy(layout.reference), file_digest(layout.reference), layout.cache,
-                       config.evaluate.batch_size, "cpu")
     return root
+
+
+_EMPTY_STORE: list[Path] = []  # the session's empty MLflow store, once made
+
+
+@pytest.fixture(autouse=True)
+def one_mlflow_schema(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each embedded MLflow store a stage test makes starts as a copy of one empty store made at the session's first
+    need: making a store runs MLflow's schema migrations, which cost more than most register tests' own work. The
+    copy is what a new store is (the tables and MLflow's Default experiment); genbench adds the rest as always."""
+    configure = tracking.configure_tracking
+
+    def configure_from_a_copy(project_dir: Path) -> str:
+        database = Path(project_dir) / tracking.DB_FILENAME
+        if tracking.resolve_tracking_uri(project_dir)[1] and not database.exists():
+            if not _EMPTY_STORE:
+                from mlflow import MlflowClient
+
+                tracking.quiet_mlflow()
+                empty = tmp_path_factory.mktemp("empty-mlflow-store") / tracking.DB_FILENAME
+                MlflowClient(tracking_uri=tracking.embedded_tracking_uri(empty.parent)).search_experiments()
+                _EMPTY_STORE.append(empty)
+            database.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(_EMPTY_STORE[0], database)
+        return configure(project_dir)
+
+    for module in (tracking, register_module, registry_module):
+        monkeypatch.setattr(module, "configure_tracking", configure_from_a_copy)
 
 
 @pytest.fixture()
 def prepared(project: Path, tiny_trained: Path) -> Path:
-    """`project` with the tiny prepared data in data/prepared and its reference features in the cache."""
+    """`project` with the tiny prepared data in data/prepared."""
     shutil.copytree(tiny_trained / "data" / "prepared", project / "data" / "prepared")
-    shutil.copytree(tiny_trained / ".genbench", project / ".genbench")
     return project
 
 
@@ -64,6 +94,10 @@ def trained(prepared: Path, tiny_trained: Path) -> Path:
 
 
 STAND_IN_IDENTITY = {"name": "pixel-stand-in", "sha256": "0" * 64}  # keys its own reference cache entries
+# The standard FID network (TF Inception 2015-12-05 pool3, NVIDIA's TorchScript export), as every record must name
+# it: written out here, not read from the code under test
+FID_IDENTITY = {"name": "inception-v3-tf-2015-12-05-pool3",
+                "sha256": "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"}
 
 
 def pixel_features(images: np.ndarray, **_: object) -> np.ndarray:
@@ -105,3 +139,24 @@ def fashion_test_split(n: int) -> np.ndarray:
     with gzip.open(path, "rb") as handle:
         raw = handle.read(16 + n * 28 * 28)
     return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, 28, 28, 1).copy()
+
+
+_REMEMBERED: dict[tuple[object, ...], torch.Tensor] = {}  # remembered_network's features, for the whole session
+
+
+@pytest.fixture
+def remembered_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real FID network, each distinct input passed through it once per session: a batch it has seen (the same
+    uint8 images, the same network and precision) gets back the features it gave then, bit for bit. The tests about
+    the network score the same few real images many times over (ours and torchmetrics', evaluate() twice, the CLI);
+    every feature they see is still the network's own, and a batch laid out differently is computed anew."""
+    forward = inception.InceptionFeatures.forward
+
+    def remembering(self: inception.InceptionFeatures, images: torch.Tensor) -> torch.Tensor:
+        key = (id(self.network), self.precision, images.device.type, images.dtype, tuple(images.shape),
+               hashlib.sha256(images.cpu().numpy().tobytes()).hexdigest())
+        if key not in _REMEMBERED:
+            _REMEMBERED[key] = forward(self, images)
+        return _REMEMBERED[key].clone()
+
+    monkeypatch.setattr(inception.InceptionFeatures, "forward", remembering)

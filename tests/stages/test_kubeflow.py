@@ -12,8 +12,13 @@ import yaml
 from typer.testing import CliRunner
 
 from genbench.cli import app
-from genbench.flows.kubeflow import GPU, IMAGE, MLFLOW_SECRET, S3_SECRET
 
+from ..conftest import use_tiny
+
+# What the compiled pipeline must hold by default, written here rather than read from flows/kubeflow.py
+IMAGE = "ghcr.io/genbench/genbench:latest"
+GPU = "nvidia.com/gpu"
+MLFLOW_SECRET, S3_SECRET = "genbench-mlflow", "genbench-s3"
 STAGES = ("prepare", "evaluate-real", "train", "sample", "evaluate", "register", "collect", "sweep", "report")
 # component → {input or output artifact: its schema title}
 ARTIFACTS = {
@@ -86,7 +91,7 @@ def test_compile_has_a_component_per_stage_and_typed_artifacts(project: Path) ->
     # the params as one line (the compiler's header comment would break on a line break), the same mapping
     default = parameters["params_yaml"]["defaultValue"]
     assert "\n" not in default and yaml.safe_load(default) == yaml.safe_load((project / "params.yaml").read_text())
-    assert parameters["profile"]["defaultValue"] == ""
+    assert parameters["profile"]["defaultValue"] == "tiny"  # the active profile: tasks have no plan.yaml
     assert "defaultValue" not in parameters["mlflow_tracking_uri"]  # the cluster's MLflow must be named
     assert spec["root"]["outputDefinitions"]["artifacts"]["Output"]["artifactType"]["schemaTitle"] == "system.HTML"
     # GPUs on the tasks that run the networks; the secrets, by name, on register only
@@ -110,12 +115,7 @@ def test_compile_has_a_component_per_stage_and_typed_artifacts(project: Path) ->
 
 def test_compile_trains_an_entry_after_the_runs_it_is_built_on(project: Path) -> None:
     """ldm diffuses in runs/vae: it gets a loop of its own, whose train reads the first loop's collected runs."""
-    params = project / "params.yaml"
-    lines = params.read_text().split("\n")
-    plan = lines.index("# >>> plan")
-    assert lines[plan + 1].startswith("families: ") and lines[plan + 3].startswith("sweeps: ")
-    lines[plan + 1], lines[plan + 3] = "families: [vae, ldm]", "sweeps: {}"
-    params.write_text("\n".join(lines))
+    use_tiny(project, families=["vae", "ldm"], sweeps={})
     spec, _ = _compile(project, "--gpus", "0", "--image", "registry.local/genbench:test")
     loops = _loops(spec)
     entries = [[item["entry"] for item in yaml.safe_load(task["parameterIterator"]["items"]["raw"])]
@@ -168,8 +168,7 @@ def test_submit_sends_the_pipeline_to_kfp_host(project: Path, monkeypatch: pytes
 
 @pytest.mark.parametrize("command", [["kfp", "compile", "pipeline.yaml"], ["kfp", "local"]])
 def test_kfp_commands_exit_2_on_bad_params_and_write_nothing(project: Path, command: list[str]) -> None:
-    params = project / "params.yaml"
-    params.write_text(params.read_text().replace("\nseeds: [0]\n", "\nseeds: [0, 0]\n", 1))
+    use_tiny(project, seeds=[0, 0])
     before = sorted(project.rglob("*"))
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 2, result.output

@@ -25,6 +25,7 @@ from genbench.components.train import train as train_module
 from genbench.config import DataConfig, SampleConfig, load_config
 from genbench.models.samplers import DiffusionSampling
 
+from ..conftest import refresh_plan
 from .conftest import FAMILIES
 
 
@@ -35,9 +36,11 @@ def invoke(*args: str) -> str:
 
 
 def edit_params(edit) -> None:
+    """Edit the project's params.yaml as data, then rewrite plan.yaml as `genbench use tiny` would."""
     params = yaml.safe_load(Path("params.yaml").read_text())
     edit(params)
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    refresh_plan(Path("."))
 
 
 def test_prepare_writes_split_and_manifest(prepared: Path) -> None:
@@ -215,7 +218,7 @@ def test_ldm_needs_its_trained_vae(prepared: Path) -> None:
 def test_the_conditional_variant_is_its_own_entry(prepared: Path, pixel_network: list[int]) -> None:
     """params.yaml's ddpm_cfg (a named variant: family ddpm, 10 classes, guidance) trains, samples and registers
     under its own name, beside the unconditional ddpm, and records its labels."""
-    edit_params(lambda p: p["sampling"]["ddpm_cfg"].update(sampler="ddim", guidance_scale=2.0, eta=0.5))
+    edit_params(lambda p: p["sampling"]["ddpm_cfg"].update(sampler="ddim", sample_steps=2, guidance_scale=2.0, eta=0.5))
     invoke("train", "ddpm_cfg")
     invoke("sample", "ddpm_cfg")
     assert not (prepared / "runs" / "ddpm" / "seed-0").exists()
@@ -258,7 +261,7 @@ def test_sampler_settings_come_from_params_without_retraining(trained: Path) -> 
     weights = (trained / "runs" / "ddpm" / "seed-0" / "model.safetensors").read_bytes()
     invoke("sample", "ddpm")
     ancestral = np.load(trained / "samples" / "ddpm" / "seed-0.npy")
-    edit_params(lambda p: p["sampling"]["ddpm"].update(sampler="ddim", eta=0.0))
+    edit_params(lambda p: p["sampling"]["ddpm"].update(sampler="ddim", sample_steps=2, eta=0.0))
     invoke("sample", "ddpm")
     record = json.loads((trained / "samples" / "ddpm" / "seed-0.json").read_text())
     assert record["sampling"]["sampler"] == "ddim" and record["sampling"]["eta"] == 0.0
@@ -288,7 +291,7 @@ def test_a_sweep_resamples_the_trained_weights(trained: Path, pixel_network: lis
     assert summary["rows"][0]["fid"] == scored["fid"] and summary["rows"][0]["recall"] == scored["recall"]
     assert (trained / "runs" / "ddpm" / "seed-0" / "model.safetensors").read_bytes() == weights
 
-    edit_params(lambda p: p["sweeps"]["ddim_steps"].update(values=[9]))
+    edit_params(lambda p: p["profiles"]["tiny"]["sweeps"]["ddim_steps"].update(values=[9]))
     result = CliRunner().invoke(app, ["sweep", "ddim_steps"])
     assert result.exit_code == 2 and "sweeps.ddim_steps: sample_steps=9: sample_steps=9 exceeds" in result.output
     assert CliRunner().invoke(app, ["sweep", "nope"]).exit_code == 2
@@ -297,7 +300,7 @@ def test_a_sweep_resamples_the_trained_weights(trained: Path, pixel_network: lis
 def test_a_sweep_keeps_fractional_values_apart(trained: Path, pixel_network: list[int]) -> None:
     """Values 0.5 and 0.75 once both became eta-0.npy (Path.with_suffix read ".5" as a suffix), so the second
     set overwrote the first while the summary still listed two rows."""
-    edit_params(lambda p: p["sweeps"].update(
+    edit_params(lambda p: p["profiles"]["tiny"]["sweeps"].update(
         eta={"entry": "ddpm", "vary": "eta", "set": {"sampler": "ddim", "sample_steps": 2}, "values": [0.5, 0.75]}))
     assert "eta: eta=0.75: FID" in invoke("sweep", "eta")
     folder = trained / "sweeps" / "eta"
@@ -351,7 +354,7 @@ def check_plain_mlflow_loads_the_champion(project: Path) -> None:
                                                     "tensor-spec": {"dtype": "uint8", "shape": (-1, 28, 28, 1)}}]
     # params.yaml's sampling.ddpm under the tiny profile, which the samples behind the version's FID were drawn with
     assert {p["name"]: p["default"] for p in mlmodel.signature.params.to_dict()} == {
-        "sampler": "ddpm", "sample_steps": 2, "eta": 0.0, "guidance_scale": 1.0, "variance_type": "fixed_large"}
+        "sampler": "ddpm", "sample_steps": 100, "eta": 0.0, "guidance_scale": 1.0, "variance_type": "fixed_large"}
     assert mlmodel.load_input_example(version).to_dict("list") == {"n": [1], "seed": [0]}
 
     config = load_config("params.yaml")
@@ -399,10 +402,17 @@ def test_models_lists_every_family_with_its_size(project: Path) -> None:
     assert rows["ddpm_t4000"][1] == rows["ddpm"][1]  # the same network over more timesteps
 
 
-def test_params_prints_every_resolved_value(project: Path) -> None:
-    printed = yaml.safe_load(invoke("params"))
-    assert printed == load_config("params.yaml").model_dump(mode="json")
-    assert printed["models"]["ddpm"]["arch"]["schedule"] == "linear"  # a default params.yaml does not set
+def test_params_prints_every_resolved_value_with_its_source(project: Path) -> None:
+    lines = invoke("params").splitlines()
+    printed = {key: [part.strip() for part in rest.rsplit("  # ", 1)]
+               for key, rest in (line.split(": ", 1) for line in lines)}
+    config = load_config("params.yaml").model_dump(mode="json")
+    assert json.loads(printed["models.ddpm.arch.schedule"][0]) == config["models"]["ddpm"]["arch"]["schedule"]
+    assert printed["models.ddpm.arch.schedule"][1] == "default"  # params.yaml does not set it
+    assert printed["models.ddpm.arch.timesteps"] == ["4", "params.yaml: models.ddpm.profiles.tiny.arch.timesteps"]
+    assert printed["profile"] == ['"tiny"', "plan.yaml"] and printed["seed"] == ["0", "params.yaml"]
+    assert printed["families"][1] == "params.yaml: profiles.tiny.families"
+    assert len(printed) == len(lines) > 100  # one line per resolved value
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

@@ -19,7 +19,7 @@ from genbench.models.unet import ResBlock, SelfAttention, group_norm, timestep_e
 class GoldenUNet(nn.Module):
     def __init__(self, channels: int, base_channels: int, channel_mults: Sequence[int], num_classes: int = 0) -> None:
         super().__init__()
-        self.base_channels = base_channels
+        self.base_channels, self.num_classes = base_channels, num_classes  # row num_classes: "no class"
         emb_dim = 4 * base_channels
         widths = [base_channels * m for m in channel_mults]
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))

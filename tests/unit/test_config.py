@@ -9,7 +9,9 @@ from typing import Any, Literal, Optional
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from genbench.cli import app
 from genbench.config import ConfigError, load_config
 from genbench.models.config import _lax_number
 from genbench.models.ddpm import DDPMArch
@@ -111,8 +113,10 @@ BAD = [
      "data.profiles.quick.reference_size", "greater than 0"),
     ("bad choice", lambda r: r["models"]["ddpm"]["arch"].update(schedule="quadratic"),
      "models.ddpm.arch.schedule", "'linear' or 'cosine'"),
-    ("unknown family", lambda r: r.update(families=["vae", "gan"]), "families", "unknown entry 'gan'; known: vae"),
-    ("family twice", lambda r: r.update(families=["vae", "vae"]), "families", "lists an entry twice"),
+    ("unknown family", lambda r: r["profiles"]["quick"].update(families=["vae", "gan"]), "families",
+     "unknown entry 'gan'; known: vae"),
+    ("family twice", lambda r: r["profiles"]["quick"].update(families=["vae", "vae"]), "families",
+     "lists an entry twice"),
     ("variant of an unknown family", lambda r: r["models"].update(ddpm_x={"family": "diffusion"}),
      "models.ddpm_x.family", "unknown family 'diffusion'; known: vae"),
     ("a family's entry as a variant", lambda r: r["models"]["ddpm"].update(family="vae"), "models.ddpm.family",
@@ -127,10 +131,15 @@ BAD = [
      "models.ddpm_x.arch.width", "unknown key"),
     ("guidance on an unconditional variant", lambda r: r["models"].update(ddpm_x={"family": "ddpm"})
      or r["sampling"].update(ddpm_x={"guidance_scale": 2.0}), "sampling.ddpm_x", "needs a class-conditional"),
-    ("ldm before its vae", lambda r: r.update(families=["ldm", "vae"]), "families", "vae must be listed before"),
-    ("ddim steps above T", lambda r: r["sampling"]["ddpm"].update(sampler="ddim")
-     or r["sampling"]["ddpm"]["profiles"]["quick"].update(sample_steps=5000),
+    ("ldm before its vae", lambda r: r["profiles"]["quick"].update(families=["ldm", "vae"]), "families",
+     "vae must be listed before"),
+    ("ddim steps above T", lambda r: r["sampling"]["ddpm"]["profiles"].update(quick={"sampler": "ddim",
+                                                                                      "sample_steps": 5000}),
      "sampling.ddpm", "sample_steps=5000 exceeds the model's timesteps=100"),
+    ("a ddim option under ddpm", lambda r: r["sampling"]["ddpm_cfg"]["profiles"]["quick"].update(eta=0.5),
+     "sampling.ddpm_cfg.profiles.quick.eta", "only sampler ddim takes eta; remove it or set sampler: ddim"),
+    ("a ddpm option under the ldm's ddim", lambda r: r["sampling"]["ldm"].update(variance_type="fixed_small"),
+     "sampling.ldm.variance_type", "only sampler ddpm takes variance_type; remove it or set sampler: ddpm"),
     ("guidance without classes", lambda r: r["sampling"]["ddpm"].update(guidance_scale=3.0),
      "sampling.ddpm", "needs a class-conditional model"),
     ("unknown sampler", lambda r: r["sampling"]["ddpm"].update(sampler="euler"), "sampling.ddpm.sampler",
@@ -139,7 +148,8 @@ BAD = [
      "models.ddpm.arch.guidance_scale", "unknown key"),
     ("holdout unlike sample.n", lambda r: r["data"]["profiles"]["quick"].update(holdout_size=200),
      "data.holdout_size", "200 real images, but sample.n is 300"),
-    ("unknown profile", lambda r: r.update(profile="huge"), "profile", "allowed: tiny, quick, full"),
+    ("a profile at the top level", lambda r: r.update(profile="quick"), "profile", "not top-level keys"),
+    ("a plan at the top level", lambda r: r.update(families=["vae"]), "families", "lives under `profiles.<name>`"),
     ("profiles not a mapping", lambda r: r["sample"].update(profiles=["tiny"]), "sample.profiles",
      "must map profile names"),
     ("empty file", Text(lambda text: ""), "params.yaml", "holds no parameters"),
@@ -158,7 +168,8 @@ BAD = [
      "finite number"),
     ("boolean for an integer", lambda r: r["models"]["vae"]["profiles"]["quick"]["train"].update(steps=True),
      "models.vae.profiles.quick.train.steps", "valid integer; write a whole number"),
-    ("boolean seed", lambda r: r.update(seeds=[True]), "seeds.0", "valid integer"),
+    ("boolean seed", lambda r: r["profiles"]["quick"].update(seeds=[True]), "profiles.quick.seeds.0",
+     "valid integer"),
     ("boolean channels", lambda r: r["data"].update(dataset="folder", path="images", image_size=8, channels=True),
      "data.channels", "not true/false"),
     ("float for an integer", lambda r: r["models"]["vae"]["profiles"]["quick"]["train"].update(batch_size=1e9),
@@ -185,9 +196,58 @@ def test_bad_params_name_the_field(tmp_path: Path, case: str, edit, field: str, 
     params = tmp_path / "params.yaml"
     params.write_text(_params_text(edit))
     with pytest.raises(ConfigError) as info:
-        load_config(params)
+        load_config(params, "quick")
     message = str(info.value)
     assert f"{field}:" in message and hint in message, message
+
+
+def test_an_unknown_profile_is_named_with_the_profiles() -> None:
+    with pytest.raises(ConfigError, match="profile 'huge' is not a profile; profiles: tiny, quick, full"):
+        load_config(REPO / "params.yaml", "huge")
+    result = CliRunner().invoke(app, ["use", "quik"])
+    assert result.exit_code == 2 and "'quik' is not a profile (did you mean quick?)" in result.output
+
+
+def test_use_writes_the_plan_file_and_never_params(tmp_path: Path) -> None:
+    """`genbench use` writes plan.yaml (marked generated) from params' profiles.<name>; an edit to a plan in
+    params.yaml survives it, and until it runs again every command stops on the stale plan, naming the fix."""
+    params = tmp_path / "params.yaml"
+    text = (REPO / "params.yaml").read_text().replace("    families: [vae, dcgan, ddpm_cfg]",
+                                                      "    families: [vae, ddpm_cfg]", 1)
+    params.write_text(text)
+    with pytest.raises(ConfigError, match="no active profile.*genbench use quick"):
+        load_config(params)
+    result = CliRunner().invoke(app, ["use", "quick", "--params", str(params)])
+    assert result.exit_code == 0, result.output
+    assert params.read_text() == text  # the user's file, edit and comments included, as written
+    plan = (tmp_path / "plan.yaml").read_text()
+    assert plan.startswith("# GENERATED by `genbench use quick`")
+    assert yaml.safe_load(plan)["families"] == ["vae", "ddpm_cfg"] and yaml.safe_load(plan)["profile"] == "quick"
+    assert load_config(params).families == ("vae", "ddpm_cfg")
+    params.write_text(text.replace("    families: [vae, ddpm_cfg]", "    families: [vae]", 1))
+    with pytest.raises(ConfigError, match=r"plan.yaml: stale: families differ .*run `genbench use quick`"):
+        load_config(params)
+    assert load_config(params, "tiny").profile == "tiny"  # another profile for one command: its own plan
+    result = CliRunner().invoke(app, ["train", "vae", "--params", str(params)])
+    assert result.exit_code == 2 and "stale" in result.output
+
+
+def test_a_sampler_option_the_sampler_ignores_is_refused_naming_it(tmp_path: Path) -> None:
+    """Once accepted and ignored: the ancestral sampler walks all T steps whatever sample_steps says."""
+    params = tmp_path / "params.yaml"
+    params.write_text("sampling: {ddpm: {sampler: ddpm, sample_steps: 10}}\n")
+    result = CliRunner().invoke(app, ["params", "--params", str(params), "--profile", "quick"])
+    message = "sampling.ddpm.sample_steps: only sampler ddim takes sample_steps; remove it or set sampler: ddim"
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_sweep_to_ddim_leaves_the_entrys_ddpm_options_behind() -> None:
+    """quick's ddpm_cfg samples with ddpm at fixed_small; its DDIM sweeps keep the entry's guidance, not that."""
+    config = load_config(REPO / "params.yaml", "quick")
+    assert config.sampling_for("ddpm_cfg").variance_type == "fixed_small"
+    sweep = config.sweeps["ddim_steps"]
+    swept = sweep.sampling(config.sampling_for("ddpm_cfg"), 10)
+    assert swept.sampler_call() == ("ddim", {"guidance_scale": 1.0, "sample_steps": 10, "eta": 0.0})
 
 
 def test_a_key_beside_a_merge_key_replaces_the_merged_one() -> None:

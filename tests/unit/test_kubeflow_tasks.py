@@ -11,7 +11,7 @@ import pytest
 from genbench.config import load_config
 from genbench.flows.kubeflow_tasks import check_plan, collect, use_tracking, workspace
 
-from ..conftest import tiny_params
+from ..conftest import use_tiny
 
 
 @dataclass
@@ -68,7 +68,7 @@ def test_collect_unites_project_folders(tmp_path: Path) -> None:
 
 
 def test_check_plan_names_what_differs(tmp_path: Path) -> None:
-    (tmp_path / "params.yaml").write_text(tiny_params())
+    use_tiny(tmp_path)
     config = load_config(tmp_path / "params.yaml")
     check_plan(config, config.families, config.seeds, list(config.sweeps))
     with pytest.raises(ValueError, match=r"seeds: \[0\] \(compiled for \[0, 1\]\)") as error:

@@ -15,7 +15,9 @@ from genbench.components.train.ema import EMA
 from genbench.models import REGISTRY, build_model
 from genbench.models.base import GenerativeModel
 from genbench.models.dcgan import DCGAN
-from genbench.models.ddpm import noise_predictor
+from genbench.models.ddpm import DDPM
+from genbench.models.diffusion import DiffusionModel, noise_predictor
+from genbench.models.ldm import LDM
 from genbench.models.samplers import ancestral, ddim, ddim_sample, ddim_step, ddim_timesteps, ddpm_sample
 from genbench.models.schedules import make_schedule
 from genbench.models.unet import UNet
@@ -359,7 +361,7 @@ def test_guidance_0_is_the_unconditional_branch(prediction: str) -> None:
     wake(model.net)
     x, t, labels = toy_batch(2), torch.tensor([3, 7]), torch.tensor([0, 2])
     with torch.no_grad():
-        guided = noise_predictor(model.net, model.schedule, prediction, labels, 3, 0.0)(x, t)
+        guided = noise_predictor(model.net, model.schedule, prediction, labels, guidance_scale=0.0)(x, t)
         unconditional = noise_predictor(model.net, model.schedule, prediction, torch.full_like(labels, 3))(x, t)
         conditional = noise_predictor(model.net, model.schedule, prediction, labels)(x, t)
     assert torch.equal(guided, unconditional)  # s = 0 runs the unconditional branch alone, nothing mixed in
@@ -367,6 +369,22 @@ def test_guidance_0_is_the_unconditional_branch(prediction: str) -> None:
     a = ddim(model, generators([3, 4]), torch.tensor([0, 1]), sample_steps=4, guidance_scale=0.0)
     b = ddim(model, generators([3, 4]), torch.tensor([2, 2]), sample_steps=4, guidance_scale=0.0)
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_the_null_label_is_the_networks_own_and_a_wrong_call_fails() -> None:
+    """"No class" is the network's row num_classes, never a number a caller passes (0 would be a real class)."""
+    model = tiny("ddpm", num_classes=3)
+    labels = torch.tensor([0, 2])
+    with pytest.raises(TypeError):
+        noise_predictor(model.net, model.schedule, "eps", labels, 0, 0.0)  # type: ignore[misc]
+    unconditional = tiny("ddpm")
+    with pytest.raises(ValueError, match="class-conditional network"):
+        noise_predictor(unconditional.net, unconditional.schedule, "eps", labels)
+
+
+def test_ddpm_and_ldm_share_one_diffusion_path() -> None:
+    for method in ("training_losses", "noise_predictor", "sample"):
+        assert getattr(DDPM, method) is getattr(LDM, method) is getattr(DiffusionModel, method), method
 
 
 def test_conditional_ddpm_needs_labels_and_samples_per_seed() -> None:

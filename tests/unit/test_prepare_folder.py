@@ -213,7 +213,7 @@ def test_folder_fields_are_checked_by_name(tmp_path: Path, data: dict, field: st
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"data": data}))
     with pytest.raises(ConfigError) as info:
-        load_config(params)
+        load_config(params, "full")
     assert f"{field}: {hint}" in str(info.value), str(info.value)
 
 

@@ -8,14 +8,26 @@ that time (tests/unit/golden_unet.py), and the ddpm sampler with the variance it
 
 from __future__ import annotations
 
+import inspect
+from typing import get_args
+
 import pytest
 import torch
+from pydantic import ValidationError
 
 from genbench.models import build_model
 from genbench.models.base import GenerativeModel
 from genbench.models.config import SamplingConfig
 from genbench.models.ddpm import DDPMArch
-from genbench.models.samplers import SAMPLERS, DiffusionSampling, ddpm_step, draw
+from genbench.models.ldm import LDMSampling
+from genbench.models.samplers import (
+    SAMPLER_OPTIONS,
+    SAMPLERS,
+    DiffusionSamplerName,
+    DiffusionSampling,
+    ddpm_step,
+    draw,
+)
 from genbench.models.schedules import make_schedule
 
 from .golden_unet import GoldenUNet
@@ -83,7 +95,51 @@ def test_sampling_settings_check_the_model_they_sample() -> None:
         DiffusionSampling(sampler="ddim", sample_steps=20).check(DDPMArch(timesteps=10))
     with pytest.raises(ValueError, match="class-conditional"):
         DiffusionSampling(guidance_scale=2.0).check(DDPMArch())
-    DiffusionSampling(sampler="ddpm", sample_steps=20, guidance_scale=2.0).check(DDPMArch(timesteps=10, num_classes=3))
+    DiffusionSampling(sampler="ddpm", guidance_scale=2.0).check(DDPMArch(timesteps=10, num_classes=3))  # 100 > T
+
+
+def test_the_sampler_names_and_their_options_are_declared_once() -> None:
+    names = get_args(DiffusionSamplerName)
+    assert set(names) == set(SAMPLER_OPTIONS) and set(names) <= set(SAMPLERS)
+    for settings in (DiffusionSampling, LDMSampling):
+        assert get_args(settings.model_fields["sampler"].annotation) == names
+    for name, options in SAMPLER_OPTIONS.items():
+        assert {*options, "guidance_scale"} <= set(inspect.signature(SAMPLERS[name]).parameters)
+
+
+@pytest.mark.parametrize(("settings", "option", "taker"), [
+    ({"sampler": "ddpm", "sample_steps": 10}, "sample_steps", "ddim"),
+    ({"sample_steps": 10}, "sample_steps", "ddim"),  # ddpm is the default sampler
+    ({"sampler": "ddpm", "eta": 0.5}, "eta", "ddim"),
+    ({"sampler": "ddim", "variance_type": "fixed_small"}, "variance_type", "ddpm"),
+])
+def test_an_option_the_sampler_ignores_is_refused_naming_it(settings: dict, option: str, taker: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        DiffusionSampling(**settings)
+    [error] = caught.value.errors()
+    assert error["loc"] == (option,)
+    assert error["msg"] == f"Value error, only sampler {taker} takes {option}; remove it or set sampler: {taker}"
+
+
+def test_only_options_written_with_a_value_of_their_own_are_refused() -> None:
+    """Defaults are never refused, nor a written default: every sample record and registered model's request
+    holds a dump of all the options, which must read back."""
+    assert LDMSampling(sample_steps=10).sampler == "ddim"  # the ldm's default sampler takes it
+    with pytest.raises(ValidationError, match="only sampler ddpm takes variance_type"):
+        LDMSampling(variance_type="fixed_small")
+    for settings in (DiffusionSampling(), DiffusionSampling(variance_type="fixed_small", guidance_scale=2.0),
+                     DiffusionSampling(sampler="ddim", sample_steps=5, eta=0.5), LDMSampling()):
+        assert type(settings).model_validate(settings.model_dump()) == settings
+
+
+def test_updated_settings_leave_behind_the_options_the_new_sampler_ignores() -> None:
+    entry = DiffusionSampling(variance_type="fixed_small", guidance_scale=2.0)
+    swept = entry.updated({"sampler": "ddim", "sample_steps": 5})
+    assert swept.sampler_call() == ("ddim", {"guidance_scale": 2.0, "sample_steps": 5, "eta": 0.0})
+    assert entry.updated({"guidance_scale": 0.0}).variance_type == "fixed_small"
+    with pytest.raises(ValidationError, match="only sampler ddpm takes variance_type"):
+        swept.updated({"variance_type": "fixed_small"})
+    assert SamplingConfig(ema=False).updated({"ema": True}) == SamplingConfig()
 
 
 @pytest.mark.parametrize("clip", [True, False])
