@@ -279,7 +279,7 @@ def run(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
     _config(params, profile)  # fail fast, before Prefect starts
     # The ephemeral server's telemetry write races its own start-up ("database is locked" tracebacks).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Prefect waits 20 s for it by default, which a busy 2-core machine can exceed before any work starts.
+    # Prefect's default wait for it is short enough for a busy 2-core machine to exceed before any work starts.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from .flows.pipeline import pipeline
 

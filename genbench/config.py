@@ -119,9 +119,9 @@ class EvaluateConfig(Strict):
     batch_size: PositiveInt = 50  # images per Inception forward pass
     k: PositiveInt = 3  # neighbourhood size of improved precision/recall
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where the Inception network runs
-    # fp32 (exact, the published protocol) | bf16 (autocast; faster on AMX CPUs and GPUs, FID −0.13 % at N = 200)
-    # | auto (bf16 where the hardware runs it natively, else fp32: emulated bf16 is 6× slower); every metrics
-    # file records what ran as `inception_precision`
+    # fp32 (exact, the published protocol) | bf16 (autocast; faster on AMX CPUs and GPUs, FID slightly off fp32's:
+    # docs/benchmarks.md) | auto (bf16 where the hardware runs it natively, else fp32: emulated bf16 is slower than
+    # fp32); every metrics file records what ran as `inception_precision`
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
     bootstrap: NonNegativeInt = 0  # resamples for 95 % intervals of FID, precision and recall (0: off);
     # the report shows them when there is one seed (with several, it shows mean ± std over the seeds)

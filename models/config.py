@@ -75,8 +75,8 @@ class TrainConfig(Strict):
     ema_decay: UnitInterval = 0.999  # EMA of the sampled weights; 0 = last iterate
     fid_every: NonNegativeInt = 5000  # steps between FID-curve points (EMA weights); 0 = no curve
     fid_n: Annotated[Int, Field(ge=6)] = 1000  # images per FID-curve point (small N: a trend, not a result)
-    fid_precision: Literal["fp32", "bf16", "auto"] = "fp32"  # the curve's Inception: bf16 faster, ~0.3 % off; auto
-    # = bf16 where the hardware runs it natively (as evaluate.precision)
+    fid_precision: Literal["fp32", "bf16", "auto"] = "fp32"  # the curve's Inception: bf16 is faster and slightly off
+    # fp32's FID (docs/benchmarks.md); auto = bf16 where the hardware runs it natively (as evaluate.precision)
 
     def curve_sampling(self, default: SamplingConfig) -> SamplingConfig:
         """How the FID curve samples, given the family's default sampling: the same (a diffusion family may

@@ -55,7 +55,7 @@ class DDPMTrain(TrainConfig):
     ema_decay: UnitInterval = 0.9999  # Ho et al.
     warmup_steps: Annotated[int, Field(ge=0)] = 5000  # Ho et al.'s learning-rate warmup
     grad_clip: Annotated[float, Field(ge=0)] = 1.0  # Ho et al. clip the gradient norm to 1
-    # The FID curve samples with DDIM at this many steps (0: ancestral over all T, 10× the cost at T = 1000):
+    # The FID curve samples with DDIM at this many steps (0: ancestral over all T steps, the full cost):
     # monitoring only; the final numbers use `sampling.<name>`.
     fid_ddim_steps: NonNegativeInt = 100
 

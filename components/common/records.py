@@ -73,7 +73,8 @@ class Provenance(BaseModel):
 
 def read_provenance(path: Path) -> Provenance:
     """A provenance record as `Stage.run` wrote it."""
+    path = Path(path)
     try:
-        return Provenance.model_validate(read_json(require_file(Path(path), "the stage that writes it")))
+        return Provenance.model_validate(read_json(require_file(path, f"genbench {path.parent.name}")))
     except ValidationError as exc:
         raise ValueError(f"{path}: not a provenance record ({exc.errors()[0]['msg']}); run its stage again") from None

@@ -98,7 +98,8 @@ def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, 
     version N of `genbench-<name>` from that model, tagged with its FID and provenance, and move `champion` to it if
     the promotion policy says so. `tags` go on the MLflow run (the Prefect flow passes its flow-run id, so a run
     triggered from the Prefect UI can be found in MLflow); `provenance` names the upstream stages' provenance records,
-    whose hashes tag the run as `genbench.stage.<stage>`."""
+    whose hashes tag the run as `genbench.stage.<stage>` (a stage whose component was called directly, outside every
+    driver, has none, and gets no tag)."""
     run_dir, project_dir = Path(run_dir), Path(project_dir)
     require(run_dir, WEIGHTS, CONFIG, HISTORY, SUMMARY)
     metrics = read_json(require_file(metrics_path, "genbench evaluate"))
@@ -115,7 +116,7 @@ def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, 
     except (KeyError, TypeError):
         raise ValueError(f"{manifest_path} has no files['reference.npy'] md5 (re-run `genbench prepare`)") from None
     stage_tags = {f"{TAG_STAGE_PREFIX}{stage}": read_provenance(path).hash
-                  for stage, path in (provenance or {}).items()}
+                  for stage, path in (provenance or {}).items() if Path(path).exists()}
     provenance = {
         TAG_DATA_MD5: data_md5,
         TAG_EXTRACTOR_SHA: str((metrics.get("feature_extractor") or {}).get("sha256", "unknown")),

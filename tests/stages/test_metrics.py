@@ -24,7 +24,7 @@ from genbench.components.evaluate.inception import extract_features
 from genbench.components.evaluate.metrics import frechet_distance_from_features
 from genbench.components.train.fid_curve import FIDCurve
 
-from .conftest import fashion_test_split
+from .conftest import FID_IDENTITY, fashion_test_split
 
 NEW_KEYS = {
     "kid_mean", "kid_std", "kid_subsets", "kid_subset_size", "density", "coverage", "density_k",
@@ -95,8 +95,9 @@ def test_reference_cache_is_hit_then_invalidated_by_one_changed_byte(pixel_netwo
 # genbench metrics ------------------------------------------------------------------------------------------
 
 
-def test_cli_metrics_on_two_npy_files_with_the_real_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    images = fashion_test_split(12)
+def test_cli_metrics_on_two_npy_files_with_the_real_network(remembered_network: None, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    images = fashion_test_split(12)  # test_evaluate.py's images: remembered_network has their features
     np.save(tmp_path / "real.npy", images[:6])
     np.save(tmp_path / "fake.npy", images[6:])
     monkeypatch.chdir(tmp_path)
@@ -104,7 +105,7 @@ def test_cli_metrics_on_two_npy_files_with_the_real_network(tmp_path: Path, monk
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert OLD_KEYS | NEW_KEYS <= record.keys()
-    assert record["feature_extractor"] == inception.extractor_identity()
+    assert record["feature_extractor"] == FID_IDENTITY
     assert record["fid"] > 1.0 and record["kid_subset_size"] == 6
     # 6 images cannot fill IS's 10 splits: null, with that reason (the missing-network reason is tested below)
     assert record["inception_score"] is None and record["inception_score_unavailable"] == "N=6 < 10 splits"
@@ -141,7 +142,7 @@ def test_cli_metrics_without_the_network_exits_2_saying_how_to_provide_it(
     monkeypatch.setenv(inception.FID_WEIGHTS_ENV, str(tmp_path / "missing.pt"))
     np.save(tmp_path / "a.npy", toy_images(8, 0))
     result = CliRunner().invoke(app, ["metrics", str(tmp_path / "a.npy"), str(tmp_path / "a.npy")])
-    assert result.exit_code == 2 and inception.FID_WEIGHTS_ENV in result.output
+    assert result.exit_code == 2 and "GENBENCH_FID_WEIGHTS" in result.output
 
 
 def test_cli_metrics_rejects_mixed_image_sizes_clearly(tmp_path: Path) -> None:
@@ -196,14 +197,15 @@ SAME_MAX = 190.0
 NOISY_MIN = 240.0
 
 
-def test_fid_on_real_fashion_mnist_halves_is_small_and_large_against_a_noised_copy() -> None:
+def test_fid_on_real_fashion_mnist_halves_is_small_and_large_against_a_noised_copy(remembered_network: None) -> None:
     """Two disjoint halves of the test split vs. one half and a noised copy of the other (docs/benchmarks.md)."""
     images = fashion_test_split(10000)
     half_a, half_b = images[:REAL_N], images[5000 : 5000 + REAL_N]
     rng = np.random.default_rng(0)
     noised = np.clip(half_b + rng.normal(0.0, 50.0, half_b.shape), 0, 255).round().astype(np.uint8)
-    # batches of 8: ~1.4x the images/s of one 96-image batch on 2 cores (activations stay in cache)
-    features = extract_features(np.concatenate([half_a, half_b, noised]), batch_size=8)
+    # small batches: more images/s than one 96-image batch on 2 cores (activations stay in cache); of 6, so that the
+    # first two are the batches test_evaluate.py scores, whose features remembered_network has
+    features = extract_features(np.concatenate([half_a, half_b, noised]), batch_size=6)
     fa, fb, fn = features[:REAL_N], features[REAL_N : 2 * REAL_N], features[2 * REAL_N :]
     same = frechet_distance_from_features(fa, fb)  # the covariance form's equal (tests/unit), 2048-D eigs spared
     noisy = frechet_distance_from_features(fa, fn)

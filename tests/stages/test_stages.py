@@ -393,7 +393,9 @@ def test_a_registered_ldm_samples_in_an_empty_folder(trained: Path, tmp_path: Pa
 
 
 def test_models_lists_every_family_with_its_size(project: Path) -> None:
-    rows = {line.split()[0]: line.split()[1:] for line in invoke("models").splitlines()[1:]}
+    lines = invoke("models").splitlines()
+    assert lines[1].split() == ["entry", "model", "parameters"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
     assert list(rows) == ["vae", "dcgan", "wgan_gp", "wgan", "vae_gan", "ddpm", "ldm", "ddpm_cfg", "ddpm_t4000"]
     assert rows["ldm"][1] == "n/a:"  # no trained vae in a fresh project
     # the variant is a DDPM with a class embedding on top of ddpm's own settings

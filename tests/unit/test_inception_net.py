@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from genbench.components.evaluate.inception_net import FoldedConv, _convert
 from torch import Tensor, nn
+
+from genbench.components.evaluate.inception_net import FoldedConv, _convert
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script.*deprecated:FutureWarning")
 

@@ -120,11 +120,6 @@ def hits() -> list[str]:
     return found
 
 
-# Files whose comments others are cleaning in the same change; their hits keep the test an xfail until then.
-NOT_YET_CLEANED = ("genbench/cli.py", "genbench/config.py", "genbench/profiles.py", "genbench/layout.py",
-                   "flows/", "dvc.yaml", "params.yaml", "models/")
-
-
 @pytest.mark.parametrize(("text", "kind"), [
     ("bf16 moves FID by -1.01 % here", "percentage"),
     ("a curve point costs 13 s on CPU", "duration"),
@@ -157,14 +152,8 @@ def test_the_patterns_leave_other_numbers_alone(text: str) -> None:
     assert figures(text) == []
 
 
-def test_no_measured_figure_in_comments_or_docstrings(request: pytest.FixtureRequest) -> None:
+def test_no_measured_figure_in_comments_or_docstrings() -> None:
     found = hits()
-    waiting = [hit for hit in found if hit.startswith(NOT_YET_CLEANED)]
-    if waiting and len(waiting) == len(found):
-        request.applymarker(pytest.mark.xfail(
-            reason=f"{len(waiting)} measured figure(s) left in comments of files being edited in the same change "
-                   "(genbench/cli.py, config.py, profiles.py, layout.py, flows/, models/, params.yaml, dvc.yaml); "
-                   "remove this xfail once they are cleaned", strict=True))
     assert not found, ("measured figures in comments or docstrings (put them in docs/benchmarks.md and say why "
                        "instead):\n" + "\n".join(found))
 
