@@ -2,7 +2,7 @@
 files as deps, the params keys it reads, its outputs and the provenance record it writes. A test fails when the
 committed dvc.yaml differs from what this writes; `uv run python -m genbench.flows.dvc_stages` rewrites it.
 
-Per-entry stages are DVC matrices over the plan's `families` and `seeds` (from plan.yaml, DVC `vars`), sweeps a
+Per-entry stages are DVC matrices over the plan's `entries` and `seeds` (from plan.yaml, DVC `vars`), sweeps a
 `foreach` over `sweeps`; the
 path rules of the declarations are applied to DVC's placeholders, so the paths are the ones every driver uses.
 """
@@ -29,10 +29,10 @@ HEADER = """\
 # the Kubeflow pipeline's tasks do. deps are the code folders a stage runs (its import closure, checked by
 # tests/unit/test_stage_deps.py) and the input files it reads; params the keys it reads, so editing one entry's
 # `models.<entry>` retrains only that entry, and a sampler change re-samples without retraining. Per-entry stages
-# run once per entry of `families` and seed of `seeds` (train@ddpm-0, ...); sweeps once per `sweeps` key.
+# run once per entry of `entries` and seed of `seeds` (train@ddpm-0, ...); sweeps once per `sweeps` key.
 #
 # ldm trains on the frozen vae of runs/vae (models.ldm.arch.vae_run), but a matrix item cannot get a dep of its
-# own (treeverse/dvc#5167, #7151): genbench refuses `families` that list ldm before vae, and the ldm's checkpoint
+# own (treeverse/dvc#5167, #7151): genbench refuses `entries` that list ldm before vae, and the ldm's checkpoint
 # fingerprint includes the frozen vae weights. After retraining the vae, run `dvc repro -f train@ldm`.
 """
 MATRIX = At("${item.entry}", "${item.seed}")
@@ -76,7 +76,7 @@ def _stage(stage: Stage) -> dict[str, Any]:
     if metrics:
         body["metrics"] = metrics
     if stage.over == "entries":
-        return {"matrix": {"entry": "${families}", "seed": "${seeds}"}, **body}
+        return {"matrix": {"entry": "${entries}", "seed": "${seeds}"}, **body}
     if stage.over == "sweeps":
         return {"foreach": "${sweeps}", "do": body}
     return body

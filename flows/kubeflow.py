@@ -8,7 +8,7 @@ the MLflow tracking URI and the names of the Kubernetes secrets. Each task is a 
 genbench image (`IMAGE`, which has genbench and kfp installed, so `install_kfp_package=False`); its body imports
 genbench and makes the same component call as the Prefect task of the same name.
 
-The plan (families, seeds, sweeps) is fixed when the pipeline is compiled, as dvc.yaml iterates it as written: a
+The plan (entries, seeds, sweeps) is fixed when the pipeline is compiled, as dvc.yaml iterates it as written: a
 `dsl.ParallelFor` over the (entry, seed) pairs, fanned in with `dsl.Collected` into one project artifact that the
 sweeps and the report read. Entries trained on other entries' runs (the ldm on runs/vae) run in a later loop
 that gets that project. The loops run one iteration at a time, in the Prefect flow's order: `register` reads and
@@ -51,12 +51,12 @@ PIPELINE_NAME = "genbench-pipeline"
 # one stage declaration (genbench/stages.py) through `run_stage`; its signature only says which artifacts the stage
 # reads, and which of the stage's places (`outputs`) go to which output artifact.
 
-def prepare(params_yaml: str, profile: str, families: List[str], seeds: List[int], sweeps: List[str],
+def prepare(params_yaml: str, profile: str, entries: List[str], seeds: List[int], sweeps: List[str],
             data: dsl.Output[dsl.Dataset]):
     """data/prepared: train, validation, reference and holdout images with their manifest."""
     from genbench.flows.kubeflow_tasks import run_stage
 
-    run_stage("prepare", params_yaml, profile, outputs={"out": data}, plan=(families, seeds, sweeps))
+    run_stage("prepare", params_yaml, profile, outputs={"out": data}, plan=(entries, seeds, sweeps))
 
 
 def evaluate_real(params_yaml: str, profile: str, data: dsl.Input[dsl.Dataset], metrics: dsl.Output[dsl.Metrics],
@@ -145,7 +145,7 @@ class Plan:
     """What the compiled pipeline runs: (entry, seed) pairs in the flow's order, split into loops so that an
     entry built on other entries' runs comes after them, and the sweeps."""
 
-    families: tuple[str, ...]
+    entries: tuple[str, ...]
     seeds: tuple[int, ...]
     loops: tuple[tuple[tuple[str, int], ...], ...]
     sweeps: tuple[str, ...]
@@ -153,14 +153,14 @@ class Plan:
     @classmethod
     def of(cls, config: Config) -> "Plan":
         depth: dict[str, int] = {}
-        for name in config.families:
-            settings = config.family(name)
+        for name in config.entries:
+            settings = config.entry(name)
             runs = [Path(getattr(settings.arch, f"{argument}_run")) for argument in REGISTRY[settings.family].frozen]
             built_on = [entry for entry in depth if any(run.parts[:2] == ("runs", entry) for run in runs)]
             depth[name] = 1 + max((depth[entry] for entry in built_on), default=-1)
-        loops = tuple(tuple((name, seed) for name in config.families if depth[name] == level for seed in config.seeds)
+        loops = tuple(tuple((name, seed) for name in config.entries if depth[name] == level for seed in config.seeds)
                       for level in range(max(depth.values()) + 1))
-        return cls(tuple(config.families), tuple(config.seeds), loops, tuple(config.sweeps))
+        return cls(tuple(config.entries), tuple(config.seeds), loops, tuple(config.sweeps))
 
 
 def params_text(params: Path) -> str:
@@ -190,7 +190,7 @@ def build(params: Path, profile: str | None, image: str = IMAGE, gpus: int = 1) 
     def pipeline(mlflow_tracking_uri: str, params_yaml: str = text, profile: str = config.profile,
                  mlflow_secret: str = MLFLOW_SECRET, s3_secret: str = S3_SECRET) -> dsl.HTML:
         params = {"params_yaml": params_yaml, "profile": profile}
-        data = ops["prepare"](**params, families=list(plan.families), seeds=list(plan.seeds),
+        data = ops["prepare"](**params, entries=list(plan.entries), seeds=list(plan.seeds),
                               sweeps=list(plan.sweeps)).outputs["data"]
         floor = ops["evaluate_real"](**params, data=data)
         real, cache = floor.outputs["metrics"], floor.outputs["cache"]

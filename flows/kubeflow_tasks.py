@@ -102,11 +102,11 @@ def log_metrics(artifact: Any, record: Mapping[str, Any], prefix: str = "") -> N
         artifact.log_metric(f"{prefix}{key}", value)
 
 
-def check_plan(config: Config, families: Sequence[str], seeds: Sequence[int], sweeps: Sequence[str]) -> None:
+def check_plan(config: Config, entries: Sequence[str], seeds: Sequence[int], sweeps: Sequence[str]) -> None:
     """The compiled pipeline has one task per entry, seed and sweep of the plan it was compiled from; params with
     another plan would leave the report without inputs, so they stop the run before anything is written."""
-    compiled = {"families": list(families), "seeds": list(seeds), "sweeps": list(sweeps)}
-    given = {"families": list(config.families), "seeds": list(config.seeds), "sweeps": list(config.sweeps)}
+    compiled = {"entries": list(entries), "seeds": list(seeds), "sweeps": list(sweeps)}
+    given = {"entries": list(config.entries), "seeds": list(config.seeds), "sweeps": list(config.sweeps)}
     differ = [f"{key}: {given[key]} (compiled for {compiled[key]})" for key in compiled if given[key] != compiled[key]]
     if differ:
         raise ValueError(f"params_yaml plans another pipeline: {'; '.join(differ)}. Compile the pipeline from these "

@@ -109,7 +109,7 @@ def _config(params: Path, profile: str | None, entry: str | None = None) -> Conf
     with _input_errors():
         config = load_config(params, profile)
         if entry is not None:
-            config.family(entry)
+            config.entry(entry)
         return config
 
 
@@ -380,7 +380,7 @@ def bench(
     from .components.common.io import write_json
     from .components.prepare.prepare import image_shape
 
-    settings = config.family("ddpm")
+    settings = config.entry("ddpm")
     overrides = {key: value for key, value in (("base_channels", base_channels), ("timesteps", timesteps))
                  if value is not None}
     with _input_errors():
@@ -467,8 +467,8 @@ def use(
         config = load_config(params, profile, plan=False)
         with atomic_path(plan_path(params)) as tmp:
             tmp.write_text(plan_text(load_yaml(params.read_text(), params), profile, params))
-    typer.echo(f"{plan_path(params)}: profile {config.profile}: {len(config.families)} entries × "
-               f"{len(config.seeds)} seeds ({', '.join(config.families)}); sweeps: {', '.join(config.sweeps) or 'none'}")
+    typer.echo(f"{plan_path(params)}: profile {config.profile}: {len(config.entries)} entries × "
+               f"{len(config.seeds)} seeds ({', '.join(config.entries)}); sweeps: {', '.join(config.sweeps) or 'none'}")
 
 
 @app.command()
@@ -598,7 +598,7 @@ def kfp_compile(
     image: ImageOpt = "",
     gpus: GpusOpt = 1,
 ) -> None:
-    """Write the pipeline for the plan in params (families, seeds, sweeps) as KFP IR YAML; needs no cluster."""
+    """Write the pipeline for the plan in params (entries, seeds, sweeps) as KFP IR YAML; needs no cluster."""
     _config(params, profile)
     from .flows.kubeflow import IMAGE, compile_pipeline
 

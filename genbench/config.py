@@ -40,7 +40,7 @@ from .profiles import (
     resolve_profiles,
 )
 
-__all__ = ["Config", "ConfigError", "FamilySettings", "SweepConfig", "load_config", "schema", "PROFILES"]
+__all__ = ["Config", "ConfigError", "EntrySettings", "SweepConfig", "load_config", "schema", "PROFILES"]
 
 Profile = Literal[PROFILES]  # type: ignore[valid-type]
 
@@ -121,8 +121,8 @@ class EvaluateConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where the Inception network runs
     # fp32 (exact, the published protocol) | bf16 (autocast; faster on AMX CPUs and GPUs, FID slightly off fp32's:
     # docs/benchmarks.md) | auto (bf16 where the hardware runs it natively, else fp32: emulated bf16 is slower than
-    # fp32); every metrics file records what ran as `inception_precision`
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    # fp32); every metrics file records what ran as `inception_dtype`
+    dtype: Literal["fp32", "bf16", "auto"] = "fp32"
     bootstrap: NonNegativeInt = 0  # resamples for 95 % intervals of FID, precision and recall (0: off);
     # the report shows them when there is one seed (with several, it shows mean ± std over the seeds)
 
@@ -151,7 +151,7 @@ class SweepConfig(Strict):
         return base.updated(self.set | {self.vary: value})
 
 
-class FamilySettings(Strict):
+class EntrySettings(Strict):
     """`models.<name>`: what training reads (the subclass per family narrows all three types)."""
 
     family: str  # the registered family this entry trains; a variant names it, a family's own entry defaults to it
@@ -169,9 +169,9 @@ class Config(Strict):
     # bootstrap): every seed of `seeds` is scored against the same reference
     seeds: tuple[NonNegativeInt, ...] = (0, 1, 2)  # one run per entry and seed (initialisation,
     # batch order, samples); the report gives mean ± std over them
-    families: tuple[str, ...] = ("vae", "dcgan", "ddpm")  # entries `genbench run` / `dvc repro` run, in order
+    entries: tuple[str, ...] = ("vae", "dcgan", "ddpm")  # entries `genbench run` / `dvc repro` run, in order
     data: DataConfig = DataConfig()
-    models: dict[str, FamilySettings] = {}  # models.<name>: family, arch and train (typed per family, see `schema`)
+    models: dict[str, EntrySettings] = {}  # models.<name>: family, arch and train (typed per family, see `schema`)
     sampling: dict[str, SamplingConfig] = {}  # sampling.<name>: what the sample stage reads
     sample: SampleConfig = SampleConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
@@ -212,30 +212,30 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
-        unknown = [name for name in self.families if name not in self.models]
+        unknown = [name for name in self.entries if name not in self.models]
         if unknown:
-            raise ValueError(f"families: unknown entry {unknown[0]!r}; known: {', '.join(self.models)} (a variant "
+            raise ValueError(f"entries: unknown entry {unknown[0]!r}; known: {', '.join(self.models)} (a variant "
                              "is declared under models with its family)")
-        if len(set(self.families)) != len(self.families):
-            raise ValueError(f"families: lists an entry twice: {list(self.families)}")
+        if len(set(self.entries)) != len(self.entries):
+            raise ValueError(f"entries: lists an entry twice: {list(self.entries)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds: needs one or more distinct seeds, got {list(self.seeds)}")
-        for name in self.families:
-            for argument, needed in REGISTRY[self.family(name).family].frozen.items():
-                run = getattr(self.family(name).arch, f"{argument}_run")
-                if run == f"runs/{needed}" and (needed not in self.families
-                                                or self.families.index(needed) > self.families.index(name)):
-                    raise ValueError(f"families: {name} trains on {run}, so {needed} must be listed before it")
+        for name in self.entries:
+            for argument, needed in REGISTRY[self.entry(name).family].frozen.items():
+                run = getattr(self.entry(name).arch, f"{argument}_run")
+                if run == f"runs/{needed}" and (needed not in self.entries
+                                                or self.entries.index(needed) > self.entries.index(name)):
+                    raise ValueError(f"entries: {name} trains on {run}, so {needed} must be listed before it")
         for name in self.models:
             try:
-                self.sampling_for(name).check(self.family(name).arch)
+                self.sampling_for(name).check(self.entry(name).arch)
             except ValueError as exc:
                 raise ValueError(f"sampling.{name}: {exc} (models.{name}.arch)") from None
         for name, sweep in self.sweeps.items():
             _check_name("sweeps", name)
-            if sweep.entry not in self.families:
-                raise ValueError(f"sweeps.{name}.entry: {sweep.entry!r} is not in families, so nothing trains it; "
-                                 f"families: {', '.join(self.families)}")
+            if sweep.entry not in self.entries:
+                raise ValueError(f"sweeps.{name}.entry: {sweep.entry!r} is not in entries, so nothing trains it; "
+                                 f"entries: {', '.join(self.entries)}")
             fields = set(type(self.sampling_for(sweep.entry)).model_fields) - {"family"}
             for key in (sweep.vary, *sweep.set):
                 if key not in fields:
@@ -243,15 +243,15 @@ class Config(Strict):
                                      f"{', '.join(sorted(fields))}")
             for value in sweep.values:
                 try:
-                    sweep.sampling(self.sampling_for(sweep.entry), value).check(self.family(sweep.entry).arch)
+                    sweep.sampling(self.sampling_for(sweep.entry), value).check(self.entry(sweep.entry).arch)
                 except ValidationError as exc:
                     raise ValueError(f"sweeps.{name}: {sweep.vary}={value}: {exc.errors()[0]['msg']}") from None
                 except ValueError as exc:
                     raise ValueError(f"sweeps.{name}: {sweep.vary}={value}: {exc}") from None
         if self.data.dataset in SPLIT_SIZES:
             self.data.check_sizes(*SPLIT_SIZES[self.data.dataset])
-        for name in self.families:
-            batch_size = self.family(name).train.batch_size
+        for name in self.entries:
+            batch_size = self.entry(name).train.batch_size
             if batch_size > self.data.train_size:
                 raise ValueError(f"models.{name}.train.batch_size: {batch_size} is more than data.train_size "
                                  f"({self.data.train_size}), so every batch would be the whole training set; lower "
@@ -263,7 +263,7 @@ class Config(Strict):
             )
         return self
 
-    def family(self, name: str) -> FamilySettings:
+    def entry(self, name: str) -> EntrySettings:
         """`models.<name>`: the entry's family, arch and train settings."""
         if name not in self.models:
             raise ValueError(f"unknown entry {name!r}; known: {', '.join(self.models)} (a variant is declared "
@@ -281,7 +281,7 @@ class Config(Strict):
 
     def sampling_for(self, name: str) -> SamplingConfig:
         """`sampling.<name>`: how the sample stage draws from the entry."""
-        self.family(name)
+        self.entry(name)
         return self.sampling[name]
 
 
@@ -299,7 +299,7 @@ def _schema(registered: tuple[tuple[str, int], ...]) -> type[Config]:
     settings, sampling = [], []
     for name, spec in REGISTRY.items():
         family = (Literal[name], name)  # type: ignore[valid-type]
-        settings.append(Annotated[create_model(f"{spec.model.__name__}Settings", __base__=FamilySettings,
+        settings.append(Annotated[create_model(f"{spec.model.__name__}Settings", __base__=EntrySettings,
                                                family=family, arch=(spec.arch, spec.arch()),
                                                train=(spec.train, spec.train())), Tag(name)])
         sampling.append(Annotated[create_model(f"{spec.model.__name__}SamplingEntry", __base__=spec.sampling,
@@ -379,7 +379,7 @@ def _load(path: Path, profile: str | None, plan: bool) -> tuple[Config, dict[str
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     misplaced = [key for key in ("profile", *PLAN_KEYS) if key in raw]
     if misplaced:
-        raise ConfigError(f"{path}: {', '.join(misplaced)}: not top-level keys; each profile's plan (families, "
+        raise ConfigError(f"{path}: {', '.join(misplaced)}: not top-level keys; each profile's plan (entries, "
                           "seeds, sweeps) lives under `profiles.<name>`, and `genbench use <name>` makes one active")
     written = read_plan(path) if plan or profile is None else None
     active = profile or (written or {}).get("profile")

@@ -69,14 +69,14 @@ class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
     # autocast dtype of the forward passes; auto = bf16 where the hardware runs it natively (CPUs with AMX or
     # avx512-bf16, GPUs with bf16), fp32 elsewhere; fp16 adds a loss scaler per optimizer group
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     # NHWC activations and weights; auto = with a low-precision autocast (the CPU fast path), not with fp32
     channels_last: Literal["auto"] | bool = "auto"
     ema_decay: UnitInterval = 0.999  # EMA of the sampled weights; 0 = last iterate
     fid_every: NonNegativeInt = 5000  # steps between FID-curve points (EMA weights); 0 = no curve
     fid_n: Annotated[Int, Field(ge=6)] = 1000  # images per FID-curve point (small N: a trend, not a result)
-    fid_precision: Literal["fp32", "bf16", "auto"] = "fp32"  # the curve's Inception: bf16 is faster and slightly off
-    # fp32's FID (docs/benchmarks.md); auto = bf16 where the hardware runs it natively (as evaluate.precision)
+    fid_dtype: Literal["fp32", "bf16", "auto"] = "fp32"  # the curve's Inception: bf16 is faster and slightly off
+    # fp32's FID (docs/benchmarks.md); auto = bf16 where the hardware runs it natively (as evaluate.dtype)
 
     def curve_sampling(self, default: SamplingConfig) -> SamplingConfig:
         """How the FID curve samples, given the family's default sampling: the same (a diffusion family may

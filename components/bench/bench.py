@@ -2,7 +2,7 @@
 the same model, so that a ratio never mixes two machines, two days or two loads.
 
 - Training images/s of the DDPM UNet: eager fp32 (NCHW) against the fast path, which is what the train stage's
-  `precision: auto` and `channels_last: auto` pick on this device (`precision.resolve`): bf16 autocast with
+  `dtype: auto` and `channels_last: auto` pick on this device (`precision.resolve`): bf16 autocast with
   channels_last on a GPU with bf16 and on a CPU with AMX or avx512-bf16, eager fp32 elsewhere; `compile` adds
   torch.compile on top (not something the train stage does). One step is what components/train/train.py takes:
   autocast forward, backward, gradient clipping, Adam; without data loading and the EMA update.
@@ -31,8 +31,8 @@ from genbench.components.bench.flops import count_flops, mfu
 from genbench.components.bench.peak import Peak, device_peak, vendor_peak
 from genbench.components.common.devices import device_name
 from genbench.components.common.drawing import draw_images, image_labels
-from genbench.components.common.precision import Precision, native_bf16
-from genbench.components.common.precision import resolve as resolve_precision
+from genbench.components.common.dtypes import MixedPrecision, native_bf16
+from genbench.components.common.dtypes import resolve as resolve_dtype
 from genbench.components.common.timing import timed
 from genbench.components.evaluate.inception import extract_features
 from genbench.components.train.train import make_optimizer
@@ -149,7 +149,7 @@ def bench(arch: DDPMArch, train: TrainConfig, image: tuple[int, int], sizes: Ben
     images, trained with `train`'s optimizer and clipping; ValueError before any work on sizes that cannot run."""
     DiffusionSampling(sampler="ddim", sample_steps=sizes.ddim_steps).check(arch)
     name = device_name(device)
-    precision, channels_last = resolve_precision("auto", "auto", device)
+    precision, channels_last = resolve_dtype("auto", "auto", device)
     peak = device_peak(device, name, sizes.matmul_size, sizes.repeats, sizes.warmup)
     training = _training_figures(arch, train, image, sizes, device, (precision, channels_last), peak)
     sampling = _sampling_figures(arch, image, sizes, device, peak)
@@ -185,7 +185,7 @@ def goals(name: str, training: TrainFigures, sampling: SampleFigures, timesteps:
 def _notes(device: torch.device, precision: str, compiled: bool) -> list[str]:
     notes = ["sampling runs in fp32, as the sample stage does; its MFU is against the bf16 peak"]
     if precision == "fp32":
-        notes.append("no native bf16 on this device: `precision: auto` keeps eager fp32, so the fast path is "
+        notes.append("no native bf16 on this device: `dtype: auto` keeps eager fp32, so the fast path is "
                      "eager fp32 and its ratio measures noise; the measured bf16 peak is emulated and low, so MFU "
                      "overstates")
     if compiled:
@@ -253,7 +253,7 @@ def _training_step(arch: DDPMArch, train: TrainConfig, image: tuple[int, int], b
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = _model(arch, image, device).to(memory_format=memory_format)
     optimizer = make_optimizer(train, model.parameters())
-    amp = Precision(precision, device, {"model": optimizer}, train.grad_clip)
+    amp = MixedPrecision(precision, device, {"model": optimizer}, train.grad_clip)
     batch = torch.rand(batch_size, channels, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     batch = batch.to(device).contiguous(memory_format=memory_format)
     labels = image_labels(range(batch_size), model.num_classes)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from genbench.components.common.artifacts import load_frozen
 from genbench.components.prepare.prepare import image_shape
-from genbench.config import DataConfig, FamilySettings
+from genbench.config import DataConfig, EntrySettings
 from genbench.models import REGISTRY, build_model
 
 
@@ -20,7 +20,7 @@ class FamilyRow:
     unavailable: str | None = None  # why the size is unknown (the ldm before its vae is trained)
 
 
-def describe_families(models: Mapping[str, FamilySettings], data: DataConfig, seed: int) -> list[FamilyRow]:
+def describe_families(models: Mapping[str, EntrySettings], data: DataConfig, seed: int) -> list[FamilyRow]:
     """One row per entry of the `models` section: its class and trainable parameter count for `data`'s image
     shape under its settings (an entry built on trained models counts with `seed`'s run of them)."""
     channels, size = image_shape(data)

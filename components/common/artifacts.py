@@ -68,7 +68,7 @@ class TrainSummary(BaseModel):
     num_parameters: int
     device: str
     device_name: str = ""  # the GPU or CPU model (components/common/devices.py), for the report's device-hours
-    precision: str = "fp32"  # train.precision as resolved on the device (auto → bf16 or fp32)
+    dtype: str = "fp32"  # train.dtype as resolved on the device (auto → bf16 or fp32)
     channels_last: bool = False
     config_sha256: str
     processes: int = 1  # processes that trained it (torchrun's world size), each holding one device

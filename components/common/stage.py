@@ -127,7 +127,7 @@ class Stage:
     def instances(self, config: Config) -> list[At]:
         """Every instance the plan in `config` runs, in the drivers' order."""
         if self.over == "entries":
-            return [At(entry, seed) for entry in config.families for seed in config.seeds]
+            return [At(entry, seed) for entry in config.entries for seed in config.seeds]
         if self.over == "sweeps":
             return [At(config.sweeps[name].entry, config.seeds[0], name) for name in config.sweeps]
         return [At()]

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from genbench.components.common.devices import pick_device
+from genbench.components.common.dtypes import resolve as resolve_dtype
 from genbench.components.common.images import array_digest, load_images, validate_images
 from genbench.components.common.io import clean_leftovers, file_digest, load_npy, require_file, write_json
 from genbench.components.common.manifest import cached_digest, verify_prepared
-from genbench.components.common.precision import resolve as resolve_precision
 from genbench.components.common.records import check_samples
 from genbench.components.evaluate.features import reference_features
 from genbench.components.evaluate.inception import (
@@ -94,7 +94,7 @@ def score(
     is_splits: int = IS_SPLITS,
     compute_inception_score: bool = True,
     device: str = "cpu",
-    precision: str = "fp32",
+    dtype: str = "fp32",
     samples_name: str = "samples",
     reference_name: str = "reference",
 ) -> dict[str, Any]:
@@ -104,8 +104,8 @@ def score(
     """
     check_sets(samples, reference, k, density_k, samples_name, reference_name)
     ref_features, ref_mu, ref_sigma, key = reference_features(reference, reference_md5, cache_dir, batch_size, device,
-                                                              precision)
-    sample_features = extract_features(samples, batch_size=batch_size, device=device, precision=precision)
+                                                              dtype)
+    sample_features = extract_features(samples, batch_size=batch_size, device=device, dtype=dtype)
     result = compute_metrics(
         ref_features, sample_features, ref_stats=(ref_mu, ref_sigma), k=k, density_k=density_k,
         kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, bootstrap=bootstrap, seed=seed,
@@ -127,7 +127,7 @@ def score(
         "reference_md5": reference_md5,
         "feature_extractor": extractor_identity(),
         "preprocessing": dict(PREPROCESSING),
-        "inception_precision": precision,
+        "inception_dtype": dtype,
         "reference_stats_key": key,
         "warnings": notes,
     })  # fmt: skip
@@ -158,7 +158,7 @@ def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_
     device = pick_device(settings.device)
     result = score(
         samples, reference, cached_digest(reference_path), cache_dir=cache_dir, batch_size=settings.batch_size,
-        k=settings.k, device=str(device), precision=resolve_precision(settings.precision, False, device)[0],
+        k=settings.k, device=str(device), dtype=resolve_dtype(settings.dtype, False, device)[0],
         samples_name=str(samples_path), reference_name=str(reference_path), **options,
     )  # fmt: skip
     result["samples_md5"] = cached_digest(samples_path)  # hashed once: check_samples read it above
@@ -184,7 +184,7 @@ def compare(real: Path, fake: Path, *, cache_dir: Path, settings: EvaluateConfig
     return score(
         fake_images, real_images, real_md5, cache_dir=cache_dir, batch_size=settings.batch_size, k=settings.k,
         bootstrap=bootstrap, seed=seed, device=str(pick_device(settings.device)),
-        precision=resolve_precision(settings.precision, False, pick_device(settings.device))[0],
+        dtype=resolve_dtype(settings.dtype, False, pick_device(settings.device))[0],
         samples_name=str(fake),
         reference_name=str(real),
     )  # fmt: skip

@@ -17,13 +17,13 @@ from genbench.components.evaluate.inception import PREPROCESSING, extract_featur
 from genbench.components.evaluate.metrics import feature_stats
 
 
-def precision_record(precision: str) -> dict[str, str]:
-    """What the cache key records of the network's precision; {} for exact fp32, so fp32 keys stay those of
-    before precision was a choice (and of the TorchScript network, whose fp32 features the rebuilt one equals to
+def dtype_record(dtype: str) -> dict[str, str]:
+    """What the cache key records of the network's dtype; {} for exact fp32, so fp32 keys stay those of
+    before dtype was a choice (and of the TorchScript network, whose fp32 features the rebuilt one equals to
     1e-6). bf16 names the folded network: its rounding differs from the TorchScript's under autocast enough to
     move FID (docs/benchmarks.md, "FID fidelity checks"), so statistics cached by that one are never mixed with
     these."""
-    return {} if precision == "fp32" else {"precision": precision, "batch_norm": "folded"}
+    return {} if dtype == "fp32" else {"dtype": dtype, "batch_norm": "folded"}
 
 
 def reference_stats_key(reference_md5: str, extractor: dict[str, str], preprocessing: dict[str, Any]) -> str:
@@ -33,16 +33,16 @@ def reference_stats_key(reference_md5: str, extractor: dict[str, str], preproces
 
 def reference_features(
     reference: np.ndarray, reference_md5: str, cache_dir: Path, batch_size: int, device: str,
-    precision: str = "fp32",
+    dtype: str = "fp32",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """Reference features, mean, covariance and cache key, from the cache or computed once and cached atomically
-    (per precision: bf16 features are never mixed with exact ones)."""
-    key = reference_stats_key(reference_md5, extractor_identity(), PREPROCESSING | precision_record(precision))
+    (per dtype: bf16 features are never mixed with exact ones)."""
+    key = reference_stats_key(reference_md5, extractor_identity(), PREPROCESSING | dtype_record(dtype))
     cache_path = Path(cache_dir) / f"reference-{key}.npz"
     if cache_path.is_file():
         with np.load(cache_path, allow_pickle=False) as cached:
             return cached["features"], cached["mu"], cached["sigma"], key
-    features = extract_features(reference, batch_size=batch_size, device=device, precision=precision)
+    features = extract_features(reference, batch_size=batch_size, device=device, dtype=dtype)
     mu, sigma = feature_stats(features)
     atomic_write(cache_path, lambda handle: np.savez(handle, features=features, mu=mu, sigma=sigma))
     return features, mu, sigma, key

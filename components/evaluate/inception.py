@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from genbench.components.evaluate.inception_net import rebuild
 
-PRECISIONS = ("fp32", "bf16")  # bf16: faster where native, FID slightly off fp32's (docs/benchmarks.md)
+DTYPES = ("fp32", "bf16")  # bf16: faster where native, FID slightly off fp32's (docs/benchmarks.md)
 FID_WEIGHTS_ENV = "GENBENCH_FID_WEIGHTS"  # path to the TorchScript file itself
 DATA_DIR_ENV = "GENBENCH_DATA_DIR"  # the shared data folder; the network lives in its fid/ subfolder
 WEIGHTS_FILENAME = "inception-2015-12-05-pool3.torchscript.pt"
@@ -164,17 +164,17 @@ class InceptionFeatures(nn.Module):
     """uint8 NCHW images (1 or 3 channels, any size) → [B, 2048] pool3 features (float32).
 
     Bundles the preprocessing with the network so that every caller, including torchmetrics'
-    `FrechetInceptionDistance(feature=...)` (which reads `num_features`), feeds it the same way. `precision`
+    `FrechetInceptionDistance(feature=...)` (which reads `num_features`), feeds it the same way. `dtype`
     bf16 runs the network under autocast: for FID curves, never for final numbers unless asked.
     """
 
     num_features = NUM_FEATURES
 
-    def __init__(self, network: nn.Module, precision: str = "fp32") -> None:
+    def __init__(self, network: nn.Module, dtype: str = "fp32") -> None:
         super().__init__()
-        if precision not in PRECISIONS:
-            raise ValueError(f"Inception precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
-        self.network, self.precision = network, precision
+        if dtype not in DTYPES:
+            raise ValueError(f"Inception dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+        self.network, self.autocast_dtype = network, dtype
 
     def forward(self, images: Tensor) -> Tensor:
         x = images.to(torch.float32)
@@ -183,19 +183,19 @@ class InceptionFeatures(nn.Module):
         x = tf1_resize_bilinear(x, INPUT_SIZE)
         x = ((x - 128.0) / 128.0).contiguous(memory_format=torch.channels_last)
         # Autocast rather than a bf16 copy of the network: the same features and speed here, and one cached network.
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast_dtype == "bf16"):
             return self.network(x).float()
 
 
-def feature_module(device: str = "cpu", precision: str = "fp32") -> InceptionFeatures:
+def feature_module(device: str = "cpu", dtype: str = "fp32") -> InceptionFeatures:
     """The located network wrapped with its preprocessing, ready to call on uint8 NCHW batches."""
-    return InceptionFeatures(load_network(locate_weights(), device), precision).eval()
+    return InceptionFeatures(load_network(locate_weights(), device), dtype).eval()
 
 
 def extract_features(images_uint8_nhwc: np.ndarray, batch_size: int = 50, device: str = "cpu",
-                     precision: str = "fp32") -> np.ndarray:
+                     dtype: str = "fp32") -> np.ndarray:
     """Pool3 features [N, 2048] (float64, ready for covariances) of uint8 NHWC images in [0, 255]."""
-    module = feature_module(device, precision)
+    module = feature_module(device, dtype)
     features = np.empty((len(images_uint8_nhwc), NUM_FEATURES), dtype=np.float64)
     with torch.inference_mode():
         for start in tqdm(range(0, len(images_uint8_nhwc), batch_size), desc="inception features", unit="batch"):

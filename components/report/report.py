@@ -46,10 +46,10 @@ INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 4, 8
 
 
 def report(config: Config, layout: Layout, out_dir: Path) -> Path:
-    """Write results/ for `config.families` × `config.seeds` and `config.sweeps` from `layout`'s files; returns
+    """Write results/ for `config.entries` × `config.seeds` and `config.sweeps` from `layout`'s files; returns
     index.html's path. Every input is checked before anything is written."""
     out_dir = Path(out_dir)
-    rows = [_entry(name, config, layout) for name in config.families]
+    rows = [_entry(name, config, layout) for name in config.entries]
     real_metrics = read_json(require_file(layout.real_metrics, f"genbench evaluate {REAL}"))
     rows.append(tables.real_row(real_metrics))
     swept = [read_json(require_file(layout.sweep_summary(name), f"genbench sweep {name}")) for name in config.sweeps]
@@ -106,7 +106,7 @@ def _entry(name: str, config: Config, layout: Layout) -> tables.Row:
             "device_seconds": summary["device_seconds"], "images_per_second": summary["images_per_second"],
             "sample_seconds_per_image": record["seconds"] / record["n"],
         })
-    return tables.entry_row(name, config.family(name).family, config.seeds, metrics, summaries, samples, runs)
+    return tables.entry_row(name, config.entry(name).family, config.seeds, metrics, summaries, samples, runs)
 
 
 def _stage_hash(path: Path) -> str:
@@ -142,7 +142,7 @@ def _figures(config: Config, layout: Layout, rows: list[tables.Row], real: dict[
     reference = load_npy(layout.reference)
     grids = {"real (reference)": figures.tile(reference[:GRID_IMAGES])}
     figures.save_png(figures.tile(reference[:GRID_IMAGES], zoom=2), grid_dir / "reference.png")
-    for name in config.families:
+    for name in config.entries:
         images = load_npy(layout.samples(name, first))[:GRID_IMAGES]
         grids[name] = figures.tile(images)
         figures.save_png(figures.tile(images, zoom=2), grid_dir / f"{name}.png")
@@ -161,18 +161,18 @@ def _figures(config: Config, layout: Layout, rows: list[tables.Row], real: dict[
                   f"{real.get('k', '?')}); bars: the spread the table gives. The star is real held-out data."))
 
     history = {name: [group_curves(read_history(layout.run(name, seed))) for seed in config.seeds]
-               for name in config.families}
+               for name in config.entries}
     if figures.fid_curves(history, fig_dir / "fid_curve"):
         shown.append(("fid_curve", "FID during training", "EMA weights on fixed seeds against the validation "
                       "split (never the test split): what model selection sees. Comparable only within a curve."))
 
-    vae = next((name for name in config.families if config.family(name).family == "vae"), None)
+    vae = next((name for name in config.entries if config.entry(name).family == "vae"), None)
     if vae is not None:
         _interpolation(layout.run(vae, first), reference, fig_dir / "vae_interpolation")
         shown.append(("vae_interpolation", f"{vae}: latent interpolation", "Each row decodes the straight line "
                       "between the posterior means of two real reference images; the ends are reconstructions."))
 
-    ddpm = next((name for name in config.families if config.family(name).family == "ddpm"), None)
+    ddpm = next((name for name in config.entries if config.entry(name).family == "ddpm"), None)
     if ddpm is not None:
         _trajectory(ddpm, config, layout.run(ddpm, first), first, fig_dir / "ddpm_trajectory")
         shown.append(("ddpm_trajectory", f"{ddpm}: denoising trajectory", "Ancestral sampling of the first "

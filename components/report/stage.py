@@ -18,7 +18,7 @@ STAGE = Stage(
     doc="results/: the comparison tables (CSV, markdown, LaTeX) over every entry and seed with the real-data "
         "floor, the cost table, every figure (PNG and PDF) and index.html, one offline page with all of them.",
     over="once",
-    params=("families", "seeds", "sweeps"),
+    params=("entries", "seeds", "sweeps"),
     places=(
         Place("manifest", lambda here, at: here.manifest, "in", "Data manifest."),
         Place("samples", lambda here, at: here.samples_dir, "in", "Samples folder."),

@@ -37,7 +37,7 @@ class FIDCurve:
         every: int = 1000,
         batch_size: int = 50,
         device: str = "cpu",
-        precision: str = "fp32",
+        dtype: str = "fp32",
         log_metric: Callable[[str, float, int], object] | None = None,
         metric_name: str = "fid_curve",
     ) -> None:
@@ -45,7 +45,7 @@ class FIDCurve:
             raise ValueError(f"FIDCurve needs n >= 2 and every >= 1, got n={n}, every={every}")
         self.reference_path = Path(reference_path)
         self.cache_dir = Path(cache_dir)
-        self.n, self.every, self.batch_size, self.device, self.precision = n, every, batch_size, device, precision
+        self.n, self.every, self.batch_size, self.device, self.dtype = n, every, batch_size, device, dtype
         self.log_metric, self.metric_name = log_metric, metric_name
         self.history: list[dict[str, float]] = []  # {"step", "fid", "seconds"} per measurement
         self._reference_features: np.ndarray | None = None
@@ -56,7 +56,7 @@ class FIDCurve:
             reference = load_npy(self.reference_path)
             validate_images(reference, str(self.reference_path))
             features = reference_features(reference, cached_digest(self.reference_path), self.cache_dir,
-                                          self.batch_size, self.device, self.precision)[0]
+                                          self.batch_size, self.device, self.dtype)[0]
             self._reference_features = features
         return self._reference_features
 
@@ -74,7 +74,7 @@ class FIDCurve:
         validate_images(images, f"sample_fn({self.n}) at step {step}")
         if len(images) != self.n:
             raise ValueError(f"sample_fn({self.n}) returned {len(images)} images")
-        features = extract_features(images, batch_size=self.batch_size, device=self.device, precision=self.precision)
+        features = extract_features(images, batch_size=self.batch_size, device=self.device, dtype=self.dtype)
         # Below 2048 rows the SVD form is exact and takes milliseconds; the covariance form takes seconds.
         fid = frechet_distance_from_features(features, reference)
         seconds = time.perf_counter() - start

@@ -13,7 +13,7 @@ RUN_FILES = ("model.safetensors", "config.json", "summary.json", "history.csv", 
 def _call(run: Call) -> Any:
     from genbench.components.train.train import train
 
-    return train(run.entry, run.config.family(run.entry), run.seed, run.data, run.out, cache_dir=run.cache)
+    return train(run.entry, run.config.entry(run.entry), run.seed, run.data, run.out, cache_dir=run.cache)
 
 
 def _says(summary: Any, run: Call) -> str:

@@ -4,7 +4,7 @@ One loop serves every family: it asks the model for its optimizer groups (`train
 warmed up over `warmup_steps`) and, each step, for the loss of each group in turn (`updates_per_step` times,
 each on a fresh batch: WGAN's n_critic), clipping each group's gradient norm to `grad_clip`, then updates the
 exponential moving average of the weights the model samples from; BatchNorm statistics are recomputed for the
-averaged weights before each FID-curve point and at the end (`ema.averaged`). `train.precision` runs the
+averaged weights before each FID-curve point and at the end (`ema.averaged`). `train.dtype` runs the
 forward passes under autocast (bf16, or fp16 with a gradient scaler per group; `auto` picks bf16 where the
 hardware runs it natively). A checkpoint (weights, EMA, optimizers, loss scalers, step, RNG states, history)
 is written every `checkpoint_every` steps and resumed from when the run record is unchanged, so a killed run
@@ -50,15 +50,15 @@ from genbench.components.common.artifacts import (
 )  # fmt: skip
 from genbench.components.common.devices import device_name
 from genbench.components.common.drawing import draw_images
+from genbench.components.common.dtypes import MixedPrecision
+from genbench.components.common.dtypes import resolve as resolve_dtype
 from genbench.components.common.interrupts import Interrupted, StopRequests, signal_name
 from genbench.components.common.io import atomic_write, clean_leftovers, config_hash, load_npy
 from genbench.components.common.manifest import cached_digest, verify_prepared
-from genbench.components.common.precision import Precision
-from genbench.components.common.precision import resolve as resolve_precision
 from genbench.components.train import optimizers
 from genbench.components.train.distributed import Processes, processes, world_size
 from genbench.components.train.ema import EMA, averaged
-from genbench.config import FamilySettings
+from genbench.config import EntrySettings
 from genbench.models import build_model
 from genbench.models import family as family_spec
 from genbench.models.base import GenerativeModel, eval_mode
@@ -67,7 +67,7 @@ from genbench.models.config import TrainConfig
 CHECKPOINT = "checkpoint.pt"
 
 
-def train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_dir: Path,
+def train(name: str, settings: EntrySettings, seed: int, data_dir: Path, out_dir: Path,
           cache_dir: Path | None = None) -> TrainSummary:
     """Train entry `name` (its `models.<name>` settings: family, arch and train) and write model.safetensors,
     history.csv, config.json and summary.json to out_dir.
@@ -89,7 +89,7 @@ def train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_di
         return _train(name, settings, seed, Path(data_dir), Path(out_dir), cache_dir, ranks)
 
 
-def _train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_dir: Path, cache_dir: Path | None,
+def _train(name: str, settings: EntrySettings, seed: int, data_dir: Path, out_dir: Path, cache_dir: Path | None,
            ranks: Processes) -> TrainSummary:
     cfg = settings.train
     train_path = data_dir / "train.npy"
@@ -112,13 +112,13 @@ def _train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_d
         arch=settings.arch.model_dump(mode="json"), train=cfg.model_dump(mode="json"),
         train_data_md5=cached_digest(train_path), frozen={argument: rec for argument, (_, rec) in frozen.items()},
     )  # fmt: skip
-    dtype, channels_last = resolve_precision(cfg.precision, cfg.channels_last, device)
+    dtype, channels_last = resolve_dtype(cfg.dtype, cfg.channels_last, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = EMA(model.ema_parameters(), cfg.ema_decay)
     updates = model.updates_per_step()
     optimizers = {group: make_optimizer(cfg, params) for group, params in model.parameter_groups().items()}
-    precision = Precision(dtype, device, optimizers, cfg.grad_clip)
+    precision = MixedPrecision(dtype, device, optimizers, cfg.grad_clip)
     batches = torch.Generator().manual_seed(seed)
     # The frozen weights a model was given are part of what it trains on: another copy of them invalidates it.
     fingerprint = config_hash(record.model_dump(mode="json") | _frozen_digest(model))
@@ -212,7 +212,7 @@ def _train(name: str, settings: FamilySettings, seed: int, data_dir: Path, out_d
     images_seen = steps * cfg.batch_size * max(updates.values())
     summary = TrainSummary(name=name, family=family, steps=steps, seconds=round(seconds, 3),
                            num_parameters=model.num_parameters(), device=device.type,
-                           device_name=device_name(device), precision=dtype,
+                           device_name=device_name(device), dtype=dtype,
                            channels_last=channels_last, config_sha256=fingerprint, processes=ranks.world_size,
                            images_per_second=round(images_seen / max(seconds - curve_seconds, 1e-9), 3))
     if ranks.main:  # the set, then summary.json naming the sha256 of each of its files, last
@@ -239,7 +239,7 @@ def _require_finite(name: str, step: int, losses: dict[str, float], model: Gener
     kept = f"{checkpoint} keeps step {saved}" if saved else "no checkpoint was written"
     raise ValueError(f"models.{name}: {bad} at step {step}; training stopped without saving it ({kept}). Lower "
                      f"models.{name}.train.lr, set models.{name}.train.grad_clip (e.g. 1.0) or train in fp32 "
-                     f"(models.{name}.train.precision: fp32), then train again")
+                     f"(models.{name}.train.dtype: fp32), then train again")
 
 
 def make_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -263,7 +263,7 @@ def _fid_curve(cfg: TrainConfig, data_dir: Path, cache_dir: Path, device: torch.
     from genbench.components.train.fid_curve import FIDCurve
 
     return FIDCurve(data_dir / "validation.npy", cache_dir, n=cfg.fid_n, every=cfg.fid_every, device=str(device),
-                    precision=resolve_precision(cfg.fid_precision, False, device)[0])
+                    dtype=resolve_dtype(cfg.fid_dtype, False, device)[0])
 
 
 def _frozen_digest(model: GenerativeModel) -> dict[str, str]:
@@ -280,7 +280,7 @@ def _frozen_digest(model: GenerativeModel) -> dict[str, str]:
 
 def _resume(
     path: Path, fingerprint: str, model: GenerativeModel, ema: EMA, optimizers: dict[str, torch.optim.Optimizer],
-    precision: Precision, batches: torch.Generator, ranks: Processes,
+    precision: MixedPrecision, batches: torch.Generator, ranks: Processes,
 ) -> dict[str, Any]:
     """Load the checkpoint into the run's state (on every rank) if it was written for this run record; a
     torchrun checkpoint keeps every rank's generators, so it resumes only with as many processes. Every rank
@@ -332,7 +332,7 @@ def _read_checkpoint(path: Path, raw: bytes) -> dict[str, Any]:
 
 def _save_checkpoint(
     path: Path, fingerprint: str, model: GenerativeModel, ema: EMA, optimizers: dict[str, torch.optim.Optimizer],
-    precision: Precision, batches: torch.Generator, step: int, order: torch.Tensor, cursor: int, seconds: float,
+    precision: MixedPrecision, batches: torch.Generator, step: int, order: torch.Tensor, cursor: int, seconds: float,
     curve_seconds: float, history: list[tuple[int, str, float]], rng: list[dict[str, Any]],
 ) -> None:
     """checkpoint.pt, atomically. `rng` holds every rank's generators (`Processes.rng_states`): rank 0's at the top

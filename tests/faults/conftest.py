@@ -33,7 +33,7 @@ from .launcher import Launcher
 from .outage import OutageStack
 from .records import FaultRecord, append_record
 
-VAE_ONLY = {"families": ["vae"], "seeds": [0], "sweeps": {}}  # the vae alone: every stage in seconds
+VAE_ONLY = {"entries": ["vae"], "seeds": [0], "sweeps": {}}  # the vae alone: every stage in seconds
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ def _long_vae(project: Path) -> None:
     longer = TINY_VAE.replace("steps: 4,", f"steps: {STEPS},").replace("checkpoint_every: 2", "checkpoint_every: 1")
     assert TINY_VAE in text, "params.yaml's tiny vae line changed; update TINY_VAE"
     params.write_text(text.replace(TINY_VAE, longer, 1))
-    train = load_config(params).family("vae").train
+    train = load_config(params).entry("vae").train
     assert (train.steps, train.checkpoint_every) == (STEPS, 1)
 
 

@@ -34,7 +34,7 @@ from tests.drivers.conftest import REPO, copy_ignore, driver_env
 pytestmark = [pytest.mark.server, pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")]
 HOST = "127.0.0.1"
 REMOTE = "storage"  # .dvc/config's remote s3://genbench-dvc, made the default of each test's clone
-PLAN = {"families": ["vae"], "seeds": [0], "sweeps": {}}  # one entry, one seed, no sweep: the smallest pipeline
+PLAN = {"entries": ["vae"], "seeds": [0], "sweeps": {}}  # one entry, one seed, no sweep: the smallest pipeline
 RAN = re.compile(r"Running stage '([^']+)'")
 SKIPPED = re.compile(r"Stage '([^']+)' didn't change, skipping")
 
@@ -76,7 +76,7 @@ def _project(path: Path, s3: dict[str, str]) -> tuple[Path, dict[str, str]]:
     shutil.copytree(REPO, path, ignore=copy_ignore)
     params = use_tiny(path, **PLAN) / "params.yaml"
     config = load_config(params)
-    plan = (config.profile, list(config.families), list(config.seeds), dict(config.sweeps))
+    plan = (config.profile, list(config.entries), list(config.seeds), dict(config.sweeps))
     assert plan == ("tiny", ["vae"], [0], {}), plan
     env = _env(path, s3)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):

@@ -152,7 +152,7 @@ def remembered_network(monkeypatch: pytest.MonkeyPatch) -> None:
     forward = inception.InceptionFeatures.forward
 
     def remembering(self: inception.InceptionFeatures, images: torch.Tensor) -> torch.Tensor:
-        key = (id(self.network), self.precision, images.device.type, images.dtype, tuple(images.shape),
+        key = (id(self.network), self.autocast_dtype, images.device.type, images.dtype, tuple(images.shape),
                hashlib.sha256(images.cpu().numpy().tobytes()).hexdigest())
         if key not in _REMEMBERED:
             _REMEMBERED[key] = forward(self, images)

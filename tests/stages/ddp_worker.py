@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from genbench.components.common.interrupts import Interrupted
 from genbench.components.train import train as train_module
 from genbench.components.train.distributed import global_batchnorm
-from genbench.config import FamilySettings
+from genbench.config import EntrySettings
 from genbench.models import REGISTRY
 from genbench.models import family as family_spec
 from genbench.models.base import Family, GenerativeModel, randn_per_sample
@@ -28,7 +28,7 @@ WORLD = 2
 IMAGES, SIZE = 64, 8
 # Every run: a global batch of 8 (4 per rank), fp32 on the CPU, a row of history every step, a checkpoint every 2.
 COMMON = {"steps": 4, "batch_size": 8, "log_every": 1, "checkpoint_every": 2, "fid_every": 0, "ema_decay": 0.9,
-          "device": "cpu", "precision": "fp32"}
+          "device": "cpu", "dtype": "fp32"}
 ARCH = {
     "ddpm": {"base_channels": 6, "timesteps": 4, "num_res_blocks": 1, "dropout": 0.1, "attention_resolutions": ()},
     "dcgan": {"base_channels": 4, "latent_dim": 8},
@@ -71,10 +71,10 @@ class ToyGAN(GenerativeModel):
 TOY = Family(ToyGAN)
 
 
-def settings(family: str, **train: object) -> FamilySettings:
+def settings(family: str, **train: object) -> EntrySettings:
     """Entry `family` at the sizes above (`toy_gan` must be in REGISTRY)."""
     spec = family_spec(family)
-    return FamilySettings(family=family, arch=spec.arch(**ARCH[family]),
+    return EntrySettings(family=family, arch=spec.arch(**ARCH[family]),
                           train=spec.train(**COMMON | TRAIN.get(family, {}) | train))
 
 

@@ -92,7 +92,7 @@ def test_channels_last_features_equal_the_plain_layout_and_bf16_stays_close(
         expected = plain((inception.tf1_resize_bilinear(x, inception.INPUT_SIZE) - 128.0) / 128.0).double().numpy()
     exact = extract_features(images, batch_size=8)
     np.testing.assert_allclose(exact, expected, rtol=1e-5, atol=1e-5)
-    bf16 = extract_features(images, batch_size=8, precision="bf16")
+    bf16 = extract_features(images, batch_size=8, dtype="bf16")
     relative = np.linalg.norm(bf16 - exact) / np.linalg.norm(exact)
     assert 0 < relative < 0.1, relative  # features move by 3.2 % (relative norm) on these 4 images, 3.5 % on 40 (measured)
 
@@ -133,7 +133,7 @@ def test_evaluate_writes_the_record_and_reuses_cached_reference_stats(
     assert written["feature_extractor"] == FID_IDENTITY
     assert written["preprocessing"] == {"resize": "tf1-bilinear(align_corners=False)", "size": 299,
                                         "grayscale_to_rgb": "repeat 1->3 channels", "scale": "(x-128)/128"}
-    assert written["inception_precision"] == "fp32"
+    assert written["inception_dtype"] == "fp32"
     assert any("biased upward" in note for note in written["warnings"])
     assert calls == [6, 6]  # reference, then samples
     assert (cache_dir / f"reference-{written['reference_stats_key']}.npz").is_file()

@@ -115,7 +115,7 @@ def test_compile_has_a_component_per_stage_and_typed_artifacts(project: Path) ->
 
 def test_compile_trains_an_entry_after_the_runs_it_is_built_on(project: Path) -> None:
     """ldm diffuses in runs/vae: it gets a loop of its own, whose train reads the first loop's collected runs."""
-    use_tiny(project, families=["vae", "ldm"], sweeps={})
+    use_tiny(project, entries=["vae", "ldm"], sweeps={})
     spec, _ = _compile(project, "--gpus", "0", "--image", "registry.local/genbench:test")
     loops = _loops(spec)
     entries = [[item["entry"] for item in yaml.safe_load(task["parameterIterator"]["items"]["raw"])]

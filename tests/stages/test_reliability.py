@@ -167,7 +167,7 @@ def test_a_sweep_stopped_midway_leaves_no_summary(trained: Path, monkeypatch: py
                                                   pixel_network: list[int]) -> None:
     from genbench.components.sweep import sweep as sweep_module
 
-    use_tiny(Path("."), families=["ddpm"])  # the sweep's entry alone: the report's inputs up to its sweeps, cheaply
+    use_tiny(Path("."), entries=["ddpm"])  # the sweep's entry alone: the report's inputs up to its sweeps, cheaply
     for args in (["evaluate", "real"], ["sample", "ddpm"], ["evaluate", "ddpm"]):
         invoke(*args)
     invoke("sweep", "ddim_steps")
@@ -220,7 +220,7 @@ def test_a_non_finite_loss_stops_training_before_any_save(
     output = refused(["train", "vae"], f"models.vae: {message}; training stopped without saving it "
                                        "(runs/vae/seed-0/checkpoint.pt keeps step 2). Lower models.vae.train.lr, set "
                                        "models.vae.train.grad_clip (e.g. 1.0) or train in fp32")
-    assert "models.vae.train.precision: fp32" in output
+    assert "models.vae.train.dtype: fp32" in output
     run = prepared / "runs" / "vae" / "seed-0"
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "history.csv"]
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)

@@ -48,7 +48,7 @@ def _two_seed_project(trained: Path) -> tuple[Layout, dict[str, list[float]]]:
     config, layout = load_config(params), Layout(Path("."))
     assert config.seeds == (0, 1)
     fids = {}
-    for k, name in enumerate(config.families):
+    for k, name in enumerate(config.entries):
         shutil.copytree(layout.run(name, 0), layout.run(name, 1))
         fids[name] = [300.0 + 7 * k + 1.5 * seed ** 2 + 0.25 for seed in config.seeds]
         for seed, fid in zip(config.seeds, fids[name]):
@@ -115,7 +115,7 @@ def test_one_seed_shows_bootstrap_intervals(trained: Path, pixel_network: list[i
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """With one seed the table gives the bootstrap interval of FID (evaluate.bootstrap) instead of a std: on the
     vae alone, and the report's tables only (the figures are the test above's)."""
-    use_tiny(Path("."), families=["vae"], sweeps={})
+    use_tiny(Path("."), entries=["vae"], sweeps={})
     assert load_config("params.yaml").evaluate.bootstrap == 10  # the tiny profile's
     monkeypatch.setattr(report_module, "_figures", lambda *_: [])
     invoke("evaluate", "real")

@@ -25,15 +25,15 @@ FAMILIES = ("vae", "ddpm")
 
 def _run_from_scratch(root: Path) -> Layout:
     root.mkdir()
-    use_tiny(root, seeds=[0, 1], families=list(FAMILIES))
+    use_tiny(root, seeds=[0, 1], entries=list(FAMILIES))
     config, layout = load_config(root / "params.yaml"), Layout(root)
-    assert config.seeds == (0, 1) and config.families == FAMILIES
+    assert config.seeds == (0, 1) and config.entries == FAMILIES
     prepare(config.data, config.seed, layout.data, layout.downloads)
     evaluate_real(layout.holdout, layout.reference, layout.real_metrics, cache_dir=layout.cache,
                   settings=config.evaluate)
-    for name in config.families:
+    for name in config.entries:
         for seed in config.seeds:
-            train(name, config.family(name), seed, layout.data, layout.run(name, seed), cache_dir=layout.cache)
+            train(name, config.entry(name), seed, layout.data, layout.run(name, seed), cache_dir=layout.cache)
             sample(layout.run(name, seed), layout.samples(name, seed), name, config.sample, config.sampling_for(name),
                    seed)
             evaluate(layout.samples(name, seed), layout.reference, layout.metrics(name, seed), cache_dir=layout.cache,

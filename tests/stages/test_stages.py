@@ -97,7 +97,7 @@ def test_train_writes_its_run_and_sample_reads_it(trained: Path, family: str) ->
         assert (run / name).exists(), name
         # every output gets the same permissions (the weights were once 0600: safetensors replaced the temp file)
         assert (run / name).stat().st_mode & 0o777 == (run / "config.json").stat().st_mode & 0o777, name
-    settings = load_config("params.yaml").family(family)
+    settings = load_config("params.yaml").entry(family)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == settings.train.steps and summary["num_parameters"] > 0
     rows = [line.split(",") for line in (run / "history.csv").read_text().splitlines()]
@@ -146,7 +146,7 @@ def test_resume_gives_the_same_weights(
     and the LDM on the trained runs/vae (its latent scale, measured once on a fresh run, comes back from the
     checkpoint)."""
     def edit(p: dict) -> None:
-        p["models"][family].setdefault("train", {}).update(precision=precision)
+        p["models"][family].setdefault("train", {}).update(dtype=precision)
         p["models"][family]["profiles"]["tiny"].setdefault("arch", {}).update(arch)  # over the profile's own
 
     edit_params(edit)
@@ -193,12 +193,12 @@ def test_warmup_and_clipping_reach_the_optimizer(prepared: Path) -> None:
     """Four steps of an eight-step warmup end at half the learning rate, in the checkpoint's optimizer."""
     edit_params(lambda p: p["models"]["ddpm"]["profiles"]["tiny"]["train"].update(warmup_steps=8, grad_clip=0.5))
     invoke("train", "ddpm")
-    lr = load_config("params.yaml").family("ddpm").train.lr
+    lr = load_config("params.yaml").entry("ddpm").train.lr
     checkpoint = torch.load("runs/ddpm/seed-0/checkpoint.pt", weights_only=True)
     assert checkpoint["step"] == 4
     assert checkpoint["optimizers"]["model"]["param_groups"][0]["lr"] == pytest.approx(lr * 4 / 8)
     summary = json.loads(Path("runs/ddpm/seed-0/summary.json").read_text())
-    assert (summary["precision"], summary["channels_last"]) in {("fp32", False), ("bf16", True)}
+    assert (summary["dtype"], summary["channels_last"]) in {("fp32", False), ("bf16", True)}
 
 
 @pytest.mark.parametrize("family", ["wgan_gp", "wgan", "vae_gan", "ldm"])
@@ -413,7 +413,7 @@ def test_params_prints_every_resolved_value_with_its_source(project: Path) -> No
     assert printed["models.ddpm.arch.schedule"][1] == "default"  # params.yaml does not set it
     assert printed["models.ddpm.arch.timesteps"] == ["4", "params.yaml: models.ddpm.profiles.tiny.arch.timesteps"]
     assert printed["profile"] == ['"tiny"', "plan.yaml"] and printed["seed"] == ["0", "params.yaml"]
-    assert printed["families"][1] == "params.yaml: profiles.tiny.families"
+    assert printed["entries"][1] == "params.yaml: profiles.tiny.entries"
     assert len(printed) == len(lines) > 100  # one line per resolved value
 
 
@@ -501,7 +501,7 @@ def test_fid_curve_goes_into_the_history(trained: Path, pixel_network: list[int]
     invoke("train", "vae", "--out", "curve")
     rows = read_history(Path("curve"))
     curve = {step: value for step, name, value in rows if name == "fid_curve"}
-    steps = load_config("params.yaml").family("vae").train.steps
+    steps = load_config("params.yaml").entry("vae").train.steps
     assert sorted(curve) == list(range(2, steps + 1, 2))
     assert all(np.isfinite(v) and v > 0 for v in curve.values())
     assert any(name == "fid_curve_seconds" for _, name, _ in rows)

@@ -26,14 +26,14 @@ def test_profiles_resolve_beside_their_section() -> None:
     quick = load_config(REPO / "params.yaml", "quick")
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     assert tiny.profile == "tiny" and quick.profile == "quick"
-    assert tiny.family("ddpm").arch.timesteps == raw["models"]["ddpm"]["profiles"]["tiny"]["arch"]["timesteps"]
-    assert quick.family("ddpm").arch.timesteps == raw["models"]["ddpm"]["profiles"]["quick"]["arch"]["timesteps"]
+    assert tiny.entry("ddpm").arch.timesteps == raw["models"]["ddpm"]["profiles"]["tiny"]["arch"]["timesteps"]
+    assert quick.entry("ddpm").arch.timesteps == raw["models"]["ddpm"]["profiles"]["quick"]["arch"]["timesteps"]
     # keys neither params.yaml nor the profile set keep the default declared beside the model
     assert "schedule" not in raw["models"]["ddpm"]["profiles"]["tiny"]["arch"]
-    assert tiny.family("ddpm").arch.schedule == DDPMArch.model_fields["schedule"].default == "linear"
-    assert tiny.family("vae").train.lr == VAETrain.model_fields["lr"].default == 1e-3
+    assert tiny.entry("ddpm").arch.schedule == DDPMArch.model_fields["schedule"].default == "linear"
+    assert tiny.entry("vae").train.lr == VAETrain.model_fields["lr"].default == 1e-3
     full = load_config(REPO / "params.yaml", "full")
-    assert full.family("ddpm").arch == DDPMArch()  # the full profile is the defaults: the literature settings
+    assert full.entry("ddpm").arch == DDPMArch()  # the full profile is the defaults: the literature settings
     assert full.sampling_for("ldm").sampler == "ddim" and full.sampling_for("ddpm").sampler == "ddpm"
 
 
@@ -42,7 +42,7 @@ def test_a_named_variant_is_an_entry_of_its_family() -> None:
     with 10 classes, and its sampling ddpm's with guidance."""
     for profile in ("tiny", "quick", "full"):
         config = load_config(REPO / "params.yaml", profile)
-        variant, ddpm = config.family("ddpm_cfg"), config.family("ddpm")
+        variant, ddpm = config.entry("ddpm_cfg"), config.entry("ddpm")
         assert variant.family == ddpm.family == "ddpm" and variant.arch.num_classes == 10 and ddpm.arch.num_classes == 0
         assert variant.arch.model_copy(update={"num_classes": 0}) == ddpm.arch and variant.train == ddpm.train
         guided = config.sampling_for("ddpm_cfg")
@@ -50,12 +50,12 @@ def test_a_named_variant_is_an_entry_of_its_family() -> None:
         assert guided.guidance_scale == (1.0 if profile == "quick" else 1.3)
         assert guided.model_copy(update={"guidance_scale": 1.0}) == config.sampling_for("ddpm")
     quick = load_config(REPO / "params.yaml", "quick")
-    assert "ddpm_cfg" in quick.families and quick.sweeps["guidance"].entry == "ddpm_cfg"  # quick's one DDPM
+    assert "ddpm_cfg" in quick.entries and quick.sweeps["guidance"].entry == "ddpm_cfg"  # quick's one DDPM
 
 
 def test_sampling_lives_apart_from_training() -> None:
     config = load_config(REPO / "params.yaml", "tiny")
-    assert "sampling" not in config.family("ddpm").model_dump()
+    assert "sampling" not in config.entry("ddpm").model_dump()
     assert config.sampling_for("ddpm").sampler_call() == ("ddpm", {"guidance_scale": 1.0,
                                                                    "variance_type": "fixed_large"})
     assert config.sampling_for("vae").sampler_call() == ("prior", {})
@@ -113,9 +113,9 @@ BAD = [
      "data.profiles.quick.reference_size", "greater than 0"),
     ("bad choice", lambda r: r["models"]["ddpm"]["arch"].update(schedule="quadratic"),
      "models.ddpm.arch.schedule", "'linear' or 'cosine'"),
-    ("unknown family", lambda r: r["profiles"]["quick"].update(families=["vae", "gan"]), "families",
+    ("unknown family", lambda r: r["profiles"]["quick"].update(entries=["vae", "gan"]), "entries",
      "unknown entry 'gan'; known: vae"),
-    ("family twice", lambda r: r["profiles"]["quick"].update(families=["vae", "vae"]), "families",
+    ("family twice", lambda r: r["profiles"]["quick"].update(entries=["vae", "vae"]), "entries",
      "lists an entry twice"),
     ("variant of an unknown family", lambda r: r["models"].update(ddpm_x={"family": "diffusion"}),
      "models.ddpm_x.family", "unknown family 'diffusion'; known: vae"),
@@ -131,7 +131,7 @@ BAD = [
      "models.ddpm_x.arch.width", "unknown key"),
     ("guidance on an unconditional variant", lambda r: r["models"].update(ddpm_x={"family": "ddpm"})
      or r["sampling"].update(ddpm_x={"guidance_scale": 2.0}), "sampling.ddpm_x", "needs a class-conditional"),
-    ("ldm before its vae", lambda r: r["profiles"]["quick"].update(families=["ldm", "vae"]), "families",
+    ("ldm before its vae", lambda r: r["profiles"]["quick"].update(entries=["ldm", "vae"]), "entries",
      "vae must be listed before"),
     ("ddim steps above T", lambda r: r["sampling"]["ddpm"]["profiles"].update(quick={"sampler": "ddim",
                                                                                       "sample_steps": 5000}),
@@ -149,7 +149,7 @@ BAD = [
     ("holdout unlike sample.n", lambda r: r["data"]["profiles"]["quick"].update(holdout_size=200),
      "data.holdout_size", "200 real images, but sample.n is 300"),
     ("a profile at the top level", lambda r: r.update(profile="quick"), "profile", "not top-level keys"),
-    ("a plan at the top level", lambda r: r.update(families=["vae"]), "families", "lives under `profiles.<name>`"),
+    ("a plan at the top level", lambda r: r.update(entries=["vae"]), "entries", "lives under `profiles.<name>`"),
     ("profiles not a mapping", lambda r: r["sample"].update(profiles=["tiny"]), "sample.profiles",
      "must map profile names"),
     ("empty file", Text(lambda text: ""), "params.yaml", "holds no parameters"),
@@ -212,8 +212,8 @@ def test_use_writes_the_plan_file_and_never_params(tmp_path: Path) -> None:
     """`genbench use` writes plan.yaml (marked generated) from params' profiles.<name>; an edit to a plan in
     params.yaml survives it, and until it runs again every command stops on the stale plan, naming the fix."""
     params = tmp_path / "params.yaml"
-    text = (REPO / "params.yaml").read_text().replace("    families: [vae, dcgan, ddpm_cfg]",
-                                                      "    families: [vae, ddpm_cfg]", 1)
+    text = (REPO / "params.yaml").read_text().replace("    entries: [vae, dcgan, ddpm_cfg]",
+                                                      "    entries: [vae, ddpm_cfg]", 1)
     params.write_text(text)
     with pytest.raises(ConfigError, match="no active profile.*genbench use quick"):
         load_config(params)
@@ -222,10 +222,10 @@ def test_use_writes_the_plan_file_and_never_params(tmp_path: Path) -> None:
     assert params.read_text() == text  # the user's file, edit and comments included, as written
     plan = (tmp_path / "plan.yaml").read_text()
     assert plan.startswith("# GENERATED by `genbench use quick`")
-    assert yaml.safe_load(plan)["families"] == ["vae", "ddpm_cfg"] and yaml.safe_load(plan)["profile"] == "quick"
-    assert load_config(params).families == ("vae", "ddpm_cfg")
-    params.write_text(text.replace("    families: [vae, ddpm_cfg]", "    families: [vae]", 1))
-    with pytest.raises(ConfigError, match=r"plan.yaml: stale: families differ .*run `genbench use quick`"):
+    assert yaml.safe_load(plan)["entries"] == ["vae", "ddpm_cfg"] and yaml.safe_load(plan)["profile"] == "quick"
+    assert load_config(params).entries == ("vae", "ddpm_cfg")
+    params.write_text(text.replace("    entries: [vae, ddpm_cfg]", "    entries: [vae]", 1))
+    with pytest.raises(ConfigError, match=r"plan.yaml: stale: entries differ .*run `genbench use quick`"):
         load_config(params)
     assert load_config(params, "tiny").profile == "tiny"  # another profile for one command: its own plan
     result = CliRunner().invoke(app, ["train", "vae", "--params", str(params)])

@@ -134,7 +134,7 @@ def test_the_job_parameters_are_valid_for_the_images_params() -> None:
     values = train_config()
     assert values.keys() == {"FAMILY", "SEED", "PROFILE", "S3_URI", "SYNC_SECONDS"}
     config = load_config(REPO / "params.yaml", values["PROFILE"])
-    config.family(values["FAMILY"])
+    config.entry(values["FAMILY"])
     assert config.check_seed(int(values["SEED"])) == int(values["SEED"])
     assert values["S3_URI"].startswith("s3://") and not values["S3_URI"].endswith("/")
     assert int(values["SYNC_SECONDS"]) > 0

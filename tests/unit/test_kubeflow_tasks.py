@@ -70,10 +70,10 @@ def test_collect_unites_project_folders(tmp_path: Path) -> None:
 def test_check_plan_names_what_differs(tmp_path: Path) -> None:
     use_tiny(tmp_path)
     config = load_config(tmp_path / "params.yaml")
-    check_plan(config, config.families, config.seeds, list(config.sweeps))
+    check_plan(config, config.entries, config.seeds, list(config.sweeps))
     with pytest.raises(ValueError, match=r"seeds: \[0\] \(compiled for \[0, 1\]\)") as error:
-        check_plan(config, config.families, [0, 1], list(config.sweeps))
-    assert "families" not in str(error.value) and "genbench kfp compile" in str(error.value)
+        check_plan(config, config.entries, [0, 1], list(config.sweeps))
+    assert "entries" not in str(error.value) and "genbench kfp compile" in str(error.value)
 
 
 def test_use_tracking_needs_a_store_that_outlives_the_task(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from genbench.components.evaluate.features import precision_record, reference_stats_key
+from genbench.components.evaluate.features import dtype_record, reference_stats_key
 from genbench.components.evaluate.inception import PREPROCESSING, tf1_resize_bilinear
 from genbench.components.evaluate.metrics import (
     bootstrap_intervals,
@@ -190,7 +190,7 @@ def test_bf16_statistics_cached_by_the_torchscript_network_are_not_reused() -> N
     """Its bf16 rounding differs from the folded network's (FID 1 % apart); exact features agree to 1e-6, so fp32
     keys stay what they were."""
     identity, before = {"name": "inception", "sha256": "ab"}, PREPROCESSING | {"precision": "bf16"}
-    assert reference_stats_key("md5", identity, PREPROCESSING | precision_record("bf16")) != \
+    assert reference_stats_key("md5", identity, PREPROCESSING | dtype_record("bf16")) != \
         reference_stats_key("md5", identity, before)
-    assert reference_stats_key("md5", identity, PREPROCESSING | precision_record("fp32")) == \
+    assert reference_stats_key("md5", identity, PREPROCESSING | dtype_record("fp32")) == \
         reference_stats_key("md5", identity, PREPROCESSING)

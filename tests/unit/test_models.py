@@ -425,11 +425,11 @@ def test_gans_average_only_their_generator() -> None:
 
 
 def test_fp16_scaler_skips_an_overflowing_step_and_its_state_survives_a_checkpoint() -> None:
-    from genbench.components.common.precision import Precision
+    from genbench.components.common.dtypes import MixedPrecision
 
     weight = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.SGD([weight], lr=0.1)
-    precision = Precision("fp16", torch.device("cpu"), {"model": optimizer})
+    precision = MixedPrecision("fp16", torch.device("cpu"), {"model": optimizer})
     precision.backward_and_step("model", (weight * float("inf")).sum(), optimizer)
     assert torch.equal(weight.detach(), torch.ones(3))  # the step with inf gradients was skipped
     assert precision.state_dict()["model"]["scale"] == 2.0**16 / 2  # and the scale backed off
@@ -437,7 +437,7 @@ def test_fp16_scaler_skips_an_overflowing_step_and_its_state_survives_a_checkpoi
     precision.backward_and_step("model", weight.sum(), optimizer)
     assert torch.allclose(weight.detach(), torch.full((3,), 0.9))  # unscaled before the step
 
-    restored = Precision("fp16", torch.device("cpu"), {"model": optimizer})
+    restored = MixedPrecision("fp16", torch.device("cpu"), {"model": optimizer})
     restored.load_state_dict(precision.state_dict())
     assert restored.state_dict() == precision.state_dict()
-    assert Precision("fp32", torch.device("cpu"), {"model": optimizer}).state_dict() == {"model": {}}
+    assert MixedPrecision("fp32", torch.device("cpu"), {"model": optimizer}).state_dict() == {"model": {}}

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from genbench.components.common.precision import Precision, resolve
+from genbench.components.common.dtypes import MixedPrecision, resolve
 from genbench.components.train.train import make_optimizer, warmup_factor
 from genbench.models import build_model, family
 
@@ -31,13 +31,13 @@ def test_warmup_rises_linearly_then_holds() -> None:
 def test_gradient_clipping_scales_the_gradient_to_the_norm_before_the_step() -> None:
     p = torch.nn.Parameter(torch.zeros(2))
     sgd = torch.optim.SGD([p], lr=1.0)
-    precision = Precision("fp32", torch.device("cpu"), {"model": sgd}, grad_clip=1.0)
+    precision = MixedPrecision("fp32", torch.device("cpu"), {"model": sgd}, grad_clip=1.0)
     precision.backward_and_step("model", 3 * p[0] + 4 * p[1], sgd)  # gradient (3, 4), norm 5
     torch.testing.assert_close(p.grad, torch.tensor([0.6, 0.8]))
     torch.testing.assert_close(p.detach(), torch.tensor([-0.6, -0.8]))
     unclipped = torch.nn.Parameter(torch.zeros(2))
     sgd = torch.optim.SGD([unclipped], lr=1.0)
-    Precision("fp32", torch.device("cpu"), {"model": sgd}).backward_and_step("model", 3 * unclipped[0], sgd)
+    MixedPrecision("fp32", torch.device("cpu"), {"model": sgd}).backward_and_step("model", 3 * unclipped[0], sgd)
     torch.testing.assert_close(unclipped.detach(), torch.tensor([-3.0, 0.0]))
 
 
@@ -69,7 +69,7 @@ def test_bf16_autocast_gives_the_fp32_loss_on_a_tiny_batch() -> None:
     x = torch.rand(8, 1, 28, 28) * 2 - 1
     losses = {}
     for name in ("fp32", "bf16"):
-        precision = Precision(name, torch.device("cpu"), {"model": torch.optim.SGD(model.parameters(), lr=0)})
+        precision = MixedPrecision(name, torch.device("cpu"), {"model": torch.optim.SGD(model.parameters(), lr=0)})
         torch.manual_seed(1)
         with precision.autocast():
             losses[name] = model.training_losses(x, "model")["loss"].float().item()

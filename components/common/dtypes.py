@@ -39,14 +39,14 @@ def resolve(precision: str, channels_last: str | bool, device: torch.device) -> 
     return precision, bool(channels_last)
 
 
-class Precision:
+class MixedPrecision:
     """`precision` ∈ fp32 | bf16 | fp16 on `device`, with a scaler for each optimizer group and, when
     `grad_clip` > 0, each group's gradient norm clipped to it (after unscaling) before its step."""
 
     def __init__(self, precision: str, device: torch.device, groups: dict[str, torch.optim.Optimizer],
                  grad_clip: float = 0.0) -> None:
         if precision not in DTYPES:
-            raise ValueError(f"train.precision: {precision!r}; allowed: {', '.join(DTYPES)}")
+            raise ValueError(f"train.dtype: {precision!r}; allowed: {', '.join(DTYPES)}")
         self.dtype, self.device_type, self.grad_clip = DTYPES[precision], device.type, grad_clip
         self.scalers = {g: torch.amp.GradScaler(device.type, enabled=precision == "fp16") for g in groups}
 
