@@ -144,8 +144,8 @@ def _stage_command(name: str, *, real: str | None = None,
         parameters.append(_param("seed", SeedOpt, None))
     for place in shown:
         default = _default(stage, place)
-        if real:
-            default += f"; for {REAL} {_default(STAGES[real], STAGES[real].place(place.name))}"
+        if real and (other := _default(STAGES[real], STAGES[real].place(place.name))) != default:
+            default += f"; for {REAL} {other}"
         option = typer.Option(place.option, help=f"{place.help} (default: {default})", show_default=False)
         parameters.append(_param(place.name, Annotated[Optional[Path], option], None))
     for key, (kind, option) in (extra or {}).items():
