@@ -24,7 +24,9 @@ from genbench.components.common.artifacts import WEIGHTS
 from genbench.components.evaluate.inception import FID_WEIGHTS_ENV
 from genbench.components.train.train import CHECKPOINT
 from genbench.layout import Layout
+from genbench.profiles import plan_text
 
+from ..conftest import REPO
 from ..stages.conftest import swap_in_pixel_network
 from ..unit.test_config import BAD, _params_text
 from .conftest import project_copy
@@ -44,9 +46,19 @@ class Case:
 
 
 def _params(edit: object) -> Callable[[Path], None]:
-    """The repository's params.yaml with one of test_config.py's edits (of the text, or of the parsed params)."""
+    """The repository's params.yaml with one of test_config.py's edits (of the text, or of the parsed params), made
+    active on the quick profile as test_config.py checks it: plan.yaml as `genbench use quick` writes it from the
+    edited params where they still parse, else from the repository's."""
     def setup(root: Path) -> None:
-        (root / "params.yaml").write_text(_params_text(edit))
+        text = _params_text(edit)
+        (root / "params.yaml").write_text(text)
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raw = None
+        if not isinstance(raw, dict) or not isinstance(raw.get("profiles"), dict):
+            raw = yaml.safe_load((REPO / "params.yaml").read_text())
+        (root / "plan.yaml").write_text(plan_text(raw, "quick", root / "params.yaml"))
     return setup
 
 
