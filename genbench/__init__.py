@@ -1,0 +1,1 @@
+"""genbench: reproducible training, sampling and evaluation of image generative models (README.md)."""

@@ -1,0 +1,1 @@
+"""`genbench bench`: training, sampling and FID-feature speed side by side, FLOPs, MFU, and `genbench models`."""

@@ -1,0 +1,1 @@
+"""The register stage: MLflow runs and versions, the champion policy and the pyfunc contract."""

@@ -1,0 +1,1 @@
+"""The report stage: tables, figures and the results page, and comparing two results folders."""

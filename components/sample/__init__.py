@@ -1,0 +1,1 @@
+"""The sample stage: a trained model's images into one .npy with its record."""
