@@ -90,7 +90,8 @@ def _dvc_command(root: Path) -> list[str]:
                         f"&& cp -r samples sweeps provenance before/ && cp results/results.csv results-before.csv "
                         f"&& {sys.executable} -c \"{EDIT_DDPM}\" "
                         f"&& echo '{THIRD_REPRO}' && dvc repro && cp results/results.csv results-after.csv "
-                        f"&& echo '# an edit' >> {NETWORK} && dvc status --json > {NETWORK_STATUS}"]
+                        f"&& echo '# an edit' >> {NETWORK} && dvc status --json > {NETWORK_STATUS} "
+                        f"&& git checkout -- {NETWORK}"]
 
 
 def _flow_command(root: Path) -> list[str]:

@@ -152,7 +152,7 @@ def test_a_sampler_change_resamples_without_retraining(dvc_project: tuple[Path, 
 
     def ddim_steps(params: dict) -> None:
         params["sampling"]["ddpm"]["sampler"] = "ddim"
-        params["sampling"]["ddpm"]["profiles"]["tiny"]["sample_steps"] = 3
+        params["sampling"]["ddpm"].setdefault("profiles", {}).setdefault("tiny", {})["sample_steps"] = 3
 
     status = _status_after(root, ddim_steps)
     assert "sample@ddpm" in status and "sampling.ddpm" in status, status
@@ -211,7 +211,7 @@ def test_a_stage_hash_moves_with_its_own_params_and_nothing_upstream(
     before, after = hashes(root / "before" / "provenance"), hashes(root / "provenance")
     moved = {name for name in before if before[name] != after.get(name)}
     assert moved == {"train/ddpm-seed-0.json", "sample/ddpm-seed-0.json", "evaluate/ddpm-seed-0.json",
-                     "register/ddpm-seed-0.json", "sweep/ddim_steps.json"}, moved
+                     "register/ddpm-seed-0.json", "sweep/ddim_steps.json", "report/report.json"}, moved
     assert before["prepare/prepare.json"] == after["prepare/prepare.json"]
 
 
