@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Optional, T
 
 import typer
 
-from .components.common.stage import At, Call, Place, Stage
+from .components.common.stage import At, Place, Stage
 from .layout import REAL, Layout
 from .profiles import PROFILES
 from .stages import STAGES
@@ -188,15 +188,15 @@ def _run_stage(stage: Stage, config: Config, at: At, given: dict[str, Path | Non
     from .components.common.interrupts import Interrupted
     from .components.train.distributed import main_process
 
-    paths = stage.paths(HERE, at, given=given)
+    run = stage.bind(config, HERE, at, given=given, **extra)
     try:
-        result = _call(stage.run, config, HERE, at, given=given, **extra)
+        result = _call(stage.execute, run)
     except Interrupted as stopped:
         if main_process():
             typer.echo(str(stopped), err=True)
         raise typer.Exit(128 + stopped.signum) from None
     if main_process():
-        typer.echo(stage.says(result, Call(config, at, HERE, paths, extra)))
+        typer.echo(stage.says(result, run))
 
 
 def _sample_registered(config: Config, at: At, given: dict[str, Path | None], model: str | None) -> bool:

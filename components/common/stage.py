@@ -140,17 +140,25 @@ class Stage:
         return {place.name: Path(given[place.name]) if given.get(place.name) is not None
                 else place.rule(write.get(place.name, here), at) for place in self.places}
 
-    def run(self, config: Config, here: Layout, at: At = At(), *, write: Mapping[str, Layout] | None = None,
-            given: Mapping[str, Path | None] | None = None, **extra: Any) -> Any:
-        """Call the component for instance `at`, then record its provenance beside its first output."""
+    def bind(self, config: Config, here: Layout, at: At = At(), *, write: Mapping[str, Layout] | None = None,
+             given: Mapping[str, Path | None] | None = None, **extra: Any) -> Call:
+        """What `call` gets for instance `at`: every place's path (`paths`) and the driver's `extra` facts."""
+        return Call(config, at, here, self.paths(here, at, write, given), extra)
+
+    def execute(self, run: Call, write: Mapping[str, Layout] | None = None) -> Any:
+        """Call the component, then record its provenance beside its first output (under `write` where given)."""
         from genbench.components.common.io import write_json
 
-        paths = self.paths(here, at, write, given)
-        result = self.call(Call(config, at, here, paths, extra))
+        result = self.call(run)
         first_out = next(place.name for place in self.places if place.role in ("out", "metrics"))
-        target = (write or {}).get(first_out, here).provenance(self.name, at.label)
-        write_json(target, self.provenance(config, at, paths).model_dump(mode="json"))
+        target = (write or {}).get(first_out, run.here).provenance(self.name, run.at.label)
+        write_json(target, self.provenance(run.config, run.at, run.paths).model_dump(mode="json"))
         return result
+
+    def run(self, config: Config, here: Layout, at: At = At(), *, write: Mapping[str, Layout] | None = None,
+            given: Mapping[str, Path | None] | None = None, **extra: Any) -> Any:
+        """`bind`, then `execute`: the component for instance `at`, with its provenance recorded."""
+        return self.execute(self.bind(config, here, at, write=write, given=given, **extra), write)
 
     def provenance(self, config: Config, at: At, paths: Mapping[str, Path]) -> Provenance:
         """{stage, instance, hash, code, params, inputs}: the code files, params values and input files this run
@@ -159,7 +167,8 @@ class Stage:
         from genbench.components.common.records import Provenance
 
         code = {name: file_digest(path) for name, path in code_files(self.code).items()}
-        params = {key: resolve_key(config, key, at) for key in self.param_keys(at)}
+        resolved = config.model_dump(mode="json")
+        params = {key: resolve_key(resolved, key) for key in self.param_keys(at)}
         inputs = {}
         for place in self.places:
             if place.role == "in":
@@ -185,9 +194,9 @@ def code_files(code: tuple[str, ...]) -> dict[str, Path]:
     return found
 
 
-def resolve_key(config: Config, key: str, at: At) -> Any:
-    """The resolved value of dotted `key` in `config` (as JSON data)."""
-    value: Any = config.model_dump(mode="json")
+def resolve_key(resolved: dict[str, Any], key: str) -> Any:
+    """The value of dotted `key` in the resolved params (`Config.model_dump(mode="json")`)."""
+    value: Any = resolved
     for part in key.split("."):
         value = value[int(part)] if isinstance(value, list) else value[part]
     return value

@@ -20,8 +20,7 @@ from genbench.components.common.artifacts import check_complete
 from genbench.components.common.io import clean_leftovers, require_file, write_json
 from genbench.components.evaluate.evaluate import evaluate
 from genbench.components.sample.sample import sample
-from genbench.config import Config, EvaluateConfig, SampleConfig, SweepConfig
-from genbench.layout import Layout
+from genbench.config import EvaluateConfig, SampleConfig, SweepConfig
 from genbench.models.config import SamplingConfig
 
 
@@ -65,13 +64,3 @@ def sweep(name: str, config: SweepConfig, run_dir: Path, base: SamplingConfig, s
     write_json(summary_path, record.model_dump(mode="json"))
     return record
 
-
-def planned_sweep(config: Config, name: str, here: Layout, sets: Layout | None = None,
-                  summary: Layout | None = None) -> SweepRecord:
-    """Sweep `sweeps.<name>` of the plan in project `here`, writing the sample sets into `sets` and the summary into
-    `summary` (each default `here`; KFP passes them as two artifacts): the one rule every driver follows, that a
-    sweep re-samples its entry's run of the first seed in `seeds`."""
-    spec, seed = config.sweeps[name], config.seeds[0]
-    return sweep(name, spec, here.run(spec.entry, seed), config.sampling_for(spec.entry), config.sample, seed,
-                 here.reference, (sets or here).sweep(name), (summary or here).sweep_summary(name),
-                 cache_dir=here.cache, evaluate_settings=config.evaluate)
