@@ -6,7 +6,8 @@ end, started in the background at collection and run last; the flow's tests star
 server, so they are also `server`), services (real MLflow / Prefect / S3 servers: marker `server`; the
 headless-Chromium test also `browser`), faults (kills, outages, bad and hostile input, secrets: each test records
 what it injected and how it came out for docs/reliability.md). The fast loop is `uv run pytest -m "unit or
-stages"`; the drivers and faults run only in the full suite (README command 2).
+stages" -n 2` (pytest-xdist, one torch thread per worker); the drivers and faults run only in the full suite
+(README command 2).
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"{data_dir / needed} missing: set GENBENCH_DATA_DIR to a folder with the "
                                     "offline data")
     os.environ["GENBENCH_DATA_DIR"] = str(data_dir)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # One thread per worker, here and in the processes tests start: with more threads than cores, torch's
+        # OpenMP workers spin waiting for a descheduled peer and every worker slows down several-fold.
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def tiny_params(**plan: Any) -> str:
