@@ -1,5 +1,5 @@
-"""The Kubeflow Pipelines (v2) driver: prepare → the real-data floor → (train → sample → evaluate → register) per
-entry and seed → sampling sweeps → report, the component calls of flows/pipeline.py as KFP tasks.
+"""The Kubeflow Pipelines (v2) driver: prepare → the real-data floor → (train → fid-curve → sample → evaluate →
+register) per entry and seed → sampling sweeps → report, the component calls of flows/pipeline.py as KFP tasks.
 
 Files travel as KFP artifacts (`dsl.Dataset` for data, samples and sweep sets, `dsl.Model` for run folders,
 `dsl.Metrics` for metrics files, `dsl.HTML` for the report's index.html), each a folder laid out like a project
@@ -77,6 +77,14 @@ def train(params_yaml: str, profile: str, entry: str, seed: str, data: dsl.Input
     run_stage("train", params_yaml, profile, data, trained, outputs={"out": run}, entry=entry, seed=seed)
 
 
+def fid_curve(params_yaml: str, profile: str, entry: str, seed: str, run: dsl.Input[dsl.Model],
+              data: dsl.Input[dsl.Dataset], cache: dsl.Input[dsl.Artifact], curve: dsl.Output[dsl.Metrics]):
+    """metrics/ENTRY/seed-SEED.curve.json: FID of the run's snapshots."""
+    from genbench.flows.kubeflow_tasks import run_stage
+
+    run_stage("fid-curve", params_yaml, profile, run, data, cache, outputs={"out": curve}, entry=entry, seed=seed)
+
+
 def sample(params_yaml: str, profile: str, entry: str, seed: str, run: dsl.Input[dsl.Model],
            samples: dsl.Output[dsl.Dataset]):
     """samples/ENTRY/seed-SEED.npy and its record."""
@@ -96,22 +104,24 @@ def evaluate(params_yaml: str, profile: str, entry: str, seed: str, samples: dsl
 
 def register(params_yaml: str, profile: str, entry: str, seed: str, mlflow_tracking_uri: str, kfp_run_id: str,
              run: dsl.Input[dsl.Model], samples: dsl.Input[dsl.Dataset], metrics: dsl.Input[dsl.Metrics],
-             data: dsl.Input[dsl.Dataset], record: dsl.Output[dsl.Artifact]):
+             curve: dsl.Input[dsl.Metrics], data: dsl.Input[dsl.Dataset], record: dsl.Output[dsl.Artifact]):
     """An MLflow run and version of genbench-ENTRY (champion if its FID is lower), registry/ENTRY/seed-SEED.json."""
     from genbench.flows.kubeflow_tasks import run_stage, use_tracking
 
     use_tracking(mlflow_tracking_uri)
-    run_stage("register", params_yaml, profile, run, samples, metrics, data, outputs={"out": record}, entry=entry,
-              seed=seed, tags={"kfp.run_id": kfp_run_id})
+    run_stage("register", params_yaml, profile, run, samples, metrics, curve, data, outputs={"out": record},
+              entry=entry, seed=seed, tags={"kfp.run_id": kfp_run_id})
 
 
 def collect(runs: dsl.Input[List[dsl.Model]], samples: dsl.Input[List[dsl.Dataset]],
-            metrics: dsl.Input[List[dsl.Metrics]], records: dsl.Input[List[dsl.Artifact]],
-            project: dsl.Output[dsl.Artifact], previous: dsl.Input[dsl.Artifact] = None):
-    """One project of a loop's runs, samples, metrics and registry records (and the `previous` loops')."""
+            metrics: dsl.Input[List[dsl.Metrics]], curves: dsl.Input[List[dsl.Metrics]],
+            records: dsl.Input[List[dsl.Artifact]], project: dsl.Output[dsl.Artifact],
+            previous: dsl.Input[dsl.Artifact] = None):
+    """One project of a loop's runs, samples, metrics, FID curves and registry records (and the `previous`
+    loops')."""
     from genbench.flows.kubeflow_tasks import collect as run_collect
 
-    run_collect([previous, *runs, *samples, *metrics, *records], project)
+    run_collect([previous, *runs, *samples, *metrics, *curves, *records], project)
 
 
 def sweep(params_yaml: str, profile: str, name: str, data: dsl.Input[dsl.Dataset], cache: dsl.Input[dsl.Artifact],
@@ -122,7 +132,7 @@ def sweep(params_yaml: str, profile: str, name: str, data: dsl.Input[dsl.Dataset
     record = run_stage("sweep", params_yaml, profile, data, cache, trained, outputs={"sets": sets, "out": summary},
                        sweep=name)
     for row in record.rows:
-        log_metrics(summary, row, prefix=f"{record.vary}={row['value']}/")
+        log_metrics(summary, row.model_dump(), prefix=f"{record.vary}={row.value}/")
 
 
 def report(params_yaml: str, profile: str, data: dsl.Input[dsl.Dataset], real: dsl.Input[dsl.Metrics],
@@ -137,7 +147,7 @@ def report(params_yaml: str, profile: str, data: dsl.Input[dsl.Dataset], real: d
     shutil.copyfile(page, index.path)
 
 
-TASKS = (prepare, evaluate_real, train, sample, evaluate, register, collect, sweep, report)
+TASKS = (prepare, evaluate_real, train, fid_curve, sample, evaluate, register, collect, sweep, report)
 
 
 @dataclass(frozen=True)
@@ -200,6 +210,8 @@ def build(params: Path, profile: str | None, image: str = IMAGE, gpus: int = 1) 
                 built_on = {"trained": trained} if trained is not None else {}
                 train_task = ops["train"](**params, entry=item.entry, seed=item.seed, data=data, **built_on)
                 run = train_task.outputs["run"]
+                curve_task = ops["fid_curve"](**params, entry=item.entry, seed=item.seed, run=run, data=data,
+                                              cache=cache)
                 sample_task = ops["sample"](**params, entry=item.entry, seed=item.seed, run=run)
                 evaluate_task = ops["evaluate"](**params, entry=item.entry, seed=item.seed,
                                                 samples=sample_task.outputs["samples"], data=data, cache=cache)
@@ -207,7 +219,8 @@ def build(params: Path, profile: str | None, image: str = IMAGE, gpus: int = 1) 
                                                 mlflow_tracking_uri=mlflow_tracking_uri,
                                                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, run=run,
                                                 samples=sample_task.outputs["samples"],
-                                                metrics=evaluate_task.outputs["metrics"], data=data)
+                                                metrics=evaluate_task.outputs["metrics"],
+                                                curve=curve_task.outputs["curve"], data=data)
                 on_gpu(train_task)
                 on_gpu(sample_task)
                 register_task.set_caching_options(False)  # it writes to MLflow: never skip it as done
@@ -217,6 +230,7 @@ def build(params: Path, profile: str | None, image: str = IMAGE, gpus: int = 1) 
             previous = {"previous": trained} if trained is not None else {}
             trained = ops["collect"](runs=dsl.Collected(run), samples=dsl.Collected(sample_task.outputs["samples"]),
                                      metrics=dsl.Collected(evaluate_task.outputs["metrics"]),
+                                     curves=dsl.Collected(curve_task.outputs["curve"]),
                                      records=dsl.Collected(register_task.outputs["record"]),
                                      **previous).outputs["project"]
         swept = {}

@@ -1,4 +1,4 @@
-"""The Prefect driver: prepare → evaluate real → (train → sample → evaluate → register) per entry and seed →
+"""The Prefect driver: prepare → evaluate real → (train → fid-curve → sample → evaluate → register) per entry and seed →
 sweeps → report.
 
 Each task runs one stage declaration (genbench/stages.py), exactly what the CLI command of the same name (and so
@@ -38,7 +38,7 @@ def _run(name: str, config: Config, at: At = At()) -> Any:
 
 @flow(name="genbench-pipeline", log_prints=True)
 def pipeline(params: str = "params.yaml", profile: str | None = None) -> None:
-    """prepare → the real-data floor → (train → sample → evaluate → register) per entry and seed → sampling
+    """prepare → the real-data floor → (train → fid-curve → sample → evaluate → register) per entry and seed → sampling
     sweeps → report, in the current folder. In a DVC project, prepare runs as DVC's stage (cached, recorded in
     dvc.lock)."""
     config = load_config(Path(params), profile)

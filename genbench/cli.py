@@ -210,8 +210,8 @@ def _sample_registered(config: Config, at: At, given: dict[str, Path | None], mo
     assert at.entry is not None and isinstance(at.seed, int)
     record = _call(sample_registered, model, at.entry, config.sample, config.sampling_for(at.entry), at.seed,
                    HERE.samples_dir, HERE.root.resolve(), given.get("out"))
-    source = record.source or {}
-    typer.echo(f"wrote {record.shape} to {record.out} from {source.get('model_name')} v{source.get('version')}")
+    assert record.source is not None, "a registered version's samples record it"
+    typer.echo(f"wrote {record.shape} to {record.out} from {record.source.model_name} v{record.source.version}")
     return True
 
 
@@ -225,6 +225,7 @@ def _tags(config: Config, at: At, given: dict[str, Path | None], tag: list[str] 
 
 _stage_command("prepare")
 _stage_command("train")
+_stage_command("fid-curve")
 _stage_command("sample", extra={"model": (Optional[str], typer.Option(
     help="Sample a registered version instead of a run folder: models:/genbench-ENTRY@champion or "
          "models:/genbench-ENTRY/VERSION (from the MLflow registry genbench logs to); without --out it writes "
@@ -308,33 +309,31 @@ def metrics(
 
     settings = _call(EvaluateConfig, batch_size=batch_size, k=k, device=device)
     result = _call(compare, real, fake, cache_dir=HERE.cache, settings=settings, bootstrap=bootstrap, seed=seed)
-    if json_output:
-        typer.echo(json.dumps(result, indent=2, sort_keys=True))
+    if json_output:  # the keys `score` measured: an interval or network that was not computed stays out
+        typer.echo(json.dumps(result.model_dump(mode="json", exclude_unset=True), indent=2, sort_keys=True))
         return
 
-    def ci(name: str) -> str:
-        interval = result.get(f"{name}_ci95")
+    def ci(interval: list[float] | None) -> str:
         return f"  [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else ""
 
-    is_value = result["inception_score"]
+    is_value = result.inception_score
     rows = [
-        ("FID", f"{result['fid']:.4f}{ci('fid')}"),
-        (f"KID ({result['kid_subsets']} x {result['kid_subset_size']})",
-         f"{result['kid_mean']:.6f} ± {result['kid_std']:.6f}"),
-        ("Inception Score", f"{is_value:.4f} ± {result['inception_score_std']:.4f}" if is_value is not None
-         else f"unavailable ({result['inception_score_unavailable']})"),
-        (f"precision (k={result['k']})", f"{result['precision']:.4f}{ci('precision')}"),
-        (f"recall (k={result['k']})", f"{result['recall']:.4f}{ci('recall')}"),
-        (f"density (k={result['density_k']})", f"{result['density']:.4f}"),
-        (f"coverage (k={result['density_k']})", f"{result['coverage']:.4f}"),
-        ("N fake / real", f"{result['n_samples']} / {result['n_reference']}"),
-        ("extractor", f"{result['feature_extractor']['name']} sha256 {result['feature_extractor']['sha256'][:12]}"),
-        ("preprocessing", ", ".join(f"{key}={value}" for key, value in result["preprocessing"].items())),
+        ("FID", f"{result.fid:.4f}{ci(result.fid_ci95)}"),
+        (f"KID ({result.kid_subsets} x {result.kid_subset_size})", f"{result.kid_mean:.6f} ± {result.kid_std:.6f}"),
+        ("Inception Score", f"{is_value:.4f} ± {result.inception_score_std:.4f}" if is_value is not None
+         else f"unavailable ({result.inception_score_unavailable})"),
+        (f"precision (k={result.k})", f"{result.precision:.4f}{ci(result.precision_ci95)}"),
+        (f"recall (k={result.k})", f"{result.recall:.4f}{ci(result.recall_ci95)}"),
+        (f"density (k={result.density_k})", f"{result.density:.4f}"),
+        (f"coverage (k={result.density_k})", f"{result.coverage:.4f}"),
+        ("N fake / real", f"{result.n_samples} / {result.n_reference}"),
+        ("extractor", f"{result.feature_extractor.name} sha256 {result.feature_extractor.sha256[:12]}"),
+        ("preprocessing", ", ".join(f"{key}={value}" for key, value in result.preprocessing.items())),
     ]  # fmt: skip
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         typer.echo(f"{name:<{width}}  {value}")
-    for note in result["warnings"]:
+    for note in result.warnings:
         typer.echo(f"warning: {note}")
 
 
@@ -422,11 +421,11 @@ def models(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
 
     typer.echo(f"profile {config.profile}, {config.data.dataset} images")
     rows = describe_families(config.models, config.data, config.seeds[0])
-    width = max(len(row.name) for row in rows)
+    width = max(len(row.entry) for row in rows)
     typer.echo(f"{'entry':<{width}} {'model':<9} parameters")
     for row in rows:
         count = f"{row.num_parameters:,}" if row.num_parameters is not None else f"n/a: {row.unavailable}"
-        typer.echo(f"{row.name:<{width}} {row.model_class:<9} {count}")
+        typer.echo(f"{row.entry:<{width}} {row.model_class:<9} {count}")
 
 
 @app.command("params")

@@ -263,12 +263,12 @@ class Config(Strict):
             )
         return self
 
-    def entry(self, name: str) -> EntrySettings:
-        """`models.<name>`: the entry's family, arch and train settings."""
-        if name not in self.models:
-            raise ValueError(f"unknown entry {name!r}; known: {', '.join(self.models)} (a variant is declared "
+    def entry(self, entry: str) -> EntrySettings:
+        """`models.<entry>`: the entry's family, arch and train settings."""
+        if entry not in self.models:
+            raise ValueError(f"unknown entry {entry!r}; known: {', '.join(self.models)} (a variant is declared "
                              "under models with its family)")
-        return self.models[name]
+        return self.models[entry]
 
     def check_seed(self, seed: int | None) -> int:
         """`seed` if it is one of `seeds` (None: the first), else a clear error: the report aggregates `seeds`."""
@@ -279,10 +279,10 @@ class Config(Strict):
                              "exactly those seeds)")
         return seed
 
-    def sampling_for(self, name: str) -> SamplingConfig:
-        """`sampling.<name>`: how the sample stage draws from the entry."""
-        self.entry(name)
-        return self.sampling[name]
+    def sampling_for(self, entry: str) -> SamplingConfig:
+        """`sampling.<entry>`: how the sample stage draws from the entry."""
+        self.entry(entry)
+        return self.sampling[entry]
 
 
 def _by_family(entry: Any) -> str | None:

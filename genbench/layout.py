@@ -50,26 +50,30 @@ class Layout:
     def runs_dir(self) -> Path:
         return self.root / "runs"
 
-    def run(self, name: str, seed: int | str) -> Path:
-        return self.runs_dir / name / _seed(seed)
+    def run(self, entry: str, seed: int | str) -> Path:
+        return self.runs_dir / entry / _seed(seed)
 
     @property
     def samples_dir(self) -> Path:
         return self.root / "samples"
 
-    def samples(self, name: str, seed: int | str) -> Path:
-        return self.samples_dir / name / f"{_seed(seed)}.npy"
+    def samples(self, entry: str, seed: int | str) -> Path:
+        return self.samples_dir / entry / f"{_seed(seed)}.npy"
 
-    def sample_record(self, name: str, seed: int | str) -> Path:
-        """The sampling settings, weights hash and cost of `samples(name, seed)`, written beside it."""
-        return self.samples(name, seed).with_suffix(".json")
+    def sample_record(self, entry: str, seed: int | str) -> Path:
+        """The sampling settings, weights hash and cost of `samples(entry, seed)`, written beside it."""
+        return self.samples(entry, seed).with_suffix(".json")
 
     @property
     def metrics_dir(self) -> Path:
         return self.root / "metrics"
 
-    def metrics(self, name: str, seed: int | str) -> Path:
-        return self.metrics_dir / name / f"{_seed(seed)}.json"
+    def metrics(self, entry: str, seed: int | str) -> Path:
+        return self.metrics_dir / entry / f"{_seed(seed)}.json"
+
+    def curve(self, entry: str, seed: int | str) -> Path:
+        """The FID curve of run (entry, seed) during training, beside its metrics."""
+        return self.metrics_dir / entry / f"{_seed(seed)}.curve.json"
 
     @property
     def real_metrics(self) -> Path:
@@ -87,8 +91,8 @@ class Layout:
     def registry_dir(self) -> Path:
         return self.root / "registry"
 
-    def registry(self, name: str, seed: int | str) -> Path:
-        return self.registry_dir / name / f"{_seed(seed)}.json"
+    def registry(self, entry: str, seed: int | str) -> Path:
+        return self.registry_dir / entry / f"{_seed(seed)}.json"
 
     @property
     def results(self) -> Path:

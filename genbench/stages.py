@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from .components.common.stage import At, Stage
+from .components.evaluate.stage import CURVE_STAGE as FID_CURVE
 from .components.evaluate.stage import REAL_STAGE as EVALUATE_REAL
 from .components.evaluate.stage import STAGE as EVALUATE
 from .components.prepare.stage import STAGE as PREPARE
@@ -16,5 +17,5 @@ from .components.train.stage import STAGE as TRAIN
 __all__ = ["STAGES", "PER_ENTRY", "At", "Stage"]
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in
-                            (PREPARE, EVALUATE_REAL, TRAIN, SAMPLE, EVALUATE, REGISTER, SWEEP, REPORT)}
+                            (PREPARE, EVALUATE_REAL, TRAIN, FID_CURVE, SAMPLE, EVALUATE, REGISTER, SWEEP, REPORT)}
 PER_ENTRY = tuple(name for name, stage in STAGES.items() if stage.over == "entries")  # one loop body per (entry, seed)

@@ -14,7 +14,7 @@ from genbench.models import REGISTRY, build_model
 
 @dataclass(frozen=True)
 class FamilyRow:
-    name: str
+    entry: str
     model_class: str
     num_parameters: int | None
     unavailable: str | None = None  # why the size is unknown (the ldm before its vae is trained)
@@ -25,14 +25,14 @@ def describe_families(models: Mapping[str, EntrySettings], data: DataConfig, see
     shape under its settings (an entry built on trained models counts with `seed`'s run of them)."""
     channels, size = image_shape(data)
     rows = []
-    for name, settings in models.items():
+    for entry, settings in models.items():
         family, arch = settings.family, settings.arch
         model_class = REGISTRY[family].model.__name__
         try:
-            loaded = load_frozen(name, family, arch, channels, size, seed)
+            loaded = load_frozen(entry, family, arch, channels, size, seed)
             frozen = {argument: model for argument, (model, _) in loaded.items()}
             count: int | None = build_model(family, channels, size, arch, **frozen).num_parameters()
-            rows.append(FamilyRow(name, model_class, count))
+            rows.append(FamilyRow(entry, model_class, count))
         except (FileNotFoundError, ValueError) as exc:
-            rows.append(FamilyRow(name, model_class, None, str(exc)))
+            rows.append(FamilyRow(entry, model_class, None, str(exc)))
     return rows

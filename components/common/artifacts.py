@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError, computed_field
 
 from genbench.components.common.io import atomic_write, file_digest, read_json, require_file, write_json
+from genbench.components.common.records import Entry
 
 if TYPE_CHECKING:  # torch and the models load inside the functions that need them: `register` needs neither
     import numpy as np
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # torch and the models load inside the functions that need th
     from genbench.models.base import GenerativeModel
 
 WEIGHTS, CONFIG, HISTORY, SUMMARY = "model.safetensors", "config.json", "history.csv", "summary.json"
+SNAPSHOTS = "snapshots"  # the EMA weights every train.fid_every steps, for the fid-curve stage
 SIGNED = (WEIGHTS, CONFIG, HISTORY)  # what summary.json, written after them, records the sha256 of
 RAW_PREFIX = "raw."
 # How a damaged run file is replaced: `train` rewrites every run file from its checkpoint when the run is complete
@@ -48,7 +50,7 @@ class RunRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str  # the params entry (a family, or a named variant of one: runs/<name>, genbench-<name>)
+    entry: Entry  # the params entry (a family, or a named variant of one: runs/<entry>, genbench-<entry>)
     family: str  # the registered family that rebuilds it
     seed: int
     image: ImageShape
@@ -61,7 +63,7 @@ class RunRecord(BaseModel):
 class TrainSummary(BaseModel):
     """summary.json, and what `components.train.train.train` returns."""
 
-    name: str
+    entry: Entry
     family: str
     steps: int
     seconds: float
@@ -117,6 +119,15 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     return read_json(Path(run_dir) / CONFIG)
 
 
+def read_run_record(run_dir: Path) -> RunRecord:
+    """A run folder's config.json as the run record `train` wrote."""
+    try:
+        return RunRecord.model_validate(read_config(run_dir))
+    except ValidationError as exc:
+        raise ValueError(f"{Path(run_dir) / CONFIG}: not a run record of `genbench train` ({_first_error(exc)}); "
+                         f"{RETRAIN}") from None
+
+
 def write_config(run_dir: Path, record: RunRecord) -> None:
     write_json(Path(run_dir) / CONFIG, record.model_dump(mode="json"))
 
@@ -144,7 +155,7 @@ def check_complete(run_dir: Path) -> TrainSummary:
     (train deletes summary.json before it writes anything) or edited since fails here, naming the stage to re-run."""
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
-    retrain = f"re-run `genbench train {summary.name}` (or restore the run folder with `dvc checkout`)"
+    retrain = f"re-run `genbench train {summary.entry}` (or restore the run folder with `dvc checkout`)"
     if set(summary.sha256) != set(SIGNED):
         raise ValueError(f"{run_dir / SUMMARY} records no sha256 of {', '.join(SIGNED)} (an older genbench wrote it), "
                          f"so the run cannot be checked; {retrain}")
@@ -207,9 +218,15 @@ def curves(rows: list[HistoryRow]) -> dict[str, list[tuple[int, float]]]:
 # ---------------------------------------------------------------------------------------------- weights
 
 
+def snapshot_name(step: int) -> str:
+    """The EMA weights at `step` of a run with an FID curve, relative to its folder (zero-padded: sorted by step)."""
+    return f"{SNAPSHOTS}/step-{step:08d}.safetensors"
+
+
 def save_weights(run_dir: Path, model: GenerativeModel, averaged: dict[str, torch.Tensor],
-                 metadata: dict[str, str]) -> None:
-    """model.safetensors: the state with averaged tensors replaced by `averaged`, the raw ones under `raw.`.
+                 metadata: dict[str, str], file: str = WEIGHTS) -> None:
+    """model.safetensors (or `file`, a snapshot): the state with averaged tensors replaced by `averaged`, the raw
+    ones under `raw.`.
 
     `metadata` goes in as one JSON string under the key `genbench`: safetensors writes its metadata map in hash
     order, which changes from process to process, so several keys would make equal weights differ in bytes
@@ -225,7 +242,7 @@ def save_weights(run_dir: Path, model: GenerativeModel, averaged: dict[str, torc
     # Bytes through atomic_write (fsync, the usual 0644): safetensors' save_file replaces the file it is given,
     # which left the weights mode 0600 unlike every other output.
     data = save(weights, metadata={"genbench": json.dumps(metadata, sort_keys=True)})
-    atomic_write(Path(run_dir) / WEIGHTS, lambda handle: handle.write(data))
+    atomic_write(Path(run_dir) / file, lambda handle: handle.write(data))
 
 
 def build(record: RunRecord) -> GenerativeModel:
@@ -237,27 +254,24 @@ def build(record: RunRecord) -> GenerativeModel:
     return build_model(record.family, record.image.channels, record.image.size, record.arch, **frozen)
 
 
-def load_trained(run_dir: Path, device: torch.device | str = "cpu", ema: bool = True, verify: bool = True
-                 ) -> tuple[GenerativeModel, RunRecord]:
+def load_trained(run_dir: Path, device: torch.device | str = "cpu", ema: bool = True, verify: bool = True,
+                 weights: str = "") -> tuple[GenerativeModel, RunRecord]:
     """The trained model of a run folder (EMA weights, or the last iterate with `ema=False`), in eval mode, once
     `check_complete` vouches for it; ValueError naming the file when config.json or model.safetensors is damaged or
     the two do not belong together. `verify=False` is for a registered version's two files, which MLflow keeps
-    without the summary.json they were checked against when registered."""
+    without the summary.json they were checked against when registered. `weights` names another weights file of
+    the folder (a snapshot) to load instead of model.safetensors."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from genbench.models import family
 
     run_dir = Path(run_dir)
-    require(run_dir, CONFIG, WEIGHTS)
-    try:
-        record = RunRecord.model_validate(read_config(run_dir))
-    except ValidationError as exc:
-        raise ValueError(f"{run_dir / CONFIG}: not a run record of `genbench train` ({_first_error(exc)}); "
-                         f"{RETRAIN}") from None
+    require(run_dir, CONFIG, weights or WEIGHTS)
+    record = read_run_record(run_dir)
     family(record.family)  # a clear error for a family this version does not know
     model = build(record)
-    path = run_dir / WEIGHTS
+    path = run_dir / (weights or WEIGHTS)
     try:
         stored = load_file(str(path))
     except SafetensorError as exc:
@@ -281,9 +295,9 @@ def _first_error(exc: ValidationError) -> str:
     return f"{'.'.join(map(str, error['loc'])) or 'record'}: {error['msg']}"
 
 
-def load_frozen(name: str, family: str, arch: BaseModel, channels: int, image_size: int, seed: int
+def load_frozen(entry: str, family: str, arch: BaseModel, channels: int, image_size: int, seed: int
                  ) -> dict[str, tuple[GenerativeModel, RunRecord]]:
-    """The trained models that entry `name` of `family` is built on (`Family.frozen`), from the run folders its
+    """The trained models that `entry` of `family` is built on (`Family.frozen`), from the run folders its
     arch names (`arch.<argument>_run`), checked to be that family and image shape. An entry's folder (runs/vae,
     holding a run per seed) gives the run of the same `seed`: the ldm of seed 1 diffuses in the vae of seed 1."""
     from genbench.models import family as family_spec
@@ -295,12 +309,12 @@ def load_frozen(name: str, family: str, arch: BaseModel, channels: int, image_si
         try:
             model, record = load_trained(run)
         except FileNotFoundError as exc:
-            raise FileNotFoundError(f"{name} is built on a trained {needed}: {exc} (or set "
-                                    f"models.{name}.arch.{argument}_run)") from None
+            raise FileNotFoundError(f"{entry} is built on a trained {needed}: {exc} (or set "
+                                    f"models.{entry}.arch.{argument}_run)") from None
         if record.family != needed:
-            raise ValueError(f"models.{name}.arch.{argument}_run={run} holds a {record.family} run, not a {needed}")
+            raise ValueError(f"models.{entry}.arch.{argument}_run={run} holds a {record.family} run, not a {needed}")
         if (record.image.channels, record.image.size) != (channels, image_size):
             raise ValueError(f"{run}: {needed} trained on {record.image.channels}×{record.image.size} images, "
-                             f"{name} on {channels}×{image_size}")
+                             f"{entry} on {channels}×{image_size}")
         loaded[argument] = (model, record)
     return loaded

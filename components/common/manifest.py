@@ -7,11 +7,40 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from pydantic import BaseModel, ValidationError
+
 from genbench.components.common.io import file_digest, read_json, require_file
 
 MANIFEST = "manifest.json"
 FIX = "re-run `genbench prepare` (or `dvc checkout data/prepared`)"
 _digests: dict[tuple[str, int, int], str] = {}  # (resolved path, size, mtime_ns) → md5, for this process
+
+
+class Manifest(BaseModel):
+    """manifest.json, and what `prepare` returns."""
+
+    dataset: str
+    image_shape: list[int]
+    counts: dict[str, int]
+    files: dict[str, str]  # md5 of each written file
+    # dataset folder only (a built-in set's manifest.json leaves them out):
+    source: str | None = None  # data.path as written
+    source_md5: str | None = None  # digest of every source file read (name and bytes): a changed source changes it
+    classes: list[str] | None = None  # the name of each label id; None: the source has no labels (all are 0)
+
+
+def read_manifest(path: Path) -> Manifest:
+    """A manifest as `prepare` wrote it; ValueError naming the file and the fix when it is truncated, damaged or
+    edited."""
+    path = require_file(Path(path), "genbench prepare")
+    try:
+        return Manifest.model_validate(read_json(path))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        reason = f"{'.'.join(map(str, error['loc'])) or 'record'}: {error['msg']}"
+    except ValueError:  # read_json's: not JSON
+        reason = "not JSON: the file is truncated or damaged"
+    raise ValueError(f"{path}: not a manifest of `genbench prepare` ({reason}); {FIX}")
 
 
 def cached_digest(path: Path) -> str:
@@ -33,13 +62,7 @@ def verify_prepared(data_dir: Path, names: Iterable[str]) -> None:
     manifest = data_dir / MANIFEST
     if not manifest.is_file():
         return
-    try:
-        recorded = read_json(manifest).get("files")
-    except (ValueError, AttributeError):  # not JSON, or not a JSON object
-        recorded = None
-    if not isinstance(recorded, dict):
-        raise ValueError(f"{manifest}: not a manifest of `genbench prepare` (no `files` mapping of md5s: the file is "
-                         f"truncated, damaged or edited); {FIX}")
+    recorded = read_manifest(manifest).files
     for name in names:
         expected = recorded.get(name)
         if expected is None:

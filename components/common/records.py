@@ -1,21 +1,50 @@
-"""Records one stage writes and others read, each with its one reader: the sample record (beside the images) and
-the provenance record every stage writes."""
+"""Records one stage writes and others read, each with its one reader: the sample record (beside the images), the
+metrics, a sweep's summary, the register record and the provenance record every stage writes. They live here, not
+beside the stage that writes them, so a reader never imports that stage's code (torch, for most).
+
+A record's params entry was called `name` before it was called `entry`: records written then (an MLflow registry
+keeps a version's config.json for good) still read, and are written back with `entry`."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from genbench.components.common.io import read_json, require_file
 from genbench.components.common.manifest import cached_digest
 
+Record = TypeVar("Record", bound=BaseModel)
+# The params entry a record belongs to (a key of `models`); read from `name` in records written before the rename.
+Entry = Annotated[str, Field(validation_alias=AliasChoices("entry", "name"))]
+
+
+def read_record(model: type[Record], path: Path, command: str, what: str) -> Record:
+    """`path` as `command` wrote it; ValueError naming the file, its first problem and the command to run again."""
+    try:
+        return model.model_validate(read_json(require_file(Path(path), command)))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ValueError(f"{path}: not {what} of `{command}` ({'.'.join(map(str, error['loc'])) or 'record'}: "
+                         f"{error['msg']}); run `{command}` again") from None
+
+
+class RegisteredSource(BaseModel):
+    """The registry version a sample record's weights came from (`genbench sample --model`)."""
+
+    model_uri: str  # as given: models:/genbench-<entry>@<alias> or models:/genbench-<entry>/<version>
+    model_name: str  # genbench-<entry>
+    version: int  # the alias resolved once, so the weights are this version's
+    run_id: str  # the MLflow run that logged it
+    fid: float | None = None  # its FID tag; None (left out of the file) when it has none
+    tracking_uri: str
+
 
 class SampleRecord(BaseModel):
-    """samples/<name>.json, and what `sample` returns."""
+    """samples/<entry>/seed-<s>.json, and what `sample` returns."""
 
-    name: str
+    entry: Entry
     family: str
     n: int
     seed: int
@@ -31,16 +60,12 @@ class SampleRecord(BaseModel):
     sampling: dict[str, Any]
     out: str
     samples_md5: str  # md5 of the .npy beside this record, which is written after it: the pair's completion record
-    source: dict[str, Any] | None = None  # the registry version the weights came from
+    source: RegisteredSource | None = None  # the registry version the weights came from
 
 
 def read_sample_record(path: Path) -> SampleRecord:
-    """A sample record (`samples/<name>/seed-<s>.json`) as `sample` wrote it."""
-    try:
-        return SampleRecord.model_validate(read_json(require_file(Path(path), "genbench sample")))
-    except ValidationError as exc:
-        raise ValueError(f"{path}: not a sample record of `genbench sample` ({exc.errors()[0]['loc'][0]}: "
-                         f"{exc.errors()[0]['msg']}); run `genbench sample` again") from None
+    """A sample record (`samples/<entry>/seed-<s>.json`) as `sample` wrote it."""
+    return read_record(SampleRecord, path, "genbench sample", "a sample record")
 
 
 def check_samples(images: Path, required: bool = True) -> SampleRecord | None:
@@ -52,12 +77,116 @@ def check_samples(images: Path, required: bool = True) -> SampleRecord | None:
     if not required and not record_path.exists():
         return None
     drawn = read_sample_record(record_path)
-    resample = f"re-run `genbench sample {drawn.name}`"
-    require_file(images, f"genbench sample {drawn.name}")
+    resample = f"re-run `genbench sample {drawn.entry}`"
+    require_file(images, f"genbench sample {drawn.entry}")
     if cached_digest(images) != drawn.samples_md5:
         raise ValueError(f"{images} is not the file {record_path} was written with (a sampling stopped between its "
                          f"writes, or an edit); {resample}")
     return drawn
+
+
+class Network(BaseModel):
+    """A feature or logits network, recorded beside every number it produced."""
+
+    name: str
+    sha256: str  # of its weights file ("unknown" where there is none)
+
+
+class Scores(BaseModel):
+    """What `evaluate.score` measures of a set of images against the reference (`genbench metrics` prints it):
+    every key it returns is a field, so a metric added there without one fails before any file is written."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fid: float
+    k: int  # precision/recall neighbourhood
+    density_k: int  # density/coverage neighbourhood
+    precision: float
+    recall: float
+    density: float
+    coverage: float
+    kid_mean: float
+    kid_std: float
+    kid_subsets: int
+    kid_subset_size: int  # clamped to the smaller set: compare KID only at equal subset sizes
+    seed: int  # of the metrics' own randomness (KID subsets, bootstrap, IS splits)
+    bootstrap_resamples: int
+    # 95 % bootstrap intervals, present only with bootstrap resamples
+    fid_ci95: list[float] | None = None
+    precision_ci95: list[float] | None = None
+    recall_ci95: list[float] | None = None
+    inception_score: float | None
+    inception_score_std: float | None
+    inception_score_splits: int
+    inception_score_unavailable: str | None  # why there is no Inception Score
+    inception_score_extractor: Network | None = None  # present only when the score was computed
+    n_samples: int
+    n_reference: int
+    reference_md5: str
+    feature_extractor: Network
+    preprocessing: dict[str, Any]
+    inception_dtype: str
+    reference_stats_key: str  # the reference features' cache key
+    warnings: list[str]
+
+
+class MetricsRecord(Scores):
+    """metrics/<entry>/seed-<s>.json and metrics/real.json (a sweep's <vary>-<value>.metrics.json too): the scores
+    of a set of samples, written by `evaluate` with the md5 of the samples scored."""
+
+    samples_md5: str
+
+
+def read_metrics(path: Path) -> MetricsRecord:
+    """A metrics record as `evaluate` wrote it."""
+    return read_record(MetricsRecord, path, "genbench evaluate", "a metrics record")
+
+
+class SweepRow(BaseModel):
+    """One value of a sweep: its samples' scores and cost."""
+
+    value: int | float  # of the swept sampling field
+    fid: float
+    precision: float
+    recall: float
+    n_samples: int
+    samples_md5: str
+    sample_seconds: float
+    seconds_per_image: float
+
+
+class SweepRecord(BaseModel):
+    """metrics/sweeps/<sweep>.json, and what `sweep` returns: one row per value."""
+
+    name: str  # the sweep's, a key of `sweeps`
+    entry: str
+    vary: str
+    set: dict[str, Any]
+    rows: list[SweepRow]
+
+
+def read_sweep(path: Path) -> SweepRecord:
+    """A sweep's summary as `sweep` wrote it."""
+    return read_record(SweepRecord, path, "genbench sweep", "a sweep summary")
+
+
+class RegisterRecord(BaseModel):
+    """registry/<entry>/seed-<s>.json, and what `register` returns."""
+
+    entry: Entry
+    family: str
+    run_id: str
+    model_name: str
+    version: int
+    fid: float
+    champion_version: int
+    promoted: bool
+    tracking_uri: str
+
+
+def read_register_record(path: Path) -> RegisterRecord:
+    """A register record as `register` wrote it."""
+    return read_record(RegisterRecord, path, "genbench register", "a register record")
 
 
 class Provenance(BaseModel):
@@ -78,3 +207,40 @@ def read_provenance(path: Path) -> Provenance:
         return Provenance.model_validate(read_json(require_file(path, f"genbench {path.parent.name}")))
     except ValidationError as exc:
         raise ValueError(f"{path}: not a provenance record ({exc.errors()[0]['msg']}); run its stage again") from None
+
+
+class CurvePoint(BaseModel):
+    step: int
+    fid: float
+    seconds: float  # drawing and scoring this point
+
+
+class CurveRecord(BaseModel):
+    """metrics/<entry>/seed-<s>.curve.json: the FID curve of a run's snapshots (`fid-curve`); no points when the
+    entry trains without one (`train.fid_every: 0`)."""
+
+    entry: Entry
+    seed: int
+    n: int  # images per point
+    dtype: str  # the FID network's
+    sampling: dict[str, Any]
+    reference_md5: str  # of the validation images the points are scored against ("" without points)
+    points: list[CurvePoint]
+
+    def history_rows(self) -> list[tuple[int, str, float]]:
+        """The points as training-history rows (`fid_curve`, `fid_curve_seconds` per step), as MLflow logs them."""
+        return [row for p in self.points for row in ((p.step, "fid_curve", p.fid),
+                                                     (p.step, "fid_curve_seconds", p.seconds))]
+
+
+def read_curve(path: Path) -> CurveRecord:
+    """An FID curve as `fid-curve` wrote it."""
+    return read_record(CurveRecord, path, "genbench fid-curve", "an FID curve")
+
+
+def curve_rows(path: Path, measured: bool) -> list[tuple[int, str, float]]:
+    """The FID curve at `path` as history rows; a run trained without one (`measured` False: train.fid_every 0) may
+    have no file, as when `fid-curve` was never run for it."""
+    if not measured and not Path(path).exists():
+        return []
+    return read_curve(path).history_rows()

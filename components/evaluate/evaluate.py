@@ -18,7 +18,7 @@ from genbench.components.common.dtypes import resolve as resolve_dtype
 from genbench.components.common.images import array_digest, load_images, validate_images
 from genbench.components.common.io import clean_leftovers, file_digest, load_npy, require_file, write_json
 from genbench.components.common.manifest import cached_digest, verify_prepared
-from genbench.components.common.records import check_samples
+from genbench.components.common.records import MetricsRecord, Scores, check_samples
 from genbench.components.evaluate.features import reference_features
 from genbench.components.evaluate.inception import (
     PREPROCESSING,
@@ -162,7 +162,8 @@ def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_
         samples_name=str(samples_path), reference_name=str(reference_path), **options,
     )  # fmt: skip
     result["samples_md5"] = cached_digest(samples_path)  # hashed once: check_samples read it above
-    write_json(out_path, result)
+    # exclude_unset: the keys `score` returned, no more (an interval or network it did not compute stays out)
+    write_json(out_path, MetricsRecord.model_validate(result).model_dump(mode="json", exclude_unset=True))
     return result
 
 
@@ -176,15 +177,15 @@ def evaluate_real(holdout_path: Path, reference_path: Path, out_path: Path, *, c
 
 
 def compare(real: Path, fake: Path, *, cache_dir: Path, settings: EvaluateConfig = EvaluateConfig(),
-            bootstrap: int = 0, seed: int = 0) -> dict[str, Any]:
+            bootstrap: int = 0, seed: int = 0) -> Scores:
     """`genbench metrics`: every metric of FAKE against REAL, each a `.npy` (uint8 NHWC) or an image folder;
     REAL's features are cached like a reference's (by file md5, or by content for a folder)."""
     real_images, fake_images = load_images(real), load_images(fake)
     real_md5 = file_digest(real) if Path(real).is_file() else array_digest(real_images)
-    return score(
+    return Scores.model_validate(score(
         fake_images, real_images, real_md5, cache_dir=cache_dir, batch_size=settings.batch_size, k=settings.k,
         bootstrap=bootstrap, seed=seed, device=str(pick_device(settings.device)),
         dtype=resolve_dtype(settings.dtype, False, pick_device(settings.device))[0],
         samples_name=str(fake),
         reference_name=str(real),
-    )  # fmt: skip
+    ))  # fmt: skip

@@ -49,6 +49,39 @@ STAGE = Stage(
     says=_says,
 )
 
+def _curve(run: Call) -> Any:
+    from genbench.components.evaluate.fid_curve import fid_curve
+
+    return fid_curve(run.run, run.validation, run.out, run.entry, run.config.entry(run.entry), run.seed,
+                     cache_dir=run.cache)
+
+
+def _curve_says(record: Any, run: Call) -> str:
+    if not record.points:
+        return f"{run.entry}: no FID curve (models.{run.entry}.train.fid_every is 0)"
+    last = record.points[-1]
+    return f"{run.entry}: FID curve of {len(record.points)} points, {last.fid:.2f} at step {last.step}"
+
+
+# Scores the snapshots train saved: the FID network runs here, never in training (components/evaluate/fid_curve.py).
+CURVE_STAGE = Stage(
+    name="fid-curve",
+    doc="FID of the EMA snapshots `train.fid_every` saved, `train.fid_n` images each, against the validation split: "
+        "a trend during training, comparable only with itself.",
+    over="entries",
+    params=("profile", "seeds", "models.{entry}"),
+    places=(
+        Place("run", lambda here, at: here.run(at.entry, at.seed), "in", "Run folder.",
+              files=lambda path: (path / "snapshots", path / "summary.json")),
+        Place("validation", lambda here, at: here.validation, "in", "Validation images .npy."),
+        Place("out", lambda here, at: here.curve(at.entry, at.seed), "out", "Curve JSON."),
+        CACHE,
+    ),
+    code=CODE,
+    call=_curve,
+    says=_curve_says,
+)
+
 # The real-data row of the report: the held-out real images scored exactly as an entry's samples are.
 REAL_STAGE = Stage(
     name="evaluate-real",

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from pydantic import BaseModel
 
 from genbench.components.common.io import clean_leftovers, file_digest, load_npy, save_npy, write_json
+from genbench.components.common.manifest import Manifest
 from genbench.config import DataConfig
 
 # md5 of the *uncompressed* original IDX files (Debian recompresses the .gz, so those hashes differ).
@@ -44,19 +44,6 @@ PIL_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
 # The filter every `folder` image is resized with: PIL's bicubic, which widens its support when shrinking
 # (antialiased), as clean-fid resizes; one fixed filter, so the prepared bytes depend only on the source.
 RESAMPLE = Image.Resampling.BICUBIC
-
-
-class Manifest(BaseModel):
-    """manifest.json, and what `prepare` returns."""
-
-    dataset: str
-    image_shape: list[int]
-    counts: dict[str, int]
-    files: dict[str, str]  # md5 of each written file
-    # dataset folder only (a built-in set's manifest.json leaves them out):
-    source: str | None = None  # data.path as written
-    source_md5: str | None = None  # digest of every source file read (name and bytes): a changed source changes it
-    classes: list[str] | None = None  # the name of each label id; None: the source has no labels (all are 0)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from genbench.components.common.artifacts import (
     CONFIG,
     HISTORY,
@@ -25,10 +23,21 @@ from genbench.components.common.artifacts import (
     check_complete,
     read_config,
     read_history,
+    read_run_record,
     require,
 )  # fmt: skip
-from genbench.components.common.io import config_hash, read_json, require_file, write_json
-from genbench.components.common.records import SampleRecord, check_samples, read_provenance, read_sample_record
+from genbench.components.common.io import config_hash, write_json
+from genbench.components.common.manifest import read_manifest
+from genbench.components.common.records import (
+    MetricsRecord,
+    RegisterRecord,
+    SampleRecord,
+    check_samples,
+    curve_rows,
+    read_metrics,
+    read_provenance,
+    read_sample_record,
+)
 from genbench.components.common.run_logging import git_commit, log_run, numeric_items
 from genbench.components.register.dvc_lock import data_lock_hash
 from genbench.components.register.generator_contract import served_model
@@ -42,13 +51,14 @@ from genbench.components.register.registry import (
 )
 from genbench.components.register.tracking import configure_tracking, get_experiment_id
 
+TAG_ENTRY = "genbench.entry"  # the run's params entry (`genbench.name` in runs logged before the rename)
 TAG_PARAMS_HASH = "params_hash"
 TAG_GIT_COMMIT = "git_commit"
 TAG_DVC_DATA_MD5 = "dvc.data_md5"  # the dvc.lock md5 of data/prepared, where DVC prepared it
 TAG_STAGE_PREFIX = "genbench.stage."  # + train / sample / evaluate: that stage's provenance hash
 
 
-def check_chain(name: str, run_dir: Path, sample_record: Path, metrics: dict[str, Any], metrics_path: Path
+def check_chain(entry: str, run_dir: Path, sample_record: Path, metrics: MetricsRecord, metrics_path: Path
                 ) -> tuple[TrainSummary, SampleRecord]:
     """The run's summary and its samples' record once the links from the metrics back to the weights hold. They are
     checked from the weights down, so the error names the earliest stage whose output is stale: the run is complete
@@ -56,32 +66,18 @@ def check_chain(name: str, run_dir: Path, sample_record: Path, metrics: dict[str
     were measured on those bytes (evaluate)."""
     summary = check_complete(run_dir)
     drawn = read_sample_record(sample_record)
-    if drawn.name != name:
-        raise ValueError(f"{sample_record}: it holds samples of {drawn.name!r}, not of {name!r}")
+    if drawn.entry != entry:
+        raise ValueError(f"{sample_record}: it holds samples of {drawn.entry!r}, not of {entry!r}")
     if drawn.weights_sha256 != summary.sha256[WEIGHTS]:
         raise ValueError(f"{sample_record}: the samples {drawn.out} were drawn from other weights than "
                          f"{run_dir / WEIGHTS}; give the record of this run's samples, or re-run "
-                         f"`genbench sample {name}`")
+                         f"`genbench sample {entry}`")
     images = sample_record.with_suffix(".npy")
     check_samples(images)
-    if metrics.get("samples_md5") != drawn.samples_md5:
+    if metrics.samples_md5 != drawn.samples_md5:
         raise ValueError(f"{metrics_path} was measured on other samples than {images} (samples_md5 "
-                         f"{metrics.get('samples_md5')} ≠ {drawn.samples_md5}); re-run `genbench evaluate {name}`")
+                         f"{metrics.samples_md5} ≠ {drawn.samples_md5}); re-run `genbench evaluate {entry}`")
     return summary, drawn
-
-
-class RegisterRecord(BaseModel):
-    """registry/<name>.json, and what `register` returns."""
-
-    name: str
-    family: str
-    run_id: str
-    model_name: str
-    version: int
-    fid: float
-    champion_version: int
-    promoted: bool
-    tracking_uri: str
 
 
 def uploaded(pyfunc_model: dict[str, Any]) -> dict[str, int | None]:
@@ -91,35 +87,34 @@ def uploaded(pyfunc_model: dict[str, Any]) -> dict[str, int | None]:
     return {"MLmodel": None} | {path.name: path.stat().st_size for path in files}
 
 
-def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, out_path: Path, *,
-             sample_record: Path, project_dir: Path, provenance: Mapping[str, Path] | None = None,
-             tags: dict[str, str] | None = None) -> RegisterRecord:
-    """Log entry `name`'s run with its MLflow pyfunc model (served with `sample_record`'s sampling settings), create
-    version N of `genbench-<name>` from that model, tagged with its FID and provenance, and move `champion` to it if
-    the promotion policy says so. `tags` go on the MLflow run (the Prefect flow passes its flow-run id, so a run
+def register(entry: str, run_dir: Path, metrics_path: Path, manifest_path: Path, out_path: Path, *,
+             sample_record: Path, project_dir: Path, curve: Path | None = None,
+             provenance: Mapping[str, Path] | None = None, tags: dict[str, str] | None = None) -> RegisterRecord:
+    """Log `entry`'s run with its MLflow pyfunc model (served with `sample_record`'s sampling settings), create
+    version N of `genbench-<entry>` from that model, tagged with its FID and provenance, and move `champion` to it if
+    the promotion policy says so. The run's metric history gets the FID curve's points (`curve`, from `fid-curve`)
+    beside the training losses. `tags` go on the MLflow run (the Prefect flow passes its flow-run id, so a run
     triggered from the Prefect UI can be found in MLflow); `provenance` names the upstream stages' provenance records,
     whose hashes tag the run as `genbench.stage.<stage>` (a stage whose component was called directly, outside every
     driver, has none, and gets no tag)."""
     run_dir, project_dir = Path(run_dir), Path(project_dir)
     require(run_dir, WEIGHTS, CONFIG, HISTORY, SUMMARY)
-    metrics = read_json(require_file(metrics_path, "genbench evaluate"))
-    manifest = read_json(require_file(manifest_path, "genbench prepare"))
-    config, history = read_config(run_dir), read_history(run_dir)
-    if config.get("name") != name:
-        raise ValueError(f"{run_dir / CONFIG} is the run of {config.get('name')!r}, not {name!r}")
-    summary, drawn = check_chain(name, run_dir, Path(sample_record), metrics, Path(metrics_path))
-    if "fid" not in metrics:
-        raise ValueError(f"{metrics_path} has no 'fid' (re-run `genbench evaluate`)")
-    fid = float(metrics["fid"])
-    try:
-        data_md5 = str(manifest["files"]["reference.npy"])
-    except (KeyError, TypeError):
-        raise ValueError(f"{manifest_path} has no files['reference.npy'] md5 (re-run `genbench prepare`)") from None
+    metrics, manifest = read_metrics(metrics_path), read_manifest(manifest_path)
+    config, record, history = read_config(run_dir), read_run_record(run_dir), read_history(run_dir)
+    if curve is not None:
+        history += curve_rows(curve, measured=bool(config.get("train", {}).get("fid_every")))
+    if record.entry != entry:
+        raise ValueError(f"{run_dir / CONFIG} is the run of {record.entry!r}, not {entry!r}")
+    summary, drawn = check_chain(entry, run_dir, Path(sample_record), metrics, Path(metrics_path))
+    fid = metrics.fid
+    data_md5 = manifest.files.get("reference.npy")
+    if data_md5 is None:
+        raise ValueError(f"{manifest_path} has no files['reference.npy'] md5 (re-run `genbench prepare`)")
     stage_tags = {f"{TAG_STAGE_PREFIX}{stage}": read_provenance(path).hash
                   for stage, path in (provenance or {}).items() if Path(path).exists()}
     provenance = {
         TAG_DATA_MD5: data_md5,
-        TAG_EXTRACTOR_SHA: str((metrics.get("feature_extractor") or {}).get("sha256", "unknown")),
+        TAG_EXTRACTOR_SHA: metrics.feature_extractor.sha256,
         TAG_PARAMS_HASH: config_hash(config),
     }
     if (dvc_md5 := data_lock_hash(project_dir)) is not None:
@@ -132,19 +127,16 @@ def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, 
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    run_tags = {"genbench.name": name,
-                "genbench.family": config["family"], "genbench.seed": str(config["seed"]), "genbench.stage": "register",
-                **provenance, **stage_tags}
-    if "dataset" in manifest:
-        run_tags["genbench.dataset"] = str(manifest["dataset"])
+    run_tags = {TAG_ENTRY: entry, "genbench.family": record.family, "genbench.seed": str(record.seed),
+                "genbench.stage": "register", "genbench.dataset": manifest.dataset, **provenance, **stage_tags}
     if commit != "unknown":
         run_tags[MLFLOW_GIT_COMMIT] = commit
     training = {"train_seconds": summary.seconds, "num_parameters": summary.num_parameters,
                 "train_steps": summary.steps, "train_device_seconds": summary.device_seconds,
                 "train_images_per_second": summary.images_per_second}  # None (not logged) in older summaries
     run_id = log_run(
-        client, get_experiment_id(tracking_uri), name, config=config, history=history,
-        metrics=numeric_items(metrics) | numeric_items(training), final_step=summary.steps,
+        client, get_experiment_id(tracking_uri), entry, config=config, history=history,
+        metrics=numeric_items(metrics.model_dump()) | numeric_items(training), final_step=summary.steps,
         pyfunc_model=model, meta_files=[run_dir / SUMMARY, Path(metrics_path), Path(manifest_path)],
         tags=run_tags | (tags or {}),
     )  # fmt: skip
@@ -154,11 +146,11 @@ def register(name: str, run_dir: Path, metrics_path: Path, manifest_path: Path, 
     except Exception:
         client.set_terminated(run_id, "FAILED")  # a run whose model is not stored is no finished run
         raise
-    version = create_version(client, name, run_id, {TAG_FID: repr(fid), **provenance, **stage_tags,
-                                                        TAG_GIT_COMMIT: commit},
-                             description=f"{name}: FID {fid:.4f} (run {run_id})")
-    decision = apply_promotion(client, model_name(name), version)
-    result = RegisterRecord(name=name, family=config["family"], run_id=run_id, model_name=model_name(name),
+    version = create_version(client, entry, run_id, {TAG_FID: repr(fid), **provenance, **stage_tags,
+                                                         TAG_GIT_COMMIT: commit},
+                             description=f"{entry}: FID {fid:.4f} (run {run_id})")
+    decision = apply_promotion(client, model_name(entry), version)
+    result = RegisterRecord(entry=entry, family=record.family, run_id=run_id, model_name=model_name(entry),
                             version=version, fid=fid,
                             champion_version=decision.champion_version, promoted=decision.promoted,
                             tracking_uri=tracking_uri)

@@ -1,8 +1,8 @@
 """Registered model versions in MLflow: create one from a logged run, fetch one's files, move `champion`.
 
-A version of `genbench-<name>` is the pyfunc model its run logged (`generator_contract`, models-from-code):
+A version of `genbench-<entry>` is the pyfunc model its run logged (`generator_contract`, models-from-code):
 `create_model_version(source="models:/<model id>")` makes it from the run's logged model, so
-`mlflow.pyfunc.load_model("models:/genbench-<name>@champion")` loads and serves it, and its artifacts hold the
+`mlflow.pyfunc.load_model("models:/genbench-<entry>@champion")` loads and serves it, and its artifacts hold the
 run folder's `model.safetensors` and `config.json`, which `fetch_registered` gives `genbench sample --model`.
 A version is created, and the alias moved, only once the artifact store lists the model's files
 (`verify_logged_model`): an upload that failed half-way, or storage that lost it, never becomes the champion.
@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from genbench.components.common.artifacts import CONFIG, WEIGHTS
+from genbench.components.common.records import RegisteredSource
 from genbench.components.register.promotion import decide, tag_fid
 from genbench.components.register.tracking import configure_tracking, require_registry
 
@@ -71,7 +72,7 @@ def verify_logged_model(client: Any, model_id: str, expected: dict[str, int | No
 
 
 def create_version(client: Any, entry: str, run_id: str, tags: dict[str, str], description: str) -> int:
-    """A new version of `genbench-<name>` from the model run `run_id` logged; returns its number."""
+    """A new version of `genbench-<entry>` from the model run `run_id` logged; returns its number."""
     from mlflow.exceptions import MlflowException
 
     name = model_name(entry)
@@ -110,7 +111,7 @@ def apply_promotion(client: Any, name: str, version: int, force: bool = False) -
 
 
 def promote(entry: str, *, project_dir: Path, version: int | None = None, force: bool = False) -> PromotionRecord:
-    """`genbench promote`: consider the latest (or given) version of `genbench-<name>` for champion."""
+    """`genbench promote`: consider the latest (or given) version of `genbench-<entry>` for champion."""
     require_registry(project_dir, model_name(entry))
     tracking_uri = configure_tracking(project_dir)
     from mlflow import MlflowClient
@@ -125,7 +126,7 @@ def promote(entry: str, *, project_dir: Path, version: int | None = None, force:
     return apply_promotion(client, name, version, force)
 
 
-def fetch_registered(model_uri: str, dest: Path, *, project_dir: Path) -> tuple[Path, dict[str, Any]]:
+def fetch_registered(model_uri: str, dest: Path, *, project_dir: Path) -> tuple[Path, RegisteredSource]:
     """Download a registered version into `dest`; return the run folder inside it (its `model.safetensors` and
     `config.json`, where the version's MLmodel says MLflow put them) and where the weights came from.
 
@@ -160,6 +161,5 @@ def fetch_registered(model_uri: str, dest: Path, *, project_dir: Path) -> tuple[
         raise ValueError(f"{model_uri} (version {version}) is no genbench pyfunc model with {WEIGHTS} and {CONFIG}; "
                          "it was not registered by `genbench register` (register its run again)")
     fid = tag_fid(found.tags)
-    return folder, {"model_uri": model_uri, "model_name": name, "version": int(version),
-                    "run_id": found.run_id, "fid": fid if math.isfinite(fid) else None,
-                    "tracking_uri": tracking_uri}
+    return folder, RegisteredSource(model_uri=model_uri, model_name=name, version=int(version), run_id=found.run_id,
+                                    fid=fid if math.isfinite(fid) else None, tracking_uri=tracking_uri)

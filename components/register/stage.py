@@ -7,7 +7,7 @@ from typing import Any
 
 from genbench.components.common.stage import SHARED_CODE, Call, Place, Stage
 
-UPSTREAM = ("train", "sample", "evaluate")  # the stages whose provenance hashes the version is tagged with
+UPSTREAM = ("train", "fid-curve", "sample", "evaluate")  # the stages whose provenance hashes the version is tagged with
 
 
 def _call(run: Call) -> Any:
@@ -15,7 +15,7 @@ def _call(run: Call) -> Any:
 
     hashes = {stage: run.provenance.parents[1] / stage / run.provenance.name for stage in UPSTREAM}
     return register(run.entry, run.run, run.metrics, run.manifest, run.out, sample_record=run.sample_record,
-                    project_dir=run.here.root.resolve(), provenance=hashes, tags=dict(run.extra.get("tags") or {}))
+                    project_dir=run.here.root.resolve(), curve=run.curve, provenance=hashes, tags=dict(run.extra.get("tags") or {}))
 
 
 def _says(result: Any, run: Call) -> str:
@@ -37,6 +37,7 @@ STAGE = Stage(
               "The samples' record, whose sampling settings the version serves with.",
               files=lambda path: (path, path.with_suffix(".npy"))),
         Place("metrics", lambda here, at: here.metrics(at.entry, at.seed), "in", "Metrics JSON."),
+        Place("curve", lambda here, at: here.curve(at.entry, at.seed), "in", "FID-curve JSON (`genbench fid-curve`)."),
         Place("manifest", lambda here, at: here.manifest, "in", "Data manifest."),
         Place("provenance", lambda here, at: here.provenance("train", at.label), "in",
               "The train stage's provenance record (the sample and evaluate ones are found beside it).",

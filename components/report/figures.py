@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from genbench.components.common.io import atomic_path
+
+if TYPE_CHECKING:
+    from genbench.components.common.records import MetricsRecord, SweepRecord
 
 Curves = dict[str, list[tuple[int, float]]]  # history name → [(step, value)]
 STYLE = {
@@ -161,26 +164,26 @@ def image_rows(rows: Sequence[np.ndarray], row_labels: Sequence[str], col_labels
         fig.suptitle(title)
 
 
-def sweep(record: dict[str, Any], real: dict[str, Any], stem: Path) -> None:
+def sweep(record: SweepRecord, real: MetricsRecord, stem: Path) -> None:
     """A sampling sweep: FID (left) and precision and recall (right) against the swept value, each value marked
     on the axis (log-spaced for step counts). The real-data floor is drawn only at the real row's N: FID is
     biased upward at small N, so a sweep at fewer images compares only within itself."""
-    values = [row["value"] for row in record["rows"]]
-    n = record["rows"][0]["n_samples"]
+    values = [row.value for row in record.rows]
+    n = record.rows[0].n_samples
     with figure(stem, 1, 2, figsize=(7.4, 3.2)) as (fig, (left, right)):
-        left.plot(values, [row["fid"] for row in record["rows"]], marker="o", color="C0", label=record["entry"])
-        if n == real["n_samples"]:
-            left.axhline(real["fid"], ls="--", color=REAL_COLOUR, label="real data")
-        left.set(xlabel=record["vary"], ylabel=f"FID (N = {n})")
-        right.plot(values, [row["precision"] for row in record["rows"]], marker="o", color="C1", label="precision")
-        right.plot(values, [row["recall"] for row in record["rows"]], marker="s", color="C2", label="recall")
-        right.set(xlabel=record["vary"], ylabel="precision, recall", ylim=(-0.02, 1.02))
+        left.plot(values, [row.fid for row in record.rows], marker="o", color="C0", label=record.entry)
+        if n == real.n_samples:
+            left.axhline(real.fid, ls="--", color=REAL_COLOUR, label="real data")
+        left.set(xlabel=record.vary, ylabel=f"FID (N = {n})")
+        right.plot(values, [row.precision for row in record.rows], marker="o", color="C1", label="precision")
+        right.plot(values, [row.recall for row in record.rows], marker="s", color="C2", label="recall")
+        right.set(xlabel=record.vary, ylabel="precision, recall", ylim=(-0.02, 1.02))
         for ax in (left, right):
-            if record["vary"] == "sample_steps" and len(values) > 1:
+            if record.vary == "sample_steps" and len(values) > 1:
                 ax.set_xscale("log")
                 ax.minorticks_off()
             ax.set_xticks(values, [f"{v:g}" for v in values])
             ax.legend()
-        held = ", ".join(f"{k}={v}" for k, v in record["set"].items())
-        fig.suptitle(f"{record['name']}: {record['entry']} re-sampled over {record['vary']}"
+        held = ", ".join(f"{k}={v}" for k, v in record.set.items())
+        fig.suptitle(f"{record.name}: {record.entry} re-sampled over {record.vary}"
                      + (f" ({held})" if held else "") + f", N = {n}")

@@ -27,11 +27,19 @@ from genbench.components.common.io import (
     clean_leftovers,
     file_digest,
     load_npy,
-    read_json,
     require_file,
     write_json,
 )
-from genbench.components.common.records import read_provenance
+from genbench.components.common.records import (
+    MetricsRecord,
+    SweepRecord,
+    curve_rows,
+    read_metrics,
+    read_provenance,
+    read_register_record,
+    read_sample_record,
+    read_sweep,
+)
 from genbench.components.common.run_logging import git_commit
 from genbench.components.common.stage import At
 from genbench.components.report import figures
@@ -49,15 +57,15 @@ def report(config: Config, layout: Layout, out_dir: Path) -> Path:
     """Write results/ for `config.entries` × `config.seeds` and `config.sweeps` from `layout`'s files; returns
     index.html's path. Every input is checked before anything is written."""
     out_dir = Path(out_dir)
-    rows = [_entry(name, config, layout) for name in config.entries]
-    real_metrics = read_json(require_file(layout.real_metrics, f"genbench evaluate {REAL}"))
+    rows = [_entry(entry, config, layout) for entry in config.entries]
+    real_metrics = read_metrics(require_file(layout.real_metrics, f"genbench evaluate {REAL}"))
     rows.append(tables.real_row(real_metrics))
-    swept = [read_json(require_file(layout.sweep_summary(name), f"genbench sweep {name}")) for name in config.sweeps]
-    swept = [record for record in swept if record["rows"]]
+    swept = [read_sweep(require_file(layout.sweep_summary(name), f"genbench sweep {name}")) for name in config.sweeps]
+    swept = [record for record in swept if record.rows]
     provenance = {"data_manifest_md5": file_digest(require_file(layout.manifest, "genbench prepare")),
                   "git_commit": git_commit(layout.root)}
-    extractor = real_metrics.get("feature_extractor", {})
-    extractor_text = f"{extractor.get('name', '?')} (sha256 {extractor.get('sha256', '?')[:12]})"
+    extractor = real_metrics.feature_extractor
+    extractor_text = f"{extractor.name} (sha256 {extractor.sha256[:12]})"
 
     clean_leftovers(out_dir.parent, out_dir.name)
     with atomic_dir(out_dir) as staging:
@@ -79,34 +87,36 @@ def report(config: Config, layout: Layout, out_dir: Path) -> Path:
     return out_dir / "index.html"
 
 
-def _entry(name: str, config: Config, layout: Layout) -> tables.Row:
+def _entry(entry: str, config: Config, layout: Layout) -> tables.Row:
     """An entry's row from its runs under every seed (each file checked, naming the command that makes it), with
     the provenance hash each of its stages recorded."""
     metrics, summaries, samples, runs = [], [], [], []
     for seed in config.seeds:
-        where = f"{name} --seed {seed}"
-        run_dir = layout.run(name, seed)
-        summary = read_summary(run_dir).model_dump()
-        sample_path = require_file(layout.samples(name, seed), f"genbench sample {where}")
-        record = read_json(require_file(sample_path.with_suffix(".json"), f"genbench sample {where}"))
-        result = read_json(require_file(layout.metrics(name, seed), f"genbench evaluate {where}"))
-        registered = read_json(layout.registry(name, seed)) if layout.registry(name, seed).exists() else {}
+        where = f"{entry} --seed {seed}"
+        summary = read_summary(layout.run(entry, seed))
+        sample_path = require_file(layout.samples(entry, seed), f"genbench sample {where}")
+        record = read_sample_record(require_file(sample_path.with_suffix(".json"), f"genbench sample {where}"))
+        result = read_metrics(require_file(layout.metrics(entry, seed), f"genbench evaluate {where}"))
+        registry = layout.registry(entry, seed)
+        registered = read_register_record(registry) if registry.exists() else None
         metrics.append(result)
         summaries.append(summary)
         samples.append(record)
-        hashes = {stage: _stage_hash(layout.provenance(stage, At(name, seed).label))
-                  for stage in ("train", "sample", "evaluate")}
+        hashes = {stage: _stage_hash(layout.provenance(stage, At(entry, seed).label))
+                  for stage in ("train", "fid-curve", "sample", "evaluate")}
         runs.append({
-            "name": name, "seed": seed, "mlflow_run_id": registered.get("run_id", ""),
-            "model_name": registered.get("model_name", ""), "model_version": registered.get("version", ""),
-            "train_stage": hashes["train"], "sample_stage": hashes["sample"], "evaluate_stage": hashes["evaluate"],
-            "weights_sha256": record["weights_sha256"], "samples_md5": result.get("samples_md5", ""),
-            "fid": result["fid"], "train_seconds": summary["seconds"], "train_steps": summary["steps"],
-            "device_name": summary.get("device_name") or summary["device"], "processes": summary["processes"],
-            "device_seconds": summary["device_seconds"], "images_per_second": summary["images_per_second"],
-            "sample_seconds_per_image": record["seconds"] / record["n"],
+            "name": entry, "seed": seed, "mlflow_run_id": registered.run_id if registered else "",
+            "model_name": registered.model_name if registered else "",
+            "model_version": registered.version if registered else "",
+            "train_stage": hashes["train"], "fid_curve_stage": hashes["fid-curve"], "sample_stage": hashes["sample"],
+            "evaluate_stage": hashes["evaluate"],
+            "weights_sha256": record.weights_sha256, "samples_md5": result.samples_md5,
+            "fid": result.fid, "train_seconds": summary.seconds, "train_steps": summary.steps,
+            "device_name": summary.device_name or summary.device, "processes": summary.processes,
+            "device_seconds": summary.device_seconds, "images_per_second": summary.images_per_second,
+            "sample_seconds_per_image": record.seconds / record.n,
         })
-    return tables.entry_row(name, config.entry(name).family, config.seeds, metrics, summaries, samples, runs)
+    return tables.entry_row(entry, config.entry(entry).family, config.seeds, metrics, summaries, samples, runs)
 
 
 def _stage_hash(path: Path) -> str:
@@ -114,7 +124,7 @@ def _stage_hash(path: Path) -> str:
     return read_provenance(path).hash if path.exists() else ""
 
 
-def _summary(rows: list[tables.Row], provenance: dict[str, str], swept: list[dict[str, Any]],
+def _summary(rows: list[tables.Row], provenance: dict[str, str], swept: list[SweepRecord],
              costs: list[dict[str, Any]]) -> dict[str, Any]:
     def stat(value: tables.Stat) -> dict[str, Any]:
         return {"mean": value.mean, "std": value.std, "ci95": list(value.interval) if value.interval else None}
@@ -127,12 +137,12 @@ def _summary(rows: list[tables.Row], provenance: dict[str, str], swept: list[dic
                   "metrics": {key: stat(value) for key, value in row.stats.items()},
                   "runs": row.runs} for row in rows],
         "cost": costs,
-        "sweeps": swept,
+        "sweeps": [record.model_dump(mode="json") for record in swept],
     }
 
 
-def _figures(config: Config, layout: Layout, rows: list[tables.Row], real: dict[str, Any],
-             swept: list[dict[str, Any]], out: Path) -> list[tuple[str, str, str]]:
+def _figures(config: Config, layout: Layout, rows: list[tables.Row], real: MetricsRecord,
+             swept: list[SweepRecord], out: Path) -> list[tuple[str, str, str]]:
     """Every figure the inputs allow; returns (file stem, title, caption) of each, in reading order."""
     shown: list[tuple[str, str, str]] = []
     fig_dir, grid_dir = out / "figures", out / "grids"
@@ -158,10 +168,11 @@ def _figures(config: Config, layout: Layout, rows: list[tables.Row], real: dict[
     figures.precision_recall(points, fig_dir / "precision_recall")
     shown.append(("precision_recall", "Precision and recall",
                   "Each entry's improved precision and recall (k = "
-                  f"{real.get('k', '?')}); bars: the spread the table gives. The star is real held-out data."))
+                  f"{real.k}); bars: the spread the table gives. The star is real held-out data."))
 
-    history = {name: [group_curves(read_history(layout.run(name, seed))) for seed in config.seeds]
-               for name in config.entries}
+    history = {name: [group_curves(read_history(layout.run(name, seed))
+                                   + curve_rows(layout.curve(name, seed), bool(config.entry(name).train.fid_every)))
+                      for seed in config.seeds] for name in config.entries}
     if figures.fid_curves(history, fig_dir / "fid_curve"):
         shown.append(("fid_curve", "FID during training", "EMA weights on fixed seeds against the validation "
                       "split (never the test split): what model selection sees. Comparable only within a curve."))
@@ -180,9 +191,9 @@ def _figures(config: Config, layout: Layout, rows: list[tables.Row], real: dict[
                       "(lower row) at the timesteps shown."))
 
     for record in swept:
-        figures.sweep(record, real, fig_dir / f"sweep_{record['name']}")
-        shown.append((f"sweep_{record['name']}", f"Sweep {record['name']}", f"{record['entry']}'s weights (seed "
-                      f"{first}) re-sampled once per {record['vary']}, nothing retrained; dashed: real data, drawn only when the "
+        figures.sweep(record, real, fig_dir / f"sweep_{record.name}")
+        shown.append((f"sweep_{record.name}", f"Sweep {record.name}", f"{record.entry}'s weights (seed "
+                      f"{first}) re-sampled once per {record.vary}, nothing retrained; dashed: real data, drawn only when the "
                       "sweep scores as many images as the table (FID rises at small N)."))
 
     figures.losses(history, fig_dir / "losses")
@@ -217,7 +228,7 @@ def _interpolation(run_dir: Path, reference: np.ndarray, stem: Path) -> None:
                        "VAE latent interpolation", stem)
 
 
-def _trajectory(name: str, config: Config, run_dir: Path, seed: int, stem: Path) -> None:
+def _trajectory(entry: str, config: Config, run_dir: Path, seed: int, stem: Path) -> None:
     """x_t and the x0 estimate along the ancestral path, from the images' own sample generators."""
     from genbench.components.common.drawing import image_generator, image_labels
     from genbench.models.samplers import trajectory
@@ -225,7 +236,7 @@ def _trajectory(name: str, config: Config, run_dir: Path, seed: int, stem: Path)
     model, _ = load_trained(run_dir)
     steps = model.schedule.timesteps
     times = sorted({round(t) for t in np.linspace(steps - 1, 0, TRAJECTORY_COLUMNS)}, reverse=True)
-    variance = getattr(config.sampling_for(name), "variance_type", "fixed_large")
+    variance = getattr(config.sampling_for(entry), "variance_type", "fixed_large")
     indices = range(TRAJECTORY_IMAGES)
     path = trajectory(model, [image_generator(seed, i) for i in indices], times,
                       image_labels(indices, model.num_classes), variance)
@@ -234,22 +245,22 @@ def _trajectory(name: str, config: Config, run_dir: Path, seed: int, stem: Path)
         rows += [np.stack([to_uint8_nhwc(x_t[i : i + 1])[0] for _, x_t, _ in path]),
                  np.stack([to_uint8_nhwc(x0[i : i + 1])[0] for _, _, x0 in path])]
         labels += [f"#{i} x_t", f"#{i} x0 est."]
-    figures.image_rows(rows, labels, [f"t = {t}" for t, _, _ in path], f"{name}: ancestral sampling, T = {steps}",
+    figures.image_rows(rows, labels, [f"t = {t}" for t, _, _ in path], f"{entry}: ancestral sampling, T = {steps}",
                        stem)
 
 
-def _sweep_markdown(swept: list[dict[str, Any]]) -> str:
+def _sweep_markdown(swept: list[SweepRecord]) -> str:
     """A table per sweep (FID, precision, recall per value); sampling times are in summary.json."""
     if not swept:
         return ""
     lines = ["", "## Sampling sweeps", "", "The same trained weights (first seed) re-sampled with the same seeds "
              "once per value; nothing retrained.", ""]
     for record in swept:
-        held = ", ".join(f"{k}={v}" for k, v in record["set"].items())
-        lines += [f"### {record['name']}: {record['entry']}, {record['vary']}" + (f" ({held})" if held else ""), "",
-                  f"| {record['vary']} | FID ↓ | precision ↑ | recall ↑ | samples |", "|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['value']} | {r['fid']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['n_samples']} |"
-                  for r in record["rows"]]
+        held = ", ".join(f"{k}={v}" for k, v in record.set.items())
+        lines += [f"### {record.name}: {record.entry}, {record.vary}" + (f" ({held})" if held else ""), "",
+                  f"| {record.vary} | FID ↓ | precision ↑ | recall ↑ | samples |", "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r.value} | {r.fid:.2f} | {r.precision:.3f} | {r.recall:.3f} | {r.n_samples} |"
+                  for r in record.rows]
         lines.append("")
     return "\n".join(lines)
 

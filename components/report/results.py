@@ -17,9 +17,13 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: the tables are plain functions of the records report.py reads
+    from genbench.components.common.artifacts import TrainSummary
+    from genbench.components.common.records import MetricsRecord, SampleRecord
 
 REAL_LABEL = "real data (held-out images)"
 
@@ -54,14 +58,14 @@ class Stat:
     interval: tuple[float, float] | None = None
 
     @classmethod
-    def of(cls, records: list[dict[str, Any]], key: str) -> Stat:
-        values = [record.get(key) for record in records]
+    def of(cls, records: list[MetricsRecord], key: str) -> Stat:
+        values = [getattr(record, key) for record in records]
         if any(value is None for value in values):
             return cls(None)
         array = np.asarray(values, dtype=np.float64)
         if len(array) > 1:
             return cls(float(array.mean()), float(array.std(ddof=1)))
-        interval = records[0].get(INTERVALS.get(key, ""))
+        interval = getattr(records[0], INTERVALS[key]) if key in INTERVALS else None
         return cls(float(array[0]), None, tuple(interval) if interval else None)
 
 
@@ -84,17 +88,17 @@ class Row:
         return self.name if self.family in (self.name, "real") else f"{self.name} ({self.family})"
 
 
-def entry_row(name: str, family: str, seeds: tuple[int, ...], metrics: list[dict[str, Any]],
-              summaries: list[dict[str, Any]], samples: list[dict[str, Any]], runs: list[dict[str, Any]]) -> Row:
+def entry_row(entry: str, family: str, seeds: tuple[int, ...], metrics: list[MetricsRecord],
+              summaries: list[TrainSummary], samples: list[SampleRecord], runs: list[dict[str, Any]]) -> Row:
     """An entry's row from its per-seed metrics, training summaries, sample records and run provenance."""
-    return Row(name, family, seeds, {m.key: Stat.of(metrics, m.key) for m in METRICS},
-               metrics[0]["n_samples"], metrics[0]["n_reference"], summaries[0]["num_parameters"],
-               samples[0]["network_evaluations"], runs)
+    return Row(entry, family, seeds, {m.key: Stat.of(metrics, m.key) for m in METRICS},
+               metrics[0].n_samples, metrics[0].n_reference, summaries[0].num_parameters,
+               samples[0].network_evaluations, runs)
 
 
-def real_row(metrics: dict[str, Any]) -> Row:
-    return Row(REAL_LABEL, "real", (), {m.key: Stat.of([metrics], m.key) for m in METRICS}, metrics["n_samples"],
-               metrics["n_reference"])
+def real_row(metrics: MetricsRecord) -> Row:
+    return Row(REAL_LABEL, "real", (), {m.key: Stat.of([metrics], m.key) for m in METRICS}, metrics.n_samples,
+               metrics.n_reference)
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -254,8 +258,8 @@ def cost_latex(costs: list[dict[str, Any]]) -> str:
     ])
 
 
-RUNS_HEADER = ["name", "seed", "mlflow_run_id", "model_name", "model_version", "train_stage", "sample_stage",
-               "evaluate_stage", "weights_sha256", "samples_md5", "fid", "train_seconds", "device_name",
+RUNS_HEADER = ["name", "seed", "mlflow_run_id", "model_name", "model_version", "train_stage", "fid_curve_stage",
+               "sample_stage", "evaluate_stage", "weights_sha256", "samples_md5", "fid", "train_seconds", "device_name",
                "sample_seconds_per_image"]
 
 

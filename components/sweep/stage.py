@@ -18,8 +18,8 @@ def _call(run: Call) -> Any:
 
 
 def _says(record: Any, run: Call) -> str:
-    lines = [f"{record.name}: {record.vary}={row['value']}: FID {row['fid']:.2f}, precision {row['precision']:.3f}, "
-             f"recall {row['recall']:.3f}" for row in record.rows]
+    lines = [f"{record.name}: {record.vary}={row.value}: FID {row.fid:.2f}, precision {row.precision:.3f}, "
+             f"recall {row.recall:.3f}" for row in record.rows]
     return "\n".join([*lines, f"wrote {run.out} ({len(record.rows)} values)"])
 
 

@@ -12,26 +12,14 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel
 
 from genbench.components.common.artifacts import check_complete
 from genbench.components.common.io import clean_leftovers, require_file, write_json
+from genbench.components.common.records import SweepRecord, SweepRow
 from genbench.components.evaluate.evaluate import evaluate
 from genbench.components.sample.sample import sample
 from genbench.config import EvaluateConfig, SampleConfig, SweepConfig
 from genbench.models.config import SamplingConfig
-
-
-class SweepRecord(BaseModel):
-    """The summary file, and what `sweep` returns: one row per value (fid, precision, recall, seconds)."""
-
-    name: str
-    entry: str
-    vary: str
-    set: dict[str, Any]
-    rows: list[dict[str, Any]]
 
 
 def sweep(name: str, config: SweepConfig, run_dir: Path, base: SamplingConfig, settings: SampleConfig, seed: int,
@@ -56,10 +44,10 @@ def sweep(name: str, config: SweepConfig, run_dir: Path, base: SamplingConfig, s
         seconds = time.perf_counter() - started
         metrics = evaluate(images, reference_path, scores, cache_dir=cache_dir, settings=evaluate_settings,
                            recorded=True)
-        rows.append({"value": value, "fid": metrics["fid"], "precision": metrics["precision"],
-                     "recall": metrics["recall"], "n_samples": metrics["n_samples"],
-                     "samples_md5": metrics["samples_md5"],
-                     "sample_seconds": round(seconds, 3), "seconds_per_image": seconds / settings.n})
+        rows.append(SweepRow(value=value, fid=metrics["fid"], precision=metrics["precision"],
+                             recall=metrics["recall"], n_samples=metrics["n_samples"],
+                             samples_md5=metrics["samples_md5"],
+                             sample_seconds=round(seconds, 3), seconds_per_image=seconds / settings.n))
     record = SweepRecord(name=name, entry=config.entry, vary=config.vary, set=config.set, rows=rows)
     write_json(summary_path, record.model_dump(mode="json"))
     return record

@@ -7,13 +7,13 @@ from typing import Any
 
 from genbench.components.common.stage import SHARED_CODE, Call, Place, Stage
 
-RUN_FILES = ("model.safetensors", "config.json", "summary.json", "history.csv", "checkpoint.pt")
+RUN_FILES = ("model.safetensors", "config.json", "summary.json", "history.csv", "checkpoint.pt", "snapshots")
 
 
 def _call(run: Call) -> Any:
     from genbench.components.train.train import train
 
-    return train(run.entry, run.config.entry(run.entry), run.seed, run.data, run.out, cache_dir=run.cache)
+    return train(run.entry, run.config.entry(run.entry), run.seed, run.data, run.out)
 
 
 def _says(summary: Any, run: Call) -> str:
@@ -30,14 +30,12 @@ STAGE = Stage(
     over="entries",
     params=("profile", "seeds", "models.{entry}"),
     places=(
-        # validation.npy: the FID curve (train.fid_every) measures against it
         Place("data", lambda here, at: here.data, "in", "Prepared data folder.",
-              files=lambda path: (path / "train.npy", path / "validation.npy")),
+              files=lambda path: (path / "train.npy", path / "train_labels.npy")),
         Place("out", lambda here, at: here.run(at.entry, at.seed), "out", "Run folder.",
               files=lambda path: tuple(Path(path) / name for name in RUN_FILES), persist=("checkpoint.pt",)),
-        Place("cache", lambda here, at: here.cache, "scratch", "Cache of reference features (the FID curve)."),
     ),
-    code=("components/train", "components/evaluate", *SHARED_CODE),
+    code=("components/train", *SHARED_CODE),
     call=_call,
     says=_says,
 )

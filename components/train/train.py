@@ -4,7 +4,7 @@ One loop serves every family: it asks the model for its optimizer groups (`train
 warmed up over `warmup_steps`) and, each step, for the loss of each group in turn (`updates_per_step` times,
 each on a fresh batch: WGAN's n_critic), clipping each group's gradient norm to `grad_clip`, then updates the
 exponential moving average of the weights the model samples from; BatchNorm statistics are recomputed for the
-averaged weights before each FID-curve point and at the end (`ema.averaged`). `train.dtype` runs the
+averaged weights before each FID-curve snapshot and at the end (`ema.averaged`). `train.dtype` runs the
 forward passes under autocast (bf16, or fp16 with a gradient scaler per group; `auto` picks bf16 where the
 hardware runs it natively). A checkpoint (weights, EMA, optimizers, loss scalers, step, RNG states, history)
 is written every `checkpoint_every` steps and resumed from when the run record is unchanged, so a killed run
@@ -26,6 +26,7 @@ import hashlib
 import io
 import math
 import pickle
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genbench.components.common.artifacts import (
+    SNAPSHOTS,
     SUMMARY,
     RunRecord,
     TrainSummary,
@@ -43,13 +45,13 @@ from genbench.components.common.artifacts import (
     parse_history,
     save_weights,
     signed_digests,
+    snapshot_name,
     to_model_range,
     write_config,
     write_history,
     write_summary,
 )  # fmt: skip
 from genbench.components.common.devices import device_name
-from genbench.components.common.drawing import draw_images
 from genbench.components.common.dtypes import MixedPrecision
 from genbench.components.common.dtypes import resolve as resolve_dtype
 from genbench.components.common.interrupts import Interrupted, StopRequests, signal_name
@@ -61,54 +63,52 @@ from genbench.components.train.ema import EMA, averaged
 from genbench.config import EntrySettings
 from genbench.models import build_model
 from genbench.models import family as family_spec
-from genbench.models.base import GenerativeModel, eval_mode
+from genbench.models.base import GenerativeModel
 from genbench.models.config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
 
 
-def train(name: str, settings: EntrySettings, seed: int, data_dir: Path, out_dir: Path,
-          cache_dir: Path | None = None) -> TrainSummary:
-    """Train entry `name` (its `models.<name>` settings: family, arch and train) and write model.safetensors,
+def train(entry: str, settings: EntrySettings, seed: int, data_dir: Path, out_dir: Path) -> TrainSummary:
+    """Train `entry` (its `models.<entry>` settings: family, arch and train) and write model.safetensors,
     history.csv, config.json and summary.json to out_dir.
 
     A family built on trained models (the ldm's vae) loads them from `arch.<argument>_run` and stores them,
-    weights and records, with its own. With `train.fid_every > 0`, every that many steps the EMA weights draw
-    `fid_n` fixed-seed images (the sampler `train.curve_sampling` picks) whose FID against
-    `data_dir/validation.npy` (never the test split; statistics cached in `cache_dir`) goes into history.csv as
-    `fid_curve` (and its cost as `fid_curve_seconds`), which `register` logs to MLflow per step.
+    weights and records, with its own. With `train.fid_every > 0`, every that many steps the EMA weights go to
+    snapshots/step-<step>.safetensors, which the fid-curve stage scores (components/evaluate/fid_curve.py):
+    training never runs the FID network, so a change to it leaves trained runs valid.
 
     Under torchrun every process calls this; `train.batch_size` is the global batch, split evenly over them.
     """
     size = world_size()
     if settings.train.batch_size % size:
-        raise ValueError(f"models.{name}.train.batch_size: {settings.train.batch_size} is not divisible by the {size} "
+        raise ValueError(f"models.{entry}.train.batch_size: {settings.train.batch_size} is not divisible by the {size} "
                          f"processes torchrun started, which share each batch evenly; use a multiple of {size} or "
                          "start another number of processes")
     with processes(settings.train.device) as ranks:
-        return _train(name, settings, seed, Path(data_dir), Path(out_dir), cache_dir, ranks)
+        return _train(entry, settings, seed, Path(data_dir), Path(out_dir), ranks)
 
 
-def _train(name: str, settings: EntrySettings, seed: int, data_dir: Path, out_dir: Path, cache_dir: Path | None,
-           ranks: Processes) -> TrainSummary:
+def _train(entry: str, settings: EntrySettings, seed: int, data_dir: Path, out_dir: Path, ranks: Processes
+           ) -> TrainSummary:
     cfg = settings.train
     train_path = data_dir / "train.npy"
-    verify_prepared(data_dir, ["train.npy", "train_labels.npy", *(["validation.npy"] if cfg.fid_every else [])])
+    verify_prepared(data_dir, ["train.npy", "train_labels.npy"])
     images = to_model_range(load_npy(train_path))
     if cfg.batch_size > len(images):
-        raise ValueError(f"models.{name}.train.batch_size: {cfg.batch_size} is more than the {len(images)} images of "
+        raise ValueError(f"models.{entry}.train.batch_size: {cfg.batch_size} is more than the {len(images)} images of "
                          f"{train_path} (data.train_size), so every batch would be the whole training set; lower "
-                         f"models.{name}.train.batch_size or raise data.train_size and re-run `genbench prepare`")
+                         f"models.{entry}.train.batch_size or raise data.train_size and re-run `genbench prepare`")
     labels = torch.from_numpy(load_npy(data_dir / "train_labels.npy")).long()
     channels, image_size = images.shape[1], images.shape[2]
     device = ranks.device
     family = settings.family
-    frozen = load_frozen(name, family, settings.arch, channels, image_size, seed)
+    frozen = load_frozen(entry, family, settings.arch, channels, image_size, seed)
     torch.manual_seed(seed)
     model = build_model(family, channels, image_size, settings.arch,
                         **{argument: model for argument, (model, _) in frozen.items()}).to(device)
     record = RunRecord(
-        name=name, family=family, seed=seed, image={"channels": channels, "size": image_size},
+        entry=entry, family=family, seed=seed, image={"channels": channels, "size": image_size},
         arch=settings.arch.model_dump(mode="json"), train=cfg.model_dump(mode="json"),
         train_data_md5=cached_digest(train_path), frozen={argument: rec for argument, (_, rec) in frozen.items()},
     )  # fmt: skip
@@ -123,28 +123,28 @@ def _train(name: str, settings: EntrySettings, seed: int, data_dir: Path, out_di
     # The frozen weights a model was given are part of what it trains on: another copy of them invalidates it.
     fingerprint = config_hash(record.model_dump(mode="json") | _frozen_digest(model))
     state = _resume(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, precision, batches, ranks)
-    step, history, seconds, curve_seconds = state["step"], state["history"], state["seconds"], state["curve_seconds"]
+    step, history, seconds = state["step"], state["history"], state["seconds"]
     if step == 0:
         model.fit_data(images)
         ranks.seed_draws(seed)
 
     steps, batch_size = cfg.steps, cfg.batch_size
     order, cursor = state["order"], state["cursor"]
-    curve = _fid_curve(cfg, data_dir, cache_dir or out_dir / "fid-cache", device)
-    curve_sampling = cfg.curve_sampling(family_spec(family).sampling())
-    if curve is not None:
+    if cfg.fid_every:  # refused before hours of training rather than when the snapshots are scored
         try:
-            curve_sampling.check(settings.arch)
+            cfg.curve_sampling(family_spec(family).sampling()).check(settings.arch)
         except ValueError as exc:
-            raise ValueError(f"models.{name}.train: the FID curve cannot sample: {exc}") from None
+            raise ValueError(f"models.{entry}.train: the FID curve cannot sample: {exc}") from None
     if ranks.main:  # the run's files are about to change: its completion record goes first, with what kills left
         clean_leftovers(out_dir)
         (out_dir / SUMMARY).unlink(missing_ok=True)
+        if step == 0:  # a fresh run: snapshots of an earlier one would join its curve
+            shutil.rmtree(out_dir / SNAPSHOTS, ignore_errors=True)
     model.train()
     training_losses = ranks.losses(model, len(optimizers))
     started = time.perf_counter() - seconds
     saved = step  # the step checkpoint.pt holds (0: none yet)
-    bar = tqdm(total=steps, initial=step, desc=f"train {name}", unit="step", disable=None if ranks.main else True)
+    bar = tqdm(total=steps, initial=step, desc=f"train {entry}", unit="step", disable=None if ranks.main else True)
     with StopRequests() as stop:
         while step < steps:
             # The i-th update of every group in a step sees the step's i-th batch (one batch for most families), of
@@ -178,56 +178,51 @@ def _train(name: str, settings: EntrySettings, seed: int, data_dir: Path, out_di
             if logging or saving:
                 named = {f"{g}/{term}": v for g, group_losses in losses.items() for term, v in group_losses.items()}
                 logged = dict(zip(named, ranks.mean(list(named.values())), strict=True))
-                _require_finite(name, step, logged, model if saving else None, out_dir / CHECKPOINT, saved)
+                _require_finite(entry, step, logged, model if saving else None, out_dir / CHECKPOINT, saved)
                 if logging:
                     history.extend((step, term, value) for term, value in logged.items())
                     bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if k.endswith("/loss")})
-            if curve is not None and curve.due(step):
-                if ranks.main:
-                    measuring = time.perf_counter()
-                    with averaged(model, ema, seed, batch_size), eval_mode(model):
-                        fid = curve.maybe_measure(step, lambda n: draw_images(model, range(n), seed, curve_sampling))
-                    curve_seconds += time.perf_counter() - measuring
-                    history.extend([(step, "fid_curve", fid),
-                                    (step, "fid_curve_seconds", curve.history[-1]["seconds"])])
-                    bar.set_postfix({"fid_curve": f"{fid:.1f}"})
-                ranks.barrier()
+            if cfg.fid_every and step % cfg.fid_every == 0 and ranks.main:
+                with averaged(model, ema, seed, batch_size) as statistics:
+                    snapshot = ema.shadow | statistics
+                save_weights(out_dir, model, snapshot, {"entry": entry, "step": str(step)}, snapshot_name(step))
             if saving:
                 elapsed = time.perf_counter() - started
                 rng = ranks.rng_states()
                 if ranks.main:
                     _save_checkpoint(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, precision, batches,
-                                     step, order, cursor, elapsed, curve_seconds, history, rng)
+                                     step, order, cursor, elapsed, history, rng)
                     write_history(out_dir, history)
                 ranks.barrier()
                 saved = step
             if stopping:
                 bar.close()
-                raise Interrupted(stopping, f"train {name}: stopped by {signal_name(stopping)} after step {step} of "
+                raise Interrupted(stopping, f"train {entry}: stopped by {signal_name(stopping)} after step {step} of "
                                             f"{steps}, saved in {out_dir / CHECKPOINT}; run the same command again "
                                             "to resume from it")
     bar.close()
     seconds = time.perf_counter() - started
 
     images_seen = steps * cfg.batch_size * max(updates.values())
-    summary = TrainSummary(name=name, family=family, steps=steps, seconds=round(seconds, 3),
+    summary = TrainSummary(entry=entry, family=family, steps=steps, seconds=round(seconds, 3),
                            num_parameters=model.num_parameters(), device=device.type,
                            device_name=device_name(device), dtype=dtype,
                            channels_last=channels_last, config_sha256=fingerprint, processes=ranks.world_size,
-                           images_per_second=round(images_seen / max(seconds - curve_seconds, 1e-9), 3))
+                           images_per_second=round(images_seen / max(seconds, 1e-9), 3))
     if ranks.main:  # the set, then summary.json naming the sha256 of each of its files, last
         write_history(out_dir, history)
         write_config(out_dir, record)
+        (out_dir / SNAPSHOTS).mkdir(exist_ok=True)  # always there, empty without a curve: every driver tracks it
         with averaged(model, ema, seed, batch_size) as statistics:
             averaged_state = ema.shadow | statistics
-        save_weights(out_dir, model, averaged_state, {"name": name, "family": family, "config_sha256": fingerprint})
+        save_weights(out_dir, model, averaged_state, {"entry": entry, "family": family, "config_sha256": fingerprint})
         summary = summary.model_copy(update={"sha256": signed_digests(out_dir)})
         write_summary(out_dir, summary)
     ranks.barrier()
     return summary
 
 
-def _require_finite(name: str, step: int, losses: dict[str, float], model: GenerativeModel | None,
+def _require_finite(entry: str, step: int, losses: dict[str, float], model: GenerativeModel | None,
                     checkpoint: Path, saved: int) -> None:
     """ValueError naming the entry, the step and the first non-finite loss term, or, with `model` (before a save),
     non-finite weights: a diverged run stops before it is logged, checkpointed or saved as finished."""
@@ -237,9 +232,9 @@ def _require_finite(name: str, step: int, losses: dict[str, float], model: Gener
     if bad is None:
         return
     kept = f"{checkpoint} keeps step {saved}" if saved else "no checkpoint was written"
-    raise ValueError(f"models.{name}: {bad} at step {step}; training stopped without saving it ({kept}). Lower "
-                     f"models.{name}.train.lr, set models.{name}.train.grad_clip (e.g. 1.0) or train in fp32 "
-                     f"(models.{name}.train.dtype: fp32), then train again")
+    raise ValueError(f"models.{entry}: {bad} at step {step}; training stopped without saving it ({kept}). Lower "
+                     f"models.{entry}.train.lr, set models.{entry}.train.grad_clip (e.g. 1.0) or train in fp32 "
+                     f"(models.{entry}.train.dtype: fp32), then train again")
 
 
 def make_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -254,16 +249,6 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     """The learning-rate multiplier of 1-based step `step`: step/warmup_steps up to 1 (Ho et al.'s linear
     warmup; their step 0 ran at lr 0, ours starts at lr/warmup_steps so that no step is wasted)."""
     return min(1.0, step / warmup_steps) if warmup_steps else 1.0
-
-
-def _fid_curve(cfg: TrainConfig, data_dir: Path, cache_dir: Path, device: torch.device):
-    """The FID curve the config asks for, or None (imports the Inception code only when used)."""
-    if not cfg.fid_every:
-        return None
-    from genbench.components.train.fid_curve import FIDCurve
-
-    return FIDCurve(data_dir / "validation.npy", cache_dir, n=cfg.fid_n, every=cfg.fid_every, device=str(device),
-                    dtype=resolve_dtype(cfg.fid_dtype, False, device)[0])
 
 
 def _frozen_digest(model: GenerativeModel) -> dict[str, str]:
@@ -285,7 +270,7 @@ def _resume(
     """Load the checkpoint into the run's state (on every rank) if it was written for this run record; a
     torchrun checkpoint keeps every rank's generators, so it resumes only with as many processes. Every rank
     loads rank 0's file, which it writes: on several nodes another rank's copy may be stale or absent."""
-    fresh = {"step": 0, "order": None, "cursor": 0, "seconds": 0.0, "curve_seconds": 0.0, "history": []}
+    fresh = {"step": 0, "order": None, "cursor": 0, "seconds": 0.0, "history": []}
     raw = ranks.from_main(path.read_bytes() if ranks.main and path.exists() else None)
     if raw is None:
         return fresh
@@ -312,8 +297,7 @@ def _resume(
     if ranks.main:
         tqdm.write(f"{path}: resuming at step {checkpoint['step']}")
     return {"step": checkpoint["step"], "order": checkpoint["order"], "cursor": checkpoint["cursor"],
-            "seconds": checkpoint["seconds"], "curve_seconds": checkpoint.get("curve_seconds", 0.0),
-            "history": parse_history(checkpoint["history_csv"], str(path))}
+            "seconds": checkpoint["seconds"], "history": parse_history(checkpoint["history_csv"], str(path))}
 
 
 def _read_checkpoint(path: Path, raw: bytes) -> dict[str, Any]:
@@ -333,7 +317,7 @@ def _read_checkpoint(path: Path, raw: bytes) -> dict[str, Any]:
 def _save_checkpoint(
     path: Path, fingerprint: str, model: GenerativeModel, ema: EMA, optimizers: dict[str, torch.optim.Optimizer],
     precision: MixedPrecision, batches: torch.Generator, step: int, order: torch.Tensor, cursor: int, seconds: float,
-    curve_seconds: float, history: list[tuple[int, str, float]], rng: list[dict[str, Any]],
+    history: list[tuple[int, str, float]], rng: list[dict[str, Any]],
 ) -> None:
     """checkpoint.pt, atomically. `rng` holds every rank's generators (`Processes.rng_states`): rank 0's at the top
     level, as a single process writes them, and under torchrun all of them under `rank_rng`."""
@@ -343,7 +327,6 @@ def _save_checkpoint(
         "order": order,
         "cursor": cursor,
         "seconds": seconds,
-        "curve_seconds": curve_seconds,
         "model": model.state_dict(),
         "ema": ema.state_dict(),
         "optimizers": {group: opt.state_dict() for group, opt in optimizers.items()},

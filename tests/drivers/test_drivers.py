@@ -97,7 +97,7 @@ def test_flow_logs_and_registers_in_mlflow(flow_project: Path) -> None:
 
 def test_dvc_repro_runs_every_stage_then_nothing(dvc_project: tuple[Path, str, str, str]) -> None:
     root, first, second, _ = dvc_project
-    per_family = [f"{s}@{f}-0" for s in ("train", "sample", "evaluate", "register") for f in FAMILIES]
+    per_family = [f"{s}@{f}-0" for s in ("train", "fid-curve", "sample", "evaluate", "register") for f in FAMILIES]
     for stage in ["prepare", "evaluate-real", "sweep@ddim_steps", "report", *per_family]:
         assert f"Running stage '{stage}'" in first, stage
     assert "Running stage" not in second and "up to date" in second, second
@@ -189,12 +189,13 @@ def test_torchrun_trains_with_two_gloo_processes(torchrun_project: tuple[Path, s
 
 
 def test_an_edit_to_the_fid_network_dirties_the_stages_that_run_it(dvc_project: tuple[Path, str, str, str]) -> None:
-    """Every evaluate stage, the real-data floor and the sweeps run the network; train runs it too, for the FID
-    curve (train.fid_every). prepare, sample and register do not, and stay up to date."""
+    """The stages that score run the network: every evaluate stage, the real-data floor, the FID curves and the
+    sweeps. Upstream of them nothing does (train saves snapshots, fid-curve scores them): prepare, train and sample
+    stay up to date. (`dvc status` names the stages whose own deps changed; register and report follow them.)"""
     root = dvc_project[0]
     changed = set(json.loads((root / NETWORK_STATUS).read_text()))
     pairs = [f"{entry}-0" for entry in FAMILIES]
-    assert changed == {"evaluate-real", *(f"evaluate@{p}" for p in pairs), *(f"train@{p}" for p in pairs),
+    assert changed == {"evaluate-real", *(f"evaluate@{p}" for p in pairs), *(f"fid-curve@{p}" for p in pairs),
                        "sweep@ddim_steps"}, changed
 
 
@@ -210,7 +211,8 @@ def test_a_stage_hash_moves_with_its_own_params_and_nothing_upstream(
 
     before, after = hashes(root / "before" / "provenance"), hashes(root / "provenance")
     moved = {name for name in before if before[name] != after.get(name)}
-    assert moved == {"train/ddpm-seed-0.json", "sample/ddpm-seed-0.json", "evaluate/ddpm-seed-0.json",
+    assert moved == {"train/ddpm-seed-0.json", "fid-curve/ddpm-seed-0.json", "sample/ddpm-seed-0.json",
+                     "evaluate/ddpm-seed-0.json",
                      "register/ddpm-seed-0.json", "sweep/ddim_steps.json", "report/report.json"}, moved
     assert before["prepare/prepare.json"] == after["prepare/prepare.json"]
 
@@ -225,7 +227,7 @@ def test_every_driver_fills_the_stage_hashes_of_runs_csv(flow_project: Path, kfp
             rows = list(csv.DictReader(handle))
         assert rows, results
         for row in rows:
-            for column in ("train_stage", "sample_stage", "evaluate_stage"):
+            for column in ("train_stage", "fid_curve_stage", "sample_stage", "evaluate_stage"):
                 assert len(row[column]) == 12 and int(row[column], 16) >= 0, (results, row)
 
 

@@ -39,7 +39,8 @@ def _client(root: Path):
 def test_kfp_pipeline_runs_every_stage_to_the_report(kfp_project: tuple[Path, str]) -> None:
     root, output = kfp_project
     log = re.sub(r"\x1b\[[0-9;]*m", "", output)  # kfp.local colours task names
-    for task in ("prepare", "evaluate-real", "train", "sample", "evaluate", "register", "collect", "sweep", "report"):
+    for task in ("prepare", "evaluate-real", "train", "fid-curve", "sample", "evaluate", "register", "collect", "sweep",
+                 "report"):
         assert f"Task '{task}' finished with status SUCCESS" in log, task
     assert "Pipeline 'genbench-pipeline' finished with status SUCCESS" in log
     (page,) = _copies(root, "index")  # the pipeline's dsl.HTML output: the report's index.html

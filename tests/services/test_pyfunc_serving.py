@@ -29,6 +29,7 @@ from typer.testing import CliRunner
 from genbench.cli import app
 
 from ..conftest import use_tiny
+from ..stages.test_stages import STAND_IN_METRICS
 
 pytestmark = pytest.mark.server
 CHAMPION = "models:/genbench-ddpm@champion"
@@ -57,7 +58,8 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[st
             _genbench(*command)
         (root / "metrics" / "ddpm").mkdir(parents=True)
         samples_md5 = hashlib.md5((root / "samples" / "ddpm" / "seed-0.npy").read_bytes()).hexdigest()
-        (root / "metrics" / "ddpm" / "seed-0.json").write_text(json.dumps({"fid": 321.0, "samples_md5": samples_md5}))
+        (root / "metrics" / "ddpm" / "seed-0.json").write_text(
+            json.dumps(STAND_IN_METRICS | {"fid": 321.0, "samples_md5": samples_md5}))
         _genbench("register", "ddpm")
         _genbench("sample", "ddpm", "--model", CHAMPION)
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}

@@ -23,11 +23,11 @@ import torch
 
 from genbench.components.evaluate import evaluate as evaluate_module
 from genbench.components.evaluate import features as features_module
+from genbench.components.evaluate import fid_curve as fid_curve_module
 from genbench.components.evaluate import inception
 from genbench.components.register import register as register_module
 from genbench.components.register import registry as registry_module
 from genbench.components.register import tracking
-from genbench.components.train import fid_curve as fid_curve_module
 from genbench.config import load_config
 from genbench.layout import Layout
 from genbench.stages import STAGES, At

@@ -113,7 +113,7 @@ CASES = [
      "re-run `genbench prepare`"),
     ("train_labels.npy zeroed", ["train", "vae"], _zero_second_half(f"{PREPARED}/train_labels.npy"),
      f"{PREPARED}/train_labels.npy", "re-run `genbench prepare`"),
-    ("validation.npy zeroed, FID curve on", ["train", "vae"],
+    ("validation.npy zeroed, FID curve on", ["fid-curve", "vae"],
      _fid_curve_on(_zero_second_half(f"{PREPARED}/validation.npy")), f"{PREPARED}/validation.npy",
      "re-run `genbench prepare`"),
     ("holdout.npy zeroed", ["evaluate", "real"], _zero_second_half(f"{PREPARED}/holdout.npy"),

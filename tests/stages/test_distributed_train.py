@@ -163,7 +163,7 @@ def test_only_rank_0_writes_and_a_stopped_run_resumes_exactly(ddp: Path) -> None
     runs = ddp / "ddp"
     for name in ("toy_gan", "ddpm"):
         assert sorted(p.name for p in (runs / f"{name}-rank0").iterdir()) == [
-            "checkpoint.pt", "config.json", "history.csv", "model.safetensors", "summary.json"]
+            "checkpoint.pt", "config.json", "history.csv", "model.safetensors", "snapshots", "summary.json"]
         assert not (runs / f"{name}-rank1").exists()
     stopped = json.loads((ddp / "probe" / "stopped.json").read_text())
     assert stopped == {"step": 2, "ranks": WORLD, "weights_written": False}

@@ -19,21 +19,24 @@ from ..conftest import use_tiny
 IMAGE = "ghcr.io/genbench/genbench:latest"
 GPU = "nvidia.com/gpu"
 MLFLOW_SECRET, S3_SECRET = "genbench-mlflow", "genbench-s3"
-STAGES = ("prepare", "evaluate-real", "train", "sample", "evaluate", "register", "collect", "sweep", "report")
+STAGES = ("prepare", "evaluate-real", "train", "fid-curve", "sample", "evaluate", "register", "collect", "sweep",
+          "report")
 # component → {input or output artifact: its schema title}
 ARTIFACTS = {
     "prepare": {"outputs": {"data": "system.Dataset"}},
     "evaluate-real": {"inputs": {"data": "system.Dataset"},
                       "outputs": {"metrics": "system.Metrics", "cache": "system.Artifact"}},
     "train": {"inputs": {"data": "system.Dataset", "trained": "system.Artifact"}, "outputs": {"run": "system.Model"}},
+    "fid-curve": {"inputs": {"run": "system.Model", "data": "system.Dataset", "cache": "system.Artifact"},
+                  "outputs": {"curve": "system.Metrics"}},
     "sample": {"inputs": {"run": "system.Model"}, "outputs": {"samples": "system.Dataset"}},
     "evaluate": {"inputs": {"samples": "system.Dataset", "data": "system.Dataset", "cache": "system.Artifact"},
                  "outputs": {"metrics": "system.Metrics"}},
     "register": {"inputs": {"run": "system.Model", "samples": "system.Dataset", "metrics": "system.Metrics",
-                              "data": "system.Dataset"},
+                              "curve": "system.Metrics", "data": "system.Dataset"},
                  "outputs": {"record": "system.Artifact"}},
     "collect": {"inputs": {"runs": "system.Model", "samples": "system.Dataset", "metrics": "system.Metrics",
-                           "records": "system.Artifact", "previous": "system.Artifact"},
+                           "curves": "system.Metrics", "records": "system.Artifact", "previous": "system.Artifact"},
                 "outputs": {"project": "system.Artifact"}},
     "sweep": {"inputs": {"data": "system.Dataset", "cache": "system.Artifact", "trained": "system.Artifact"},
               "outputs": {"sets": "system.Dataset", "summary": "system.Metrics"}},
@@ -77,15 +80,15 @@ def test_compile_has_a_component_per_stage_and_typed_artifacts(project: Path) ->
     for executor in spec["deploymentSpec"]["executors"].values():
         assert executor["container"]["image"] == IMAGE
         assert "pip install" not in " ".join(executor["container"]["command"])  # install_kfp_package=False
-    # the loop runs train → sample → evaluate → register once per (entry, seed) of the plan, one at a time
+    # the loop runs train → fid-curve → sample → evaluate → register once per (entry, seed) of the plan, one at a time
     (loop,), (sweeps,) = [task for task in _loops(spec) if "collect" not in task.get("dependentTasks", [])], \
         [task for task in _loops(spec) if "collect" in task.get("dependentTasks", [])]
     items = yaml.safe_load(loop["parameterIterator"]["items"]["raw"])
     assert items == [{"entry": entry, "seed": "0"} for entry in ("vae", "dcgan", "ddpm")]
     assert loop["iteratorPolicy"]["parallelismLimit"] == 1
     body = components[loop["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(body) == {"train", "sample", "evaluate", "register"}
-    assert body["register"]["dependentTasks"] == ["evaluate", "sample", "train"]
+    assert set(body) == {"train", "fid-curve", "sample", "evaluate", "register"}
+    assert body["register"]["dependentTasks"] == ["evaluate", "fid-curve", "sample", "train"]
     assert yaml.safe_load(sweeps["parameterIterator"]["items"]["raw"]) == ["ddim_steps"]
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     # the params as one line (the compiler's header comment would break on a line break), the same mapping
@@ -100,7 +103,7 @@ def test_compile_has_a_component_per_stage_and_typed_artifacts(project: Path) ->
     for stage in ("train", "sample", "sweep"):
         assert resources[stage]["accelerator"]["resourceType"] == GPU, resources[stage]
         assert resources[stage]["accelerator"]["resourceCount"] == "1"
-    assert not resources["evaluate"] and not resources["register"]
+    assert not resources["evaluate"] and not resources["register"] and not resources["fid-curve"]
     kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert set(kubernetes) == {"exec-register"}
     secrets = kubernetes["exec-register"]["secretAsEnv"]

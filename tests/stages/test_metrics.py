@@ -20,9 +20,9 @@ from genbench.cli import app
 from genbench.components.evaluate import evaluate as evaluate_module
 from genbench.components.evaluate import inception
 from genbench.components.evaluate.evaluate import evaluate
+from genbench.components.evaluate.fid_curve import FIDCurve
 from genbench.components.evaluate.inception import extract_features
 from genbench.components.evaluate.metrics import frechet_distance_from_features
-from genbench.components.train.fid_curve import FIDCurve
 
 from .conftest import FID_IDENTITY, fashion_test_split
 
@@ -160,31 +160,17 @@ def test_cli_metrics_rejects_mixed_image_sizes_clearly(tmp_path: Path) -> None:
 # FID curve -----------------------------------------------------------------------------------------------
 
 
-def test_fid_curve_measures_every_k_steps_against_cached_reference(pixel_network: list[int], tmp_path: Path) -> None:
+def test_fid_curve_scores_against_a_reference_it_caches(pixel_network: list[int], tmp_path: Path) -> None:
     np.save(tmp_path / "reference.npy", toy_images(20, 0))
-    logged: list[tuple[str, float, int]] = []
-    curve = FIDCurve(
-        tmp_path / "reference.npy", tmp_path / "cache", n=10, every=3, log_metric=lambda *a: logged.append(a)
-    )
-    drawn: list[int] = []
+    curve = FIDCurve(tmp_path / "reference.npy", tmp_path / "cache")
+    values = [curve.measure(toy_images(10, 100 + i), f"set {i}") for i in range(3)]
+    assert pixel_network == [20, 10, 10, 10]  # the reference once, then each set
+    assert all(value > 0 for value in values) and len(set(values)) == 3
 
-    def sample_fn(n: int) -> np.ndarray:
-        drawn.append(n)
-        return toy_images(n, 100 + len(drawn))
-
-    values = {step: curve.maybe_measure(step, sample_fn) for step in range(10)}
-    assert [step for step, value in values.items() if value is not None] == [3, 6, 9]
-    assert drawn == [10, 10, 10]
-    assert pixel_network == [20, 10, 10, 10]  # the reference once, then n images per measurement
-    assert [entry["step"] for entry in curve.history] == [3, 6, 9]
-    assert all(value > 0 for value in (values[3], values[6], values[9]))
-    assert [(name, step) for name, _, step in logged if name == "fid_curve"] == [("fid_curve", 3), ("fid_curve", 6),
-                                                                              ("fid_curve", 9)]  # fmt: skip
-
-    fresh = FIDCurve(tmp_path / "reference.npy", tmp_path / "cache", n=10, every=3)
+    fresh = FIDCurve(tmp_path / "reference.npy", tmp_path / "cache")
     pixel_network.clear()
-    fresh.maybe_measure(3, sample_fn)
-    assert pixel_network == [10]  # a new curve (e.g. a resumed run) reads the reference from the disk cache
+    assert fresh.measure(toy_images(10, 100), "set 0") == values[0]
+    assert pixel_network == [10]  # a new curve reads the reference from the disk cache
 
 
 # Real data -----------------------------------------------------------------------------------------------

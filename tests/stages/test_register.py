@@ -18,7 +18,7 @@ FAMILY = "vae"
 LONG = "x" * 700  # longer than MLflow's portable 500-char param limit
 
 CONFIG = {  # a run record (components/common/artifacts.py RunRecord): a small VAE on 8×8 images
-    "name": FAMILY,
+    "name": FAMILY,  # the entry as records called it before `entry`: this run, summary and sample record are old ones
     "family": FAMILY,
     "seed": 0,
     "image": {"channels": 1, "size": 8},
@@ -46,6 +46,16 @@ EXPECTED_PARAMS = {
 LOSSES = {10: 0.9, 20: 0.55, 30: 0.25}
 REF_MD5 = "0123456789abcdef0123456789abcdef"
 EXTRACTOR_SHA = "f" * 64
+METRICS = {  # a metrics record (components/common/records.py MetricsRecord) less its fid and samples_md5
+    "k": 3, "density_k": 5, "precision": 0.5, "recall": 0.25, "density": 0.75, "coverage": 0.5,
+    "kid_mean": 0.01, "kid_std": 0.002, "kid_subsets": 10, "kid_subset_size": 12, "seed": 0, "bootstrap_resamples": 0,
+    "inception_score": None, "inception_score_std": None, "inception_score_splits": 10,
+    "inception_score_unavailable": "not requested", "n_samples": 64, "n_reference": 64, "reference_md5": REF_MD5,
+    "feature_extractor": {"name": "tiny-cnn", "sha256": EXTRACTOR_SHA}, "preprocessing": {"resize": 8},
+    "inception_dtype": "fp32", "reference_stats_key": "toy-ref", "warnings": [],
+}
+MANIFEST = {"dataset": "toy", "image_shape": [8, 8, 1], "counts": {"train.npy": 64, "reference.npy": 64},
+            "files": {"train.npy": "a" * 32, "reference.npy": REF_MD5}}
 
 
 def vae_weights(seed: int) -> bytes:
@@ -86,26 +96,10 @@ def fabricate(project: Path, fid: float, weights: bytes, summary: dict | None = 
     samples_md5 = hashlib.md5(images.read_bytes()).hexdigest()
     metrics = project / "metrics" / f"{FAMILY}.json"
     metrics.parent.mkdir(parents=True, exist_ok=True)
-    metrics.write_text(
-        json.dumps(
-            {
-                "fid": fid,
-                "precision": 0.5,
-                "recall": 0.25,
-                "n_samples": 64,
-                "n_reference": 64,
-                "feature_extractor": {"name": "tiny-cnn", "sha256": EXTRACTOR_SHA},
-                "preprocessing": {"resize": 8},
-                "reference_stats_key": "toy-ref",
-                "samples_md5": samples_md5,
-            }
-        )
-    )
+    metrics.write_text(json.dumps(METRICS | {"fid": fid, "samples_md5": samples_md5}))
     manifest = project / "data" / "prepared" / "manifest.json"
     manifest.parent.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(
-        json.dumps({"dataset": "toy", "files": {"train.npy": "a" * 32, "reference.npy": REF_MD5}})
-    )
+    manifest.write_text(json.dumps(MANIFEST))
     sample_record.write_text(json.dumps({
         "name": FAMILY, "family": FAMILY, "n": 12, "seed": 0, "batch_size": 4, "shape": [12, 8, 8, 1], "device": "cpu",
         "weights_sha256": hashlib.sha256(weights).hexdigest(), "weights": "ema", "num_classes": 0,
@@ -205,6 +199,7 @@ def test_register_and_champion(tmp_path, monkeypatch):
 
     run = client.get_run(r1["run_id"])
     assert run.info.run_name == FAMILY
+    assert run.data.tags["genbench.entry"] == FAMILY and "genbench.name" not in run.data.tags
     assert run.info.experiment_id == exp.experiment_id
     assert run.info.status == "FINISHED"
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").resolve().as_uri())
@@ -285,7 +280,7 @@ def test_promote_compares_only_on_the_same_reference_and_records_force(tmp_path,
     assert first["promoted"]
     # a better FID, but measured against other reference images: not comparable, champion stays
     paths = fabricate(tmp_path, 5.0, vae_weights(2))
-    paths["manifest_path"].write_text(json.dumps({"dataset": "toy", "files": {"reference.npy": "e" * 32}}))
+    paths["manifest_path"].write_text(json.dumps(MANIFEST | {"files": {"reference.npy": "e" * 32}}))
     second = dict(register(FAMILY, **paths, out_path=tmp_path / "r.json", project_dir=tmp_path))
     assert not second["promoted"] and second["champion_version"] == first["version"]
 

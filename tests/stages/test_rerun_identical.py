@@ -33,7 +33,7 @@ def _run_from_scratch(root: Path) -> Layout:
                   settings=config.evaluate)
     for name in config.entries:
         for seed in config.seeds:
-            train(name, config.entry(name), seed, layout.data, layout.run(name, seed), cache_dir=layout.cache)
+            train(name, config.entry(name), seed, layout.data, layout.run(name, seed))
             sample(layout.run(name, seed), layout.samples(name, seed), name, config.sample, config.sampling_for(name),
                    seed)
             evaluate(layout.samples(name, seed), layout.reference, layout.metrics(name, seed), cache_dir=layout.cache,

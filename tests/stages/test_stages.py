@@ -28,6 +28,17 @@ from genbench.models.samplers import DiffusionSampling
 from ..conftest import refresh_plan
 from .conftest import FAMILIES
 
+# A metrics record (components/common/records.py MetricsRecord) written by hand, where a test needs one but not the
+# pass of the Inception network that measures it; a test sets the fields it reads (fid, samples_md5, ...)
+STAND_IN_METRICS = {
+    "fid": 300.0, "k": 3, "density_k": 5, "precision": 0.5, "recall": 0.5, "density": 0.5, "coverage": 0.5,
+    "kid_mean": 0.01, "kid_std": 0.001, "kid_subsets": 10, "kid_subset_size": 12, "seed": 0, "bootstrap_resamples": 0,
+    "inception_score": None, "inception_score_std": None, "inception_score_splits": 10,
+    "inception_score_unavailable": "not requested", "n_samples": 12, "n_reference": 12, "reference_md5": "0" * 32,
+    "feature_extractor": {"name": "pixel-stand-in", "sha256": "0" * 64}, "preprocessing": {},
+    "inception_dtype": "fp32", "reference_stats_key": "stand-in", "warnings": [], "samples_md5": "0" * 32,
+}
+
 
 def invoke(*args: str) -> str:
     result = CliRunner().invoke(app, list(args))
@@ -224,7 +235,7 @@ def test_the_conditional_variant_is_its_own_entry(prepared: Path, pixel_network:
     assert not (prepared / "runs" / "ddpm" / "seed-0").exists()
     assert json.loads((prepared / "runs" / "ddpm_cfg" / "seed-0" / "config.json").read_text())["family"] == "ddpm"
     record = json.loads((prepared / "samples" / "ddpm_cfg" / "seed-0.json").read_text())
-    assert record["name"] == "ddpm_cfg" and record["family"] == "ddpm"
+    assert record["entry"] == "ddpm_cfg" and record["family"] == "ddpm"
     assert record["num_classes"] == 10 and record["labels"] == "image i has class i % num_classes"
     assert record["weights"] == "ema" and record["sampling"]["sampler"] == "ddim"
     assert record["sampling"]["guidance_scale"] == 2.0
@@ -378,7 +389,7 @@ def test_a_registered_ldm_samples_in_an_empty_folder(trained: Path, tmp_path: Pa
     # pass of the Inception network.
     Path("metrics/ldm").mkdir(parents=True)
     samples_md5 = hashlib.md5(Path("samples/ldm/seed-0.npy").read_bytes()).hexdigest()
-    Path("metrics/ldm/seed-0.json").write_text(json.dumps({"fid": 321.0, "samples_md5": samples_md5}))
+    Path("metrics/ldm/seed-0.json").write_text(json.dumps(STAND_IN_METRICS | {"fid": 321.0, "samples_md5": samples_md5}))
     invoke("register", "ldm")
     here = np.load(trained / "samples" / "ldm" / "seed-0.npy")
     # An empty folder, as on another machine that reaches the same tracking server.
@@ -490,27 +501,41 @@ def test_prepare_reads_cifar10_pickles(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 
-def test_fid_curve_goes_into_the_history(trained: Path, pixel_network: list[int]) -> None:
-    """train.fid_every > 0: FID of the EMA weights every K steps lands in history.csv (register logs it)."""
+def test_fid_curve_scores_the_snapshots_train_saved(trained: Path, pixel_network: list[int]) -> None:
+    """train.fid_every > 0: train saves the EMA weights every K steps without running the FID network; the fid-curve
+    stage scores each snapshot, and register and the report read its points as history rows."""
     from PIL import Image
+    from safetensors.torch import load_file
 
-    from genbench.components.common.artifacts import curves, read_history
+    from genbench.components.common.artifacts import curves
+    from genbench.components.common.records import read_curve
     from genbench.components.report.figures import fid_curves
 
     edit_params(lambda p: p["models"]["vae"]["profiles"]["tiny"]["train"].update(fid_every=2, fid_n=8))
     invoke("train", "vae", "--out", "curve")
-    rows = read_history(Path("curve"))
-    curve = {step: value for step, name, value in rows if name == "fid_curve"}
+    assert pixel_network == []  # training never ran the network
     steps = load_config("params.yaml").entry("vae").train.steps
-    assert sorted(curve) == list(range(2, steps + 1, 2))
-    assert all(np.isfinite(v) and v > 0 for v in curve.values())
-    assert any(name == "fid_curve_seconds" for _, name, _ in rows)
+    snapshots = sorted(p.name for p in Path("curve/snapshots").iterdir())
+    assert snapshots == [f"step-{step:08d}.safetensors" for step in range(2, steps + 1, 2)]
+    last, final = load_file(f"curve/snapshots/{snapshots[-1]}"), load_file("curve/model.safetensors")
+    assert last.keys() == final.keys() and [k for k in final if not torch.equal(last[k], final[k])] == []
+
+    invoke("fid-curve", "vae", "--run", "curve", "--out", "curve.json")
+    record = read_curve(Path("curve.json"))
+    assert [p.step for p in record.points] == list(range(2, steps + 1, 2))
+    assert all(np.isfinite(p.fid) and p.fid > 0 for p in record.points)
+    assert pixel_network[1:] == [8] * len(record.points)  # the validation set once, then fid_n images per point
+    rows = record.history_rows()
+    assert {name for _, name, _ in rows} == {"fid_curve", "fid_curve_seconds"}
 
     assert fid_curves({"vae": [curves(rows)]}, Path("fid_curve"))
     width, height = Image.open("fid_curve.png").size
     assert width > 500 and height > 300 and Path("fid_curve.pdf").read_bytes().startswith(b"%PDF")
-    # no curve in the fixture's dcgan run: the report leaves the figure out
-    assert not fid_curves({"dcgan": [curves(read_history(Path("runs/dcgan/seed-0")))]}, Path("none"))
+    # the fixture's dcgan trains without a curve: no snapshot, no point, and the report leaves the figure out
+    assert list(Path("runs/dcgan/seed-0/snapshots").iterdir()) == []
+    invoke("fid-curve", "dcgan", "--out", "none.json")
+    assert read_curve(Path("none.json")).points == []
+    assert not fid_curves({"dcgan": [curves(read_curve(Path("none.json")).history_rows())]}, Path("none"))
     assert not Path("none.png").exists()
 
 
@@ -528,6 +553,6 @@ def test_equal_weights_are_equal_bytes_on_every_save(tmp_path: Path) -> None:
         folder = tmp_path / str(k)
         folder.mkdir()
         save_weights(folder, model, {"weight": model.weight * 0.5},
-                     {"name": "x", "family": "vae", "config_sha256": "c" * 64})
+                     {"entry": "x", "family": "vae", "config_sha256": "c" * 64})
         written.add((folder / "model.safetensors").read_bytes())
     assert len(written) == 1

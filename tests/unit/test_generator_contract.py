@@ -31,7 +31,7 @@ def generator() -> Generator:
         for parameter in model.parameters():
             if not parameter.any():
                 parameter.normal_(0, 0.1)
-    record = RunRecord(name="ddpm_cfg", family="ddpm", seed=0, image=ImageShape(channels=1, size=8), arch=ARCH,
+    record = RunRecord(entry="ddpm_cfg", family="ddpm", seed=0, image=ImageShape(channels=1, size=8), arch=ARCH,
                        train={}, train_data_md5="0" * 32)
     return Generator(model, record, batch_size=2, ema=True)
 

@@ -18,7 +18,8 @@ from genbench.components.common.manifest import verify_prepared
 def prepared(tmp_path: Path) -> Path:
     np.save(tmp_path / "train.npy", np.arange(64, dtype=np.uint8).reshape(4, 4, 4, 1))
     (tmp_path / "notes.txt").write_text("not listed")
-    write_json(tmp_path / "manifest.json", {"files": {"train.npy": file_digest(tmp_path / "train.npy")}})
+    write_json(tmp_path / "manifest.json", {"dataset": "toy", "image_shape": [4, 4, 1], "counts": {"train.npy": 4},
+                                            "files": {"train.npy": file_digest(tmp_path / "train.npy")}})
     return tmp_path
 
 

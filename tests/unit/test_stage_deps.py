@@ -55,12 +55,12 @@ def test_a_removed_dep_is_named(tmp_path: Path) -> None:
     for folder in PACKAGES:
         shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     text = (REPO / "dvc.yaml").read_text()
-    train = text.index("  train:\n")
-    evaluate_dep = text.index("    - components/evaluate\n", train)
+    stage = text.index("  fid-curve:\n")
+    evaluate_dep = text.index("    - components/evaluate\n", stage)
     (tmp_path / "dvc.yaml").write_text(text[:evaluate_dep] + text[evaluate_dep + len("    - components/evaluate\n"):])
     found = uncovered(tmp_path)
-    assert "train: genbench.components.evaluate.inception_net (components/evaluate/inception_net.py)" in found
-    assert all(line.startswith("train: genbench.components.evaluate") for line in found), found
+    assert "fid-curve: genbench.components.evaluate.inception_net (components/evaluate/inception_net.py)" in found
+    assert all(line.startswith("fid-curve: genbench.components.evaluate") for line in found), found
 
 
 @pytest.mark.parametrize("name", list(STAGES))
