@@ -39,9 +39,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(TIER_MARKERS[tier])
         if tier in limits and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(limits[tier]))
-        if "remembered_network" in getattr(item, "fixturenames", ()):
-            # one worker under pytest-xdist (`--dist loadgroup`), so each real batch meets the network once
-            item.add_marker(pytest.mark.xdist_group("fid-network"))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -175,7 +175,7 @@ def test_fid_curve_scores_against_a_reference_it_caches(pixel_network: list[int]
 
 # Real data -----------------------------------------------------------------------------------------------
 
-REAL_N = 32  # images per set: 3 x 32 through the network, ~7 s on 2 quiet CPU cores
+REAL_N = 32  # images per set: 3 x 32 through the network
 # Measured (2026-12-01, docs/benchmarks.md): FID(halves) = 152.3, FID(half, noised) = 302.1 at N = 32 (148.4 and
 # 287.2 on the next 32 of each half). FID is biased far upward at this N (115.1 and 278.0 at N = 64), so the
 # bounds leave ~25 % margin around the measurement.
