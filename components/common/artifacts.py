@@ -223,6 +223,13 @@ def snapshot_name(step: int) -> str:
     return f"{SNAPSHOTS}/step-{step:08d}.safetensors"
 
 
+def snapshot_steps(run_dir: Path) -> list[tuple[int, str]]:
+    """(step, `snapshot_name(step)`) of every snapshot in the run folder, by step."""
+    found = [(int(path.stem.removeprefix("step-")), f"{SNAPSHOTS}/{path.name}")
+             for path in (Path(run_dir) / SNAPSHOTS).glob("step-*.safetensors")]
+    return sorted(found)
+
+
 def save_weights(run_dir: Path, model: GenerativeModel, averaged: dict[str, torch.Tensor],
                  metadata: dict[str, str], file: str = WEIGHTS) -> None:
     """model.safetensors (or `file`, a snapshot): the state with averaged tensors replaced by `averaged`, the raw

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from genbench.components.common.artifacts import SNAPSHOTS, check_complete, load_trained
+from genbench.components.common.artifacts import check_complete, load_trained, snapshot_steps
 from genbench.components.common.devices import pick_device
 from genbench.components.common.drawing import draw_images
 from genbench.components.common.dtypes import resolve as resolve_dtype
@@ -56,13 +56,6 @@ class FIDCurve:
         features = extract_features(images, batch_size=self.batch_size, device=self.device, dtype=self.dtype)
         # Below 2048 rows the SVD form is exact and fast; the covariance form's 2048-D eigendecomposition is not.
         return frechet_distance_from_features(features, reference)
-
-
-def snapshot_steps(run_dir: Path) -> list[tuple[int, str]]:
-    """(step, file relative to the run folder) of every snapshot `train` saved, by step."""
-    found = [(int(path.stem.removeprefix("step-")), f"{SNAPSHOTS}/{path.name}")
-             for path in (Path(run_dir) / SNAPSHOTS).glob("step-*.safetensors")]
-    return sorted(found)
 
 
 def fid_curve(run_dir: Path, validation: Path, out_path: Path, entry: str, settings: EntrySettings, seed: int,

@@ -49,6 +49,7 @@ STAGE = Stage(
     says=_says,
 )
 
+
 def _curve(run: Call) -> Any:
     from genbench.components.evaluate.fid_curve import fid_curve
 

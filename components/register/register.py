@@ -102,7 +102,7 @@ def register(entry: str, run_dir: Path, metrics_path: Path, manifest_path: Path,
     metrics, manifest = read_metrics(metrics_path), read_manifest(manifest_path)
     config, record, history = read_config(run_dir), read_run_record(run_dir), read_history(run_dir)
     if curve is not None:
-        history += curve_rows(curve, measured=bool(config.get("train", {}).get("fid_every")))
+        history += curve_rows(curve, measured=bool(record.train.get("fid_every")))
     if record.entry != entry:
         raise ValueError(f"{run_dir / CONFIG} is the run of {record.entry!r}, not {entry!r}")
     summary, drawn = check_chain(entry, run_dir, Path(sample_record), metrics, Path(metrics_path))
