@@ -157,10 +157,13 @@ def start_mlflow(root: Path, host: str, s3_url: str, s3_env: dict[str, str]) -> 
          "--backend-store-uri", f"sqlite:///{stack_dir(root) / 'mlflow.db'}",
          "--artifacts-destination", f"s3://{ARTIFACT_BUCKET}/mlflow"],
         stack_dir(root),
-        # The Flask key only signs the auth app's forms (CSRF): a new one each start costs nothing.
+        # The Flask key only signs the auth app's forms (CSRF): a new one each start costs nothing. MLflow's job
+        # execution (GenAI judges, trace roll-ups) starts four huey consumer processes beside the server that
+        # genbench never gives work: off, unless the user's environment turns it on.
         retries | s3_env | {
             "MLFLOW_S3_ENDPOINT_URL": s3_url, "MLFLOW_AUTH_CONFIG_PATH": str(mlflow_auth_config(root)),
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32)},
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32),
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")},
         url=f"http://{host}:{port}",
     )
 

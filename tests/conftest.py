@@ -12,6 +12,7 @@ stages" -n 2` (pytest-xdist, one torch thread per worker); the drivers and fault
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -24,11 +25,27 @@ REPO = Path(__file__).resolve().parents[1]
 TIER_MARKERS = {"unit": "unit", "stages": "stages", "drivers": "drivers", "services": "server", "faults": "faults"}
 
 
+# The order tests are handed out in: the tiers that mostly wait on servers and outages first, so their waits
+# overlap the CPU-bound tiers; within them the longest serial chains first (one module-scoped stack each); the
+# drivers' tests last, by when their background runs are done. Under `--dist loadfile` each file goes to one worker
+# in this order (README command 2).
+TIER_ORDER = ("services", "faults", "stages", "unit", "drivers")
+LONGEST_FIRST = ("services/test_stack.py", "faults/test_s3_outage.py", "services/test_dvc_remote.py")
+
+
+def _order(item: pytest.Item) -> tuple[int, int]:
+    path = Path(str(item.fspath)).relative_to(Path(__file__).parent).as_posix()
+    tier = path.split("/")[0]
+    first = LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+    return TIER_ORDER.index(tier) if tier in TIER_ORDER else len(TIER_ORDER), first
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Each test gets its tier's marker, and in the tiers that wait on whole runs a longer time limit than
     pyproject's `timeout` (unless it names its own): a drivers test may wait for its background driver and then
     run a command in its project, the services start real servers (the DVC remote's round trip runs eight
-    genbench processes), and the faults kill and rerun stages after building a project of their own."""
+    genbench processes), and the faults kill and rerun stages after building a project of their own. Then the
+    tests are put in TIER_ORDER (a stable sort: within a file, the file's order)."""
     from .drivers.conftest import WAIT
 
     limits = {"drivers": 2 * WAIT, "services": 900, "faults": 600}  # seconds
@@ -39,12 +56,56 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(TIER_MARKERS[tier])
         if tier in limits and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(limits[tier]))
+    items.sort(key=_order)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     from .drivers.conftest import restore_threads
 
     restore_threads()
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reports its collection to the controller
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the drivers the collected tests need (tests/drivers/conftest.py): here in a plain run; in an xdist
+    worker, only name them in the drivers' folder for the controller to start once."""
+    from .drivers import conftest as drivers
+
+    names = drivers.wanted(session.items)
+    if session.config.option.collectonly or not names:
+        return
+    folder = drivers.drivers_folder(session.config)
+    if hasattr(session.config, "workerinput"):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"wanted.{os.getpid()}").write_text(json.dumps(names))
+        (folder / f"wanted.{os.getpid()}").replace(folder / "wanted.json")
+    else:
+        drivers.start(folder, names, one_thread_here=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist's controller: every worker learns the one folder the drivers run in."""
+    from .drivers import conftest as drivers
+
+    node.workerinput[drivers.FOLDER_KEY] = str(drivers.drivers_folder(node.config))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """pytest-xdist's controller, when a worker has collected: start the drivers it named (once)."""
+    from .drivers import conftest as drivers
+
+    folder = drivers.drivers_folder(node.config)
+    if (folder / "wanted.json").exists():
+        drivers.start(folder, json.loads((folder / "wanted.json").read_text()), one_thread_here=False)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not hasattr(session.config, "workerinput"):
+        from .drivers import conftest as drivers
+
+        drivers.stop(exitstatus)
 
 
 def pytest_configure(config: pytest.Config) -> None:

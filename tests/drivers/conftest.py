@@ -1,25 +1,27 @@
 """The drivers run in the background from the moment collection ends, and their tests run last.
 
-`dvc repro` and the Prefect flow each cost about two minutes on 2 cores, nearly all of it process start-up
-(every DVC stage imports torch anew; the flow starts Prefect's ephemeral server); the third driver, `torchrun` on
-`genbench prepare` and `genbench train`, starts four interpreters. Started as soon as pytest
-knows which tests it will run, they overlap the unit and stage tests instead of following them. Each runs in
-its own copy of the project on the tiny profile, with embedded defaults only, as a subprocess with one torch
-thread so that it does not fight the test process for the two cores. The flow starts a real (ephemeral)
-Prefect server, so its tests are marked `server` and stay out of the fast loop.
+`dvc repro`, the Prefect flow, the Kubeflow pipeline under kfp.local and `torchrun` on `genbench train` spend most
+of their time starting processes (every DVC stage and KFP task imports torch anew; the flow starts Prefect's
+ephemeral server). Started as soon as pytest knows which tests it will run, they overlap every other test instead
+of following them. Each runs in its own copy of the project on the tiny profile, with embedded defaults only, as a
+subprocess with one torch thread. The process that starts them is pytest itself or, under pytest-xdist, its
+controller (tests/conftest.py has the hooks, since the controller collects nothing and never loads this file);
+each driver's exit code lands in its folder, and the fixtures below wait for it from whichever process runs the
+test. The flow starts a real (ephemeral) Prefect server, so its tests are marked `server`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+import threading
+import time
 from pathlib import Path
-from typing import IO
 
 import pytest
 import yaml
@@ -125,107 +127,120 @@ COMMANDS = {"dvc_project": _dvc_command, "flow_project": _flow_command, "torchru
             "kfp_project": _kfp_command}
 
 
-@dataclass
-class Driver:
-    root: Path
-    command: list[str]
-    process: subprocess.Popen
-    log: IO[str]  # a file, not a pipe: a full pipe would stall the run
-
-    def wait(self) -> str:
-        """The driver's output once it has finished; fails the test with its tail if it exited non-zero."""
-        code = self.process.wait(timeout=WAIT)
-        self.log.seek(0)
-        output = self.log.read()
-        assert code == 0, f"{self.command} failed ({code}):\n{output[-6000:]}"
-        return output
+LOG, EXIT, COMMAND = "driver.log", "driver.exit", "driver.command.json"  # in each driver's project folder
+FOLDER_KEY = "genbench_drivers"  # pytest-xdist's workerinput: the folder the controller runs the drivers in
+_folder: list[Path] = []  # in the process that starts the drivers: their folder
+_processes: dict[str, subprocess.Popen] = {}
+_threads: list[int] = []  # the test process's torch threads before the drivers started (single-process runs)
 
 
-_running: dict[str, Driver] = {}
-_scratch: list[Path] = []
-_threads: list[int] = []  # the test process's torch threads before the drivers started
+def drivers_folder(config: pytest.Config) -> Path:
+    """Where the drivers run: made by the process that starts them (pytest itself, or pytest-xdist's controller,
+    which hands it to each worker)."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        return Path(workerinput[FOLDER_KEY])
+    if not _folder:
+        _folder.append(Path(tempfile.mkdtemp(prefix="genbench-drivers-")))
+    return _folder[0]
+
+
+def wanted(items: list[pytest.Item]) -> list[str]:
+    """The drivers whose fixtures the collected tests use."""
+    return [name for name in COMMANDS if any(name in getattr(item, "fixturenames", ()) for item in items)]
+
+
+def start(folder: Path, names: list[str], one_thread_here: bool) -> None:
+    """Start each driver in its own project under `folder`; a thread per driver writes its exit code to EXIT when
+    it ends, which is what the tests wait for, in this process or in an xdist worker. `one_thread_here`: this
+    process runs tests too, so it keeps one torch thread while the drivers run (restore_threads)."""
+    if _processes or not names:
+        return
+    if one_thread_here:
+        import torch
+
+        # With more threads than cores, torch's OpenMP workers spin waiting for the one that was descheduled,
+        # and both sides slow down several-fold.
+        _threads.append(torch.get_num_threads())
+        torch.set_num_threads(1)
+    for name in names:
+        root = tiny_project(folder / name)
+        command = COMMANDS[name](root)
+        (root / COMMAND).write_text(json.dumps(command))
+        with open(root / LOG, "w") as log:  # a file, not a pipe: a full pipe would stall the run
+            process = subprocess.Popen(command, cwd=root, env=driver_env(root), stdout=log, stderr=subprocess.STDOUT)
+        _processes[name] = process
+        threading.Thread(target=_record_exit, args=(process, root), daemon=True).start()
+
+
+def _record_exit(process: subprocess.Popen, root: Path) -> None:
+    code = process.wait()
+    (root / f"{EXIT}.tmp").write_text(str(code))
+    (root / f"{EXIT}.tmp").replace(root / EXIT)
 
 
 def restore_threads() -> None:
     """Once every driver has exited, give the test process its threads back (tests/conftest.py calls this
-    before each test: a runtest hook here would see only this folder's tests)."""
-    if _threads and all(driver.process.poll() is not None for driver in _running.values()):
+    before each test)."""
+    if _threads and all(process.poll() is not None for process in _processes.values()):
         import torch
 
         torch.set_num_threads(_threads.pop())
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Driver tests last, so the tests before them run while the drivers work."""
-    here = Path(__file__).parent
-    items.sort(key=lambda item: Path(str(item.fspath)).is_relative_to(here))
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    wanted = [name for name in COMMANDS if any(name in getattr(i, "fixturenames", ()) for i in session.items)]
-    if not wanted or session.config.option.collectonly:
-        return
-    import torch  # the stage and unit tests have loaded it by now; collection alone need not
-
-    # One thread here and one in each driver: with more threads than cores, torch's OpenMP workers spin
-    # waiting for the one that was descheduled, and both sides slow down several-fold.
-    _threads.append(torch.get_num_threads())
-    torch.set_num_threads(1)
-    scratch = Path(tempfile.mkdtemp(prefix="genbench-drivers-"))
-    _scratch.append(scratch)
-    for name in wanted:
-        root = tiny_project(scratch / name)
-        command = COMMANDS[name](root)
-        log = open(root / "driver.log", "w+")
-        process = subprocess.Popen(command, cwd=root, env=driver_env(root), stdout=log, stderr=subprocess.STDOUT)
-        _running[name] = Driver(root, command, process, log)
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+def stop(exitstatus: int) -> None:
     """Stop drivers whose tests never ran (a -x stop, ^C); keep their folders when something failed."""
-    for driver in _running.values():
-        if driver.process.poll() is None:
-            driver.process.kill()
-            driver.process.wait()
-        driver.log.close()
-    for scratch in _scratch:
+    for process in _processes.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    for folder in _folder:
         if exitstatus == 0:
-            shutil.rmtree(scratch, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
         else:
-            print(f"\ndriver projects kept in {scratch}")
+            print(f"\ndriver projects kept in {folder}")
 
 
-def _finished(name: str) -> tuple[Path, str]:
-    if name not in _running:
-        pytest.fail(f"the {name} driver was not started at collection (tests/drivers/conftest.py)")
-    driver = _running[name]
-    return driver.root, driver.wait()
+def _finished(request: pytest.FixtureRequest, name: str) -> tuple[Path, str]:
+    """The driver's project and output once it has exited; fails the test with its tail if it exited non-zero."""
+    root = drivers_folder(request.config) / name
+    begun = time.monotonic()
+    while not (root / EXIT).exists():
+        waited = time.monotonic() - begun
+        if waited > WAIT or (waited > 120 and not (root / COMMAND).exists()):
+            pytest.fail(f"the {name} driver {'did not finish' if (root / COMMAND).exists() else 'was not started'} "
+                        f"in {root} (tests/drivers/conftest.py, started at collection)")
+        time.sleep(1)
+    code = int((root / EXIT).read_text())
+    output = (root / LOG).read_text(errors="replace")
+    assert code == 0, f"{json.loads((root / COMMAND).read_text())} failed ({code}):\n{output[-6000:]}"
+    return root, output
 
 
 @pytest.fixture(scope="session")
-def flow_project() -> Path:
+def flow_project(request: pytest.FixtureRequest) -> Path:
     """A tiny project after `genbench run` (the Prefect flow, ephemeral server)."""
-    return _finished("flow_project")[0]
+    return _finished(request, "flow_project")[0]
 
 
 @pytest.fixture(scope="session")
-def torchrun_project() -> tuple[Path, str]:
+def torchrun_project(request: pytest.FixtureRequest) -> tuple[Path, str]:
     """A tiny project after `genbench prepare` and a two-process `torchrun ... genbench train ddpm`: (root, output)."""
-    return _finished("torchrun_project")
+    return _finished(request, "torchrun_project")
 
 
 @pytest.fixture(scope="session")
-def kfp_project() -> tuple[Path, str]:
+def kfp_project(request: pytest.FixtureRequest) -> tuple[Path, str]:
     """A tiny project after `genbench kfp local` (the Kubeflow pipeline under kfp.local): (root, its output)."""
-    return _finished("kfp_project")
+    return _finished(request, "kfp_project")
 
 
 @pytest.fixture(scope="session")
-def dvc_project() -> tuple[Path, str, str, str]:
+def dvc_project(request: pytest.FixtureRequest) -> tuple[Path, str, str, str]:
     """A tiny project after `dvc repro` twice, then once more after one ddpm training setting changed (samples
     and sweeps from before it in before/, results.csv in results-before.csv and results-after.csv):
     (root, first output, second, third)."""
-    root, output = _finished("dvc_project")
+    root, output = _finished(request, "dvc_project")
     first, rest = output.split(SECOND_REPRO)
     second, third = rest.split(THIRD_REPRO)
     return root, first, second, third

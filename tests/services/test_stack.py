@@ -18,6 +18,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -75,20 +76,60 @@ def test_servers_bind_loopback_and_report_healthy(running_stack) -> None:
     assert output.count("healthy") == 3, output
 
 
+class Pipeline(NamedTuple):
+    root: Path
+    started: dict[str, Any]  # what `stack.up` returned: services, env
+    deployment: dict[str, Any]  # the Prefect API's deployment
+    flow_run_id: str
+
+
 @pytest.fixture(scope="module")
-def pipeline_ran(running_stack):
-    """The tiny pipeline, once, through the Prefect server and into the MLflow server."""
-    root, _ = running_stack
-    _genbench(root, "run")
-    return running_stack
+def pipeline_ran(running_stack) -> Pipeline:
+    """The tiny pipeline, once, as a scheduled deployment's run: `genbench deploy` with a cron schedule, one run
+    created through the Prefect server's API, and a process worker (`prefect worker start` inside `genbench stack
+    exec`) that picks it up and logs to the MLflow server. The same flow `genbench run` starts; its ephemeral form
+    runs in tests/drivers."""
+    import signal
+    import time
+
+    root, started = running_stack
+    env = started["env"]
+    output = _genbench(root, "deploy", "--name", "nightly", "--cron", "0 3 * * *", "--profile", "tiny")
+    assert "genbench-pipeline/nightly" in output
+    deployment = _api(env, "/deployments/name/genbench-pipeline/nightly")
+    flow_run = _api(env, f"/deployments/{deployment['id']}/create_flow_run", {})
+
+    log_path = root / "worker.log"  # a file, not a pipe: a full pipe or a child holding it open cannot stall us
+    # `stack exec` hands the worker the stack's endpoints and credentials (it becomes the worker: same pid)
+    worker_cmd = [sys.executable, "-m", "genbench.cli", "stack", "exec", "--",
+                  sys.executable, "-m", "prefect", "worker", "start", "--pool", "genbench"]
+    with open(log_path, "wb") as log_file:
+        worker = subprocess.Popen(worker_cmd, cwd=root, env=_client_env(), stdout=log_file,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 900
+        state = None
+        while time.monotonic() < deadline:
+            state = _api(env, f"/flow_runs/{flow_run['id']}")["state_type"]
+            if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                break
+            time.sleep(3)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # still shutting down after a minute: it is our test client, stop it
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
+    assert state == "COMPLETED", log_path.read_text(errors="replace")[-4000:]
+    return Pipeline(root, started, deployment, flow_run["id"])
 
 
-def test_pipeline_logs_to_servers_and_stores_weights_in_s3(pipeline_ran) -> None:
+def test_pipeline_logs_to_servers_and_stores_weights_in_s3(pipeline_ran: Pipeline) -> None:
     import boto3
     from mlflow import MlflowClient
 
-    root, started = pipeline_ran
-    env = started["env"]
+    root, env = pipeline_ran.root, pipeline_ran.started["env"]
 
     s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
                       aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
@@ -108,12 +149,12 @@ def test_pipeline_logs_to_servers_and_stores_weights_in_s3(pipeline_ran) -> None
     assert [run["state_type"] for run in runs] == ["COMPLETED"], runs
 
 
-def test_champion_moves_only_for_a_lower_fid_and_samples_from_the_registry(pipeline_ran) -> None:
+def test_champion_moves_only_for_a_lower_fid_and_samples_from_the_registry(pipeline_ran: Pipeline) -> None:
     """A second, differently trained ddpm becomes v2; the alias follows the lower FID; re-registering the loser
     (v3) leaves it; `sample --model models:/…@champion` reproduces the winner's local samples bit for bit."""
     from mlflow import MlflowClient
 
-    root, started = pipeline_ran
+    root, started = pipeline_ran.root, pipeline_ran.started
     params = (root / "params.yaml").read_text()
     ddpm_tiny = "dropout: 0.0, attention_resolutions: []}, train: {fid_every: 0, steps: 4,"  # params.yaml's ddpm line
     longer = params.replace(ddpm_tiny, ddpm_tiny.replace("steps: 4,", "steps: 12,"), 1)
@@ -213,55 +254,24 @@ def test_servers_refuse_requests_without_the_generated_credentials(running_stack
         assert admitted[name] == 200, name
 
 
-def test_scheduled_deployment_runs_on_a_worker_and_logs_to_mlflow(running_stack) -> None:
-    import signal
-    import time
-
+def test_scheduled_deployment_runs_on_a_worker_and_logs_to_mlflow(pipeline_ran: Pipeline) -> None:
     from mlflow import MlflowClient
 
-    root, started = running_stack
-    env = started["env"]
-    output = _genbench(root, "deploy", "--name", "nightly", "--cron", "0 3 * * *", "--profile", "tiny")
-    assert "genbench-pipeline/nightly" in output
-
-    deployment = _api(env, "/deployments/name/genbench-pipeline/nightly")
+    env = pipeline_ran.started["env"]
+    deployment = pipeline_ran.deployment
     assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 3 * * *"]
     assert deployment["work_pool_name"] == "genbench" and deployment["parameters"]["profile"] == "tiny"
-    flow_run = _api(env, f"/deployments/{deployment['id']}/create_flow_run", {})
-
-    log_path = root / "worker.log"  # a file, not a pipe: a full pipe or a child holding it open cannot stall us
-    # `stack exec` hands the worker the stack's endpoints and credentials (it becomes the worker: same pid)
-    worker_cmd = [sys.executable, "-m", "genbench.cli", "stack", "exec", "--",
-                  sys.executable, "-m", "prefect", "worker", "start", "--pool", "genbench"]
-    with open(log_path, "wb") as log_file:
-        worker = subprocess.Popen(worker_cmd, cwd=root, env=_client_env(), stdout=log_file,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 900
-        state = None
-        while time.monotonic() < deadline:
-            state = _api(env, f"/flow_runs/{flow_run['id']}")["state_type"]
-            if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-                break
-            time.sleep(3)
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:  # still shutting down after a minute: it is our test client, stop it
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=30)
-    assert state == "COMPLETED", log_path.read_text(errors="replace")[-4000:]
+    assert _api(env, f"/flow_runs/{pipeline_ran.flow_run_id}")["deployment_id"] == deployment["id"]
 
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("genbench")
     runs = client.search_runs([experiment.experiment_id],
-                              filter_string=f"tags.`prefect.flow_run_id` = '{flow_run['id']}'")
+                              filter_string=f"tags.`prefect.flow_run_id` = '{pipeline_ran.flow_run_id}'")
     assert sorted(r.info.run_name for r in runs) == ["dcgan", "ddpm", "vae"]
 
 
 @pytest.mark.browser
-def test_browser_shows_the_deployment_schedule_and_the_champion(pipeline_ran, tmp_path: Path) -> None:
+def test_browser_shows_the_deployment_schedule_and_the_champion(pipeline_ran: Pipeline, tmp_path: Path) -> None:
     """The two pages people click: the Prefect deployment with its schedule, the MLflow model with its alias.
     Pictures go to tmp_path; `python -m tests.services.screenshots` refreshes the README's from a quick run."""
     from mlflow import MlflowClient
@@ -273,23 +283,20 @@ def test_browser_shows_the_deployment_schedule_and_the_champion(pipeline_ran, tm
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    root, started = pipeline_ran
-    _genbench(root, "deploy", "--name", "browser-check", "--cron", "0 3 * * *", "--profile", "tiny")
-    deployment = _api(started["env"], "/deployments/name/genbench-pipeline/browser-check")
+    started = pipeline_ran.started
     champion = MlflowClient(tracking_uri=started["env"]["MLFLOW_TRACKING_URI"]).get_model_version_by_alias(
         "genbench-ddpm", "champion")
-    shots = screenshots.capture(started, deployment, champion.version, tmp_path, executable)
+    shots = screenshots.capture(started, pipeline_ran.deployment, champion.version, tmp_path, executable)
     assert all(Image.open(shot).size == (1600, 1000) for shot in shots)
 
 
-def test_generated_secrets_stay_in_the_stack_files(pipeline_ran) -> None:
+def test_generated_secrets_stay_in_the_stack_files(pipeline_ran: Pipeline) -> None:
     """No generated secret (nor the Basic header made of it) in a file of the project other than the two 0600
     stack files, in what any genbench command here printed, or in MLflow's params and tags or Prefect's
     flow-run parameters. Last in the module, so it searches what the other tests left too."""
     from mlflow import MlflowClient
 
-    root, started = pipeline_ran
-    env = started["env"]
+    root, env = pipeline_ran.root, pipeline_ran.started["env"]
     up_output = _genbench(root, "stack", "up")  # already running: prints the URLs and where the credentials are
     assert "stack.json" in up_output
     _genbench(root, "stack", "status")
@@ -313,7 +320,7 @@ def test_generated_secrets_stay_in_the_stack_files(pipeline_ran) -> None:
     assert set(holders) == private, holders
     assert all(stat.S_IMODE((root / path).stat().st_mode) == 0o600 for path in private)
 
-    assert len(OUTPUTS) >= 3  # at least `run`, `stack up`, `stack status`
+    assert len(OUTPUTS) >= 3  # at least `deploy`, `stack up`, `stack status`
     assert {i: holding(output) for i, output in enumerate(OUTPUTS) if holding(output)} == {}
 
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
