@@ -15,6 +15,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +120,12 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"{data_dir / needed} missing: set GENBENCH_DATA_DIR to a folder with the "
                                     "offline data")
     os.environ["GENBENCH_DATA_DIR"] = str(data_dir)
+    # README command 2 installs the venv without .pyc: compiling all of its files costs more than compiling the
+    # modules the tests import. Where PYTHONDONTWRITEBYTECODE is set (CI, this project's machines) every test
+    # process would then compile torch, MLflow and Prefect anew, so here they write what they compile (into
+    # __pycache__ folders, which git ignores).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sys.dont_write_bytecode = False
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # One thread per worker, here and in the processes tests start: with more threads than cores, torch's
         # OpenMP workers spin waiting for a descheduled peer and every worker slows down several-fold.
@@ -163,6 +172,25 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "PREFECT_API_URL"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """Folder `name`, made by `build(folder)` once per test run and shared by every pytest-xdist worker (xdist's
+    recipe: the workers' base temp folders share a parent; a lock lets the first build while the others wait).
+    For session fixtures the tests only read or copy."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder, done = base / name, base / f"{name}.done"
+    with FileLock(str(base / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from genbench.config import load_config
 from genbench.layout import Layout
 from genbench.stages import STAGES, At
 
-from ..conftest import use_tiny
+from ..conftest import built_once, use_tiny
 
 FAMILIES = ("vae", "dcgan", "ddpm")
 
@@ -41,13 +41,14 @@ FAMILIES = ("vae", "dcgan", "ddpm")
 def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Read-only: the tiny profile's prepared data and trained runs of FAMILIES. Tests copy what they need (no
     reference statistics: the tests that score use the pixel stand-in, whose statistics are its own)."""
-    root = tmp_path_factory.mktemp("tiny-trained")
-    use_tiny(root)
-    layout, config = Layout(root), load_config(root / "params.yaml")
-    STAGES["prepare"].run(config, layout)  # through the stages, as every driver runs them: provenance recorded
-    for family in FAMILIES:
-        STAGES["train"].run(config, layout, At(family, 0))
-    return root
+    def build(root: Path) -> None:
+        use_tiny(root)
+        layout, config = Layout(root), load_config(root / "params.yaml")
+        STAGES["prepare"].run(config, layout)  # through the stages, as every driver runs them: provenance recorded
+        for family in FAMILIES:
+            STAGES["train"].run(config, layout, At(family, 0))
+
+    return built_once(tmp_path_factory, "tiny-trained", build)
 
 
 _EMPTY_STORE: list[Path] = []  # the session's empty MLflow store, once made
@@ -64,12 +65,13 @@ def one_mlflow_schema(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.
         database = Path(project_dir) / tracking.DB_FILENAME
         if tracking.resolve_tracking_uri(project_dir)[1] and not database.exists():
             if not _EMPTY_STORE:
-                from mlflow import MlflowClient
+                def build(folder: Path) -> None:
+                    from mlflow import MlflowClient
 
-                tracking.quiet_mlflow()
-                empty = tmp_path_factory.mktemp("empty-mlflow-store") / tracking.DB_FILENAME
-                MlflowClient(tracking_uri=tracking.embedded_tracking_uri(empty.parent)).search_experiments()
-                _EMPTY_STORE.append(empty)
+                    tracking.quiet_mlflow()
+                    MlflowClient(tracking_uri=tracking.embedded_tracking_uri(folder)).search_experiments()
+
+                _EMPTY_STORE.append(built_once(tmp_path_factory, "empty-mlflow-store", build) / tracking.DB_FILENAME)
             database.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(_EMPTY_STORE[0], database)
         return configure(project_dir)
