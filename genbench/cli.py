@@ -297,6 +297,8 @@ def metrics(
     batch_size: Annotated[int, typer.Option(help="Images per Inception forward pass.")] = 50,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of KID subsets and bootstrap resamples.")] = 0,
+    resize: Annotated[str, typer.Option(help="legacy-tf (TF1 bilinear, torch-fidelity's) | clean (clean-fid's "
+                                             "PIL bicubic): FIDs of the two are not comparable.")] = "legacy-tf",
 ) -> None:
     """All metrics (FID, KID, IS, precision/recall, density/coverage) of FAKE against REAL; REAL's stats cached."""
     if bootstrap < 0:
@@ -307,7 +309,7 @@ def metrics(
     from .components.evaluate.evaluate import compare
     from .config import EvaluateConfig
 
-    settings = _call(EvaluateConfig, batch_size=batch_size, k=k, device=device)
+    settings = _call(EvaluateConfig, batch_size=batch_size, k=k, device=device, resize=resize)
     result = _call(compare, real, fake, cache_dir=HERE.cache, settings=settings, bootstrap=bootstrap, seed=seed)
     if json_output:  # the keys `score` measured: an interval or network that was not computed stays out
         typer.echo(json.dumps(result.model_dump(mode="json", exclude_unset=True), indent=2, sort_keys=True))

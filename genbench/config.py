@@ -123,6 +123,10 @@ class EvaluateConfig(Strict):
     # docs/benchmarks.md) | auto (bf16 where the hardware runs it natively, else fp32: emulated bf16 is slower than
     # fp32); every metrics file records what ran as `inception_dtype`
     dtype: Literal["fp32", "bf16", "auto"] = "fp32"
+    # how images reach the network's 299×299: legacy-tf (TF1 bilinear: the original FID code and torch-fidelity,
+    # so published tables before 2022) | clean (clean-fid's antialiased PIL bicubic, Parmar et al. 2022, whose
+    # tables use it); FIDs of the two modes are not comparable, and every metrics file records its mode
+    resize: Literal["legacy-tf", "clean"] = "legacy-tf"
     bootstrap: NonNegativeInt = 0  # resamples for 95 % intervals of FID, precision and recall (0: off);
     # the report shows them when there is one seed (with several, it shows mean ± std over the seeds)
 

@@ -21,9 +21,9 @@ from genbench.components.common.manifest import cached_digest, verify_prepared
 from genbench.components.common.records import MetricsRecord, Scores, check_samples
 from genbench.components.evaluate.features import reference_features
 from genbench.components.evaluate.inception import (
-    PREPROCESSING,
     extract_features,
     extractor_identity,
+    preprocessing,
     standard_inception_logits,
 )
 from genbench.components.evaluate.metrics import (
@@ -95,17 +95,19 @@ def score(
     compute_inception_score: bool = True,
     device: str = "cpu",
     dtype: str = "fp32",
+    resize: str = "legacy-tf",
     samples_name: str = "samples",
     reference_name: str = "reference",
 ) -> dict[str, Any]:
     """All metrics of `samples` against `reference` (uint8 NHWC): one network pass per set, reference cached.
 
-    `reference_md5` keys the reference cache together with the extractor's sha256 and the preprocessing.
+    `reference_md5` keys the reference cache together with the extractor's sha256 and the preprocessing
+    (`resize`: inception.RESIZE_MODES).
     """
     check_sets(samples, reference, k, density_k, samples_name, reference_name)
     ref_features, ref_mu, ref_sigma, key = reference_features(reference, reference_md5, cache_dir, batch_size, device,
-                                                              dtype)
-    sample_features = extract_features(samples, batch_size=batch_size, device=device, dtype=dtype)
+                                                              dtype, resize)
+    sample_features = extract_features(samples, batch_size=batch_size, device=device, dtype=dtype, resize=resize)
     result = compute_metrics(
         ref_features, sample_features, ref_stats=(ref_mu, ref_sigma), k=k, density_k=density_k,
         kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, bootstrap=bootstrap, seed=seed,
@@ -126,7 +128,7 @@ def score(
         "n_reference": int(len(reference)),
         "reference_md5": reference_md5,
         "feature_extractor": extractor_identity(),
-        "preprocessing": dict(PREPROCESSING),
+        "preprocessing": preprocessing(resize),
         "inception_dtype": dtype,
         "reference_stats_key": key,
         "warnings": notes,
@@ -159,7 +161,7 @@ def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_
     result = score(
         samples, reference, cached_digest(reference_path), cache_dir=cache_dir, batch_size=settings.batch_size,
         k=settings.k, device=str(device), dtype=resolve_dtype(settings.dtype, False, device)[0],
-        samples_name=str(samples_path), reference_name=str(reference_path), **options,
+        resize=settings.resize, samples_name=str(samples_path), reference_name=str(reference_path), **options,
     )  # fmt: skip
     result["samples_md5"] = cached_digest(samples_path)  # hashed once: check_samples read it above
     # exclude_unset: the keys `score` returned, no more (an interval or network it did not compute stays out)
@@ -185,7 +187,7 @@ def compare(real: Path, fake: Path, *, cache_dir: Path, settings: EvaluateConfig
     return Scores.model_validate(score(
         fake_images, real_images, real_md5, cache_dir=cache_dir, batch_size=settings.batch_size, k=settings.k,
         bootstrap=bootstrap, seed=seed, device=str(pick_device(settings.device)),
-        dtype=resolve_dtype(settings.dtype, False, pick_device(settings.device))[0],
+        dtype=resolve_dtype(settings.dtype, False, pick_device(settings.device))[0], resize=settings.resize,
         samples_name=str(fake),
         reference_name=str(real),
     ))  # fmt: skip

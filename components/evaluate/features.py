@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from genbench.components.common.io import atomic_write, config_hash
-from genbench.components.evaluate.inception import PREPROCESSING, extract_features, extractor_identity
+from genbench.components.evaluate.inception import extract_features, extractor_identity, preprocessing
 from genbench.components.evaluate.metrics import feature_stats
 
 
@@ -33,16 +33,16 @@ def reference_stats_key(reference_md5: str, extractor: dict[str, str], preproces
 
 def reference_features(
     reference: np.ndarray, reference_md5: str, cache_dir: Path, batch_size: int, device: str,
-    dtype: str = "fp32",
+    dtype: str = "fp32", resize: str = "legacy-tf",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """Reference features, mean, covariance and cache key, from the cache or computed once and cached atomically
-    (per dtype: bf16 features are never mixed with exact ones)."""
-    key = reference_stats_key(reference_md5, extractor_identity(), PREPROCESSING | dtype_record(dtype))
+    (per dtype and resize mode: features of one are never mixed with another's)."""
+    key = reference_stats_key(reference_md5, extractor_identity(), preprocessing(resize) | dtype_record(dtype))
     cache_path = Path(cache_dir) / f"reference-{key}.npz"
     if cache_path.is_file():
         with np.load(cache_path, allow_pickle=False) as cached:
             return cached["features"], cached["mu"], cached["sigma"], key
-    features = extract_features(reference, batch_size=batch_size, device=device, dtype=dtype)
+    features = extract_features(reference, batch_size=batch_size, device=device, dtype=dtype, resize=resize)
     mu, sigma = feature_stats(features)
     atomic_write(cache_path, lambda handle: np.savez(handle, features=features, mu=mu, sigma=sigma))
     return features, mu, sigma, key

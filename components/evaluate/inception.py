@@ -33,12 +33,24 @@ PIP_FILENAME = "default_1.pt"
 EXTRACTOR_NAME = "inception-v3-tf-2015-12-05-pool3"
 INPUT_SIZE = 299
 NUM_FEATURES = 2048
+RESIZE_MODES = ("legacy-tf", "clean")  # evaluate.resize: the original FID code's rule, or clean-fid's
 PREPROCESSING: dict[str, object] = {
     "resize": "tf1-bilinear(align_corners=False)",
     "size": INPUT_SIZE,
     "grayscale_to_rgb": "repeat 1->3 channels",
     "scale": "(x-128)/128",
 }
+CLEAN_PREPROCESSING: dict[str, object] = PREPROCESSING | {
+    "resize": "clean-fid: PIL bicubic on float32, per channel, clipped to [0, 255]",
+}
+
+
+def preprocessing(resize: str = "legacy-tf") -> dict[str, object]:
+    """What reaches the network under resize mode `resize`, as records and cache keys state it (legacy-tf's
+    is the record every metrics file had before the mode was a choice, so its caches stay valid)."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize mode {resize!r}; allowed: {', '.join(RESIZE_MODES)}")
+    return dict(PREPROCESSING if resize == "legacy-tf" else CLEAN_PREPROCESSING)
 
 
 class FIDWeightsNotFoundError(FileNotFoundError):
@@ -160,42 +172,64 @@ def tf1_resize_bilinear(images: Tensor, size: int) -> Tensor:
     return rows @ images @ cols.T
 
 
+def clean_resize_bicubic(images: Tensor, size: int) -> Tensor:
+    """Resize float NCHW images in [0, 255] to size×size as clean-fid's "clean" mode does (Parmar et al., "On
+    Aliased Resizing and Surprising Subtleties in GAN Evaluation", CVPR 2022; `cleanfid.resize.make_resizer("PIL",
+    False, "bicubic", ...)`): PIL's bicubic filter, antialiased when shrinking, on each channel as a float32
+    image, clipped to [0, 255], never quantised. PIL works on the CPU, one channel at a time."""
+    from PIL import Image
+
+    planes = images.detach().to("cpu", torch.float32).numpy()
+    out = np.empty((*planes.shape[:2], size, size), dtype=np.float32)
+    for index in np.ndindex(*planes.shape[:2]):
+        plane = Image.fromarray(planes[index], mode="F").resize((size, size), resample=Image.BICUBIC)
+        out[index] = np.asarray(plane).clip(0, 255)
+    return torch.from_numpy(out).to(images.device)
+
+
 class InceptionFeatures(nn.Module):
     """uint8 NCHW images (1 or 3 channels, any size) → [B, 2048] pool3 features (float32).
 
     Bundles the preprocessing with the network so that every caller, including torchmetrics'
     `FrechetInceptionDistance(feature=...)` (which reads `num_features`), feeds it the same way. `dtype`
-    bf16 runs the network under autocast: for FID curves, never for final numbers unless asked.
+    bf16 runs the network under autocast: for FID curves, never for final numbers unless asked. `resize`:
+    legacy-tf (TF1 bilinear, as the original FID code, torch-fidelity and published tables before 2022) or
+    clean (clean-fid's; a grey image is resized once, then repeated to three channels, which is what resizing
+    its three equal channels gives).
     """
 
     num_features = NUM_FEATURES
 
-    def __init__(self, network: nn.Module, dtype: str = "fp32") -> None:
+    def __init__(self, network: nn.Module, dtype: str = "fp32", resize: str = "legacy-tf") -> None:
         super().__init__()
         if dtype not in DTYPES:
             raise ValueError(f"Inception dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
-        self.network, self.autocast_dtype = network, dtype
+        preprocessing(resize)  # checks the mode
+        self.network, self.autocast_dtype, self.resize = network, dtype, resize
 
     def forward(self, images: Tensor) -> Tensor:
         x = images.to(torch.float32)
+        if self.resize == "clean":
+            x = clean_resize_bicubic(x, INPUT_SIZE)
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
-        x = tf1_resize_bilinear(x, INPUT_SIZE)
+        if self.resize == "legacy-tf":
+            x = tf1_resize_bilinear(x, INPUT_SIZE)
         x = ((x - 128.0) / 128.0).contiguous(memory_format=torch.channels_last)
         # Autocast rather than a bf16 copy of the network: the same features and speed here, and one cached network.
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast_dtype == "bf16"):
             return self.network(x).float()
 
 
-def feature_module(device: str = "cpu", dtype: str = "fp32") -> InceptionFeatures:
+def feature_module(device: str = "cpu", dtype: str = "fp32", resize: str = "legacy-tf") -> InceptionFeatures:
     """The located network wrapped with its preprocessing, ready to call on uint8 NCHW batches."""
-    return InceptionFeatures(load_network(locate_weights(), device), dtype).eval()
+    return InceptionFeatures(load_network(locate_weights(), device), dtype, resize).eval()
 
 
 def extract_features(images_uint8_nhwc: np.ndarray, batch_size: int = 50, device: str = "cpu",
-                     dtype: str = "fp32") -> np.ndarray:
+                     dtype: str = "fp32", resize: str = "legacy-tf") -> np.ndarray:
     """Pool3 features [N, 2048] (float64, ready for covariances) of uint8 NHWC images in [0, 255]."""
-    module = feature_module(device, dtype)
+    module = feature_module(device, dtype, resize)
     features = np.empty((len(images_uint8_nhwc), NUM_FEATURES), dtype=np.float64)
     with torch.inference_mode():
         for start in tqdm(range(0, len(images_uint8_nhwc), batch_size), desc="inception features", unit="batch"):
