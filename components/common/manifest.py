@@ -16,6 +16,12 @@ FIX = "re-run `genbench prepare` (or `dvc checkout data/prepared`)"
 _digests: dict[tuple[str, int, int], str] = {}  # (resolved path, size, mtime_ns) → md5, for this process
 
 
+def labels_path(images: Path) -> Path:
+    """The class labels `prepare` writes beside a prepared image set: `reference.npy` → `reference_labels.npy`."""
+    images = Path(images)
+    return images.with_name(f"{images.stem}_labels.npy")
+
+
 class Manifest(BaseModel):
     """manifest.json, and what `prepare` returns."""
 

@@ -92,6 +92,16 @@ class Network(BaseModel):
     sha256: str  # of its weights file ("unknown" where there is none)
 
 
+class IntraClassFID(BaseModel):
+    """FID within each class of a class-conditional entry's samples (`metrics.intra_class_fid`)."""
+
+    classes: list[int]
+    fid: list[float]  # one per class, in `classes` order
+    mean: float
+    n_samples: list[int]  # images per class on each side: FID's small-N bias applies to each
+    n_reference: list[int]
+
+
 class Scores(BaseModel):
     """What `evaluate.score` measures of a set of images against the reference (`genbench metrics` prints it):
     every key it returns is a field, so a metric added there without one fails before any file is written."""
@@ -128,6 +138,7 @@ class Scores(BaseModel):
     inception_dtype: str
     reference_stats_key: str  # the reference features' cache key
     warnings: list[str]
+    intra_class_fid: IntraClassFID | None = None  # class-conditional samples only, with reference labels
 
 
 class MetricsRecord(Scores):

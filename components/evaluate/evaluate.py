@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from genbench.components.common.devices import pick_device
+from genbench.components.common.drawing import image_labels
 from genbench.components.common.dtypes import resolve as resolve_dtype
 from genbench.components.common.images import array_digest, load_images, validate_images
 from genbench.components.common.io import clean_leftovers, file_digest, load_npy, require_file, write_json
-from genbench.components.common.manifest import cached_digest, verify_prepared
+from genbench.components.common.manifest import cached_digest, labels_path, verify_prepared
 from genbench.components.common.records import MetricsRecord, Scores, check_samples
 from genbench.components.evaluate.features import reference_features
 from genbench.components.evaluate.inception import (
@@ -28,11 +29,13 @@ from genbench.components.evaluate.inception import (
 )
 from genbench.components.evaluate.metrics import (
     DENSITY_K,
+    FULL_FID_N,
     IS_SPLITS,
     KID_SUBSET_SIZE,
     KID_SUBSETS,
     compute_metrics,
     inception_score,
+    intra_class_fid,
     metric_warnings,
 )  # fmt: skip
 from genbench.config import EvaluateConfig
@@ -98,11 +101,14 @@ def score(
     resize: str = "legacy-tf",
     samples_name: str = "samples",
     reference_name: str = "reference",
+    sample_labels: np.ndarray | None = None,
+    reference_labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """All metrics of `samples` against `reference` (uint8 NHWC): one network pass per set, reference cached.
 
     `reference_md5` keys the reference cache together with the extractor's sha256 and the preprocessing
-    (`resize`: inception.RESIZE_MODES).
+    (`resize`: inception.RESIZE_MODES). With both label arrays (a class-conditional model's samples), also FID
+    within each class.
     """
     check_sets(samples, reference, k, density_k, samples_name, reference_name)
     ref_features, ref_mu, ref_sigma, key = reference_features(reference, reference_md5, cache_dir, batch_size, device,
@@ -118,6 +124,12 @@ def score(
         result.update({"inception_score": None, "inception_score_std": None, "inception_score_splits": is_splits,
                        "inception_score_unavailable": "not requested"})  # fmt: skip
     notes = metric_warnings(len(samples), len(reference), sample_features.shape[1])
+    if sample_labels is not None and reference_labels is not None:
+        result["intra_class_fid"] = intra_class_fid(sample_features, sample_labels, ref_features, reference_labels)
+        fewest = min(result["intra_class_fid"]["n_samples"] + result["intra_class_fid"]["n_reference"])
+        if fewest < FULL_FID_N:
+            notes.append(f"intra-class FID from as few as {fewest} images per class: biased far upward at this N, "
+                         "indicative only; compare classes with each other, at equal N")
     if result["kid_subset_size"] < kid_subset_size:
         notes.append(
             f"KID subset_size clamped from {kid_subset_size} to {result['kid_subset_size']} (the smaller set); "
@@ -150,7 +162,12 @@ def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_
     require_file(reference_path, "genbench prepare")
     verify_prepared(reference_path.parent, [reference_path.name])
     samples, reference = load_npy(samples_path), load_npy(reference_path)
-    check_samples(samples_path, required=recorded)
+    drawn = check_samples(samples_path, required=recorded)
+    sample_labels = reference_labels = None
+    if drawn is not None and drawn.num_classes and labels_path(reference_path).is_file():
+        sample_labels = image_labels(range(len(samples)), drawn.num_classes).numpy()  # as `sample` drew them
+        verify_prepared(reference_path.parent, [labels_path(reference_path).name])
+        reference_labels = load_npy(labels_path(reference_path))
     options = {"bootstrap": settings.bootstrap, **options}
     check_sets(samples, reference, settings.k, options.get("density_k", DENSITY_K), str(samples_path),
                str(reference_path))
@@ -161,7 +178,8 @@ def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_
     result = score(
         samples, reference, cached_digest(reference_path), cache_dir=cache_dir, batch_size=settings.batch_size,
         k=settings.k, device=str(device), dtype=resolve_dtype(settings.dtype, False, device)[0],
-        resize=settings.resize, samples_name=str(samples_path), reference_name=str(reference_path), **options,
+        resize=settings.resize, samples_name=str(samples_path), reference_name=str(reference_path),
+        sample_labels=sample_labels, reference_labels=reference_labels, **options,
     )  # fmt: skip
     result["samples_md5"] = cached_digest(samples_path)  # hashed once: check_samples read it above
     # exclude_unset: the keys `score` returned, no more (an interval or network it did not compute stays out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from genbench.components.common.manifest import labels_path
 from genbench.components.common.stage import SHARED_CODE, Call, Place, Stage
 from genbench.layout import REAL
 
@@ -40,7 +41,9 @@ STAGE = Stage(
         Place("samples", lambda here, at: here.samples(at.entry, at.seed), "in",
               "Images .npy, with the record `genbench sample` wrote beside it.",
               files=lambda path: (path, path.with_suffix(".json"))),
-        REFERENCE,
+        # with its class labels: a class-conditional entry is also scored class by class
+        Place("reference", lambda here, at: here.reference, "in", "Real reference .npy (and its labels).",
+              files=lambda path: (path, labels_path(path))),
         Place("out", lambda here, at: here.metrics(at.entry, at.seed), "metrics", "Metrics JSON."),
         CACHE,
     ),

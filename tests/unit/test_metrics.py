@@ -194,3 +194,17 @@ def test_bf16_statistics_cached_by_the_torchscript_network_are_not_reused() -> N
         reference_stats_key("md5", identity, before)
     assert reference_stats_key("md5", identity, PREPROCESSING | dtype_record("fp32")) == \
         reference_stats_key("md5", identity, PREPROCESSING)
+
+
+def test_intra_class_fid_needs_one_label_per_image_and_a_class_with_two_on_each_side() -> None:
+    from genbench.components.evaluate.metrics import intra_class_fid
+
+    rng = np.random.default_rng(0)
+    fake, real = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    with pytest.raises(ValueError, match="one label per image"):
+        intra_class_fid(fake, np.zeros(5), real, np.zeros(6))
+    with pytest.raises(ValueError, match="no class has two"):
+        intra_class_fid(fake, np.arange(6), real, np.arange(6))
+    scored = intra_class_fid(fake, np.array([0, 0, 1, 1, 2, 3]), real, np.array([0, 0, 0, 1, 1, 1]))
+    assert scored["classes"] == [0, 1] and scored["n_samples"] == [2, 2] and scored["n_reference"] == [3, 3]
+    assert scored["mean"] == pytest.approx(np.mean(scored["fid"]))
