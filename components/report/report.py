@@ -31,6 +31,7 @@ from genbench.components.common.io import (
     write_json,
 )
 from genbench.components.common.records import (
+    IntraClassFID,
     MetricsRecord,
     SweepRecord,
     curve_rows,
@@ -48,6 +49,7 @@ from genbench.config import Config
 from genbench.layout import REAL, Layout
 
 GRID_IMAGES = 64
+CLASS_GRID_IMAGES = 8  # columns of the per-class grid of a class-conditional entry
 TRAJECTORY_IMAGES = 3
 TRAJECTORY_COLUMNS = 6
 INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 4, 8
@@ -64,6 +66,8 @@ def report(config: Config, layout: Layout, out_dir: Path) -> Path:
     swept = [record for record in swept if record.rows]
     provenance = {"data_manifest_md5": file_digest(require_file(layout.manifest, "genbench prepare")),
                   "git_commit": git_commit(layout.root)}
+    intra = {(entry, seed): scored.intra_class_fid for entry in config.entries for seed in config.seeds
+             if (scored := read_metrics(layout.metrics(entry, seed))).intra_class_fid is not None}
     extractor = real_metrics.feature_extractor
     extractor_text = f"{extractor.name} (sha256 {extractor.sha256[:12]})"
 
@@ -72,7 +76,8 @@ def report(config: Config, layout: Layout, out_dir: Path) -> Path:
         costs = tables.cost_rows(rows)
         text = {
             "results.csv": tables.results_csv(rows, provenance),
-            "results.md": tables.results_markdown(rows, provenance, extractor_text) + _sweep_markdown(swept),
+            "results.md": tables.results_markdown(rows, provenance, extractor_text) + _sweep_markdown(swept)
+            + _intra_class_markdown(intra),
             "results.tex": tables.results_latex(rows, provenance),
             "cost.csv": tables.cost_csv(costs),
             "cost.md": tables.cost_markdown(costs),
@@ -82,7 +87,7 @@ def report(config: Config, layout: Layout, out_dir: Path) -> Path:
         for name, content in text.items():
             (staging / name).write_text(content)
         write_json(staging / "summary.json", _summary(rows, provenance, swept, costs))
-        shown = _figures(config, layout, rows, real_metrics, swept, staging)
+        shown = _figures(config, layout, rows, real_metrics, swept, staging, sorted({entry for entry, _ in intra}))
         (staging / "index.html").write_text(_index(text, shown, staging))
     return out_dir / "index.html"
 
@@ -142,8 +147,9 @@ def _summary(rows: list[tables.Row], provenance: dict[str, str], swept: list[Swe
 
 
 def _figures(config: Config, layout: Layout, rows: list[tables.Row], real: MetricsRecord,
-             swept: list[SweepRecord], out: Path) -> list[tuple[str, str, str]]:
-    """Every figure the inputs allow; returns (file stem, title, caption) of each, in reading order."""
+             swept: list[SweepRecord], out: Path, conditional: list[str]) -> list[tuple[str, str, str]]:
+    """Every figure the inputs allow; returns (file stem, title, caption) of each, in reading order.
+    `conditional`: the entries scored class by class, which get a grid per class."""
     shown: list[tuple[str, str, str]] = []
     fig_dir, grid_dir = out / "figures", out / "grids"
     fig_dir.mkdir()
@@ -159,6 +165,18 @@ def _figures(config: Config, layout: Layout, rows: list[tables.Row], real: Metri
     figures.samples(grids, fig_dir / "samples")
     shown.append(("samples", "Samples", f"The first {GRID_IMAGES} images of each entry (seed {first}; image i from "
                   "the same noise seed in every entry) beside real reference images."))
+
+    for name in conditional:
+        images = load_npy(layout.samples(name, first))
+        classes = read_sample_record(layout.sample_record(name, first)).num_classes
+        per_class = [images[c::classes][:CLASS_GRID_IMAGES] for c in range(classes)]  # image i has class i % K
+        if min(len(row) for row in per_class) == CLASS_GRID_IMAGES:
+            figures.image_rows(per_class, [f"class {c}" for c in range(classes)],
+                               [str(i) for i in range(CLASS_GRID_IMAGES)], f"{name}: samples per class",
+                               fig_dir / f"classes_{name}")
+            shown.append((f"classes_{name}", f"{name}: samples per class", f"The first {CLASS_GRID_IMAGES} images "
+                          f"of each class (seed {first}; image i has class i % {classes}); the intra-class FID "
+                          "table scores each row against the real images of its class."))
 
     points = {}
     for row in tables.ordered(rows):
@@ -263,6 +281,26 @@ def _sweep_markdown(swept: list[SweepRecord]) -> str:
                   for r in record.rows]
         lines.append("")
     return "\n".join(lines)
+
+
+def _intra_class_markdown(intra: dict[tuple[str, int], IntraClassFID]) -> str:
+    """A table of FID within each class for the class-conditional entries, with the images per class it used."""
+    if not intra:
+        return ""
+    classes = sorted({c for scored in intra.values() for c in scored.classes})
+    lines = ["", "## Intra-class FID", "",
+             "FID of each class's samples against the real reference images of that class (Miyato & Koyama 2018), "
+             "and its mean over classes; lower is better. It exposes a model that ignores its label or drops a class "
+             "while its pooled FID looks fine. Each class has far fewer images than the table above, so these FIDs "
+             "sit well above the pooled one and compare only with each other at equal N.", "",
+             "| entry | seed | " + " | ".join(f"class {c}" for c in classes) + " | mean ↓ | images per class |",
+             "|---|---:|" + "---:|" * len(classes) + "---:|---|"]
+    for (entry, seed), scored in sorted(intra.items()):
+        by_class = dict(zip(scored.classes, scored.fid))
+        cells = [f"{by_class[c]:.1f}" if c in by_class else "–" for c in classes]
+        sizes = f"{min(scored.n_samples)}–{max(scored.n_samples)} vs {min(scored.n_reference)}–{max(scored.n_reference)}"
+        lines.append(f"| {entry} | {seed} | " + " | ".join(cells) + f" | {scored.mean:.1f} | {sizes} |")
+    return "\n".join(lines) + "\n"
 
 
 def _index(text: dict[str, str], shown: list[tuple[str, str, str]], out: Path) -> str:

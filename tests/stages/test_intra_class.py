@@ -77,3 +77,19 @@ def test_an_unconditional_entry_has_no_intra_class_score(prepared: Path, pixel_n
     record = _scored(prepared, _samples(prepared, "uncond", images, 0))
     assert record.intra_class_fid is None
     assert "intra_class_fid" not in (prepared / "metrics" / "uncond" / "seed-0.json").read_text()
+
+
+def test_the_report_tables_each_class_with_the_images_it_had() -> None:
+    from genbench.components.common.records import IntraClassFID
+    from genbench.components.report.report import _intra_class_markdown
+
+    assert _intra_class_markdown({}) == ""
+    table = _intra_class_markdown({
+        ("ddpm_cfg", 0): IntraClassFID(classes=[0, 1, 2], fid=[101.25, 202.5, 303.75], mean=202.5, n_samples=[3, 3, 2],
+                                       n_reference=[4, 5, 4]),
+        ("ddpm_cfg", 1): IntraClassFID(classes=[0, 2], fid=[99.0, 301.0], mean=200.0, n_samples=[3, 2],
+                                       n_reference=[4, 4])})
+    rows = [line for line in table.splitlines() if line.startswith("| ddpm_cfg")]
+    assert rows == ["| ddpm_cfg | 0 | 101.2 | 202.5 | 303.8 | 202.5 | 2–3 vs 4–5 |",
+                    "| ddpm_cfg | 1 | 99.0 | – | 301.0 | 200.0 | 2–3 vs 4–4 |"]
+    assert "| entry | seed | class 0 | class 1 | class 2 | mean ↓ | images per class |" in table
