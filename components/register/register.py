@@ -134,9 +134,11 @@ def register(entry: str, run_dir: Path, metrics_path: Path, manifest_path: Path,
     training = {"train_seconds": summary.seconds, "num_parameters": summary.num_parameters,
                 "train_steps": summary.steps, "train_device_seconds": summary.device_seconds,
                 "train_images_per_second": summary.images_per_second}  # None (not logged) in older summaries
+    # a class-conditional entry's mean over classes (its per-class values are in the metrics file logged beside)
+    intra_class = {"intra_class_fid": metrics.intra_class_fid.mean} if metrics.intra_class_fid else {}
     run_id = log_run(
         client, get_experiment_id(tracking_uri), entry, config=config, history=history,
-        metrics=numeric_items(metrics.model_dump()) | numeric_items(training), final_step=summary.steps,
+        metrics=numeric_items(metrics.model_dump()) | numeric_items(training) | intra_class, final_step=summary.steps,
         pyfunc_model=model, meta_files=[run_dir / SUMMARY, Path(metrics_path), Path(manifest_path)],
         tags=run_tags | (tags or {}),
     )  # fmt: skip
