@@ -298,7 +298,8 @@ def _intra_class_markdown(intra: dict[tuple[str, int], IntraClassFID]) -> str:
     for (entry, seed), scored in sorted(intra.items()):
         by_class = dict(zip(scored.classes, scored.fid))
         cells = [f"{by_class[c]:.1f}" if c in by_class else "–" for c in classes]
-        sizes = f"{min(scored.n_samples)}–{max(scored.n_samples)} vs {min(scored.n_reference)}–{max(scored.n_reference)}"
+        fake, real = scored.n_samples, scored.n_reference
+        sizes = f"{min(fake)}–{max(fake)} vs {min(real)}–{max(real)}"
         lines.append(f"| {entry} | {seed} | " + " | ".join(cells) + f" | {scored.mean:.1f} | {sizes} |")
     return "\n".join(lines) + "\n"
 
