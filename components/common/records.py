@@ -164,6 +164,11 @@ class SweepRow(BaseModel):
     samples_md5: str
     sample_seconds: float
     seconds_per_image: float
+    # 95 % bootstrap intervals, with `evaluate.bootstrap` resamples (none without): what a difference between
+    # two values must exceed before it reads as more than noise at the sweep's small N
+    fid_ci95: list[float] | None = None
+    precision_ci95: list[float] | None = None
+    recall_ci95: list[float] | None = None
 
 
 class SweepRecord(BaseModel):

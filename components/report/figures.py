@@ -165,18 +165,31 @@ def image_rows(rows: Sequence[np.ndarray], row_labels: Sequence[str], col_labels
 
 
 def sweep(record: SweepRecord, real: MetricsRecord, stem: Path) -> None:
-    """A sampling sweep: FID (left) and precision and recall (right) against the swept value, each value marked
-    on the axis (log-spaced for step counts). The real-data floor is drawn only at the real row's N: FID is
-    biased upward at small N, so a sweep at fewer images compares only within itself."""
+    """A sampling sweep: FID (left) and precision and recall (right) against the swept value, with their 95 %
+    bootstrap intervals as bars where the sweep has them, each value marked on the axis (log-spaced for step
+    counts). The real-data floor is drawn only at the real row's N: FID is biased upward at small N, so a sweep at
+    fewer images compares only within itself."""
     values = [row.value for row in record.rows]
     n = record.rows[0].n_samples
+
+    def bars(points: list[float], intervals: list[list[float] | None]) -> np.ndarray | None:
+        """Error bars [below; above] from the 95 % intervals, or None when a row has none."""
+        if any(interval is None for interval in intervals):
+            return None
+        return np.array([[max(p - lo, 0.0), max(hi - p, 0.0)] for p, (lo, hi) in zip(points, intervals)]).T
+
     with figure(stem, 1, 2, figsize=(7.4, 3.2)) as (fig, (left, right)):
-        left.plot(values, [row.fid for row in record.rows], marker="o", color="C0", label=record.entry)
+        fids = [row.fid for row in record.rows]
+        left.errorbar(values, fids, yerr=bars(fids, [row.fid_ci95 for row in record.rows]), marker="o",
+                      capsize=3, color="C0", label=record.entry)
         if n == real.n_samples:
             left.axhline(real.fid, ls="--", color=REAL_COLOUR, label="real data")
         left.set(xlabel=record.vary, ylabel=f"FID (N = {n})")
-        right.plot(values, [row.precision for row in record.rows], marker="o", color="C1", label="precision")
-        right.plot(values, [row.recall for row in record.rows], marker="s", color="C2", label="recall")
+        for key, marker, colour in (("precision", "o", "C1"), ("recall", "s", "C2")):
+            points = [getattr(row, key) for row in record.rows]
+            intervals = [getattr(row, f"{key}_ci95") for row in record.rows]
+            right.errorbar(values, points, yerr=bars(points, intervals), marker=marker, capsize=3, color=colour,
+                           label=key)
         right.set(xlabel=record.vary, ylabel="precision, recall", ylim=(-0.02, 1.02))
         for ax in (left, right):
             if record.vary == "sample_steps" and len(values) > 1:

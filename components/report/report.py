@@ -272,13 +272,18 @@ def _sweep_markdown(swept: list[SweepRecord]) -> str:
     if not swept:
         return ""
     lines = ["", "## Sampling sweeps", "", "The same trained weights (first seed) re-sampled with the same seeds "
-             "once per value; nothing retrained.", ""]
+             "once per value; nothing retrained. In brackets, 95 % bootstrap intervals where `evaluate.bootstrap` "
+             "is on: two values whose intervals overlap are not told apart at this N.", ""]
+
+    def cell(value: float, interval: list[float] | None, digits: int) -> str:
+        return f"{value:.{digits}f}" + (f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]" if interval else "")
+
     for record in swept:
         held = ", ".join(f"{k}={v}" for k, v in record.set.items())
         lines += [f"### {record.name}: {record.entry}, {record.vary}" + (f" ({held})" if held else ""), "",
                   f"| {record.vary} | FID ↓ | precision ↑ | recall ↑ | samples |", "|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r.value} | {r.fid:.2f} | {r.precision:.3f} | {r.recall:.3f} | {r.n_samples} |"
-                  for r in record.rows]
+        lines += [f"| {r.value} | {cell(r.fid, r.fid_ci95, 2)} | {cell(r.precision, r.precision_ci95, 3)} | "
+                  f"{cell(r.recall, r.recall_ci95, 3)} | {r.n_samples} |" for r in record.rows]
         lines.append("")
     return "\n".join(lines)
 
