@@ -7,10 +7,13 @@ touches training and a sweep re-samples the same weights.
   ddpm   ancestral sampling over all T steps (Ho et al., 2020, algorithm 2), σ_t² = β_t (`fixed_large`) or
          the posterior variance β̃_t (`fixed_small`)
   ddim   DDIM over `sample_steps` of them (Song et al., 2021), η from 0 (deterministic) to 1 (DDPM-like)
-The two diffusion samplers drive any `Diffusion` model (DDPM, and the LDM in its latent space) through
-plain functions of (noise predictor, schedule), each checkable alone. Every random draw for image i comes
-from generators[i], and steps use the clipped x0 estimate when the model `clip`s (pixels live in [-1, 1];
-latents do not). The network runs in eval mode (no dropout) whatever mode the model is in.
+  dpmpp_2m  DPM-Solver++ 2M over `sample_steps` (Lu et al., 2022), linspace or Karras σ (`karras_sigmas`)
+  heun   Heun's second-order ODE solver over `sample_steps` (Karras et al., 2022, Algorithm 1), two network
+         passes a step but the last; linspace or Karras σ. Both solvers are deterministic (models/solvers.py)
+The diffusion samplers drive any `Diffusion` model (DDPM, and the LDM in its latent space) through plain
+functions of (noise predictor, schedule), each checkable alone. Every random draw for image i comes from
+generators[i], and steps use the clipped x0 estimate when the model `clip`s (pixels live in [-1, 1]; latents
+do not). The network runs in eval mode (no dropout) whatever mode the model is in.
 """
 
 from __future__ import annotations
@@ -27,42 +30,59 @@ from tqdm.auto import tqdm
 
 from .base import GenerativeModel, eval_mode, randn_per_sample
 from .config import PositiveInt, SamplingConfig
-from .schedules import NoiseSchedule
+from .schedules import NoiseSchedule, make_schedule
+from .solvers import EpsFn, dpmpp_2m_grid, dpmpp_2m_sample, heun_grid, heun_sample
 
-EpsFn = Callable[[Tensor, Tensor], Tensor]
 VarianceType = Literal["fixed_small", "fixed_large"]
-DiffusionSamplerName = Literal["ddpm", "ddim"]  # the diffusion samplers of `SAMPLERS`, declared once
-# The options only one sampler takes (guidance_scale is every diffusion sampler's): its keywords in `SAMPLERS`.
-SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {"ddpm": ("variance_type",), "ddim": ("sample_steps", "eta")}
+DiffusionSamplerName = Literal["ddpm", "ddim", "dpmpp_2m", "heun"]  # the diffusion samplers of `SAMPLERS`, once
+# The options each sampler takes besides guidance_scale (every diffusion sampler's): its keywords in `SAMPLERS`.
+SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "ddpm": ("variance_type",),
+    "ddim": ("sample_steps", "eta"),
+    "dpmpp_2m": ("sample_steps", "karras_sigmas"),
+    "heun": ("sample_steps", "karras_sigmas"),
+}
+OPTIONS = tuple(dict.fromkeys(chain(*SAMPLER_OPTIONS.values())))  # every sampler option, once
+SOLVER_GRIDS = {"dpmpp_2m": dpmpp_2m_grid, "heun": heun_grid}  # the ODE solvers' grids: their step limits
 
 
 def ignores(sampler: str, option: str) -> bool:
     """Whether diffusion sampler `sampler` ignores `option`, one that another sampler takes."""
     taken = SAMPLER_OPTIONS.get(sampler)
-    return taken is not None and option not in taken and option in chain(*SAMPLER_OPTIONS.values())
+    return taken is not None and option not in taken and option in OPTIONS
+
+
+def takers(option: str) -> list[str]:
+    """The samplers that take `option`, in `SAMPLER_OPTIONS` order."""
+    return [name for name, options in SAMPLER_OPTIONS.items() if option in options]
 
 
 class DiffusionSampling(SamplingConfig):
     """The sample stage's settings for a diffusion family (`sampling.<family>` in params.yaml). An option
     written for another sampler than the chosen one is refused: it would change nothing."""
 
-    sampler: DiffusionSamplerName = "ddpm"  # ancestral over all T, or DDIM over sample_steps
-    sample_steps: PositiveInt = 100  # ddim only: its steps (<= timesteps)
+    sampler: DiffusionSamplerName = "ddpm"  # ancestral over all T, or DDIM, DPM-Solver++ 2M, Heun over sample_steps
+    sample_steps: PositiveInt = 100  # ddim, dpmpp_2m and heun: their steps (<= timesteps)
     eta: Annotated[float, Field(ge=0, le=1)] = 0.0  # ddim only: its noise, 0 deterministic, 1 DDPM-like
+    karras_sigmas: bool = False  # dpmpp_2m and heun: Karras et al.'s σ spacing (rho 7) instead of linspace timesteps
     guidance_scale: Annotated[float, Field(ge=0)] = 1.0  # CFG: 0 unconditional, 1 conditional, >1 guided
     # ddpm only: its step variance, fixed_large σ_t² = β_t (Ho et al.'s best CIFAR-10 FID, 3.17) or
     # fixed_small σ_t² = β̃_t, the posterior's (their better log-likelihood); under ddim, η sets it.
     variance_type: VarianceType = "fixed_large"
 
-    @field_validator(*chain(*SAMPLER_OPTIONS.values()))
+    @field_validator(*OPTIONS)
     @classmethod
     def _taken_by_the_sampler(cls, value: Any, info: ValidationInfo) -> Any:
         """Pydantic validates only the fields given, never a default. A given default passes: a dump of valid
         settings (a sample record, a registered model's request params) holds every option and must read back."""
         option = str(info.field_name)
         if ignores(info.data.get("sampler", ""), option) and value != cls.model_fields[option].default:
-            taker = next(name for name, options in SAMPLER_OPTIONS.items() if option in options)
-            raise ValueError(f"only sampler {taker} takes {option}; remove it or set sampler: {taker}")
+            names = takers(option)
+            if len(names) == 1:
+                raise ValueError(f"only sampler {names[0]} takes {option}; remove it or set sampler: {names[0]}")
+            *rest, last = names
+            raise ValueError(f"only samplers {', '.join(rest)} and {last} take {option}; remove it or set sampler: "
+                             f"{', '.join(rest)} or {last}")
         return value
 
     def sampler_call(self) -> tuple[str, dict[str, Any]]:
@@ -78,16 +98,25 @@ class DiffusionSampling(SamplingConfig):
         return type(self).model_validate(kept | dict(changes))
 
     def network_evaluations(self, arch: BaseModel) -> int:
-        """Denoiser passes per image: T (ddpm) or the DDIM steps, twice each under guidance (conditional and
-        unconditional; once at scale 0 or 1, where one branch is the result); an LDM's decode is not counted."""
+        """Denoiser passes per image: T (ddpm), the DDIM or DPM-Solver++ steps, or 2 per Heun step but its last
+        (an Euler step to the data), twice each under guidance (conditional and unconditional; once at scale 0 or
+        1, where one branch is the result); an LDM's decode is not counted."""
         timesteps = getattr(arch, "timesteps")
-        steps = timesteps if self.sampler == "ddpm" else len(ddim_timesteps(timesteps, self.sample_steps))
+        if self.sampler == "ddpm":
+            steps = timesteps
+        elif self.sampler == "ddim":
+            steps = len(ddim_timesteps(timesteps, self.sample_steps))
+        else:
+            steps = 2 * self.sample_steps - 1 if self.sampler == "heun" else self.sample_steps
         return steps * (1 if self.guidance_scale in (0.0, 1.0) else 2)
 
     def check(self, arch: BaseModel) -> None:
         timesteps, num_classes = getattr(arch, "timesteps"), getattr(arch, "num_classes")
-        if self.sampler == "ddim" and self.sample_steps > timesteps:
+        if "sample_steps" in SAMPLER_OPTIONS[self.sampler] and self.sample_steps > timesteps:
             raise ValueError(f"sample_steps={self.sample_steps} exceeds the model's timesteps={timesteps}")
+        if self.sampler in SOLVER_GRIDS:  # a solver's own limits on its steps, raised where its grid is built
+            schedule = make_schedule(getattr(arch, "schedule"), timesteps)
+            SOLVER_GRIDS[self.sampler](schedule, self.sample_steps, self.karras_sigmas)
         if self.guidance_scale != 1.0 and not num_classes:
             raise ValueError(f"guidance_scale={self.guidance_scale} needs a class-conditional model "
                              "(arch.num_classes > 0); use 1.0")
@@ -211,7 +240,6 @@ def ddim_sample(
     return x.clamp(-1.0, 1.0) if clip else x
 
 
-
 def _noise_predictor(model: Diffusion, labels: Tensor | None, guidance_scale: float) -> tuple[EpsFn, torch.device]:
     device = next(model.parameters()).device
     if model.num_classes and labels is None:
@@ -263,13 +291,35 @@ def ddim(model: Diffusion, generators: Sequence[torch.Generator], labels: Tensor
         return model.decode(x)
 
 
+@torch.no_grad()
+def dpmpp_2m(model: Diffusion, generators: Sequence[torch.Generator], labels: Tensor | None = None,
+             sample_steps: int = 20, karras_sigmas: bool = False, guidance_scale: float = 1.0) -> Tensor:
+    """`dpmpp_2m`: DPM-Solver++ 2M over `sample_steps` (models/solvers.py), then the model's decoder."""
+    with eval_mode(model):
+        eps_fn, device = _noise_predictor(model, labels, guidance_scale)
+        x = dpmpp_2m_sample(eps_fn, model.schedule, model.diffusion_shape, generators, sample_steps, karras_sigmas,
+                            device, model.clip)
+        return model.decode(x)
+
+
+@torch.no_grad()
+def heun(model: Diffusion, generators: Sequence[torch.Generator], labels: Tensor | None = None,
+         sample_steps: int = 20, karras_sigmas: bool = False, guidance_scale: float = 1.0) -> Tensor:
+    """`heun`: Heun's method over `sample_steps` (models/solvers.py), then the model's decoder."""
+    with eval_mode(model):
+        eps_fn, device = _noise_predictor(model, labels, guidance_scale)
+        x = heun_sample(eps_fn, model.schedule, model.diffusion_shape, generators, sample_steps, karras_sigmas,
+                        device, model.clip)
+        return model.decode(x)
+
+
 def prior(model: GenerativeModel, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
     """`prior`: the family's own default sampler (`GenerativeModel.sample`)."""
     return model.sample(generators, labels)
 
 
 Sampler = Callable[..., Tensor]
-SAMPLERS: dict[str, Sampler] = {"prior": prior, "ddpm": ancestral, "ddim": ddim}
+SAMPLERS: dict[str, Sampler] = {"prior": prior, "ddpm": ancestral, "ddim": ddim, "dpmpp_2m": dpmpp_2m, "heun": heun}
 
 
 def draw(model: GenerativeModel, generators: Sequence[torch.Generator], labels: Tensor | None,

@@ -31,6 +31,9 @@ class NoiseSchedule:
         self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
         self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
         self.sqrt_one_minus_alphas_cumprod = (1.0 - self.alphas_cumprod).sqrt()
+        # Karras et al.'s noise level σ_t = sqrt((1 - abar_t) / abar_t), x_t / sqrt(abar_t) = x0 + σ_t ε: what the
+        # ODE solvers (solvers.py) step in; written as diffusers computes it, so their grids match bit for bit.
+        self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
         # Ho et al. eq. 7: q(x_{t-1} | x_t, x_0) = N(coef_x0 * x0 + coef_xt * x_t, posterior_variance).
         self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef_x0 = betas * self.alphas_cumprod_prev.sqrt() / (1.0 - self.alphas_cumprod)
@@ -57,7 +60,13 @@ class NoiseSchedule:
         return self._at(self.sqrt_alphas_cumprod, t, x0) * noise - self._at(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
 
     def eps_from_v(self, xt: Tensor, t: Tensor, v: Tensor) -> Tensor:
-        """Invert v for the noise: eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v."""
+        """Invert v for the noise: eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v. A fractional t (the heun sampler's
+        grid, in a floating dtype) sits at σ interpolated linearly between the integer steps, where diffusers'
+        discrete schedulers put it, with abar = 1 / (1 + σ²)."""
+        if t.is_floating_point():
+            sigma = self._interpolated(self.sigmas, t)
+            alpha = (1.0 + sigma**2).rsqrt()
+            return self._shaped(alpha * sigma, xt) * xt + self._shaped(alpha, xt) * v
         return self._at(self.sqrt_one_minus_alphas_cumprod, t, xt) * xt + self._at(self.sqrt_alphas_cumprod, t, xt) * v
 
     def posterior_mean_variance(self, x0: Tensor, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -78,8 +87,20 @@ class NoiseSchedule:
     @staticmethod
     def _at(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
         """values[t] per batch row, shaped (B, 1, 1, ...) to broadcast against `like`, in its device and dtype."""
-        picked = values[t.to("cpu", torch.long)].to(device=like.device, dtype=like.dtype)
-        return picked.reshape(-1, *([1] * (like.ndim - 1)))
+        return NoiseSchedule._shaped(values[t.to("cpu", torch.long)], like)
+
+    @staticmethod
+    def _interpolated(values: Tensor, t: Tensor) -> Tensor:
+        """values at fractional timesteps t, linearly between the integer steps (numpy's `interp`), float64."""
+        t = t.to("cpu", torch.float64)
+        low = t.floor().clamp(0, len(values) - 2)
+        index = low.long()
+        return values[index] + (t - low) * (values[index + 1] - values[index])
+
+    @staticmethod
+    def _shaped(values: Tensor, like: Tensor) -> Tensor:
+        """One value per batch row, shaped (B, 1, 1, ...) to broadcast against `like`, in its device and dtype."""
+        return values.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
 
 
 def linear_betas(timesteps: int, max_beta: float = 0.999) -> Tensor:

@@ -246,7 +246,8 @@ def test_the_conditional_variant_is_its_own_entry(prepared: Path, pixel_network:
     signature = get_model_info("models:/genbench-ddpm_cfg/1").signature  # requests may send classes; the
     assert signature.inputs.input_names() == ["n", "seed", "labels"]  # sampling settings above are the defaults
     assert {p["name"]: p["default"] for p in signature.params.to_dict()} == {
-        "sampler": "ddim", "sample_steps": 2, "eta": 0.5, "guidance_scale": 2.0, "variance_type": "fixed_large"}
+        "sampler": "ddim", "sample_steps": 2, "eta": 0.5, "karras_sigmas": False, "guidance_scale": 2.0,
+        "variance_type": "fixed_large"}
     result = CliRunner().invoke(app, ["sample", "ddpm", "--run", "runs/ddpm_cfg/seed-0"])
     assert result.exit_code == 2 and "holds the ddpm_cfg model (ddpm), not ddpm" in result.output
     sampling = load_config("params.yaml").sampling_for("ddpm_cfg")
@@ -365,7 +366,8 @@ def check_plain_mlflow_loads_the_champion(project: Path) -> None:
                                                     "tensor-spec": {"dtype": "uint8", "shape": (-1, 28, 28, 1)}}]
     # params.yaml's sampling.ddpm under the tiny profile, which the samples behind the version's FID were drawn with
     assert {p["name"]: p["default"] for p in mlmodel.signature.params.to_dict()} == {
-        "sampler": "ddpm", "sample_steps": 100, "eta": 0.0, "guidance_scale": 1.0, "variance_type": "fixed_large"}
+        "sampler": "ddpm", "sample_steps": 100, "eta": 0.0, "karras_sigmas": False, "guidance_scale": 1.0,
+        "variance_type": "fixed_large"}
     assert mlmodel.load_input_example(version).to_dict("list") == {"n": [1], "seed": [0]}
 
     config = load_config("params.yaml")

@@ -143,7 +143,7 @@ BAD = [
     ("guidance without classes", lambda r: r["sampling"]["ddpm"].update(guidance_scale=3.0),
      "sampling.ddpm", "needs a class-conditional model"),
     ("unknown sampler", lambda r: r["sampling"]["ddpm"].update(sampler="euler"), "sampling.ddpm.sampler",
-     "'ddpm' or 'ddim'"),
+     "'ddpm', 'ddim', 'dpmpp_2m' or 'heun'"),
     ("a sampler option in training", lambda r: r["models"]["ddpm"]["arch"].update(guidance_scale=2.0),
      "models.ddpm.arch.guidance_scale", "unknown key"),
     ("holdout unlike sample.n", lambda r: r["data"]["profiles"]["quick"].update(holdout_size=200),
@@ -237,8 +237,26 @@ def test_a_sampler_option_the_sampler_ignores_is_refused_naming_it(tmp_path: Pat
     params = tmp_path / "params.yaml"
     params.write_text("sampling: {ddpm: {sampler: ddpm, sample_steps: 10}}\n")
     result = CliRunner().invoke(app, ["params", "--params", str(params), "--profile", "quick"])
-    message = "sampling.ddpm.sample_steps: only sampler ddim takes sample_steps; remove it or set sampler: ddim"
+    message = ("sampling.ddpm.sample_steps: only samplers ddim, dpmpp_2m and heun take sample_steps; remove it or "
+               "set sampler: ddim, dpmpp_2m or heun")
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])  # tiny's T = 4 takes fewer steps
+def test_the_solver_samplers_are_accepted_in_params(tmp_path: Path, profile: str) -> None:
+    """sampling.<entry>.sampler may name either ODE solver, with its steps and Karras σ (the entries replaced
+    whole: their profiles set ddpm's variance_type, which the solvers would refuse)."""
+    def edit(raw: dict[str, Any]) -> None:
+        raw["sampling"]["ddpm"] = {"sampler": "dpmpp_2m", "sample_steps": 20}
+        raw["sampling"]["ldm"] = {"sampler": "heun", "sample_steps": 3, "karras_sigmas": True}
+
+    params = tmp_path / "params.yaml"
+    params.write_text(_params_text(edit))
+    config = load_config(params, profile)
+    assert config.sampling_for("ddpm").sampler_call() == (
+        "dpmpp_2m", {"guidance_scale": 1.0, "sample_steps": 20, "karras_sigmas": False})
+    assert config.sampling_for("ldm").sampler_call() == (
+        "heun", {"guidance_scale": 1.0, "sample_steps": 3, "karras_sigmas": True})
 
 
 def test_a_sweep_to_ddim_leaves_the_entrys_ddpm_options_behind() -> None:

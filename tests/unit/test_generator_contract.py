@@ -58,7 +58,8 @@ def test_a_request_draws_what_genbench_sample_draws(generator: Generator) -> Non
     ({"n": [2, 2], "seed": [0, 1]}, {}, "input: 2 rows; send one row (n, seed) per request"),
     ({"n": [2], "seed": [0], "labels": [[1]]}, {}, "labels: 1 classes for n=2 images; send one per image or none"),
     ({"n": [2], "seed": [0], "labels": [[1, 3]]}, {}, "labels: classes must be in [0, 3) (got [1, 3])"),
-    ({"n": [2], "seed": [0]}, {"sampler": "euler"}, "params.sampler: Input should be 'ddpm' or 'ddim' (got 'euler')"),
+    ({"n": [2], "seed": [0]}, {"sampler": "euler"},
+     "params.sampler: Input should be 'ddpm', 'ddim', 'dpmpp_2m' or 'heun' (got 'euler')"),
     ({"n": [2], "seed": [0]}, {"sample_steps": 5}, "params: sample_steps=5 exceeds the model's timesteps=4"),
 ])
 def test_a_bad_request_names_its_field(generator: Generator, row: dict, params: dict, message: str) -> None:
@@ -69,7 +70,7 @@ def test_a_bad_request_names_its_field(generator: Generator, row: dict, params: 
 
 def test_the_signature_declares_the_request_and_the_registered_options() -> None:
     options = request_options(REGISTERED)
-    assert options == {"sampler": "ddim", "sample_steps": 2, "eta": 0.5, "guidance_scale": 1.0,
+    assert options == {"sampler": "ddim", "sample_steps": 2, "eta": 0.5, "karras_sigmas": False, "guidance_scale": 1.0,
                        "variance_type": "fixed_large"}  # every sampling field but ema, which picks weights at load
     conditional = signature(ImageShape(channels=3, size=32), 10, options)
     assert conditional.inputs.input_names() == ["n", "seed", "labels"]
@@ -78,6 +79,7 @@ def test_the_signature_declares_the_request_and_the_registered_options() -> None
                                               "tensor-spec": {"dtype": "uint8", "shape": (-1, 32, 32, 3)}}]
     assert [(p["name"], p["type"], p["default"]) for p in conditional.params.to_dict()] == [
         ("sampler", "string", "ddim"), ("sample_steps", "long", 2), ("eta", "double", 0.5),
-        ("guidance_scale", "double", 1.0), ("variance_type", "string", "fixed_large")]
+        ("karras_sigmas", "boolean", False), ("guidance_scale", "double", 1.0),
+        ("variance_type", "string", "fixed_large")]
     prior = signature(ImageShape(channels=1, size=28), 0, {})  # a VAE or GAN: no labels, no options
     assert prior.inputs.input_names() == ["n", "seed"] and prior.params is None

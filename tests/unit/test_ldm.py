@@ -138,13 +138,14 @@ def test_training_uses_posterior_samples_of_the_scaled_latents() -> None:
     assert loss != pytest.approx(by_hand(posterior_sample=False), rel=1e-3)
 
 
-def test_a_conditional_ldm_samples_by_both_samplers_with_guidance() -> None:
+def test_a_conditional_ldm_samples_by_every_diffusion_sampler_with_guidance() -> None:
     model = tiny_ldm(num_classes=3)
     model.fit_data(toy_batch(8))
     loss = model.training_losses(toy_batch(2), "model", torch.tensor([0, 2]))["loss"]
     assert torch.isfinite(loss) and loss.requires_grad
     labels = torch.tensor([0, 1, 2])
-    for name, options in [("ddpm", {"variance_type": "fixed_small"}), ("ddpm", {}), ("ddim", {"sample_steps": 4})]:
+    for name, options in [("ddpm", {"variance_type": "fixed_small"}), ("ddpm", {}), ("ddim", {"sample_steps": 4}),
+                          ("dpmpp_2m", {"sample_steps": 4}), ("heun", {"sample_steps": 3, "karras_sigmas": True})]:
         images = SAMPLERS[name](model, generators([1, 2, 3]), labels, guidance_scale=2.0, **options)
         assert images.shape == (3, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
         alone = SAMPLERS[name](model, generators([2]), labels[1:2], guidance_scale=2.0, **options)

@@ -100,6 +100,7 @@ def test_sampling_settings_check_the_model_they_sample() -> None:
 
 def test_the_sampler_names_and_their_options_are_declared_once() -> None:
     names = get_args(DiffusionSamplerName)
+    assert names == ("ddpm", "ddim", "dpmpp_2m", "heun")
     assert set(names) == set(SAMPLER_OPTIONS) and set(names) <= set(SAMPLERS)
     for settings in (DiffusionSampling, LDMSampling):
         assert get_args(settings.model_fields["sampler"].annotation) == names
@@ -107,18 +108,23 @@ def test_the_sampler_names_and_their_options_are_declared_once() -> None:
         assert {*options, "guidance_scale"} <= set(inspect.signature(SAMPLERS[name]).parameters)
 
 
-@pytest.mark.parametrize(("settings", "option", "taker"), [
-    ({"sampler": "ddpm", "sample_steps": 10}, "sample_steps", "ddim"),
-    ({"sample_steps": 10}, "sample_steps", "ddim"),  # ddpm is the default sampler
-    ({"sampler": "ddpm", "eta": 0.5}, "eta", "ddim"),
-    ({"sampler": "ddim", "variance_type": "fixed_small"}, "variance_type", "ddpm"),
+STEPS_TAKERS = ("only samplers ddim, dpmpp_2m and heun take sample_steps; remove it or set sampler: ddim, "
+                "dpmpp_2m or heun")
+
+
+@pytest.mark.parametrize(("settings", "option", "message"), [
+    ({"sampler": "ddpm", "sample_steps": 10}, "sample_steps", STEPS_TAKERS),
+    ({"sample_steps": 10}, "sample_steps", STEPS_TAKERS),  # ddpm is the default sampler
+    ({"sampler": "ddpm", "eta": 0.5}, "eta", "only sampler ddim takes eta; remove it or set sampler: ddim"),
+    ({"sampler": "ddim", "variance_type": "fixed_small"}, "variance_type",
+     "only sampler ddpm takes variance_type; remove it or set sampler: ddpm"),
 ])
-def test_an_option_the_sampler_ignores_is_refused_naming_it(settings: dict, option: str, taker: str) -> None:
+def test_an_option_the_sampler_ignores_is_refused_naming_it(settings: dict, option: str, message: str) -> None:
     with pytest.raises(ValidationError) as caught:
         DiffusionSampling(**settings)
     [error] = caught.value.errors()
     assert error["loc"] == (option,)
-    assert error["msg"] == f"Value error, only sampler {taker} takes {option}; remove it or set sampler: {taker}"
+    assert error["msg"] == f"Value error, {message}"
 
 
 def test_only_options_written_with_a_value_of_their_own_are_refused() -> None:
