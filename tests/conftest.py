@@ -175,22 +175,30 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
-    """Folder `name`, made by `build(folder)` once per test run and shared by every pytest-xdist worker (xdist's
-    recipe: the workers' base temp folders share a parent; a lock lets the first build while the others wait).
-    For session fixtures the tests only read or copy."""
-    from filelock import FileLock
+    """Folder `name`, made by `build(folder)` and shared by every pytest-xdist worker that comes for it after it
+    is made (xdist's recipe: the workers' base temp folders share a parent). A worker that finds another one
+    building it builds its own rather than wait idle: on two cores the two builds cost what one build and a wait
+    cost, and the next workers find it made. For session fixtures the tests only read or copy."""
+    from filelock import FileLock, Timeout
 
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent
     folder, done = base / name, base / f"{name}.done"
-    with FileLock(str(base / f"{name}.lock")):
-        if not done.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
-            build(folder)
-            done.touch()
-    return folder
+    if done.exists():
+        return folder
+    try:
+        with FileLock(str(base / f"{name}.lock"), timeout=0):
+            if not done.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                build(folder)
+                done.touch()
+            return folder
+    except Timeout:  # another worker is building it
+        own = tmp_path_factory.mktemp(name)
+        build(own)
+        return own
 
 
 @pytest.fixture(scope="session")

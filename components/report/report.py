@@ -87,7 +87,7 @@ def report(config: Config, layout: Layout, out_dir: Path) -> Path:
         for name, content in text.items():
             (staging / name).write_text(content)
         write_json(staging / "summary.json", _summary(rows, provenance, swept, costs))
-        shown = _figures(config, layout, rows, real_metrics, swept, staging, sorted({entry for entry, _ in intra}))
+        shown = _figures(config, layout, rows, real_metrics, swept, sorted({entry for entry, _ in intra}), staging)
         (staging / "index.html").write_text(_index(text, shown, staging))
     return out_dir / "index.html"
 
@@ -147,7 +147,7 @@ def _summary(rows: list[tables.Row], provenance: dict[str, str], swept: list[Swe
 
 
 def _figures(config: Config, layout: Layout, rows: list[tables.Row], real: MetricsRecord,
-             swept: list[SweepRecord], out: Path, conditional: list[str]) -> list[tuple[str, str, str]]:
+             swept: list[SweepRecord], conditional: list[str], out: Path) -> list[tuple[str, str, str]]:
     """Every figure the inputs allow; returns (file stem, title, caption) of each, in reading order.
     `conditional`: the entries scored class by class, which get a grid per class."""
     shown: list[tuple[str, str, str]] = []
