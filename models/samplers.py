@@ -291,26 +291,26 @@ def ddim(model: Diffusion, generators: Sequence[torch.Generator], labels: Tensor
         return model.decode(x)
 
 
-@torch.no_grad()
-def dpmpp_2m(model: Diffusion, generators: Sequence[torch.Generator], labels: Tensor | None = None,
-             sample_steps: int = 20, karras_sigmas: bool = False, guidance_scale: float = 1.0) -> Tensor:
-    """`dpmpp_2m`: DPM-Solver++ 2M over `sample_steps` (models/solvers.py), then the model's decoder."""
-    with eval_mode(model):
-        eps_fn, device = _noise_predictor(model, labels, guidance_scale)
-        x = dpmpp_2m_sample(eps_fn, model.schedule, model.diffusion_shape, generators, sample_steps, karras_sigmas,
-                            device, model.clip)
-        return model.decode(x)
+def _ode_solver(solve: Callable[..., Tensor], name: str) -> Callable[..., Tensor]:
+    """The sampler of a deterministic solver in models/solvers.py: `solve` over `sample_steps` from x_T, then the
+    model's decoder (DPM-Solver++ 2M and Heun take the same options)."""
+
+    @torch.no_grad()
+    def sampler(model: Diffusion, generators: Sequence[torch.Generator], labels: Tensor | None = None,
+                sample_steps: int = 20, karras_sigmas: bool = False, guidance_scale: float = 1.0) -> Tensor:
+        with eval_mode(model):
+            eps_fn, device = _noise_predictor(model, labels, guidance_scale)
+            x = solve(eps_fn, model.schedule, model.diffusion_shape, generators, sample_steps, karras_sigmas, device,
+                      model.clip)
+            return model.decode(x)
+
+    sampler.__name__ = sampler.__qualname__ = name
+    sampler.__doc__ = f"`{name}`: {solve.__name__} over `sample_steps` (models/solvers.py), then the model's decoder."
+    return sampler
 
 
-@torch.no_grad()
-def heun(model: Diffusion, generators: Sequence[torch.Generator], labels: Tensor | None = None,
-         sample_steps: int = 20, karras_sigmas: bool = False, guidance_scale: float = 1.0) -> Tensor:
-    """`heun`: Heun's method over `sample_steps` (models/solvers.py), then the model's decoder."""
-    with eval_mode(model):
-        eps_fn, device = _noise_predictor(model, labels, guidance_scale)
-        x = heun_sample(eps_fn, model.schedule, model.diffusion_shape, generators, sample_steps, karras_sigmas,
-                        device, model.clip)
-        return model.decode(x)
+dpmpp_2m = _ode_solver(dpmpp_2m_sample, "dpmpp_2m")  # DPM-Solver++ 2M
+heun = _ode_solver(heun_sample, "heun")  # Heun's second-order method
 
 
 def prior(model: GenerativeModel, generators: Sequence[torch.Generator], labels: Tensor | None = None) -> Tensor:
