@@ -22,6 +22,7 @@ import numpy as np
 
 from genbench.components.common.artifacts import curves as group_curves
 from genbench.components.common.artifacts import load_trained, read_history, read_summary, to_model_range, to_uint8_nhwc
+from genbench.components.common.drawing import image_labels
 from genbench.components.common.io import (
     atomic_dir,
     clean_leftovers,
@@ -169,7 +170,8 @@ def _figures(config: Config, layout: Layout, rows: list[tables.Row], real: Metri
     for name in conditional:
         images = load_npy(layout.samples(name, first))
         classes = read_sample_record(layout.sample_record(name, first)).num_classes
-        per_class = [images[c::classes][:CLASS_GRID_IMAGES] for c in range(classes)]  # image i has class i % K
+        labels = image_labels(range(len(images)), classes).numpy()  # as `sample` drew them
+        per_class = [images[labels == c][:CLASS_GRID_IMAGES] for c in range(classes)]
         if min(len(row) for row in per_class) == CLASS_GRID_IMAGES:
             figures.image_rows(per_class, [f"class {c}" for c in range(classes)],
                                [str(i) for i in range(CLASS_GRID_IMAGES)], f"{name}: samples per class",
