@@ -289,8 +289,9 @@ def run(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> None:
 
 @app.command()
 def metrics(
-    real: Annotated[Path, typer.Argument(help="Real images: .npy (uint8 NHWC) or a folder of PNG/JPEG.")],
-    fake: Annotated[Path, typer.Argument(help="Generated images: .npy (uint8 NHWC) or a folder of PNG/JPEG.")],
+    images: Annotated[list[Path], typer.Argument(
+        metavar="[REAL] FAKE", help="REAL then FAKE: .npy (uint8 NHWC) or folders of PNG/JPEG; with --protocol "
+                                    "paper, FAKE alone.", show_default=False)],
     json_output: Annotated[bool, typer.Option("--json", help="Print the full JSON record instead of a table.")] = False,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95 % intervals of FID, P, R (0: off).")] = 0,
     k: Annotated[int, typer.Option(help="Neighbourhood size of improved precision/recall.")] = 3,
@@ -299,18 +300,35 @@ def metrics(
     seed: Annotated[int, typer.Option(help="Seed of KID subsets and bootstrap resamples.")] = 0,
     resize: Annotated[str, typer.Option(help="legacy-tf (TF1 bilinear, torch-fidelity's) | clean (clean-fid's "
                                              "PIL bicubic): FIDs of the two are not comparable.")] = "legacy-tf",
+    protocol: Annotated[str, typer.Option(
+        help="given (FAKE against REAL) | paper (FAKE against the statistics of --dataset's whole training split, "
+             "streamed once and cached, fp32: published FID-50k's reference)")] = "given",
+    dataset: Annotated[str, typer.Option(help="--protocol paper: fashion_mnist | mnist | cifar10.")] = "fashion_mnist",
+    reference_n: Annotated[int, typer.Option(help="--protocol paper: training images kept as rows for "
+                                                  "precision/recall, density/coverage and KID.")] = 10000,
 ) -> None:
-    """All metrics (FID, KID, IS, precision/recall, density/coverage) of FAKE against REAL; REAL's stats cached."""
+    """All metrics (FID, KID, IS, precision/recall, density/coverage) of FAKE against REAL (or, with --protocol
+    paper, against the training split); the reference's statistics are cached."""
     if bootstrap < 0:
         _fail("--bootstrap must be >= 0")
-    for given in (real, fake):
+    if protocol not in ("given", "paper"):
+        _fail(f"--protocol {protocol}: give given or paper")
+    wanted = 1 if protocol == "paper" else 2
+    if len(images) != wanted:
+        _fail(f"{len(images)} image sets given; --protocol {protocol} takes "
+              + ("FAKE alone (the reference is the training split)" if wanted == 1 else "REAL then FAKE"))
+    for given in images:
         if not given.exists():
             _fail(f"{given}: not found; give a .npy file (uint8 NHWC) or a folder of PNG/JPEG images")
     from .components.evaluate.evaluate import compare
-    from .config import EvaluateConfig
+    from .config import DataConfig, EvaluateConfig
 
-    settings = _call(EvaluateConfig, batch_size=batch_size, k=k, device=device, resize=resize)
-    result = _call(compare, real, fake, cache_dir=HERE.cache, settings=settings, bootstrap=bootstrap, seed=seed)
+    settings = _call(EvaluateConfig, batch_size=batch_size, k=k, device=device, resize=resize,
+                     protocol="paper" if protocol == "paper" else "holdout")
+    data = _call(DataConfig, dataset=dataset, reference_size=reference_n) if protocol == "paper" else None
+    real, fake = (None, images[0]) if protocol == "paper" else (images[0], images[1])
+    result = _call(compare, real, fake, cache_dir=HERE.cache, settings=settings, bootstrap=bootstrap, seed=seed,
+                   data=data, download_dir=HERE.downloads)
     if json_output:  # the keys `score` measured: an interval or network that was not computed stays out
         typer.echo(json.dumps(result.model_dump(mode="json", exclude_unset=True), indent=2, sort_keys=True))
         return
@@ -335,6 +353,7 @@ def metrics(
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         typer.echo(f"{name:<{width}}  {value}")
+    typer.echo(result.protocol.describe())
     for note in result.warnings:
         typer.echo(f"warning: {note}")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 from pydantic import (
     BaseModel,
@@ -27,6 +27,7 @@ from pydantic import (
 
 from .models import REGISTRY
 from .models.config import Int, NonNegativeInt, PositiveInt, SamplingConfig, Strict, TrainConfig
+from .models.samplers import ignores, takers
 from .profiles import (
     PLAN_KEYS,
     PROFILES,
@@ -40,7 +41,8 @@ from .profiles import (
     resolve_profiles,
 )
 
-__all__ = ["Config", "ConfigError", "EntrySettings", "SweepConfig", "load_config", "schema", "PROFILES"]
+__all__ = ["Config", "ConfigError", "EntrySettings", "NFE", "SweepConfig", "SweepPoint", "load_config", "schema",
+           "PROFILES"]
 
 Profile = Literal[PROFILES]  # type: ignore[valid-type]
 
@@ -129,6 +131,19 @@ class EvaluateConfig(Strict):
     resize: Literal["legacy-tf", "clean"] = "legacy-tf"
     bootstrap: NonNegativeInt = 0  # resamples for 95 % intervals of FID, precision and recall (0: off);
     # the report shows them when there is one seed (with several, it shows mean ± std over the seeds)
+    # what the samples are scored against (docs/profiles.md, "Protocols"): holdout (N generated images against
+    # data.reference_size test-split images: every profile's default, comparable only within genbench at equal N) |
+    # paper (FID against the statistics of the dataset's whole training split, streamed and cached, as published
+    # FID-50k: Heusel et al. 2017, Ho et al. 2020; set sample.n: 50000 to match them; fp32 only; the real-data
+    # row is then the test split; precision/recall and KID use data.reference_size training rows)
+    protocol: Literal["holdout", "paper"] = "holdout"
+
+    @model_validator(mode="after")
+    def _paper_is_fp32(self) -> EvaluateConfig:
+        if self.protocol == "paper" and self.dtype != "fp32":
+            raise ValueError(f"evaluate.dtype: {self.dtype} under evaluate.protocol paper, which scores in fp32 as "
+                             "published FIDs are; set evaluate.dtype: fp32 (or evaluate.protocol: holdout)")
+        return self
 
 
 NAME = re.compile(r"[a-z][a-z0-9_]*")  # an entry name is a folder, a DVC stage key and an MLflow model name
@@ -139,20 +154,77 @@ def _check_name(section: str, name: str) -> None:
         raise ValueError(f"{section}.{name}: a name is lower-case letters, digits and _, starting with a letter")
 
 
+NFE = "nfe"  # `sweeps.<name>.vary: nfe`: sampler and step count swept together, FID against network evaluations
+
+
+class SweepPoint(NamedTuple):
+    """One sample set of a sweep."""
+
+    value: int | float  # of `vary`; under vary nfe, the NFE target the set's steps fit within
+    stem: str  # its files' name in the sweep's folder: <stem>.npy, <stem>.metrics.json
+    sampling: SamplingConfig  # what draws it
+
+
 class SweepConfig(Strict):
     """`sweeps.<name>`: re-sample an entry's trained weights once per value of one sampling field, each set
-    scored like the entry's samples. Never retrains: DVC's sweep@<name> depends on the run, not on `models`."""
+    scored like the entry's samples. Never retrains: DVC's sweep@<name> depends on the run, not on `models`.
+    `vary: nfe` (FID against NFE) draws each of `samplers` once per NFE target of `values`, at the most steps whose
+    network evaluations per image (the tables' NFE) stay within the target."""
 
     entry: str  # the trained entry (a family or a variant) whose weights are re-sampled
-    vary: str  # the `sampling.<entry>` field swept, e.g. sample_steps or guidance_scale
-    values: tuple[Int | float, ...] = ()  # one sample set of sample.n images per value (none: the stage does nothing)
+    vary: str  # the `sampling.<entry>` field swept, e.g. sample_steps or guidance_scale; or nfe (sampler and steps)
+    values: tuple[Int | float, ...] = ()  # one sample set of sample.n images per value (none: the stage does nothing);
+    # vary nfe: NFE targets, each drawn by every sampler of `samplers`
     set: dict[str, Any] = {}  # other sampling fields held for the whole sweep (e.g. sampler: ddim)
     n: PositiveInt | None = None  # images per value (default sample.n; fewer is cheaper, and only comparable
     # within the sweep: FID is biased upward at small N)
+    samplers: tuple[str, ...] = ()  # vary nfe only: the samplers with a step count (ddim, dpmpp_2m, heun) compared
 
     def sampling(self, base: SamplingConfig, value: float) -> SamplingConfig:
         """`base` (the entry's sampling settings) with `set` and `vary = value`, validated."""
         return base.updated(self.set | {self.vary: value})
+
+    def points(self, base: SamplingConfig, arch: BaseModel) -> list[SweepPoint]:
+        """The sweep's sample sets in order, over `base` (the entry's sampling settings) for a model of `arch`: one
+        per value, or under vary nfe one per sampler and NFE target (`SamplingConfig.at_nfe`: the step count comes
+        from the same network-evaluation count the tables show). ValueError naming the sweep's field at fault."""
+        if self.vary != NFE:
+            # Stems are spelled out, not made with with_suffix: that would read the ".3" of 1.3 as a suffix.
+            return [SweepPoint(value, f"{self.vary}-{value}", self.sampling(base, value)) for value in self.values]
+        points = []
+        for sampler in self.samplers:
+            try:
+                drawn = base.updated(self.set | {"sampler": sampler})
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                key, message = ".".join(map(str, error["loc"])), error["msg"].removeprefix("Value error, ")
+                if key == "sampler":
+                    raise ValueError(f"samplers: {sampler!r}: {message}") from None
+                if ignores(sampler, key):
+                    raise ValueError(f"set.{key}: sampler {sampler} of samplers does not take it (taken by "
+                                     f"{', '.join(takers(key))}); set holds what every sampler listed takes, so "
+                                     "remove it") from None
+                raise ValueError(f"set.{key}: {message}") from None
+            if "sample_steps" not in drawn.sampler_call()[1]:
+                raise ValueError(f"samplers: {sampler} takes no sample_steps, so it has no step count to fit to an NFE "
+                                 f"target; list samplers that take it ({', '.join(takers('sample_steps'))})")
+            chosen: dict[int, int] = {}  # steps → the target that chose them
+            for value in self.values:
+                if isinstance(value, float) or value < 1:
+                    raise ValueError(f"values: {value} is not an NFE target; under vary: nfe each value is a whole "
+                                     "number of network evaluations per image, 1 or more")
+                try:
+                    point = drawn.at_nfe(arch, value)
+                except ValueError as exc:
+                    raise ValueError(f"values: NFE {value} with sampler {sampler}: {exc}; raise the target or drop "
+                                     f"{sampler} from samplers") from None
+                steps = getattr(point, "sample_steps")
+                if steps in chosen:
+                    raise ValueError(f"values: NFE targets {chosen[steps]} and {value} both give {sampler} {steps} "
+                                     f"steps ({point.network_evaluations(arch)} network evaluations); drop one")
+                chosen[steps] = value
+                points.append(SweepPoint(value, f"{sampler}-{NFE}-{value}", point))
+        return points
 
 
 class EntrySettings(Strict):
@@ -241,6 +313,12 @@ class Config(Strict):
                 raise ValueError(f"sweeps.{name}.entry: {sweep.entry!r} is not in entries, so nothing trains it; "
                                  f"entries: {', '.join(self.entries)}")
             fields = set(type(self.sampling_for(sweep.entry)).model_fields) - {"family"}
+            if sweep.vary == NFE:
+                self._check_nfe_sweep(name, sweep, fields)
+                continue
+            if sweep.samplers:
+                raise ValueError(f"sweeps.{name}.samplers: only vary: {NFE} takes samplers (it sweeps sampler and "
+                                 f"steps together); remove it or set vary: {NFE}")
             for key in (sweep.vary, *sweep.set):
                 if key not in fields:
                     raise ValueError(f"sweeps.{name}: {key!r} is not a sampling field of {sweep.entry}; known: "
@@ -266,6 +344,32 @@ class Config(Strict):
                 "report's real-data row is the floor only at the samples' N; set data.holdout_size to sample.n"
             )
         return self
+
+    def _check_nfe_sweep(self, name: str, sweep: SweepConfig, fields: set[str]) -> None:
+        """ValueError naming the field of FID-against-NFE sweep `name` that cannot run, and the fix."""
+        entry = self.entry(sweep.entry)
+        if "sample_steps" not in fields:
+            raise ValueError(f"sweeps.{name}.vary: {NFE} sweeps a sampler's steps, and {sweep.entry} ({entry.family}) "
+                             "draws in one pass with none; sweep a diffusion entry")
+        if not sweep.samplers:
+            raise ValueError(f"sweeps.{name}.samplers: vary: {NFE} draws every NFE target of values with each sampler "
+                             "listed here, and none is; add them, e.g. samplers: [ddim, dpmpp_2m, heun]")
+        for key in sweep.set:
+            if key in ("sampler", "sample_steps"):
+                raise ValueError(f"sweeps.{name}.set.{key}: vary: {NFE} chooses the sampler (from samplers) and its "
+                                 "steps (from each NFE target); remove it")
+            if key not in fields:
+                raise ValueError(f"sweeps.{name}: {key!r} is not a sampling field of {sweep.entry}; known: "
+                                 f"{', '.join(sorted(fields))}")
+        try:
+            points = sweep.points(self.sampling_for(sweep.entry), entry.arch)
+        except ValueError as exc:
+            raise ValueError(f"sweeps.{name}.{exc}") from None
+        for point in points:
+            try:
+                point.sampling.check(entry.arch)
+            except ValueError as exc:
+                raise ValueError(f"sweeps.{name}: {point.stem}: {exc}") from None
 
     def entry(self, entry: str) -> EntrySettings:
         """`models.<entry>`: the entry's family, arch and train settings."""

@@ -105,5 +105,10 @@ class SamplingConfig(Strict):
         """Forward passes of the network per image (the report's cost column): one decode of z for a prior."""
         return 1
 
+    def at_nfe(self, arch: BaseModel, nfe: int) -> Self:
+        """These settings at the most sampler steps within `nfe` network evaluations per image (an FID-against-NFE
+        sweep's point); a prior has no steps to choose, so it refuses."""
+        raise ValueError("this family draws in one pass with no sampler steps; an NFE sweep needs a diffusion entry")
+
     def check(self, arch: BaseModel) -> None:
         """Raise ValueError naming the field when these settings cannot sample a model built from `arch`."""

@@ -110,14 +110,46 @@ class DiffusionSampling(SamplingConfig):
             steps = 2 * self.sample_steps - 1 if self.sampler == "heun" else self.sample_steps
         return steps * (1 if self.guidance_scale in (0.0, 1.0) else 2)
 
-    def check(self, arch: BaseModel) -> None:
-        timesteps, num_classes = getattr(arch, "timesteps"), getattr(arch, "num_classes")
+    def at_nfe(self, arch: BaseModel, nfe: int) -> Self:
+        """These settings at the most `sample_steps` the sampler runs whose `network_evaluations` stay within
+        `nfe` (a point of an FID-against-NFE sweep): the count is the one the tables show, so a Heun or guided
+        point never spends more network passes than its target. A step costs at least one pass, so no more than
+        `nfe` steps can fit. ValueError when the sampler has no steps to choose or even its fewest take more."""
+        timesteps = getattr(arch, "timesteps")
+        if "sample_steps" not in SAMPLER_OPTIONS[self.sampler]:
+            raise ValueError(f"sampler {self.sampler} runs all {timesteps} timesteps, so it has no step count to "
+                             f"fit to an NFE target; use {', '.join(takers('sample_steps'))}")
+        for steps in range(min(nfe, timesteps), 0, -1):
+            candidate = self.model_copy(update={"sample_steps": steps})
+            if candidate.network_evaluations(arch) <= nfe and candidate._runs_steps(arch):
+                return self.updated({"sample_steps": steps})
+        fewest = next((steps for steps in range(1, timesteps + 1)
+                       if self.model_copy(update={"sample_steps": steps})._runs_steps(arch)), None)
+        if fewest is None:
+            raise ValueError(f"{self.sampler} runs no step count on a model of timesteps={timesteps}")
+        needed = self.model_copy(update={"sample_steps": fewest}).network_evaluations(arch)
+        raise ValueError(f"{nfe} network evaluations are too few for {self.sampler}: its fewest steps ({fewest}) "
+                         f"take {needed} here")
+
+    def _runs_steps(self, arch: BaseModel) -> bool:
+        try:
+            self._check_steps(arch)
+        except ValueError:
+            return False
+        return True
+
+    def _check_steps(self, arch: BaseModel) -> None:
+        """ValueError when the sampler cannot run `sample_steps` on a model of `arch`'s timesteps."""
+        timesteps = getattr(arch, "timesteps")
         if "sample_steps" in SAMPLER_OPTIONS[self.sampler] and self.sample_steps > timesteps:
             raise ValueError(f"sample_steps={self.sample_steps} exceeds the model's timesteps={timesteps}")
         if self.sampler in SOLVER_GRIDS:  # a solver's own limits on its steps, raised where its grid is built
             schedule = make_schedule(getattr(arch, "schedule"), timesteps)
             SOLVER_GRIDS[self.sampler](schedule, self.sample_steps, self.karras_sigmas)
-        if self.guidance_scale != 1.0 and not num_classes:
+
+    def check(self, arch: BaseModel) -> None:
+        self._check_steps(arch)
+        if self.guidance_scale != 1.0 and not getattr(arch, "num_classes"):
             raise ValueError(f"guidance_scale={self.guidance_scale} needs a class-conditional model "
                              "(arch.num_classes > 0); use 1.0")
 

@@ -102,6 +102,44 @@ class IntraClassFID(BaseModel):
     n_reference: list[int]
 
 
+PAPER_N = 50_000  # generated images of the published protocol (FID-50k)
+
+
+class Protocol(BaseModel):
+    """What a FID was measured under (`evaluate.protocol`; docs/profiles.md, "Protocols"). Two FIDs are comparable
+    only when their protocols are equal but for `n_generated`, which every table shows per row."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str  # holdout | paper | given (`genbench metrics REAL FAKE`: whatever REAL is)
+    dataset: str | None  # the params' data.dataset; None for images given on the command line
+    n_generated: int
+    reference_split: str  # test | train | folder | given
+    reference_size: int  # images behind the reference mean and covariance
+    feature_reference_size: int  # reference rows that precision/recall, density/coverage and KID compare against
+    resize: str  # evaluate.resize
+    network: str  # name@first 12 hex of the weights' sha256
+    precision: str  # the Inception dtype that ran: fp32 | bf16
+
+    def comparable(self) -> tuple[Any, ...]:
+        """Everything but N: rows of one table must agree on it."""
+        return tuple(value for key, value in self.model_dump().items() if key != "n_generated")
+
+    def tag(self) -> str:
+        """The whole protocol, N included, as one tag value: promotion compares FIDs only where it is equal."""
+        return "|".join(str(value) for value in self.model_dump().values())
+
+    def describe(self) -> str:
+        """One line a table states under itself."""
+        split = {"test": "test-split", "train": "training-split", "folder": "held-out", "given": "given"}
+        where = f"{self.dataset} " if self.dataset else ""
+        rows = ("" if self.feature_reference_size == self.reference_size else
+                f" (precision/recall, density/coverage, KID: {self.feature_reference_size} of them)")
+        return (f"protocol {self.name}: each row's N generated images against the statistics of "
+                f"{self.reference_size} {where}{split.get(self.reference_split, self.reference_split)} images{rows}; "
+                f"Inception pool3 {self.network}, {self.precision}, {self.resize} resize")
+
+
 class Scores(BaseModel):
     """What `evaluate.score` measures of a set of images against the reference (`genbench metrics` prints it):
     every key it returns is a field, so a metric added there without one fails before any file is written."""
@@ -139,6 +177,7 @@ class Scores(BaseModel):
     reference_stats_key: str  # the reference features' cache key
     warnings: list[str]
     intra_class_fid: IntraClassFID | None = None  # class-conditional samples only, with reference labels
+    protocol: Protocol
 
 
 class MetricsRecord(Scores):
@@ -156,7 +195,12 @@ def read_metrics(path: Path) -> MetricsRecord:
 class SweepRow(BaseModel):
     """One value of a sweep: its samples' scores and cost."""
 
-    value: int | float  # of the swept sampling field
+    value: int | float  # of the swept sampling field; an FID-against-NFE sweep's (vary nfe): the NFE target
+    # what drew the set: the sampler, its steps (None for one without) and network evaluations per image (the
+    # tables' NFE); None in summaries written before they were recorded
+    sampler: str | None = None
+    sample_steps: int | None = None
+    network_evaluations: int | None = None
     fid: float
     precision: float
     recall: float
@@ -179,6 +223,10 @@ class SweepRecord(BaseModel):
     vary: str
     set: dict[str, Any]
     rows: list[SweepRow]
+    # what every set was scored under, and the bootstrap resamples behind its intervals (None, 0: a summary
+    # written before they were recorded)
+    protocol: Protocol | None = None
+    bootstrap: int = 0
 
 
 def read_sweep(path: Path) -> SweepRecord:

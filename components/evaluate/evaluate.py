@@ -19,7 +19,7 @@ from genbench.components.common.dtypes import resolve as resolve_dtype
 from genbench.components.common.images import array_digest, load_images, validate_images
 from genbench.components.common.io import clean_leftovers, file_digest, load_npy, require_file, write_json
 from genbench.components.common.manifest import cached_digest, labels_path, verify_prepared
-from genbench.components.common.records import MetricsRecord, Scores, check_samples
+from genbench.components.common.records import PAPER_N, MetricsRecord, Protocol, Scores, check_samples
 from genbench.components.evaluate.features import reference_features
 from genbench.components.evaluate.inception import (
     extract_features,
@@ -38,7 +38,8 @@ from genbench.components.evaluate.metrics import (
     intra_class_fid,
     metric_warnings,
 )  # fmt: skip
-from genbench.config import EvaluateConfig
+from genbench.components.evaluate.training_stats import TrainingStatistics, load_training_split, training_statistics
+from genbench.config import DataConfig, EvaluateConfig
 
 
 def _try_inception_score(
@@ -62,11 +63,15 @@ def _try_inception_score(
             "inception_score_unavailable": None, "inception_score_extractor": identity}  # fmt: skip
 
 
-def check_sets(samples: np.ndarray, reference: np.ndarray, k: int = 3, density_k: int = DENSITY_K,
+def check_sets(samples: np.ndarray, reference: np.ndarray | None, k: int = 3, density_k: int = DENSITY_K,
                samples_name: str = "samples", reference_name: str = "reference") -> None:
-    """ValueError naming the set unless both are uint8 NHWC images of one shape, more than the neighbourhoods need."""
+    """ValueError naming the set unless both are uint8 NHWC images of one shape, more than the neighbourhoods need
+    (`reference` None: statistics stand for it, and only the samples are checked)."""
     validate_images(samples, samples_name)
-    validate_images(reference, reference_name)
+    if reference is None:
+        reference = samples
+    else:
+        validate_images(reference, reference_name)
     if samples.shape[1:] != reference.shape[1:]:
         raise ValueError(
             f"{samples_name}: image shape {samples.shape[1:]} (HWC) differs from the reference "
@@ -83,7 +88,7 @@ def check_sets(samples: np.ndarray, reference: np.ndarray, k: int = 3, density_k
 
 def score(
     samples: np.ndarray,
-    reference: np.ndarray,
+    reference: np.ndarray | None,
     reference_md5: str,
     *,
     cache_dir: Path,
@@ -103,27 +108,44 @@ def score(
     reference_name: str = "reference",
     sample_labels: np.ndarray | None = None,
     reference_labels: np.ndarray | None = None,
+    training: TrainingStatistics | None = None,
+    protocol: str = "given",
+    dataset: str | None = None,
+    reference_split: str = "given",
 ) -> dict[str, Any]:
     """All metrics of `samples` against `reference` (uint8 NHWC): one network pass per set, reference cached.
 
     `reference_md5` keys the reference cache together with the extractor's sha256 and the preprocessing
     (`resize`: inception.RESIZE_MODES). With both label arrays (a class-conditional model's samples), also FID
-    within each class.
+    within each class. With `training` (the paper protocol) every metric is against a training split instead:
+    FID against its statistics, the row-based metrics against its kept rows; `reference` is then None. The
+    record states the `protocol` (named, over `dataset`'s `reference_split`).
     """
-    check_sets(samples, reference, k, density_k, samples_name, reference_name)
-    ref_features, ref_mu, ref_sigma, key = reference_features(reference, reference_md5, cache_dir, batch_size, device,
-                                                              dtype, resize)
+    if training is None:
+        assert reference is not None, "a reference set or training statistics"
+        check_sets(samples, reference, k, density_k, samples_name, reference_name)
+        ref_features, ref_mu, ref_sigma, key = reference_features(reference, reference_md5, cache_dir, batch_size,
+                                                                  device, dtype, resize)
+        n_reference = len(reference)
+    else:
+        check_sets(samples, None, k, density_k, samples_name)
+        ref_features, ref_mu, ref_sigma, key = training.features, training.mu, training.sigma, training.key
+        n_reference, reference_labels = training.n, training.labels if sample_labels is not None else None
     sample_features = extract_features(samples, batch_size=batch_size, device=device, dtype=dtype, resize=resize)
     result = compute_metrics(
         ref_features, sample_features, ref_stats=(ref_mu, ref_sigma), k=k, density_k=density_k,
         kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, bootstrap=bootstrap, seed=seed,
+        fixed_reference=training is not None,
     )  # fmt: skip
     if compute_inception_score:
         result.update(_try_inception_score(samples, is_splits, batch_size, device, seed))
     else:
         result.update({"inception_score": None, "inception_score_std": None, "inception_score_splits": is_splits,
                        "inception_score_unavailable": "not requested"})  # fmt: skip
-    notes = metric_warnings(len(samples), len(reference), sample_features.shape[1])
+    notes = metric_warnings(len(samples), n_reference, sample_features.shape[1])
+    if training is not None and len(samples) != PAPER_N:
+        notes.append(f"paper protocol with N={len(samples)} generated images, not {PAPER_N}: not comparable with "
+                     f"published FID-{PAPER_N // 1000}k (FID falls as N grows); set sample.n: {PAPER_N}")
     if sample_labels is not None and reference_labels is not None:
         result["intra_class_fid"] = intra_class_fid(sample_features, sample_labels, ref_features, reference_labels)
         fewest = min(result["intra_class_fid"]["n_samples"] + result["intra_class_fid"]["n_reference"])
@@ -135,51 +157,79 @@ def score(
             f"KID subset_size clamped from {kid_subset_size} to {result['kid_subset_size']} (the smaller set); "
             "compare KID only at equal subset_size"
         )
+    identity = extractor_identity()
     result.update({
         "n_samples": int(len(samples)),
-        "n_reference": int(len(reference)),
-        "reference_md5": reference_md5,
-        "feature_extractor": extractor_identity(),
+        "n_reference": int(n_reference),
+        "reference_md5": reference_md5 if training is None else training.split_md5,
+        "feature_extractor": identity,
         "preprocessing": preprocessing(resize),
         "inception_dtype": dtype,
         "reference_stats_key": key,
         "warnings": notes,
+        "protocol": Protocol(
+            name=protocol, dataset=dataset, n_generated=len(samples),
+            reference_split="train" if training is not None else reference_split, reference_size=n_reference,
+            feature_reference_size=len(ref_features), resize=resize, network=f"{identity['name']}@"
+            f"{identity['sha256'][:12]}", precision=dtype,
+        ).model_dump(),
     })  # fmt: skip
     return result
 
 
 def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_dir: Path,
-             settings: EvaluateConfig = EvaluateConfig(), recorded: bool = False, **options: Any) -> dict[str, Any]:
+             settings: EvaluateConfig = EvaluateConfig(), recorded: bool = False, data: DataConfig | None = None,
+             download_dir: Path | None = None, **options: Any) -> dict[str, Any]:
     """Score generated samples against reference images and write the record, with the samples' md5, to `out_path`.
 
     The samples' record beside them (`genbench sample` writes one) must vouch for their bytes; `recorded`: it must
     exist (an entry's samples). Reference statistics are cached under `cache_dir` so that every family is scored
-    against the same numbers without re-running the slow network on the reference set. `options` go to `score()`
-    (density_k, kid_subsets, kid_subset_size, bootstrap, seed, is_splits, compute_inception_score).
+    against the same numbers without re-running the slow network on the reference set. `settings.protocol` paper
+    scores against `data`'s whole training split instead (found in `download_dir`, as `prepare` fetches it), whose
+    statistics are cached the same way. `options` go to `score()` (density_k, kid_subsets, kid_subset_size,
+    bootstrap, seed, is_splits, compute_inception_score).
     """
     samples_path, reference_path, out_path = Path(samples_path), Path(reference_path), Path(out_path)
+    paper = settings.protocol == "paper"
+    if paper and (data is None or download_dir is None):
+        raise ValueError("evaluate.protocol: paper scores against the dataset's training split, so evaluate needs "
+                         "the params' data section and the download folder (the evaluate stage passes both)")
     require_file(samples_path, "genbench sample")
-    require_file(reference_path, "genbench prepare")
-    verify_prepared(reference_path.parent, [reference_path.name])
-    samples, reference = load_npy(samples_path), load_npy(reference_path)
+    reference = None
+    if not paper:
+        require_file(reference_path, "genbench prepare")
+        verify_prepared(reference_path.parent, [reference_path.name])
+        reference = load_npy(reference_path)
+    samples = load_npy(samples_path)
     drawn = check_samples(samples_path, required=recorded)
     sample_labels = reference_labels = None
-    if drawn is not None and drawn.num_classes and labels_path(reference_path).is_file():
+    if drawn is not None and drawn.num_classes and (paper or labels_path(reference_path).is_file()):
         sample_labels = image_labels(range(len(samples)), drawn.num_classes).numpy()  # as `sample` drew them
-        verify_prepared(reference_path.parent, [labels_path(reference_path).name])
-        reference_labels = load_npy(labels_path(reference_path))
+        if not paper:
+            verify_prepared(reference_path.parent, [labels_path(reference_path).name])
+            reference_labels = load_npy(labels_path(reference_path))
     options = {"bootstrap": settings.bootstrap, **options}
     check_sets(samples, reference, settings.k, options.get("density_k", DENSITY_K), str(samples_path),
                str(reference_path))
     extractor_identity()  # a missing FID network is an input error too: found before the old metrics go
+    device = pick_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, False, device)[0]
+    training = None
+    if paper:
+        assert data is not None and download_dir is not None
+        images, labels = load_training_split(data, download_dir)
+        training = training_statistics(images, labels, cache_dir, keep=data.reference_size,
+                                       batch_size=settings.batch_size, device=str(device), dtype=dtype,
+                                       resize=settings.resize)
     clean_leftovers(out_path.parent, out_path.name)
     out_path.unlink(missing_ok=True)  # a stop while scoring leaves no metrics of what the samples were before
-    device = pick_device(settings.device)
     result = score(
-        samples, reference, cached_digest(reference_path), cache_dir=cache_dir, batch_size=settings.batch_size,
-        k=settings.k, device=str(device), dtype=resolve_dtype(settings.dtype, False, device)[0],
-        resize=settings.resize, samples_name=str(samples_path), reference_name=str(reference_path),
-        sample_labels=sample_labels, reference_labels=reference_labels, **options,
+        samples, reference, cached_digest(reference_path) if reference is not None else "", cache_dir=cache_dir,
+        batch_size=settings.batch_size, k=settings.k, device=str(device), dtype=dtype, resize=settings.resize,
+        samples_name=str(samples_path), reference_name=str(reference_path), sample_labels=sample_labels,
+        reference_labels=reference_labels, training=training, protocol=settings.protocol,
+        dataset=data.dataset if data is not None else None,
+        reference_split="given" if data is None else "folder" if data.dataset == "folder" else "test", **options,
     )  # fmt: skip
     result["samples_md5"] = cached_digest(samples_path)  # hashed once: check_samples read it above
     # exclude_unset: the keys `score` returned, no more (an interval or network it did not compute stays out)
@@ -188,24 +238,43 @@ def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_
 
 
 def evaluate_real(holdout_path: Path, reference_path: Path, out_path: Path, *, cache_dir: Path,
-                  settings: EvaluateConfig = EvaluateConfig()) -> dict[str, Any]:
-    """The report's floor: held-out real images scored by `evaluate` exactly as a family's samples are, so
-    every model's numbers can be read against what real data reaches at the same N."""
-    require_file(holdout_path, "genbench prepare")
-    verify_prepared(Path(holdout_path).parent, [Path(holdout_path).name])
-    return evaluate(holdout_path, reference_path, out_path, cache_dir=cache_dir, settings=settings)
+                  settings: EvaluateConfig = EvaluateConfig(), data: DataConfig | None = None,
+                  download_dir: Path | None = None) -> dict[str, Any]:
+    """The report's floor: real images scored by `evaluate` exactly as a family's samples are, so every model's
+    numbers can be read against what real data reaches. Under protocol holdout these are the held-out training
+    images at the samples' N; under paper, whose reference is the whole training split, the test split's
+    reference images (the held-out images belong to that split)."""
+    real_path = Path(reference_path if settings.protocol == "paper" else holdout_path)
+    require_file(real_path, "genbench prepare")
+    verify_prepared(real_path.parent, [real_path.name])
+    return evaluate(real_path, reference_path, out_path, cache_dir=cache_dir, settings=settings, data=data,
+                    download_dir=download_dir)
 
 
-def compare(real: Path, fake: Path, *, cache_dir: Path, settings: EvaluateConfig = EvaluateConfig(),
-            bootstrap: int = 0, seed: int = 0) -> Scores:
+def compare(real: Path | None, fake: Path, *, cache_dir: Path, settings: EvaluateConfig = EvaluateConfig(),
+            bootstrap: int = 0, seed: int = 0, data: DataConfig | None = None,
+            download_dir: Path | None = None) -> Scores:
     """`genbench metrics`: every metric of FAKE against REAL, each a `.npy` (uint8 NHWC) or an image folder;
-    REAL's features are cached like a reference's (by file md5, or by content for a folder)."""
-    real_images, fake_images = load_images(real), load_images(fake)
+    REAL's features are cached like a reference's (by file md5, or by content for a folder). Under
+    `settings.protocol` paper REAL is None: FAKE is scored against `data`'s whole training split (from
+    `download_dir`), its `data.reference_size` kept rows for the row-based metrics."""
+    fake_images = load_images(fake)
+    device = pick_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, False, device)[0]
+    common = {"cache_dir": cache_dir, "batch_size": settings.batch_size, "k": settings.k, "bootstrap": bootstrap,
+              "seed": seed, "device": str(device), "dtype": dtype, "resize": settings.resize,
+              "samples_name": str(fake)}
+    if settings.protocol == "paper":
+        if real is not None or data is None or download_dir is None:
+            raise ValueError("--protocol paper scores FAKE against the dataset's training split: give FAKE alone")
+        images, labels = load_training_split(data, download_dir)
+        training = training_statistics(images, labels, cache_dir, keep=data.reference_size,
+                                       batch_size=settings.batch_size, device=str(device), dtype=dtype,
+                                       resize=settings.resize)
+        return Scores.model_validate(score(fake_images, None, "", training=training, protocol="paper",
+                                           dataset=data.dataset, **common))
+    if real is None:
+        raise ValueError("REAL: give the real images (a .npy or a folder) before FAKE, or --protocol paper")
+    real_images = load_images(real)
     real_md5 = file_digest(real) if Path(real).is_file() else array_digest(real_images)
-    return Scores.model_validate(score(
-        fake_images, real_images, real_md5, cache_dir=cache_dir, batch_size=settings.batch_size, k=settings.k,
-        bootstrap=bootstrap, seed=seed, device=str(pick_device(settings.device)),
-        dtype=resolve_dtype(settings.dtype, False, pick_device(settings.device))[0], resize=settings.resize,
-        samples_name=str(fake),
-        reference_name=str(real),
-    ))  # fmt: skip
+    return Scores.model_validate(score(fake_images, real_images, real_md5, reference_name=str(real), **common))

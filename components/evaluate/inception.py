@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import os
 import warnings
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -226,16 +227,23 @@ def feature_module(device: str = "cpu", dtype: str = "fp32", resize: str = "lega
     return InceptionFeatures(load_network(locate_weights(), device), dtype, resize).eval()
 
 
+def iter_features(images_uint8_nhwc: np.ndarray, batch_size: int = 50, device: str = "cpu", dtype: str = "fp32",
+                  resize: str = "legacy-tf", desc: str = "inception features") -> Iterator[tuple[int, np.ndarray]]:
+    """(first index, pool3 features float64 [B, 2048]) per batch of uint8 NHWC images, with a progress bar: what
+    a caller that must not hold every feature at once (streamed statistics) iterates."""
+    module = feature_module(device, dtype, resize)
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(images_uint8_nhwc), batch_size), desc=desc, unit="batch"):
+            batch = torch.from_numpy(np.array(images_uint8_nhwc[start : start + batch_size]))  # writable copy
+            yield start, module(batch.to(device).permute(0, 3, 1, 2)).double().cpu().numpy()
+
+
 def extract_features(images_uint8_nhwc: np.ndarray, batch_size: int = 50, device: str = "cpu",
                      dtype: str = "fp32", resize: str = "legacy-tf") -> np.ndarray:
     """Pool3 features [N, 2048] (float64, ready for covariances) of uint8 NHWC images in [0, 255]."""
-    module = feature_module(device, dtype, resize)
     features = np.empty((len(images_uint8_nhwc), NUM_FEATURES), dtype=np.float64)
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(images_uint8_nhwc), batch_size), desc="inception features", unit="batch"):
-            batch = torch.from_numpy(np.array(images_uint8_nhwc[start : start + batch_size]))  # writable copy
-            batch = batch.to(device).permute(0, 3, 1, 2)
-            features[start : start + len(batch)] = module(batch).double().cpu().numpy()
+    for start, batch in iter_features(images_uint8_nhwc, batch_size, device, dtype, resize):
+        features[start : start + len(batch)] = batch
     return features
 
 

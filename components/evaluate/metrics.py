@@ -248,7 +248,8 @@ def inception_score(logits: np.ndarray, splits: int = IS_SPLITS, seed: int = 0) 
 
 
 def bootstrap_intervals(
-    real: np.ndarray, fake: np.ndarray, resamples: int, k: int = 3, seed: int = 0
+    real: np.ndarray, fake: np.ndarray, resamples: int, k: int = 3, seed: int = 0,
+    fixed_stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, list[float]]:
     """95 % bootstrap intervals of FID, precision and recall, resampling feature rows: the percentile interval
     of the resampled values shifted by their bias (mean of the resamples − the estimate), so it is centred on the
@@ -262,7 +263,9 @@ def bootstrap_intervals(
     percentile interval sits above the estimate, at the quick profile's N often without containing it. Pairwise
     distances are computed once (3 matrices of N² float64: 2.4 GB at N = 10 000) and indexed. Cost per
     resample: an N×N SVD below 2048 rows, two 2048-D eigendecompositions above (seconds on CPU), so use tens
-    to hundreds of resamples.
+    to hundreds of resamples. `fixed_stats`: the reference mean and covariance FID is measured against when they
+    are not `real`'s (the paper protocol's whole training split, whose sampling spread is negligible beside the
+    samples'): then only the samples are resampled for FID.
     """
     if resamples < 1:
         raise ValueError(f"bootstrap needs at least 1 resample, got {resamples}")
@@ -273,7 +276,8 @@ def bootstrap_intervals(
     fids, precisions, recalls = np.empty(resamples), np.empty(resamples), np.empty(resamples)
     for i in range(resamples):
         ri, fi = rng.integers(0, len(real), len(real)), rng.integers(0, len(fake), len(fake))
-        fids[i] = frechet_distance_from_features(real[ri], fake[fi])
+        fids[i] = (frechet_distance_from_features(real[ri], fake[fi]) if fixed_stats is None
+                   else frechet_distance(*feature_stats(fake[fi]), *fixed_stats))
         ru, fu = np.unique(ri), np.unique(fi)
         if min(len(ru), len(fu)) <= k:
             raise ValueError(f"a bootstrap resample has <= k={k} distinct rows; use more images")
@@ -289,7 +293,9 @@ def bootstrap_intervals(
         return [float(lo), float(hi)]
 
     precision, recall = precision_recall(real, fake, k=k)
-    return {"fid_ci95": ci(fids, frechet_distance_from_features(real, fake)),
+    fid = (frechet_distance_from_features(real, fake) if fixed_stats is None
+           else frechet_distance(*feature_stats(fake), *fixed_stats))
+    return {"fid_ci95": ci(fids, fid),
             "precision_ci95": ci(precisions, precision), "recall_ci95": ci(recalls, recall)}
 
 
@@ -318,8 +324,11 @@ def compute_metrics(
     kid_subset_size: int = KID_SUBSET_SIZE,
     bootstrap: int = 0,
     seed: int = 0,
+    fixed_reference: bool = False,
 ) -> dict[str, Any]:
-    """Every feature-based metric from one pair of feature arrays (no network, no files)."""
+    """Every feature-based metric from one pair of feature arrays (no network, no files). `fixed_reference`:
+    `ref_stats` are not `ref_features`' own (a training split's, of which the features are a subset), so the
+    bootstrap holds them fixed."""
     ref_mu, ref_sigma = ref_stats if ref_stats is not None else feature_stats(ref_features)
     mu, sigma = feature_stats(sample_features)
     result: dict[str, Any] = {"fid": frechet_distance(mu, sigma, ref_mu, ref_sigma), "k": k, "density_k": density_k}
@@ -328,5 +337,6 @@ def compute_metrics(
     result["seed"] = seed
     result["bootstrap_resamples"] = bootstrap
     if bootstrap:
-        result.update(bootstrap_intervals(ref_features, sample_features, bootstrap, k=k, seed=seed))
+        result.update(bootstrap_intervals(ref_features, sample_features, bootstrap, k=k, seed=seed,
+                                          fixed_stats=(ref_mu, ref_sigma) if fixed_reference else None))
     return result

@@ -9,9 +9,12 @@ from genbench.components.common.manifest import labels_path
 from genbench.components.common.stage import SHARED_CODE, Call, Place, Stage
 from genbench.layout import REAL
 
-CODE = ("components/evaluate", *SHARED_CODE)
+# components/prepare: the paper protocol reads the training split as `prepare` fetches it
+CODE = ("components/evaluate", "components/prepare", *SHARED_CODE)
 REFERENCE = Place("reference", lambda here, at: here.reference, "in", "Real reference .npy.")
 CACHE = Place("cache", lambda here, at: here.cache, "scratch", "Cache of the reference set's features.")
+# evaluate.protocol paper scores against the dataset's whole training split, read where `prepare` fetches it
+DOWNLOADS = Place("downloads", lambda here, at: here.downloads, "scratch", "Where the dataset is downloaded.")
 
 
 def _says(result: dict[str, Any], run: Call) -> str:
@@ -23,20 +26,21 @@ def _entry(run: Call) -> Any:
     from genbench.components.evaluate.evaluate import evaluate
 
     return evaluate(run.samples, run.reference, run.out, cache_dir=run.cache, settings=run.config.evaluate,
-                    recorded=True)
+                    recorded=True, data=run.config.data, download_dir=run.downloads)
 
 
 def _real(run: Call) -> Any:
     from genbench.components.evaluate.evaluate import evaluate_real
 
-    return evaluate_real(run.samples, run.reference, run.out, cache_dir=run.cache, settings=run.config.evaluate)
+    return evaluate_real(run.samples, run.reference, run.out, cache_dir=run.cache, settings=run.config.evaluate,
+                         data=run.config.data, download_dir=run.downloads)
 
 
 STAGE = Stage(
     name="evaluate",
     doc="FID, KID, precision/recall and more of an entry's samples versus the held-out reference set.",
     over="entries",
-    params=("profile", "seed", "seeds", "evaluate"),
+    params=("profile", "seed", "seeds", "data", "evaluate"),
     places=(
         Place("samples", lambda here, at: here.samples(at.entry, at.seed), "in",
               "Images .npy, with the record `genbench sample` wrote beside it.",
@@ -46,6 +50,7 @@ STAGE = Stage(
               files=lambda path: (path, labels_path(path))),
         Place("out", lambda here, at: here.metrics(at.entry, at.seed), "metrics", "Metrics JSON."),
         CACHE,
+        DOWNLOADS,
     ),
     code=CODE,
     call=_entry,
@@ -91,12 +96,13 @@ REAL_STAGE = Stage(
     name="evaluate-real",
     doc="The held-out real images (data/prepared/holdout.npy) scored as samples are: the floor of the report.",
     over="once",
-    params=("profile", "seed", "evaluate"),
+    params=("profile", "seed", "data", "evaluate"),
     places=(
         Place("samples", lambda here, at: here.holdout, "in", "Held-out real images .npy."),
         REFERENCE,
         Place("out", lambda here, at: here.real_metrics, "metrics", "Metrics JSON."),
         CACHE,
+        DOWNLOADS,
     ),
     code=CODE,
     call=_real,

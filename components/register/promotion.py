@@ -1,5 +1,6 @@
 """The promotion policy, as a pure function over model-version tags: the `champion` alias moves only to a
-version with a lower FID measured against the same reference images through the same feature network."""
+version with a lower FID measured against the same reference images through the same feature network, under the
+same evaluation protocol (N, reference split and size, resize, precision: `records.Protocol.tag`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from dataclasses import dataclass
 TAG_FID = "fid"
 TAG_DATA_MD5 = "data_md5"
 TAG_EXTRACTOR_SHA = "feature_extractor_sha256"
-COMPARABLE_ON = (TAG_DATA_MD5, TAG_EXTRACTOR_SHA)
+TAG_PROTOCOL = "evaluation_protocol"
+COMPARABLE_ON = {TAG_DATA_MD5: "reference data", TAG_EXTRACTOR_SHA: "feature extractor",
+                 TAG_PROTOCOL: "evaluation protocol"}
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,10 @@ def decide(candidate: Mapping[str, str], champion: Mapping[str, str] | None, sam
     if same_version:
         return Decision(False, "already champion")
     new, old = tag_fid(candidate), tag_fid(champion)
-    if any(candidate.get(tag) != champion.get(tag) for tag in COMPARABLE_ON):
-        verdict = Decision(False, "FIDs not comparable: different reference data or feature extractor")
+    differ = [what for tag, what in COMPARABLE_ON.items() if candidate.get(tag) != champion.get(tag)]
+    if differ:
+        verdict = Decision(False, f"FIDs not comparable: different {' and '.join(differ)} (the champion's "
+                                  f"{TAG_PROTOCOL}: {champion.get(TAG_PROTOCOL, 'not recorded')})")
     elif new < old:
         verdict = Decision(True, f"FID {new:.4f} < champion's {old:.4f}")
     else:

@@ -41,7 +41,7 @@ from genbench.components.common.records import (
 from genbench.components.common.run_logging import git_commit, log_run, numeric_items
 from genbench.components.register.dvc_lock import data_lock_hash
 from genbench.components.register.generator_contract import served_model
-from genbench.components.register.promotion import TAG_DATA_MD5, TAG_EXTRACTOR_SHA, TAG_FID
+from genbench.components.register.promotion import TAG_DATA_MD5, TAG_EXTRACTOR_SHA, TAG_FID, TAG_PROTOCOL
 from genbench.components.register.registry import (
     apply_promotion,
     create_version,
@@ -115,6 +115,7 @@ def register(entry: str, run_dir: Path, metrics_path: Path, manifest_path: Path,
     provenance = {
         TAG_DATA_MD5: data_md5,
         TAG_EXTRACTOR_SHA: metrics.feature_extractor.sha256,
+        TAG_PROTOCOL: metrics.protocol.tag(),
         TAG_PARAMS_HASH: config_hash(config),
     }
     if (dvc_md5 := data_lock_hash(project_dir)) is not None:
@@ -128,7 +129,8 @@ def register(entry: str, run_dir: Path, metrics_path: Path, manifest_path: Path,
 
     client = MlflowClient(tracking_uri=tracking_uri)
     run_tags = {TAG_ENTRY: entry, "genbench.family": record.family, "genbench.seed": str(record.seed),
-                "genbench.stage": "register", "genbench.dataset": manifest.dataset, **provenance, **stage_tags}
+                "genbench.stage": "register", "genbench.dataset": manifest.dataset, **provenance, **stage_tags,
+                **{f"protocol.{key}": str(value) for key, value in metrics.protocol.model_dump().items()}}
     if commit != "unknown":
         run_tags[MLFLOW_GIT_COMMIT] = commit
     training = {"train_seconds": summary.seconds, "num_parameters": summary.num_parameters,

@@ -172,15 +172,9 @@ def sweep(record: SweepRecord, real: MetricsRecord, stem: Path) -> None:
     values = [row.value for row in record.rows]
     n = record.rows[0].n_samples
 
-    def bars(points: list[float], intervals: list[list[float] | None]) -> np.ndarray | None:
-        """Error bars [below; above] from the 95 % intervals, or None when a row has none."""
-        if any(interval is None for interval in intervals):
-            return None
-        return np.array([[max(p - lo, 0.0), max(hi - p, 0.0)] for p, (lo, hi) in zip(points, intervals)]).T
-
     with figure(stem, 1, 2, figsize=(7.4, 3.2)) as (fig, (left, right)):
         fids = [row.fid for row in record.rows]
-        left.errorbar(values, fids, yerr=bars(fids, [row.fid_ci95 for row in record.rows]), marker="o",
+        left.errorbar(values, fids, yerr=_bars(fids, [row.fid_ci95 for row in record.rows]), marker="o",
                       capsize=3, color="C0", label=record.entry)
         if n == real.n_samples:
             left.axhline(real.fid, ls="--", color=REAL_COLOUR, label="real data")
@@ -188,7 +182,7 @@ def sweep(record: SweepRecord, real: MetricsRecord, stem: Path) -> None:
         for key, marker, colour in (("precision", "o", "C1"), ("recall", "s", "C2")):
             points = [getattr(row, key) for row in record.rows]
             intervals = [getattr(row, f"{key}_ci95") for row in record.rows]
-            right.errorbar(values, points, yerr=bars(points, intervals), marker=marker, capsize=3, color=colour,
+            right.errorbar(values, points, yerr=_bars(points, intervals), marker=marker, capsize=3, color=colour,
                            label=key)
         right.set(xlabel=record.vary, ylabel="precision, recall", ylim=(-0.02, 1.02))
         for ax in (left, right):
@@ -200,3 +194,35 @@ def sweep(record: SweepRecord, real: MetricsRecord, stem: Path) -> None:
         held = ", ".join(f"{k}={v}" for k, v in record.set.items())
         fig.suptitle(f"{record.name}: {record.entry} re-sampled over {record.vary}"
                      + (f" ({held})" if held else "") + f", N = {n}")
+
+
+def nfe_sweep(record: SweepRecord, real: MetricsRecord, stem: Path) -> None:
+    """FID against network evaluations per image (an NFE sweep, `vary: nfe`): one line per sampler through its
+    points at their own NFE (at or under each target), log-x, with 95 % bootstrap intervals as bars where the
+    sweep has them. The real-data floor only at the real row's N, as in `sweep`."""
+    n = record.rows[0].n_samples
+    samplers = list(dict.fromkeys(str(row.sampler) for row in record.rows))
+    with figure(stem, figsize=(5.2, 3.6)) as (_, ax):
+        for colour, (sampler, marker) in enumerate(zip(samplers, "os^Dv<>p")):
+            rows = sorted((row for row in record.rows if row.sampler == sampler), key=lambda row: row.value)
+            fids = [row.fid for row in rows]
+            ax.errorbar([row.network_evaluations for row in rows], fids,
+                        yerr=_bars(fids, [row.fid_ci95 for row in rows]), marker=marker, capsize=3,
+                        color=f"C{colour}", label=sampler)
+        if n == real.n_samples:
+            ax.axhline(real.fid, ls="--", color=REAL_COLOUR, label="real data")
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        targets = sorted({row.value for row in record.rows})
+        ax.set_xticks(targets, [f"{v:g}" for v in targets])
+        ax.set(xlabel="network evaluations per image (NFE)", ylabel=f"FID (N = {n})")
+        ax.legend()
+        held = ", ".join(f"{k}={v}" for k, v in record.set.items())
+        ax.set_title(f"{record.name}: {record.entry}, FID against NFE" + (f" ({held})" if held else ""))
+
+
+def _bars(points: list[float], intervals: list[list[float] | None]) -> np.ndarray | None:
+    """Error bars [below; above] from the 95 % intervals, or None when a row has none."""
+    if any(interval is None for interval in intervals):
+        return None
+    return np.array([[max(p - lo, 0.0), max(hi - p, 0.0)] for p, (lo, hi) in zip(points, intervals)]).T

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from genbench.components.common.records import (
     MetricsRecord,
     SweepRecord,
     curve_rows,
+    read_curve,
     read_metrics,
     read_provenance,
     read_register_record,
@@ -46,7 +48,7 @@ from genbench.components.common.run_logging import git_commit
 from genbench.components.common.stage import At
 from genbench.components.report import figures
 from genbench.components.report import results as tables
-from genbench.config import Config
+from genbench.config import NFE, Config
 from genbench.layout import REAL, Layout
 
 GRID_IMAGES = 64
@@ -69,16 +71,17 @@ def report(config: Config, layout: Layout, out_dir: Path) -> Path:
                   "git_commit": git_commit(layout.root)}
     intra = {(entry, seed): scored.intra_class_fid for entry in config.entries for seed in config.seeds
              if (scored := read_metrics(layout.metrics(entry, seed))).intra_class_fid is not None}
-    extractor = real_metrics.feature_extractor
-    extractor_text = f"{extractor.name} (sha256 {extractor.sha256[:12]})"
+    curves = {entry: [read_curve(path) for seed in config.seeds if (path := layout.curve(entry, seed)).exists()]
+              for entry in config.entries}  # an entry trained without one may have none (`curve_rows`)
+    tables.check_protocols({row.label: row.protocol for row in rows})  # one table, one protocol
 
     clean_leftovers(out_dir.parent, out_dir.name)
     with atomic_dir(out_dir) as staging:
-        costs = tables.cost_rows(rows)
+        costs = tables.cost_rows(rows, curves)
         text = {
             "results.csv": tables.results_csv(rows, provenance),
-            "results.md": tables.results_markdown(rows, provenance, extractor_text) + _sweep_markdown(swept)
-            + _intra_class_markdown(intra),
+            "results.md": tables.results_markdown(rows, provenance) + _sweep_markdown(swept)
+            + _intra_class_markdown(intra, tables.protocol_line(rows)),
             "results.tex": tables.results_latex(rows, provenance),
             "cost.csv": tables.cost_csv(costs),
             "cost.md": tables.cost_markdown(costs),
@@ -211,6 +214,13 @@ def _figures(config: Config, layout: Layout, rows: list[tables.Row], real: Metri
                       "(lower row) at the timesteps shown."))
 
     for record in swept:
+        if record.vary == NFE:
+            figures.nfe_sweep(record, real, fig_dir / f"sweep_{record.name}")
+            shown.append((f"sweep_{record.name}", f"Sweep {record.name}: FID against NFE", f"{record.entry}'s "
+                          f"weights (seed {first}) re-sampled by each sampler at the most steps within each NFE "
+                          "target (the ticks), nothing retrained; bars: 95 % bootstrap intervals; dashed: real data, "
+                          "drawn only when the sweep scores as many images as the table (FID rises at small N)."))
+            continue
         figures.sweep(record, real, fig_dir / f"sweep_{record.name}")
         shown.append((f"sweep_{record.name}", f"Sweep {record.name}", f"{record.entry}'s weights (seed "
                       f"{first}) re-sampled once per {record.vary}, nothing retrained; dashed: real data, drawn only when the "
@@ -282,15 +292,42 @@ def _sweep_markdown(swept: list[SweepRecord]) -> str:
 
     for record in swept:
         held = ", ".join(f"{k}={v}" for k, v in record.set.items())
-        lines += [f"### {record.name}: {record.entry}, {record.vary}" + (f" ({held})" if held else ""), "",
-                  f"| {record.vary} | FID ↓ | precision ↑ | recall ↑ | samples |", "|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r.value} | {cell(r.fid, r.fid_ci95, 2)} | {cell(r.precision, r.precision_ci95, 3)} | "
-                  f"{cell(r.recall, r.recall_ci95, 3)} | {r.n_samples} |" for r in record.rows]
-        lines.append("")
+        if record.vary == NFE:
+            lines += _nfe_markdown(record, held, cell)
+        else:
+            lines += [f"### {record.name}: {record.entry}, {record.vary}" + (f" ({held})" if held else ""), "",
+                      f"| {record.vary} | FID ↓ | precision ↑ | recall ↑ | samples |", "|---:|---:|---:|---:|---:|"]
+            lines += [f"| {r.value} | {cell(r.fid, r.fid_ci95, 2)} | {cell(r.precision, r.precision_ci95, 3)} | "
+                      f"{cell(r.recall, r.recall_ci95, 3)} | {r.n_samples} |" for r in record.rows]
+            lines.append("")
+        lines += [_sweep_protocol(record), ""]
     return "\n".join(lines)
 
 
-def _intra_class_markdown(intra: dict[tuple[str, int], IntraClassFID]) -> str:
+def _sweep_protocol(record: SweepRecord) -> str:
+    """What a sweep table's numbers were measured under, stated below it."""
+    scored = (f"Protocol: {record.protocol.describe()}" if record.protocol is not None
+              else "Protocol: not recorded (a summary from before it was)")
+    intervals = (f"intervals from {record.bootstrap} bootstrap resamples" if record.bootstrap
+                 else "no intervals (evaluate.bootstrap is 0)")
+    return f"{scored}; {intervals}."
+
+
+def _nfe_markdown(record: SweepRecord, held: str, cell: Callable[[float, list[float] | None, int], str]) -> list[str]:
+    """The table of an FID-against-NFE sweep: a row per sampler and NFE target, with the steps that fit it."""
+    targets = ", ".join(f"{value:g}" for value in dict.fromkeys(row.value for row in record.rows))
+    lines = [f"### {record.name}: {record.entry}, FID against NFE" + (f" ({held})" if held else ""), "",
+             f"Each sampler at the most steps whose network evaluations per image (NFE) stay within each target "
+             f"({targets}): Heun takes 2 per step but the last, and guidance at w other than 0 and 1 doubles them.",
+             "", "| sampler | steps | NFE | FID ↓ | precision ↑ | recall ↑ | samples |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r.sampler} | {r.sample_steps} | {r.network_evaluations} | {cell(r.fid, r.fid_ci95, 2)} | "
+              f"{cell(r.precision, r.precision_ci95, 3)} | {cell(r.recall, r.recall_ci95, 3)} | {r.n_samples} |"
+              for r in record.rows]
+    return [*lines, ""]
+
+
+def _intra_class_markdown(intra: dict[tuple[str, int], IntraClassFID], protocol: str) -> str:
     """A table of FID within each class for the class-conditional entries, with the images per class it used."""
     if not intra:
         return ""
@@ -299,7 +336,8 @@ def _intra_class_markdown(intra: dict[tuple[str, int], IntraClassFID]) -> str:
              "FID of each class's samples against the real reference images of that class (Miyato & Koyama 2018), "
              "and its mean over classes; lower is better. It exposes a model that ignores its label or drops a class "
              "while its pooled FID looks fine. Each class has far fewer images than the table above, so these FIDs "
-             "sit well above the pooled one and compare only with each other at equal N.", "",
+             "sit well above the pooled one and compare only with each other at equal N: indicative, not a "
+             f"measurement. Each class against that class's images of the reference; {protocol}.", "",
              "| entry | seed | " + " | ".join(f"class {c}" for c in classes) + " | mean ↓ | images per class |",
              "|---|---:|" + "---:|" * len(classes) + "---:|---|"]
     for (entry, seed), scored in sorted(intra.items()):

@@ -14,7 +14,7 @@ import gzip
 import hashlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from genbench.components.evaluate import evaluate as evaluate_module
 from genbench.components.evaluate import features as features_module
 from genbench.components.evaluate import fid_curve as fid_curve_module
 from genbench.components.evaluate import inception
+from genbench.components.evaluate import training_stats as training_stats_module
 from genbench.components.register import register as register_module
 from genbench.components.register import registry as registry_module
 from genbench.components.register import tracking
@@ -129,8 +130,14 @@ def swap_in_pixel_network(setattr: Callable[[object, str, object], None],
     monkeypatch's (undone after the test) or the builtin (in a process of its own, tests/faults/launcher.py)."""
     for module in (evaluate_module, features_module, fid_curve_module):
         setattr(module, "extract_features", features)
-    for module in (evaluate_module, features_module):
+    for module in (evaluate_module, features_module, training_stats_module):
         setattr(module, "extractor_identity", lambda: dict(STAND_IN_IDENTITY))
+
+    def batches(images: np.ndarray, batch_size: int = 50, *_: object, **__: object) -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(0, len(images), batch_size):
+            yield start, features(images[start : start + batch_size])
+
+    setattr(training_stats_module, "iter_features", batches)
 
 
 def fashion_test_split(n: int) -> np.ndarray:

@@ -83,12 +83,13 @@ def test_the_report_tables_each_class_with_the_images_it_had() -> None:
     from genbench.components.common.records import IntraClassFID
     from genbench.components.report.report import _intra_class_markdown
 
-    assert _intra_class_markdown({}) == ""
+    assert _intra_class_markdown({}, "protocol holdout") == ""
     table = _intra_class_markdown({
         ("ddpm_cfg", 0): IntraClassFID(classes=[0, 1, 2], fid=[101.25, 202.5, 303.75], mean=202.5, n_samples=[3, 3, 2],
                                        n_reference=[4, 5, 4]),
         ("ddpm_cfg", 1): IntraClassFID(classes=[0, 2], fid=[99.0, 301.0], mean=200.0, n_samples=[3, 2],
-                                       n_reference=[4, 4])})
+                                       n_reference=[4, 4])}, "protocol holdout: stated")
+    assert "protocol holdout: stated." in table  # the protocol the pooled table states
     rows = [line for line in table.splitlines() if line.startswith("| ddpm_cfg")]
     assert rows == ["| ddpm_cfg | 0 | 101.2 | 202.5 | 303.8 | 202.5 | 2–3 vs 4–5 |",
                     "| ddpm_cfg | 1 | 99.0 | – | 301.0 | 200.0 | 2–3 vs 4–4 |"]

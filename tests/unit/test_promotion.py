@@ -7,7 +7,8 @@ import pytest
 from genbench.components.register.promotion import decide, tag_fid
 from genbench.flows.retries import is_transient
 
-SAME = {"data_md5": "d" * 32, "feature_extractor_sha256": "f" * 64}
+PROTOCOL = "holdout|fashion_mnist|300|test|300|300|legacy-tf|inception@7ff4a85c3a63|fp32"
+SAME = {"data_md5": "d" * 32, "feature_extractor_sha256": "f" * 64, "evaluation_protocol": PROTOCOL}
 
 
 def tags(fid: float | str, **other: str) -> dict[str, str]:
@@ -21,6 +22,11 @@ def tags(fid: float | str, **other: str) -> dict[str, str]:
     (tags(9.0), tags(7.0), False, "FID 9.0000 >= champion's 7.0000"),
     (tags(1.0, data_md5="e" * 32), tags(7.0), False, "not comparable"),
     (tags(1.0, feature_extractor_sha256="0" * 64), tags(7.0), False, "not comparable"),
+    # FIDs of two protocols (another N, the training split's statistics, a resize mode) are never compared
+    (tags(1.0, evaluation_protocol=PROTOCOL.replace("|300|", "|10000|", 1)), tags(7.0), False,
+     "not comparable: different evaluation protocol"),
+    (tags(1.0, evaluation_protocol=PROTOCOL.replace("legacy-tf", "clean")), tags(7.0), False, "evaluation protocol"),
+    (tags(1.0), {k: v for k, v in tags(7.0).items() if k != "evaluation_protocol"}, False, "not recorded"),
     (tags(1.0), tags("n/a"), True, "< champion's inf"),  # an unreadable champion FID never blocks
     (tags("n/a"), tags(7.0), False, ">= champion's"),
 ])
