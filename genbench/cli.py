@@ -359,12 +359,14 @@ def metrics(
 
 
 def _size(help_text: str, minimum: int = 1) -> Any:
-    """A sizing option of `bench`: None takes the device's default (components/bench/bench.py, DEFAULT_SIZES)."""
+    """A sizing option of `bench`: None takes the device's default (components/bench/bench.py DEFAULT_SIZES; under
+    --gpu-evidence, components/bench/evidence.py EVIDENCE_SIZES)."""
     return typer.Option(help=f"{help_text} Default: the device's.", min=minimum)
 
 
 @app.command()
 def bench(
+    ctx: typer.Context,
     params: ParamsOpt = HERE.params,
     profile: Annotated[Optional[str], typer.Option(
         help=f"Whose models.ddpm layout to bench ({' | '.join(PROFILES)}; default: the active profile).",
@@ -381,56 +383,190 @@ def bench(
     feature_batch: Annotated[Optional[int], _size("Images per Inception forward pass.")] = None,
     repeats: Annotated[Optional[int], _size("Timed repeats (medians are reported).")] = None,
     warmup: Annotated[Optional[int], _size("Untimed repeats before them.", minimum=0)] = None,
-    matmul_size: Annotated[Optional[int], _size("Side of the bf16 matrix product that measures the peak.")] = None,
+    matmul_size: Annotated[Optional[int], _size("Side of the matrix product that measures the peak (bf16; fp32 where "
+                                                "bf16 is emulated).")] = None,
     compile_fast: Annotated[bool, typer.Option(
         "--compile/--no-compile", help="Add torch.compile to the fast training path.")] = False,
-    out: Annotated[Path, typer.Option(help="Markdown file the dated row is appended to.")] = HERE.benchmarks,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Markdown: the speed bench appends its dated row to it (default docs/benchmarks.md); --gpu-evidence "
+             "rewrites its table there after every phase (default WORK/evidence.md).", show_default=False)] = None,
     no_write: Annotated[bool, typer.Option("--no-write", help="Only print; append no row.")] = False,
     json_path: Annotated[Optional[Path], typer.Option(
-        "--json", help="Also save the full record as JSON here (`-`: print it).")] = None,
+        "--json", help="Also save the full record as JSON here (`-`: print it), rewritten as each phase finishes; "
+                       "without it the speed bench keeps the finished phases in OUT's .partial.json until it "
+                       "ends.")] = None,
+    gpu_evidence: Annotated[bool, typer.Option(
+        "--gpu-evidence", help="Instead: train the profile's ddpm for --minutes, sample it with DDIM and DPM-Solver++ "
+                               "at each --nfe, score --fid-n images each, and write the table with the device's "
+                               "name, images/s, MFU and peak memory (docs/benchmarks.md).")] = False,
+    minutes: Annotated[float, typer.Option(help="--gpu-evidence: training time in minutes.")] = 2.0,
+    fid_n: Annotated[int, typer.Option(help="--gpu-evidence: images drawn and scored per sampler and NFE.",
+                                       min=1)] = 10000,
+    nfe: Annotated[list[int], typer.Option(
+        help="--gpu-evidence: network evaluations per image, one set per value (repeat the option).", min=1)
+    ] = [10, 20, 50],
+    work: Annotated[Path, typer.Option(
+        help="--gpu-evidence: scratch folder (prepared data, reference statistics, the rebuilt FID network).")
+    ] = HERE.root / ".genbench" / "gpu-evidence",
+    fid_kit: Annotated[Optional[Path], typer.Option(
+        help="--gpu-evidence: a folder holding the FID network's arch-only TorchScript (.xz) and fp16 weights, "
+             "rebuilt into WORK and scored with, for machines the 87 MB network cannot reach whole.",
+        show_default=False)] = None,
 ) -> None:
     """Training, sampling and FID-feature speed side by side in one run on the DDPM UNet: eager fp32 against the
     fast path, DDPM against DDIM, our feature extractor against torch-fidelity's; FLOPs, MFU; a dated row in
-    docs/benchmarks.md."""
+    docs/benchmarks.md. Each phase says when it starts and ends (stderr) and is saved as it finishes. With
+    --gpu-evidence, the GPU evidence run instead (docs/benchmarks.md, `genbench bench`)."""
     config = _config(params, profile)
+    flags = {option.name: option.opts[0] for option in ctx.command.params}
+    # typed on the command line or set by an environment variable; by name: typer may bring its own click
+    given = {name for name in flags if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"}
+    speed_only = ("base_channels", "timesteps", "ddim_steps", "batch_size", "sample_n", "feature_n", "repeats",
+                  "warmup", "compile_fast", "no_write")
+    evidence_only = ("minutes", "fid_n", "nfe", "work", "fid_kit")
+    if device not in ("auto", "cpu", "cuda"):
+        _fail(f"--device {device}: use auto, cpu or cuda")
+    if gpu_evidence:
+        if wrong := [flags[name] for name in speed_only if name in given]:
+            _fail(f"{', '.join(wrong)}: {_options(wrong)} of the speed bench, which --gpu-evidence does not run (it "
+                  "trains the profile's ddpm for --minutes and scores --fid-n images per sampler and --nfe); drop "
+                  f"{_them(wrong)}")
+        if minutes <= 0:
+            _fail(f"--minutes {minutes:g}: give a positive training time")
+        _gpu_evidence(config, device, minutes, fid_n, nfe, work, fid_kit, feature_batch, matmul_size, out, json_path)
+        return
+    if wrong := [flags[name] for name in evidence_only if name in given]:
+        _fail(f"{', '.join(wrong)}: {_options(wrong)} of the GPU evidence run; add --gpu-evidence, or drop "
+              f"{_them(wrong)}")
+    _speed_bench(config, device, {"base_channels": base_channels, "timesteps": timesteps}, ddim_steps,
+                 {"batch_size": batch_size, "sample_n": sample_n, "feature_n": feature_n,
+                  "feature_batch": feature_batch, "repeats": repeats, "warmup": warmup, "matmul_size": matmul_size},
+                 compile_fast, out or HERE.benchmarks, no_write, json_path)
+
+
+def _options(flags: list[str]) -> str:
+    return "an option" if len(flags) == 1 else "options"
+
+
+def _them(flags: list[str]) -> str:
+    return "it" if len(flags) == 1 else "them"
+
+
+def _speed_bench(config: Config, device: str, overrides: dict[str, int | None], ddim_steps: int,
+                 given: dict[str, int | None], compile_fast: bool, out: Path, no_write: bool,
+                 json_path: Path | None) -> None:
+    """`genbench bench` without --gpu-evidence: the run, its summary, the JSON record and the row."""
     from .components.bench.bench import BenchSizes, default_sizes
     from .components.bench.bench import bench as run_bench
     from .components.bench.bench_report import append_row, check_table, row, summary
+    from .components.bench.progress import Phases
     from .components.common.devices import pick_device
     from .components.common.io import write_json
     from .components.prepare.prepare import image_shape
 
     settings = config.entry("ddpm")
-    overrides = {key: value for key, value in (("base_channels", base_channels), ("timesteps", timesteps))
-                 if value is not None}
     with _input_errors():
-        if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"--device {device}: use auto, cpu or cuda")
-        arch = type(settings.arch).model_validate(settings.arch.model_dump() | overrides)
+        arch = type(settings.arch).model_validate(
+            settings.arch.model_dump() | {key: value for key, value in overrides.items() if value is not None})
         if ddim_steps > arch.timesteps:
             raise ValueError(f"--ddim-steps {ddim_steps} exceeds the model's {arch.timesteps} timesteps; lower "
                              "--ddim-steps or raise --timesteps")
         target = pick_device(device)
-        given = {"batch_size": batch_size, "sample_n": sample_n, "feature_n": feature_n,
-                 "feature_batch": feature_batch, "repeats": repeats, "warmup": warmup, "matmul_size": matmul_size}
         sizes = BenchSizes(**default_sizes(target) | {k: v for k, v in given.items() if v is not None},
                            ddim_steps=ddim_steps, compile=compile_fast)
         if not no_write:
             check_table(out)
-    result = _call(run_bench, arch, settings.train, image_shape(config.data), sizes, target, config.profile)
+    printed = json_path is not None and str(json_path) == "-"
+    saved = json_path if json_path is not None and not printed else None
+    partial = saved or (None if no_write else out.with_suffix(".partial.json"))
+    if partial is not None:
+        typer.echo(f"each finished phase is saved in {partial}", err=True)
+    phases = Phases(lambda line: typer.echo(line, err=True), partial)
+    with _stopped(partial):
+        result = _call(run_bench, arch, settings.train, image_shape(config.data), sizes, target, config.profile,
+                       phases)
 
     for line in summary(result):
         typer.echo(line)
-    if json_path is not None:
-        if str(json_path) == "-":
-            typer.echo(result.model_dump_json(indent=2))
-        else:
-            write_json(json_path, result.model_dump(mode="json"))
+    if printed:
+        typer.echo(result.model_dump_json(indent=2))
+    if saved is not None:
+        write_json(saved, result.model_dump(mode="json"))
     if no_write:
         typer.echo(row(result))
     else:
         append_row(out, result)
         typer.echo(f"appended a row to {out}")
+    if partial is not None and partial != saved:
+        partial.unlink(missing_ok=True)  # the row holds it all now
+
+
+def _gpu_evidence(config: Config, device: str, minutes: float, fid_n: int, nfe: list[int], work: Path,
+                  fid_kit: Path | None, feature_batch: int | None, matmul_size: int | None, out: Path | None,
+                  json_path: Path | None) -> None:
+    """`genbench bench --gpu-evidence`: checked before any work, then run, its table and record written after
+    every phase (components/bench/evidence.py)."""
+    from .components.bench.evidence import EVIDENCE_SIZES, EvidenceSettings, check, gpu_evidence
+    from .components.bench.evidence_report import table
+    from .components.bench.fid_copy import rebuild
+    from .components.bench.progress import Phases
+    from .components.common.devices import pick_device
+    from .components.common.io import atomic_path, write_json
+    from .components.evaluate.inception import FID_WEIGHTS_ENV, extractor_identity
+
+    with _input_errors():
+        target = pick_device(device)
+        sizes = EVIDENCE_SIZES["cuda" if target.type == "cuda" else "cpu"]
+        given = {"feature_batch": feature_batch, "matmul_size": matmul_size}
+        settings = EvidenceSettings(**sizes | {key: value for key, value in given.items() if value is not None},
+                                    minutes=minutes, fid_n=fid_n, nfe=tuple(nfe))
+        check(config, settings)
+        network = None if fid_kit is None else rebuild(fid_kit, work / "fid")
+    printed = json_path is not None and str(json_path) == "-"
+    record = work / "evidence.json" if json_path is None or printed else json_path
+    out = out or work / "evidence.md"
+    command = (f"genbench bench --gpu-evidence --profile {config.profile} --minutes {settings.minutes:g} "
+               f"--fid-n {settings.fid_n} " + " ".join(f"--nfe {n}" for n in settings.nfe))
+
+    def publish(result: Any) -> None:
+        write_json(record, result.model_dump(mode="json"))
+        with atomic_path(out) as tmp:
+            tmp.write_text(table(result, command))
+
+    with _environment(FID_WEIGHTS_ENV, None if network is None else str(network)):
+        _call(extractor_identity)  # no FID network: exit 2 now, not after the training
+        typer.echo(f"the table is rewritten in {out} and the record in {record} as each phase finishes", err=True)
+        with _stopped(out):
+            result = _call(gpu_evidence, config, settings, work, target,
+                           Phases(lambda line: typer.echo(line, err=True)), publish)
+    typer.echo(table(result, command), nl=False)
+    if printed:
+        typer.echo(result.model_dump_json(indent=2))
+
+
+@contextmanager
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """`name` set to `value` inside the block (untouched when None), as it was after."""
+    before = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if value is not None and before is None:
+            os.environ.pop(name, None)
+        elif value is not None and before is not None:
+            os.environ[name] = before
+
+
+@contextmanager
+def _stopped(saved: Path | None) -> Iterator[None]:
+    """Ctrl-C during a bench: one line saying where its finished phases are, and exit code 130 (SIGINT's)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo("stopped" + ("" if saved is None else f"; the phases that finished are in {saved}"), err=True)
+        raise typer.Exit(130) from None
 
 
 @app.command()

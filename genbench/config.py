@@ -131,7 +131,7 @@ class EvaluateConfig(Strict):
     resize: Literal["legacy-tf", "clean"] = "legacy-tf"
     bootstrap: NonNegativeInt = 0  # resamples for 95 % intervals of FID, precision and recall (0: off);
     # the report shows them when there is one seed (with several, it shows mean ± std over the seeds)
-    # what the samples are scored against (docs/profiles.md, "Protocols"): holdout (N generated images against
+    # what the samples are scored against (docs/usage.md, "Protocols"): holdout (N generated images against
     # data.reference_size test-split images: every profile's default, comparable only within genbench at equal N) |
     # paper (FID against the statistics of the dataset's whole training split, streamed and cached, as published
     # FID-50k: Heusel et al. 2017, Ho et al. 2020; set sample.n: 50000 to match them; fp32 only; the real-data

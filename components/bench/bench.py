@@ -13,13 +13,18 @@ the same model, so that a ratio never mixes two machines, two days or two loads.
 - FLOPs of one training step and one network evaluation (components/bench/flops.py), the FLOP/s they achieved and
   their MFU against the device's peak (components/bench/peak.py).
 
-Images are random (no dataset is read); only the FID network's weights are needed.
+Images are random (no dataset is read); only the FID network's weights are needed. Each phase says when it starts
+and ends and is saved as it finishes (components/bench/progress.py). A phase that would only measure emulation or
+repeat another is skipped and says why: on a device without native bf16 the fast path is eager fp32 itself (timed
+once) and our bf16 features are not timed, and the peak is an fp32 matrix product's.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import numpy as np
@@ -29,6 +34,7 @@ from pydantic import BaseModel, Field
 from genbench.components.bench import fidelity_peer
 from genbench.components.bench.flops import count_flops, mfu
 from genbench.components.bench.peak import Peak, device_peak, vendor_peak
+from genbench.components.bench.progress import Phases
 from genbench.components.common.devices import device_name
 from genbench.components.common.drawing import draw_images, image_labels
 from genbench.components.common.dtypes import MixedPrecision, native_bf16
@@ -43,6 +49,8 @@ from genbench.models.ddpm import DDPM, DDPMArch
 from genbench.models.samplers import DiffusionSampling
 
 ENTRY = "ddpm"
+BF16_EMULATED = ("bf16 is emulated on this device (no AMX or avx512-bf16), slower than fp32: a bf16 figure would "
+                 "measure the emulation")
 
 
 class BenchSizes(Strict):
@@ -57,15 +65,17 @@ class BenchSizes(Strict):
     # the DDPM sampler runs once: its T steps already average over many network evaluations
     repeats: PositiveInt
     warmup: Annotated[int, Field(ge=0)]  # untimed repeats before the timed ones
-    matmul_size: PositiveInt  # side of the bf16 matrix product that measures the peak
+    matmul_size: PositiveInt  # side of the matrix product that measures the peak
     compile: bool = False  # torch.compile the fast path's forward and loss
 
 
-# 2 CPU cores: a few minutes at the `full` layout (base 128: a training step takes seconds, an image's 1000
-# sampling steps about a minute); batch 64 matches the CPU rows of docs/benchmarks.md. An H100: well under a
-# minute, with enough repeats that kernel-launch jitter averages out. Estimated from per-step costs, not timed.
+# 2 CPU cores, at the `full` layout (base 128, T 1000), on a CPU with AMX and on one with AVX2 only: the DDPM
+# sampler's T network evaluations of one image are most of the run, so the rest is sized to leave it room (training
+# batch 32; our and the peer's features on 40 images), and the run stays inside the budget docs/benchmarks.md states.
+# An H100: well under a minute, with enough repeats that kernel-launch jitter averages out. Estimated from per-step
+# costs measured alone (docs/benchmarks.md), not from a whole timed run.
 DEFAULT_SIZES: dict[str, dict[str, int]] = {
-    "cpu": {"batch_size": 64, "sample_n": 1, "feature_n": 40, "feature_batch": 20, "repeats": 3, "warmup": 1,
+    "cpu": {"batch_size": 32, "sample_n": 1, "feature_n": 40, "feature_batch": 20, "repeats": 3, "warmup": 1,
             "matmul_size": 4096},
     "cuda": {"batch_size": 128, "sample_n": 64, "feature_n": 512, "feature_batch": 128, "repeats": 10,
              "warmup": 3, "matmul_size": 8192},
@@ -82,8 +92,8 @@ class Rate(BaseModel):
 class TrainFigures(BaseModel):
     flops_per_step: int  # one step at batch_size, forward and backward
     eager_fp32: Rate
-    fast: Rate
-    speedup: float  # fast over eager images/s
+    fast: Rate | None  # None where the fast path is eager fp32 itself (no native bf16, no compile): timed once
+    speedup: float | None  # fast over eager images/s
 
 
 class SampleFigures(BaseModel):
@@ -98,7 +108,7 @@ class SampleFigures(BaseModel):
 class FeatureFigures(BaseModel):
     peer: Rate | None  # None when torch-fidelity is not installed
     ours_fp32: Rate
-    ours_bf16: Rate | None  # None where bf16 is not native
+    ours_bf16: Rate | None  # None where bf16 is not native (skipped: BF16_EMULATED)
     speedup_fp32: float | None  # ours fp32 over the peer
     speedup_bf16: float | None  # ours bf16 over the peer
     difference: float | None  # relative norm of ours fp32 minus the peer's features: they compute one function
@@ -107,7 +117,7 @@ class FeatureFigures(BaseModel):
 class Goal(BaseModel):
     goal: str
     target: float
-    value: float
+    value: float | None  # None when this run did not measure it (the fast path was eager fp32 itself)
     met: bool
     judged: bool  # whether this run is what the goal is stated for (an H100; the DDPM 1000 / DDIM 50 sizes)
 
@@ -129,6 +139,7 @@ class BenchResult(BaseModel):
     features: FeatureFigures
     goals: list[Goal]
     notes: list[str]
+    skipped: dict[str, str] = {}  # phase → why it did not run here (progress.Phases' keys)
 
 
 def default_sizes(device: torch.device) -> dict[str, int]:
@@ -143,27 +154,46 @@ def describe_path(precision: str, channels_last: bool, compiled: bool) -> str:
     return " + ".join(parts)
 
 
+def said(rate: Rate) -> str:
+    """A rate as a progress line ends: images/s, and MFU where FLOPs were counted."""
+    return f"{rate.images_per_s:.3g} img/s" + ("" if rate.mfu is None else f", MFU {100 * rate.mfu:.1f} %")
+
+
 def bench(arch: DDPMArch, train: TrainConfig, image: tuple[int, int], sizes: BenchSizes, device: torch.device,
-          profile: str) -> BenchResult:
+          profile: str, phases: Phases | None = None) -> BenchResult:
     """Measure every figure of the module docstring on `device` for a DDPM of `arch` on (channels, size)
-    images, trained with `train`'s optimizer and clipping; ValueError before any work on sizes that cannot run."""
+    images, trained with `train`'s optimizer and clipping, phase by phase through `phases` (silent when None);
+    ValueError before any work on sizes that cannot run."""
     DiffusionSampling(sampler="ddim", sample_steps=sizes.ddim_steps).check(arch)
+    phases = phases or Phases()
     name = device_name(device)
     precision, channels_last = resolve_dtype("auto", "auto", device)
-    peak = device_peak(device, name, sizes.matmul_size, sizes.repeats, sizes.warmup)
-    training = _training_figures(arch, train, image, sizes, device, (precision, channels_last), peak)
-    sampling = _sampling_figures(arch, image, sizes, device, peak)
+    native = native_bf16(device)
+    fast_path = describe_path(precision, channels_last, sizes.compile)
+    parameters = _model(arch, image, torch.device("cpu")).num_parameters()
+    phases.about(kind="bench", date=datetime.date.today().isoformat(), device=str(device), device_name=name,
+                 torch=torch.__version__, profile=profile, arch=arch, image=image, parameters=parameters,
+                 fast_path=fast_path, sizes=sizes)
+    peak_dtype = "bf16" if native else "fp32"
+    peak = phases.run(
+        "peak", f"peak: {peak_dtype} {sizes.matmul_size}² matrix product, median of {sizes.repeats}",
+        lambda: device_peak(device, name, sizes.matmul_size, sizes.repeats, sizes.warmup, peak_dtype),
+        lambda p: f"{p.matmul_flops_per_s / 1e12:.3g} TFLOP/s measured; MFU against {p.flops_per_s / 1e12:.4g} "
+                  f"TFLOP/s ({p.kind})")  # fmt: skip
+    training = _training_figures(arch, train, image, sizes, device, (precision, channels_last), peak, phases)
+    sampling = _sampling_figures(arch, image, sizes, device, peak, phases)
+    features = _feature_figures(image, sizes, device, native, phases)
     notes = _notes(device, precision, sizes.compile)
-    if any(rate.mfu > 1 for rate in (training.eager_fp32, training.fast, sampling.ddpm, sampling.ddim)):
+    rates = [training.eager_fp32, training.fast, sampling.ddpm, sampling.ddim]
+    if any(rate is not None and rate.mfu is not None and rate.mfu > 1 for rate in rates):
         notes.append("MFU above 100 %: the model ran faster than the measured peak, so the peak is too low; "
                      "measure it on a larger matrix (matmul_size, --matmul-size)")
     return BenchResult(
-        date=datetime.date.today().isoformat(), device=str(device), device_name=name, torch=torch.__version__,
-        profile=profile, arch=arch.model_dump(mode="json"), image=image,
-        parameters=_model(arch, image, torch.device("cpu")).num_parameters(),
-        fast_path=describe_path(precision, channels_last, sizes.compile), sizes=sizes, peak=peak, train=training,
-        sample=sampling, features=_feature_figures(image, sizes, device),
+        date=phases.record["date"], device=str(device), device_name=name, torch=torch.__version__, profile=profile,
+        arch=arch.model_dump(mode="json"), image=image, parameters=parameters, fast_path=fast_path, sizes=sizes,
+        peak=peak, train=training, sample=sampling, features=features,
         goals=goals(name, training, sampling, arch.timesteps, sizes.ddim_steps), notes=notes,
+        skipped=dict(phases.record["skipped"]),
     )  # fmt: skip
 
 
@@ -172,22 +202,22 @@ def goals(name: str, training: TrainFigures, sampling: SampleFigures, timesteps:
     known = vendor_peak(name)
     h100 = known is not None and known.part.startswith("H100")
     at_goal_sizes = timesteps == 1000 and ddim_steps == 50
+    fast_mfu = None if training.fast is None else training.fast.mfu
     return [
         Goal(goal="fast path training >= 2x eager fp32 images/s", target=2.0, value=training.speedup,
-             met=training.speedup >= 2.0, judged=h100),
-        Goal(goal="fast path training MFU >= 35 %", target=0.35, value=training.fast.mfu,
-             met=training.fast.mfu >= 0.35, judged=h100),
+             met=training.speedup is not None and training.speedup >= 2.0, judged=h100),
+        Goal(goal="fast path training MFU >= 35 %", target=0.35, value=fast_mfu,
+             met=fast_mfu is not None and fast_mfu >= 0.35, judged=h100),
         Goal(goal="DDIM 50 >= 15x DDPM 1000 images/s", target=15.0, value=sampling.speedup,
              met=sampling.speedup >= 15.0, judged=h100 and at_goal_sizes),
     ]  # fmt: skip
 
 
 def _notes(device: torch.device, precision: str, compiled: bool) -> list[str]:
-    notes = ["sampling runs in fp32, as the sample stage does; its MFU is against the bf16 peak"]
+    notes = ["sampling runs in fp32, as the sample stage does; its MFU is against the peak"]
     if precision == "fp32":
-        notes.append("no native bf16 on this device: `dtype: auto` keeps eager fp32, so the fast path is "
-                     "eager fp32 and its ratio measures noise; the measured bf16 peak is emulated and low, so MFU "
-                     "overstates")
+        notes.append("no native bf16 on this device: `dtype: auto` keeps eager fp32, so the fast path is eager fp32 "
+                     "(timed once) and the peak is an fp32 matrix product's")
     if compiled:
         notes.append("the fast path adds torch.compile, which `genbench train` does not use")
     if not fidelity_peer.installed():
@@ -204,40 +234,98 @@ def _rate(seconds: float, images: int, peak: Peak, flops: float | None = None) -
 
 
 def _training_figures(arch: DDPMArch, train: TrainConfig, image: tuple[int, int], sizes: BenchSizes,
-                      device: torch.device, fast_path: tuple[str, bool], peak: Peak) -> TrainFigures:
-    """Eager fp32, then the fast path (precision, channels_last), each on a fresh model from the same weights."""
-    eager_step = _training_step(arch, train, image, sizes.batch_size, device, "fp32", False, False)
-    flops = count_flops(eager_step)  # the counted step is the eager path's first warm-up
-    eager_seconds, _ = timed(eager_step, device, sizes.repeats, max(sizes.warmup - 1, 0))
-    del eager_step  # its model and optimizer state, before the fast path's are built
-    fast_step = _training_step(arch, train, image, sizes.batch_size, device, *fast_path, sizes.compile)
-    fast_seconds, _ = timed(fast_step, device, sizes.repeats, max(sizes.warmup, int(sizes.compile)))
-    eager = _rate(eager_seconds, sizes.batch_size, peak, flops)
-    fast = _rate(fast_seconds, sizes.batch_size, peak, flops)
-    return TrainFigures(flops_per_step=flops, eager_fp32=eager, fast=fast,
-                        speedup=fast.images_per_s / eager.images_per_s)
+                      device: torch.device, fast_path: tuple[str, bool], peak: Peak, phases: Phases) -> TrainFigures:
+    """Eager fp32, then the fast path (precision, channels_last), each on a fresh model from the same weights; the
+    fast path only where it is not eager fp32 itself."""
+    counted: list[int] = []
+    repeats = f"batch {sizes.batch_size}, median of {sizes.repeats}"
+
+    def eager() -> Rate:
+        step = _training_step(arch, train, image, sizes.batch_size, device, "fp32", False, False)
+        counted.append(count_flops(step))  # the counted step is the eager path's first warm-up
+        seconds, _ = timed(step, device, sizes.repeats, max(sizes.warmup - 1, 0))
+        return _rate(seconds, sizes.batch_size, peak, counted[0])
+
+    eager_rate = phases.run("train_eager", f"training, eager fp32 ({repeats})", eager, said)
+    title = f"training, fast path {describe_path(*fast_path, sizes.compile)}"
+    if fast_path == ("fp32", False) and not sizes.compile:
+        phases.skip("train_fast", title, "it is eager fp32 itself on this device (no native bf16): timed once, above")
+        return TrainFigures(flops_per_step=counted[0], eager_fp32=eager_rate, fast=None, speedup=None)
+
+    def fast() -> Rate:
+        step = _training_step(arch, train, image, sizes.batch_size, device, *fast_path, sizes.compile)
+        seconds, _ = timed(step, device, sizes.repeats, max(sizes.warmup, int(sizes.compile)))
+        return _rate(seconds, sizes.batch_size, peak, counted[0])
+
+    fast_rate = phases.run("train_fast", f"{title} ({repeats})", fast, said)
+    return TrainFigures(flops_per_step=counted[0], eager_fp32=eager_rate, fast=fast_rate,
+                        speedup=fast_rate.images_per_s / eager_rate.images_per_s)
 
 
 def _sampling_figures(arch: DDPMArch, image: tuple[int, int], sizes: BenchSizes, device: torch.device,
-                      peak: Peak) -> SampleFigures:
-    """DDPM over all T steps (once: T steps already average), then DDIM (median of `repeats`), same weights."""
+                      peak: Peak, phases: Phases) -> SampleFigures:
+    """DDIM (median of `repeats`), then DDPM over all T steps (once: T steps already average), same weights; DDPM
+    says how far it is every tenth of its steps."""
     ddpm, ddim = DiffusionSampling(sampler="ddpm"), DiffusionSampling(sampler="ddim", sample_steps=sizes.ddim_steps)
     model = _model(arch, image, device)
-    flops = _sampling_step_flops(model, sizes.sample_n, device)
+    flops = sampling_step_flops(model, sizes.sample_n, device)
+    ddpm_steps, ddim_steps = ddpm.network_evaluations(arch), ddim.network_evaluations(arch)
 
     def draw(sampling: DiffusionSampling) -> Callable[[], np.ndarray]:
         return lambda: draw_images(model, range(sizes.sample_n), 0, sampling)
 
-    with torch.inference_mode():
+    def time_ddim() -> Rate:
         for _ in range(min(sizes.warmup, 1)):
             draw(ddim)()  # the same network as DDPM's: one run warms both
-        ddpm_seconds, _ = timed(draw(ddpm), device, 1, 0)
-        ddim_seconds, _ = timed(draw(ddim), device, sizes.repeats, 0)
-    ddpm_steps, ddim_steps = ddpm.network_evaluations(arch), ddim.network_evaluations(arch)
-    slow = _rate(ddpm_seconds, sizes.sample_n, peak, flops * ddpm_steps)
-    fast = _rate(ddim_seconds, sizes.sample_n, peak, flops * ddim_steps)
+        seconds, _ = timed(draw(ddim), device, sizes.repeats, 0)
+        return _rate(seconds, sizes.sample_n, peak, flops * ddim_steps)
+
+    def time_ddpm() -> Rate:
+        with counted_steps(model, max(1, ddpm_steps // 10), lambda done, seconds: phases.tell(
+                f"  DDPM {done}/{ddpm_steps} steps, {seconds:.0f} s, about "
+                f"{seconds * (ddpm_steps - done) / done:.0f} s left")):
+            seconds, _ = timed(draw(ddpm), device, 1, 0)
+        return _rate(seconds, sizes.sample_n, peak, flops * ddpm_steps)
+
+    images = f"{sizes.sample_n} image{'s' * (sizes.sample_n > 1)}"
+    with torch.inference_mode():
+        fast = phases.run("sample_ddim", f"sampling, DDIM {ddim_steps} steps ({images}, median of {sizes.repeats})",
+                          time_ddim, said)
+        expected = fast.seconds * ddpm_steps / ddim_steps
+        slow = phases.run("sample_ddpm", f"sampling, DDPM ancestral over {ddpm_steps} steps ({images}, about "
+                                         f"{expected:.0f} s at DDIM's rate)", time_ddpm, said)
     return SampleFigures(flops_per_step=flops, ddpm_steps=ddpm_steps, ddim_steps=ddim_steps, ddpm=slow, ddim=fast,
                          speedup=fast.images_per_s / slow.images_per_s)
+
+
+@contextmanager
+def counted_steps(model: DDPM, every: int, report: Callable[[int, float], None]) -> Iterator[None]:
+    """Inside the block, `report(evaluations, seconds)` after every `every`-th network evaluation of `model`: progress
+    from within a sampler, which has no hook for it, by wrapping the noise predictor the samplers ask the model for
+    (an instance attribute over the method, removed after the block). It draws no random numbers and adds no device
+    sync, so the samples and their timing are what they are without it."""
+    predictor = model.noise_predictor
+    done = 0
+    started = time.perf_counter()
+
+    def counting(labels: torch.Tensor | None, guidance_scale: float = 1.0) -> Callable[..., torch.Tensor]:
+        eps = predictor(labels, guidance_scale)
+
+        def evaluate(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            nonlocal done
+            out = eps(x, t)
+            done += 1
+            if done % every == 0:
+                report(done, time.perf_counter() - started)
+            return out
+
+        return evaluate
+
+    model.noise_predictor = counting  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del model.noise_predictor
 
 
 def _model(arch: DDPMArch, image: tuple[int, int], device: torch.device) -> DDPM:
@@ -272,7 +360,7 @@ def _training_step(arch: DDPMArch, train: TrainConfig, image: tuple[int, int], b
     return step
 
 
-def _sampling_step_flops(model: DDPM, n: int, device: torch.device) -> int:
+def sampling_step_flops(model: DDPM, n: int, device: torch.device) -> int:
     """FLOPs of one network evaluation over n images, as the samplers call it (eval mode, no gradients)."""
     channels, size, _ = model.diffusion_shape
     labels = image_labels(range(n), model.num_classes)
@@ -282,24 +370,38 @@ def _sampling_step_flops(model: DDPM, n: int, device: torch.device) -> int:
         return count_flops(lambda: eps(x, t))
 
 
-def _feature_figures(image: tuple[int, int], sizes: BenchSizes, device: torch.device) -> FeatureFigures:
-    """Ours (fp32, and bf16 where native) and the peer on the same random uint8 images."""
+def _feature_figures(image: tuple[int, int], sizes: BenchSizes, device: torch.device, native: bool,
+                     phases: Phases) -> FeatureFigures:
+    """Ours (fp32, and bf16 where `native`) and the peer on the same random uint8 images."""
     channels, size = image
     images = np.random.default_rng(0).integers(0, 256, (sizes.feature_n, size, size, channels), dtype=np.uint8)
+    features: dict[str, np.ndarray] = {}
+    work = f"{sizes.feature_n} images by {sizes.feature_batch}, median of {sizes.repeats}"
 
-    def run(extract: Callable[[np.ndarray], np.ndarray]) -> tuple[Rate, np.ndarray]:
-        seconds, features = timed(lambda: extract(images), device, sizes.repeats, sizes.warmup)
-        return Rate(seconds=seconds, images_per_s=sizes.feature_n / seconds), features
+    def run(key: str, title: str, extract: Callable[[np.ndarray], np.ndarray]) -> Rate:
+        def measure() -> Rate:
+            seconds, features[key] = timed(lambda: extract(images), device, sizes.repeats, sizes.warmup)
+            return Rate(seconds=seconds, images_per_s=sizes.feature_n / seconds)
+
+        return phases.run(key, f"FID features, {title} ({work})", measure, said)
 
     def ours(precision: str) -> Callable[[np.ndarray], np.ndarray]:
         return lambda batch: extract_features(batch, sizes.feature_batch, str(device), precision)
 
-    ours_fp32, exact = run(ours("fp32"))
-    ours_bf16 = run(ours("bf16"))[0] if native_bf16(device) else None
+    ours_fp32 = run("features_ours_fp32", "ours fp32", ours("fp32"))
+    ours_bf16 = None
+    if native:
+        ours_bf16 = run("features_ours_bf16", "ours bf16", ours("bf16"))
+    else:
+        phases.skip("features_ours_bf16", "FID features, ours bf16", BF16_EMULATED)
     if not fidelity_peer.installed():
+        phases.skip("features_peer", "FID features, torch-fidelity's layout (the peer)",
+                    f"torch-fidelity is not installed ({fidelity_peer.INSTALL_HINT})")
         return FeatureFigures(peer=None, ours_fp32=ours_fp32, ours_bf16=ours_bf16, speedup_fp32=None,
                               speedup_bf16=None, difference=None)
-    peer, reference = run(fidelity_peer.peer_extractor(sizes.feature_batch, device))
+    peer = run("features_peer", "torch-fidelity's layout (the peer)",
+               fidelity_peer.peer_extractor(sizes.feature_batch, device))
+    exact, reference = features["features_ours_fp32"], features["features_peer"]
     return FeatureFigures(
         peer=peer, ours_fp32=ours_fp32, ours_bf16=ours_bf16,
         speedup_fp32=ours_fp32.images_per_s / peer.images_per_s,

@@ -41,6 +41,10 @@ def _sizes(r: BenchResult) -> str:
             f"{s.matmul_size}, median of {s.repeats} after {s.warmup} warm-up")
 
 
+def _peak_kind(r: BenchResult) -> str:
+    return "vendor" if r.peak.kind == "vendor" else f"measured {r.peak.matmul_dtype}"
+
+
 def _goals(r: BenchResult) -> str:
     judged = [goal for goal in r.goals if goal.judged]
     return f"{sum(goal.met for goal in judged)}/{len(judged)} met" if judged else "not judged here"
@@ -52,10 +56,11 @@ COLUMNS: list[tuple[str, Callable[[BenchResult], str]]] = [
     ("torch", lambda r: r.torch),
     ("fast path", lambda r: r.fast_path),
     ("train img/s eager fp32", lambda r: _rate(r.train.eager_fp32)),
-    ("train img/s fast", lambda r: _rate(r.train.fast)),
+    ("train img/s fast", lambda r: "= eager" if r.train.fast is None else _rate(r.train.fast)),
     ("fast ×", lambda r: _ratio(r.train.speedup)),
     ("train GFLOP/img", lambda r: _number(r.train.flops_per_step / r.sizes.batch_size / 1e9)),
-    ("train MFU eager / fast", lambda r: f"{_percent(r.train.eager_fp32.mfu)} / {_percent(r.train.fast.mfu)}"),
+    ("train MFU eager / fast", lambda r: f"{_percent(r.train.eager_fp32.mfu)} / "
+                                         f"{_percent(None if r.train.fast is None else r.train.fast.mfu)}"),
     ("sample img/s DDPM", lambda r: _rate(r.sample.ddpm)),
     ("sample img/s DDIM", lambda r: _rate(r.sample.ddim)),
     ("DDIM ×", lambda r: _ratio(r.sample.speedup)),
@@ -63,9 +68,10 @@ COLUMNS: list[tuple[str, Callable[[BenchResult], str]]] = [
     ("FID img/s peer", lambda r: _rate(r.features.peer)),
     ("FID img/s ours fp32", lambda r: _rate(r.features.ours_fp32)),
     ("ours ×", lambda r: _ratio(r.features.speedup_fp32)),
-    ("FID img/s ours bf16", lambda r: _rate(r.features.ours_bf16)),
+    ("FID img/s ours bf16", lambda r: "skipped: bf16 emulated" if "features_ours_bf16" in r.skipped
+     else _rate(r.features.ours_bf16)),
     ("bf16 ×", lambda r: _ratio(r.features.speedup_bf16)),
-    ("peak TFLOP/s", lambda r: f"{_number(r.peak.flops_per_s / 1e12)} ({r.peak.kind})"),
+    ("peak TFLOP/s", lambda r: f"{_number(r.peak.flops_per_s / 1e12)} ({_peak_kind(r)})"),
     ("H100 goals", _goals),
     ("sizes", _sizes),
 ]  # fmt: skip
@@ -141,20 +147,21 @@ def append_row(path: Path, result: BenchResult) -> None:
 
 
 def summary(result: BenchResult) -> list[str]:
-    """The run in a few lines, goals and notes last."""
+    """The run in a few lines, goals, skipped phases and notes last."""
     t, s, f, p = result.train, result.sample, result.features, result.peak
     peer = ("no peer" if f.peer is None else
             f"peer {_number(f.peer.images_per_s)} img/s, ours {_ratio(f.speedup_fp32)} (features differ by "
             f"{f.difference:.1e})")
     bf16 = "" if f.ours_bf16 is None else f", ours bf16 {_number(f.ours_bf16.images_per_s)} img/s"
+    fast = ("the fast path is eager fp32 here" if t.fast is None else
+            f"fast {_number(t.fast.images_per_s)} img/s ({_ratio(t.speedup)})")
     lines = [
         f"{result.device_name}, torch {result.torch}; DDPM of profile {result.profile} ({result.parameters:,} "
         f"parameters); fast path: {result.fast_path}",
-        f"peak {_number(p.flops_per_s / 1e12)} TFLOP/s ({p.kind}: {p.source}); a bf16 {p.matmul_size}-matmul "
-        f"ran at {_number(p.matmul_flops_per_s / 1e12)} TFLOP/s here",
-        f"train: eager fp32 {_number(t.eager_fp32.images_per_s)} img/s, fast {_number(t.fast.images_per_s)} img/s "
-        f"({_ratio(t.speedup)}); {_number(t.flops_per_step / 1e9)} GFLOP/step; MFU {_percent(t.eager_fp32.mfu)} / "
-        f"{_percent(t.fast.mfu)}",
+        f"peak {_number(p.flops_per_s / 1e12)} TFLOP/s ({p.kind}: {p.source}); a {p.matmul_dtype} {p.matmul_size}-"
+        f"matmul ran at {_number(p.matmul_flops_per_s / 1e12)} TFLOP/s here",
+        f"train: eager fp32 {_number(t.eager_fp32.images_per_s)} img/s, {fast}; {_number(t.flops_per_step / 1e9)} "
+        f"GFLOP/step; MFU {_percent(t.eager_fp32.mfu)} / {_percent(None if t.fast is None else t.fast.mfu)}",
         f"sample: DDPM {s.ddpm_steps} steps {_number(s.ddpm.images_per_s)} img/s, DDIM {s.ddim_steps} steps "
         f"{_number(s.ddim.images_per_s)} img/s ({_ratio(s.speedup)}); MFU {_percent(s.ddpm.mfu)} / "
         f"{_percent(s.ddim.mfu)}",
@@ -162,4 +169,5 @@ def summary(result: BenchResult) -> list[str]:
     ]
     lines += [f"goal: {g.goal}: {_number(g.value)} {'met' if g.met else 'not met'}"
               + ("" if g.judged else " (not judged here)") for g in result.goals]
+    lines += [f"skipped: {phase}: {reason}" for phase, reason in result.skipped.items()]
     return lines + [f"note: {note}" for note in result.notes]

@@ -1,5 +1,7 @@
 """The peak rate MFU is measured against: the vendor's dense bf16 figure for known GPUs, else what this device
-sustains on a large bf16 matrix product, measured in the same run.
+sustains on a large matrix product, measured in the same run: in bf16 where the hardware computes it, in fp32 where
+bf16 is emulated (a CPU without AMX or avx512-bf16), whose emulated rate is far below anything the device's fast
+path reaches and would make the run's slowest phase of a figure nobody uses.
 
 Vendor figures are dense: NVIDIA's datasheets print bf16 Tensor Core rates with 2:4 structured sparsity (marked
 "with sparsity"), twice the dense rate that a convolution or an ordinary matrix product can reach. A CPU has no
@@ -49,10 +51,14 @@ def vendor_peak(device_name: str) -> VendorPeak | None:
     return next((row for row in GPU_BF16_DENSE if re.search(row.pattern, device_name, re.IGNORECASE)), None)
 
 
-def matmul_flops_per_s(device: torch.device, size: int, repeats: int, warmup: int) -> float:
-    """FLOP/s of a size×size by size×size bf16 matrix product on `device` (2·size³ FLOPs), median of `repeats`."""
+MATMUL_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def matmul_flops_per_s(device: torch.device, size: int, repeats: int, warmup: int, dtype: str = "bf16") -> float:
+    """FLOP/s of a size×size by size×size matrix product in `dtype` on `device` (2·size³ FLOPs), median of
+    `repeats`."""
     generator = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(size, size, generator=generator).to(device, torch.bfloat16) for _ in range(2))
+    a, b = (torch.randn(size, size, generator=generator).to(device, MATMUL_DTYPES[dtype]) for _ in range(2))
     seconds, _ = timed(lambda: a @ b, device, repeats, warmup)
     return 2 * size**3 / seconds
 
@@ -62,16 +68,18 @@ class Peak(BaseModel):
     kind: Literal["vendor", "measured"]
     source: str  # the datasheet figure it came from, or the measurement
     matmul_size: int
-    matmul_flops_per_s: float  # what a bf16 size×size matrix product sustained here, in this run
+    matmul_flops_per_s: float  # what a size×size matrix product in matmul_dtype sustained here, in this run
+    matmul_dtype: Literal["bf16", "fp32"] = "bf16"  # fp32 where bf16 is emulated
 
 
-def device_peak(device: torch.device, device_name: str, matmul_size: int, repeats: int, warmup: int) -> Peak:
-    """The vendor's dense bf16 peak for a known GPU, else the measured bf16 matrix-product rate; the measured
+def device_peak(device: torch.device, device_name: str, matmul_size: int, repeats: int, warmup: int,
+                dtype: Literal["bf16", "fp32"] = "bf16") -> Peak:
+    """The vendor's dense bf16 peak for a known GPU, else the measured `dtype` matrix-product rate; the measured
     rate is recorded either way (on a known GPU it shows how much of the datasheet figure is reachable)."""
-    measured = matmul_flops_per_s(device, matmul_size, repeats, warmup)
+    measured = matmul_flops_per_s(device, matmul_size, repeats, warmup, dtype)
     known = vendor_peak(device_name) if device.type == "cuda" else None
     if known is not None:
         return Peak(flops_per_s=known.flops_per_s, kind="vendor", source=known.source, matmul_size=matmul_size,
-                    matmul_flops_per_s=measured)
-    return Peak(flops_per_s=measured, kind="measured", source=f"bf16 {matmul_size}×{matmul_size} matrix product",
-                matmul_size=matmul_size, matmul_flops_per_s=measured)
+                    matmul_flops_per_s=measured, matmul_dtype=dtype)
+    return Peak(flops_per_s=measured, kind="measured", source=f"{dtype} {matmul_size}×{matmul_size} matrix product",
+                matmul_size=matmul_size, matmul_flops_per_s=measured, matmul_dtype=dtype)

@@ -106,7 +106,7 @@ PAPER_N = 50_000  # generated images of the published protocol (FID-50k)
 
 
 class Protocol(BaseModel):
-    """What a FID was measured under (`evaluate.protocol`; docs/profiles.md, "Protocols"). Two FIDs are comparable
+    """What a FID was measured under (`evaluate.protocol`; docs/usage.md, "Protocols"). Two FIDs are comparable
     only when their protocols are equal but for `n_generated`, which every table shows per row."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

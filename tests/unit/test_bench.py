@@ -1,26 +1,35 @@
-"""`genbench bench`'s arithmetic: FLOPs against closed forms, MFU, the vendor peak table, the goals, and the rows
-it writes into a benchmarks file (the measurements themselves run in tests/stages/test_bench.py)."""
+"""`genbench bench`'s arithmetic: FLOPs against closed forms, MFU, the vendor peak table, the goals, the rows it
+writes into a benchmarks file, how it reports phases and progress inside the DDPM sampler (the measurements
+themselves run in tests/stages/test_bench.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from genbench.components.bench import bench as bench_module
 from genbench.components.bench.bench import (
+    BF16_EMULATED,
     BenchResult,
     BenchSizes,
     FeatureFigures,
     Rate,
     SampleFigures,
     TrainFigures,
+    counted_steps,
     goals,
 )  # fmt: skip
-from genbench.components.bench.bench_report import COLUMNS, HEADING, append_row, check_table, header, row
+from genbench.components.bench.bench_report import COLUMNS, HEADING, append_row, check_table, header, row, summary
 from genbench.components.bench.flops import count_flops, mfu
 from genbench.components.bench.peak import Peak, device_peak, vendor_peak
+from genbench.components.bench.progress import Phases
+from genbench.components.common.drawing import draw_images
+from genbench.models.ddpm import DDPMArch
+from genbench.models.samplers import DiffusionSampling
 
 from ..conftest import REPO
 
@@ -80,7 +89,12 @@ def test_names_outside_the_table_get_no_vendor_peak(name: str) -> None:
 def test_a_cpu_peak_is_its_measured_bf16_matmul() -> None:
     peak = device_peak(torch.device("cpu"), "NVIDIA H100 PCIe", matmul_size=32, repeats=1, warmup=0)
     assert peak.kind == "measured" and peak.flops_per_s == peak.matmul_flops_per_s > 0
-    assert "32×32" in peak.source
+    assert "32×32" in peak.source and peak.matmul_dtype == "bf16"
+
+
+def test_where_bf16_is_emulated_the_peak_is_an_fp32_matmul_and_says_so() -> None:
+    peak = device_peak(torch.device("cpu"), "AMD EPYC", matmul_size=32, repeats=1, warmup=0, dtype="fp32")
+    assert peak.matmul_dtype == "fp32" and peak.source == "fp32 32×32 matrix product" and peak.flops_per_s > 0
 
 
 def _result(device_name: str = "Test CPU", train_speedup: float = 2.5, sample_speedup: float = 16.0,
@@ -130,10 +144,74 @@ def test_a_row_has_a_cell_per_column_with_the_ratios_and_mfu_of_its_rates() -> N
     assert named["fast ×"] == "2.50×" and named["DDIM ×"] == "16.00×" and named["ours ×"] == "2.00×"
     assert named["train GFLOP/img"] == "100"
     assert named["train MFU eager / fast"] == "20.0 % / 50.0 %"
-    assert named["FID img/s ours bf16"] == "–" and named["peak TFLOP/s"] == "1 (measured)"
+    assert named["FID img/s ours bf16"] == "–" and named["peak TFLOP/s"] == "1 (measured bf16)"
     assert named["H100 goals"] == "not judged here"
     without_peer = _cells(_result(peer=False))
     assert (without_peer["FID img/s peer"], without_peer["ours ×"]) == ("–", "–")
+
+
+def test_a_run_that_timed_the_fast_path_once_and_skipped_bf16_says_so_in_its_row() -> None:
+    """Where bf16 is emulated the fast path is eager fp32 itself and our bf16 features are not timed (bench.py)."""
+    result = _result()
+    result.train = TrainFigures(flops_per_step=result.train.flops_per_step, eager_fp32=result.train.eager_fp32,
+                                fast=None, speedup=None)
+    result.skipped = {"train_fast": "it is eager fp32 itself", "features_ours_bf16": BF16_EMULATED}
+    result.peak = result.peak.model_copy(update={"matmul_dtype": "fp32"})
+    result.goals = goals(result.device_name, result.train, result.sample, 1000, 50)
+    named = _cells(result)
+    assert (named["train img/s fast"], named["fast ×"], named["train MFU eager / fast"]) == ("= eager", "–",
+                                                                                             "20.0 % / –")
+    assert (named["FID img/s ours bf16"], named["peak TFLOP/s"]) == ("skipped: bf16 emulated", "1 (measured fp32)")
+    assert [(goal.value, goal.met) for goal in result.goals[:2]] == [(None, False), (None, False)]
+    lines = summary(result)
+    assert "train: eager fp32 2 img/s, the fast path is eager fp32 here" in lines[2]
+    assert f"skipped: features_ours_bf16: {BF16_EMULATED}" in lines
+
+
+def test_phases_say_each_start_and_end_and_save_every_finished_phase(tmp_path: Path) -> None:
+    said: list[str] = []
+    path = tmp_path / "partial.json"
+    phases = Phases(said.append, path)
+    phases.about(device="cpu", sizes=BenchSizes(batch_size=4, sample_n=2, feature_n=8, feature_batch=4, repeats=3,
+                                                warmup=1, matmul_size=32))
+    assert json.loads(path.read_text())["sizes"]["batch_size"] == 4
+    rate = phases.run("one", "first phase", lambda: Rate(seconds=2.0, images_per_s=4.0), lambda r: f"{r.seconds} s")
+    assert rate.images_per_s == 4.0
+    saved = json.loads(path.read_text())
+    assert saved["complete"] is False and saved["phases"]["one"]["figures"]["images_per_s"] == 4.0
+    phases.skip("two", "second phase", "not here")
+    assert json.loads(path.read_text())["skipped"] == {"two": "not here"}
+    assert [line.split("] ", 1)[1] for line in said] == ["first phase ...", "first phase: 2.0 s (0 s)",
+                                                         "second phase: skipped, not here"]
+    assert all(line.startswith("[") and " s] " in line for line in said)
+
+
+def test_a_phase_that_fails_leaves_the_file_with_the_phases_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "partial.json"
+    phases = Phases(None, path)
+    phases.run("one", "first", lambda: 1.5, str)
+
+    def stop() -> float:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        phases.run("two", "second", stop, str)
+    assert list(json.loads(path.read_text())["phases"]) == ["one"]
+
+
+def test_counted_steps_reports_within_a_sampler_and_changes_no_sample() -> None:
+    """DDPM's progress lines come from wrapping the model's noise predictor (bench.counted_steps): every `every`-th
+    evaluation is reported, the images are the same bits as without it, and the model is as it was after."""
+    arch = DDPMArch(base_channels=4, channel_mults=(1,), num_res_blocks=1, attention_resolutions=(), timesteps=6,
+                    dropout=0.0)
+    model = bench_module._model(arch, (1, 8), torch.device("cpu"))
+    sampling = DiffusionSampling(sampler="ddpm")
+    plain = draw_images(model, range(2), 0, sampling)
+    reports: list[int] = []
+    with counted_steps(model, 2, lambda done, seconds: reports.append(done)):
+        counted = draw_images(model, range(2), 0, sampling)
+    assert reports == [2, 4, 6] and (counted == plain).all()
+    assert "noise_predictor" not in vars(model)
 
 
 def test_append_row_adds_heading_and_header_once_then_rows_under_them(tmp_path: Path) -> None:
