@@ -7,6 +7,7 @@ or matched (FID, KID, IS), where it has none (precision/recall, density/coverage
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -288,15 +289,15 @@ def bootstrap_intervals(
         real_inside = (d_rf[:, fu] <= f_radii[None, :]).any(axis=1)  # per original real row
         precisions[i], recalls[i] = fake_inside[fi].mean(), real_inside[ri].mean()
 
-    def ci(values: np.ndarray, estimate: float) -> list[float]:
+    def ci(values: np.ndarray, estimate: float, high: float = math.inf) -> list[float]:
         lo, hi = np.percentile(values, [2.5, 97.5]) - (values.mean() - estimate)  # centred on the estimate
-        return [float(lo), float(hi)]
+        return [float(max(lo, 0.0)), float(min(hi, high))]  # the shift never leaves the metric's range
 
     precision, recall = precision_recall(real, fake, k=k)
     fid = (frechet_distance_from_features(real, fake) if fixed_stats is None
            else frechet_distance(*feature_stats(fake), *fixed_stats))
     return {"fid_ci95": ci(fids, fid),
-            "precision_ci95": ci(precisions, precision), "recall_ci95": ci(recalls, recall)}
+            "precision_ci95": ci(precisions, precision, 1.0), "recall_ci95": ci(recalls, recall, 1.0)}
 
 
 def metric_warnings(n_samples: int, n_reference: int, num_features: int) -> list[str]:

@@ -35,6 +35,7 @@ from genbench.components.common.io import (
 from genbench.components.common.records import (
     IntraClassFID,
     MetricsRecord,
+    SampleRecord,
     SweepRecord,
     curve_rows,
     read_curve,
@@ -50,6 +51,7 @@ from genbench.components.report import figures
 from genbench.components.report import results as tables
 from genbench.config import NFE, Config
 from genbench.layout import REAL, Layout
+from genbench.models import family as family_spec
 
 GRID_IMAGES = 64
 CLASS_GRID_IMAGES = 8  # columns of the per-class grid of a class-conditional entry
@@ -125,7 +127,19 @@ def _entry(entry: str, config: Config, layout: Layout) -> tables.Row:
             "device_seconds": summary.device_seconds, "images_per_second": summary.images_per_second,
             "sample_seconds_per_image": record.seconds / record.n,
         })
-    return tables.entry_row(entry, config.entry(entry).family, config.seeds, metrics, summaries, samples, runs)
+    return tables.entry_row(entry, config.entry(entry).family, config.seeds, metrics, summaries, samples, runs,
+                            _sampling_text(samples[0]))
+
+
+def _sampling_text(record: SampleRecord) -> str:
+    """How a sample record's images were drawn, in the words of its sampler: the options that sampler reads
+    (those it ignores are left out), guidance included, and which weights."""
+    written = {key: value for key, value in record.sampling.items() if key != "family"}  # the record's, not a setting
+    settings = family_spec(record.family).sampling.model_validate(written)
+    sampler, options = settings.sampler_call()
+    shown = [f"{name} {value}" for name, value in options.items() if value is not None]
+    weights = "EMA weights" if record.sampling.get("ema", True) else "raw weights"
+    return ", ".join([f"sampler {sampler}", *shown, weights])
 
 
 def _stage_hash(path: Path) -> str:
@@ -306,8 +320,9 @@ def _sweep_markdown(swept: list[SweepRecord]) -> str:
 
 def _sweep_protocol(record: SweepRecord) -> str:
     """What a sweep table's numbers were measured under, stated below it."""
-    scored = (f"Protocol: {record.protocol.describe()}" if record.protocol is not None
-              else "Protocol: not recorded (a summary from before it was)")
+    scored = (record.protocol.describe() if record.protocol is not None
+              else "protocol not recorded (a summary from before it was)")
+    scored = scored[0].upper() + scored[1:]
     intervals = (f"intervals from {record.bootstrap} bootstrap resamples" if record.bootstrap
                  else "no intervals (evaluate.bootstrap is 0)")
     return f"{scored}; {intervals}."

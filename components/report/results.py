@@ -95,14 +95,14 @@ class Row:
 
 
 def entry_row(entry: str, family: str, seeds: tuple[int, ...], metrics: list[MetricsRecord],
-              summaries: list[TrainSummary], samples: list[SampleRecord], runs: list[dict[str, Any]]) -> Row:
-    """An entry's row from its per-seed metrics, training summaries, sample records and run provenance."""
+              summaries: list[TrainSummary], samples: list[SampleRecord], runs: list[dict[str, Any]],
+              sampling: str = "") -> Row:
+    """An entry's row from its per-seed metrics, training summaries, sample records and run provenance;
+    `sampling` says how its samples were drawn."""
     check_protocols({f"{entry} seed {seed}": record.protocol for seed, record in zip(seeds, metrics)})
-    settings = ", ".join(f"{key} {value}" for key, value in sorted(samples[0].sampling.items()) if value is not None)
     return Row(entry, family, seeds, {m.key: Stat.of(metrics, m.key) for m in METRICS},
                metrics[0].n_samples, metrics[0].n_reference, summaries[0].num_parameters,
-               samples[0].network_evaluations, runs, metrics[0].protocol, settings or "defaults",
-               metric_warnings(metrics))
+               samples[0].network_evaluations, runs, metrics[0].protocol, sampling, metric_warnings(metrics))
 
 
 def real_row(metrics: MetricsRecord) -> Row:
@@ -149,7 +149,7 @@ def numbered_notes(rows: list[Row]) -> tuple[dict[tuple[str, str], int], list[st
     marks: dict[tuple[str, str], int] = {}
     for row in ordered(rows):
         for key, texts in row.warnings.items():
-            text = " ".join(texts)
+            text = "; ".join(texts)
             if text not in notes:
                 notes.append(text)
             marks[(row.name, key)] = notes.index(text) + 1
@@ -243,7 +243,8 @@ def results_markdown(rows: list[Row], provenance: dict[str, str]) -> str:
             f"{row.num_parameters:,}" if row.num_parameters is not None else "not a model",
             str(row.network_evaluations) if row.network_evaluations is not None else "–",
         ]))
-    lines += ["", f"Protocol: {protocol_line(rows)}. {_sizes(rows)}. {spread_note(rows)} NFE: network evaluations "
+    protocol = protocol_line(rows)
+    lines += ["", f"{protocol[0].upper()}{protocol[1:]}. {_sizes(rows)}. {spread_note(rows)} NFE: network evaluations "
               f"per image. {_floor(rows)} Data manifest md5 `{provenance['data_manifest_md5']}`, git commit "
               f"`{provenance['git_commit']}`."]
     sampled = [row for row in ordered(rows) if row.family != "real"]

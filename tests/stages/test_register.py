@@ -53,6 +53,9 @@ METRICS = {  # a metrics record (components/common/records.py MetricsRecord) les
     "inception_score_unavailable": "not requested", "n_samples": 64, "n_reference": 64, "reference_md5": REF_MD5,
     "feature_extractor": {"name": "tiny-cnn", "sha256": EXTRACTOR_SHA}, "preprocessing": {"resize": 8},
     "inception_dtype": "fp32", "reference_stats_key": "toy-ref", "warnings": [],
+    "protocol": {"name": "holdout", "dataset": "toy", "n_generated": 64, "reference_split": "test",
+                 "reference_size": 64, "feature_reference_size": 64, "resize": "legacy-tf", "network": "tiny-cnn@000",
+                 "precision": "fp32"},
 }
 MANIFEST = {"dataset": "toy", "image_shape": [8, 8, 1], "counts": {"train.npy": 64, "reference.npy": 64},
             "files": {"train.npy": "a" * 32, "reference.npy": REF_MD5}}
@@ -200,6 +203,9 @@ def test_register_and_champion(tmp_path, monkeypatch):
     run = client.get_run(r1["run_id"])
     assert run.info.run_name == FAMILY
     assert run.data.tags["genbench.entry"] == FAMILY and "genbench.name" not in run.data.tags
+    # the protocol its FID was measured under, field by field, and whole on the version (promotion compares on it)
+    assert {key: run.data.tags[f"protocol.{key}"] for key in METRICS["protocol"]} == {
+        key: str(value) for key, value in METRICS["protocol"].items()}
     assert run.info.experiment_id == exp.experiment_id
     assert run.info.status == "FINISHED"
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").resolve().as_uri())
@@ -233,6 +239,7 @@ def test_register_and_champion(tmp_path, monkeypatch):
     assert float(mv.tags["fid"]) == 12.5
     assert mv.tags["data_md5"] == REF_MD5
     assert mv.tags["feature_extractor_sha256"] == EXTRACTOR_SHA
+    assert mv.tags["evaluation_protocol"] == "holdout|toy|64|test|64|64|legacy-tf|tiny-cnn@000|fp32"
     canonical = json.dumps(CONFIG, sort_keys=True)
     assert mv.tags["params_hash"] == hashlib.sha256(canonical.encode()).hexdigest()
     assert mv.tags["git_commit"] == "unknown"  # tmp_path is not a git checkout

@@ -130,7 +130,7 @@ def test_one_seed_shows_bootstrap_intervals(trained: Path, pixel_network: list[i
     markdown = Path("results/results.md").read_text()
     # the FID carries the mark of the note that says what its metrics file warned (N far below 10 000 here)
     assert f"| {metrics['fid']:.2f} [{low:.2f}, {high:.2f}] ¹ |" in markdown
-    assert f"\n1. {' '.join(w for w in metrics['warnings'] if 'KID' not in w)}\n" in markdown
+    assert f"\n1. {'; '.join(w for w in metrics['warnings'] if 'KID' not in w)}\n" in markdown
 
 
 def test_evaluate_real_needs_the_holdout(prepared: Path) -> None:
