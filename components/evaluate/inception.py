@@ -266,8 +266,7 @@ def standard_inception_logits(
     """
     if importlib.util.find_spec("torch_fidelity") is None:
         raise ModuleNotFoundError(
-            "torch-fidelity is not installed (`pip install torch-fidelity`, then its weights download once); the "
-            "offline FID network gives pool3 features only, without the classifier logits Inception Score needs"
+            "torch-fidelity is not installed (`pip install torch-fidelity`, then its weights download once)"
         )
     from torchmetrics.image.fid import NoTrainInceptionV3
 
