@@ -213,6 +213,7 @@ class SweepRow(BaseModel):
     fid_ci95: list[float] | None = None
     precision_ci95: list[float] | None = None
     recall_ci95: list[float] | None = None
+    warnings: list[str] = []  # what its metrics file warned (none in summaries written before they were kept)
 
 
 class SweepRecord(BaseModel):

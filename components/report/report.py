@@ -37,6 +37,7 @@ from genbench.components.common.records import (
     MetricsRecord,
     SampleRecord,
     SweepRecord,
+    SweepRow,
     curve_rows,
     read_curve,
     read_metrics,
@@ -306,15 +307,25 @@ def _sweep_markdown(swept: list[SweepRecord]) -> str:
 
     for record in swept:
         held = ", ".join(f"{k}={v}" for k, v in record.set.items())
+        warned = {id(row): "; ".join(w for w in row.warnings if "KID" not in w and "intra-class" not in w)
+                  for row in record.rows}  # what qualifies the FID: the table has no KID column
+        notes = list(dict.fromkeys(text for text in warned.values() if text))
+
+        def fid(row: SweepRow) -> str:  # with the mark of what its metrics file warned
+            text = warned[id(row)]
+            return cell(row.fid, row.fid_ci95, 2) + (f" {notes.index(text) + 1}".translate(tables.SUPERSCRIPTS)
+                                                      if text else "")
+
         if record.vary == NFE:
-            lines += _nfe_markdown(record, held, cell)
+            lines += _nfe_markdown(record, held, cell, fid)
         else:
             lines += [f"### {record.name}: {record.entry}, {record.vary}" + (f" ({held})" if held else ""), "",
                       f"| {record.vary} | FID ↓ | precision ↑ | recall ↑ | samples |", "|---:|---:|---:|---:|---:|"]
-            lines += [f"| {r.value} | {cell(r.fid, r.fid_ci95, 2)} | {cell(r.precision, r.precision_ci95, 3)} | "
+            lines += [f"| {r.value} | {fid(r)} | {cell(r.precision, r.precision_ci95, 3)} | "
                       f"{cell(r.recall, r.recall_ci95, 3)} | {r.n_samples} |" for r in record.rows]
             lines.append("")
-        lines += [_sweep_protocol(record), ""]
+        lines += [_sweep_protocol(record), "", *(f"{number}. {text}" for number, text in enumerate(notes, 1))]
+        lines += [""] if notes else []
     return "\n".join(lines)
 
 
@@ -328,7 +339,8 @@ def _sweep_protocol(record: SweepRecord) -> str:
     return f"{scored}; {intervals}."
 
 
-def _nfe_markdown(record: SweepRecord, held: str, cell: Callable[[float, list[float] | None, int], str]) -> list[str]:
+def _nfe_markdown(record: SweepRecord, held: str, cell: Callable[[float, list[float] | None, int], str],
+                  fid: Callable[[SweepRow], str]) -> list[str]:
     """The table of an FID-against-NFE sweep: a row per sampler and NFE target, with the steps that fit it."""
     targets = ", ".join(f"{value:g}" for value in dict.fromkeys(row.value for row in record.rows))
     lines = [f"### {record.name}: {record.entry}, FID against NFE" + (f" ({held})" if held else ""), "",
@@ -336,7 +348,7 @@ def _nfe_markdown(record: SweepRecord, held: str, cell: Callable[[float, list[fl
              f"({targets}): Heun takes 2 per step but the last, and guidance at w other than 0 and 1 doubles them.",
              "", "| sampler | steps | NFE | FID ↓ | precision ↑ | recall ↑ | samples |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r.sampler} | {r.sample_steps} | {r.network_evaluations} | {cell(r.fid, r.fid_ci95, 2)} | "
+    lines += [f"| {r.sampler} | {r.sample_steps} | {r.network_evaluations} | {fid(r)} | "
               f"{cell(r.precision, r.precision_ci95, 3)} | {cell(r.recall, r.recall_ci95, 3)} | {r.n_samples} |"
               for r in record.rows]
     return [*lines, ""]

@@ -57,6 +57,7 @@ def sweep(name: str, config: SweepConfig, run_dir: Path, base: SamplingConfig, s
                              precision=metrics["precision"], recall=metrics["recall"], n_samples=metrics["n_samples"],
                              samples_md5=metrics["samples_md5"],
                              sample_seconds=round(seconds, 3), seconds_per_image=seconds / settings.n,
+                             warnings=metrics["warnings"],
                              **{key: metrics[key] for key in ("fid_ci95", "precision_ci95", "recall_ci95")
                                 if metrics.get(key) is not None}))
     record = SweepRecord(name=name, entry=config.entry, vary=config.vary, set=config.set, rows=rows,

@@ -49,7 +49,7 @@ def test_an_nfe_sweep_draws_each_sampler_within_its_target(trained: Path, pixel_
     table = _sweep_markdown([record])
     assert "### nfe: ddpm, FID against NFE" in table and "| sampler | steps | NFE | FID ↓ |" in table
     low, high = record.rows[2].fid_ci95
-    assert f"| heun | 2 | 3 | {record.rows[2].fid:.2f} [{low:.2f}, {high:.2f}] |" in table
+    assert f"| heun | 2 | 3 | {record.rows[2].fid:.2f} [{low:.2f}, {high:.2f}] ¹ |" in table  # N = 12: warned
 
     real = MetricsRecord.model_validate(json.loads((folder / "heun-nfe-3.metrics.json").read_text()))
     figures.nfe_sweep(record, real, trained / "nfe")

@@ -27,8 +27,13 @@ def test_a_sweep_point_carries_the_intervals_of_its_metrics(trained: Path, pixel
     low, high = row.fid_ci95
     assert low < high
     table = _sweep_markdown([record])
-    assert f"| {row.value} | {row.fid:.2f} [{low:.2f}, {high:.2f}] | {row.precision:.3f} [" in table
-    without = record.model_copy(update={"rows": [row.model_copy(update={"fid_ci95": None})]})
+    # the FID carries the mark of its metrics file's warnings (N = 12 here), listed under the table with the
+    # protocol and the bootstrap count
+    assert row.warnings == scored["warnings"] != []
+    assert f"| {row.value} | {row.fid:.2f} [{low:.2f}, {high:.2f}] ¹ | {row.precision:.3f} [" in table
+    assert f"\n1. {'; '.join(w for w in row.warnings if 'KID' not in w)}\n" in table
+    assert "Protocol holdout:" in table and f"intervals from {record.bootstrap} bootstrap resamples" in table
+    without = record.model_copy(update={"rows": [row.model_copy(update={"fid_ci95": None, "warnings": []})]})
     assert f"| {row.value} | {row.fid:.2f} | {row.precision:.3f} [" in _sweep_markdown([without])
 
     figures.sweep(record, MetricsRecord.model_validate(scored), trained / "sweep")
