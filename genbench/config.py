@@ -67,8 +67,8 @@ class DataConfig(Strict):
     validation_size: PositiveInt = 2000  # held out from the train split, never trained on: what model selection
     # (the FID curve during training) measures against, so the test split stays unseen until evaluate
     holdout_size: PositiveInt = 10000  # also held out from the train split, never trained or selected on, scored
-    # like samples (the report's real-data row); must equal sample.n, kept under `data` so that a sample.n change
-    # does not re-run prepare
+    # like samples (the report's real-data row); must equal sample.n under protocol holdout, kept under `data` so
+    # that a sample.n change does not re-run prepare
     reference_size: PositiveInt = 10000  # real images from the test split that final metrics compare against
     # (folder: from the same images as the other three sets, disjoint from them)
     # folder only: a folder of PNG/JPEG/BMP/WebP images (one sub-folder per class, or none), or a uint8 .npy of
@@ -112,7 +112,7 @@ class DataConfig(Strict):
 
 
 class SampleConfig(Strict):
-    n: PositiveInt = 10000  # images per family (data.holdout_size must match)
+    n: PositiveInt = 10000  # images per family (data.holdout_size must match under protocol holdout)
     batch_size: PositiveInt = 250
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where sampling runs
 
@@ -338,7 +338,8 @@ class Config(Strict):
                 raise ValueError(f"models.{name}.train.batch_size: {batch_size} is more than data.train_size "
                                  f"({self.data.train_size}), so every batch would be the whole training set; lower "
                                  f"models.{name}.train.batch_size or raise data.train_size")
-        if self.data.holdout_size != self.sample.n:
+        # under protocol paper the floor is the test split's reference images, so N need not match the holdout
+        if self.data.holdout_size != self.sample.n and self.evaluate.protocol == "holdout":
             raise ValueError(
                 f"data.holdout_size: {self.data.holdout_size} real images, but sample.n is {self.sample.n}: the "
                 "report's real-data row is the floor only at the samples' N; set data.holdout_size to sample.n"

@@ -148,6 +148,9 @@ BAD = [
      "models.ddpm.arch.guidance_scale", "unknown key"),
     ("holdout unlike sample.n", lambda r: r["data"]["profiles"]["quick"].update(holdout_size=200),
      "data.holdout_size", "200 real images, but sample.n is 300"),
+    # quick scores with dtype auto (bf16 on AMX hosts); the paper protocol is fp32 only
+    ("paper protocol in bf16", lambda r: r["evaluate"].update(protocol="paper"), "evaluate.dtype",
+     "auto under evaluate.protocol paper, which scores in fp32"),
     ("a profile at the top level", lambda r: r.update(profile="quick"), "profile", "not top-level keys"),
     ("a plan at the top level", lambda r: r.update(entries=["vae"]), "entries", "lives under `profiles.<name>`"),
     ("profiles not a mapping", lambda r: r["sample"].update(profiles=["tiny"]), "sample.profiles",
@@ -199,6 +202,21 @@ def test_bad_params_name_the_field(tmp_path: Path, case: str, edit, field: str, 
         load_config(params, "quick")
     message = str(info.value)
     assert f"{field}:" in message and hint in message, message
+
+
+def test_the_paper_protocol_takes_any_n_against_its_test_split_floor(tmp_path: Path) -> None:
+    """Under protocol paper the floor is the test split, so sample.n (50 000 in published FIDs) need not equal
+    data.holdout_size, which the holdout protocol requires."""
+    params = tmp_path / "params.yaml"
+
+    def paper(raw: dict[str, Any]) -> None:
+        raw["evaluate"].update(protocol="paper")
+        raw["evaluate"]["profiles"]["quick"].update(dtype="fp32")
+        raw["sample"]["profiles"]["quick"].update(n=500)
+
+    params.write_text(_params_text(paper))
+    config = load_config(params, "quick")
+    assert (config.evaluate.protocol, config.sample.n, config.data.holdout_size) == ("paper", 500, 300)
 
 
 def test_an_unknown_profile_is_named_with_the_profiles() -> None:
