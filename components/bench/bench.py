@@ -208,7 +208,9 @@ def goals(name: str, training: TrainFigures, sampling: SampleFigures, timesteps:
              met=training.speedup is not None and training.speedup >= 2.0, judged=h100),
         Goal(goal="fast path training MFU >= 35 %", target=0.35, value=fast_mfu,
              met=fast_mfu is not None and fast_mfu >= 0.35, judged=h100),
-        Goal(goal="DDIM 50 >= 15x DDPM 1000 images/s", target=15.0, value=sampling.speedup,
+        Goal(goal="DDIM 50 >= 15x DDPM 1000 images/s" + ("" if at_goal_sizes else
+                                                          f" (measured: DDIM {ddim_steps} against DDPM {timesteps})"),
+             target=15.0, value=sampling.speedup,
              met=sampling.speedup >= 15.0, judged=h100 and at_goal_sizes),
     ]  # fmt: skip
 
