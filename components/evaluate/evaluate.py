@@ -20,7 +20,7 @@ from genbench.components.common.images import array_digest, load_images, validat
 from genbench.components.common.io import clean_leftovers, file_digest, load_npy, require_file, write_json
 from genbench.components.common.manifest import cached_digest, labels_path, verify_prepared
 from genbench.components.common.records import PAPER_N, MetricsRecord, Protocol, Scores, check_samples
-from genbench.components.evaluate.features import reference_features
+from genbench.components.evaluate.features import reference_features, set_features
 from genbench.components.evaluate.inception import (
     extract_features,
     extractor_identity,
@@ -112,6 +112,7 @@ def score(
     protocol: str = "given",
     dataset: str | None = None,
     reference_split: str = "given",
+    samples_md5: str | None = None,
 ) -> dict[str, Any]:
     """All metrics of `samples` against `reference` (uint8 NHWC): one network pass per set, reference cached.
 
@@ -119,7 +120,8 @@ def score(
     (`resize`: inception.RESIZE_MODES). With both label arrays (a class-conditional model's samples), also FID
     within each class. With `training` (the paper protocol) every metric is against a training split instead:
     FID against its statistics, the row-based metrics against its kept rows; `reference` is then None. The
-    record states the `protocol` (named, over `dataset`'s `reference_split`).
+    record states the `protocol` (named, over `dataset`'s `reference_split`). With `samples_md5` the samples'
+    features are cached under it too (features.set_features).
     """
     if training is None:
         assert reference is not None, "a reference set or training statistics"
@@ -131,11 +133,12 @@ def score(
         check_sets(samples, None, k, density_k, samples_name)
         ref_features, ref_mu, ref_sigma, key = training.features, training.mu, training.sigma, training.key
         n_reference, reference_labels = training.n, training.labels if sample_labels is not None else None
-    sample_features = extract_features(samples, batch_size=batch_size, device=device, dtype=dtype, resize=resize)
+    sample_features = (extract_features(samples, batch_size=batch_size, device=device, dtype=dtype, resize=resize)
+                       if samples_md5 is None else
+                       set_features(samples, samples_md5, cache_dir, batch_size, device, dtype, resize))
     result = compute_metrics(
-        ref_features, sample_features, ref_stats=(ref_mu, ref_sigma), k=k, density_k=density_k,
-        kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, bootstrap=bootstrap, seed=seed,
-        fixed_reference=training is not None,
+        ref_features, sample_features, fixed_stats=(ref_mu, ref_sigma) if training is not None else None, k=k,
+        density_k=density_k, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, bootstrap=bootstrap, seed=seed,
     )  # fmt: skip
     if compute_inception_score:
         result.update(_try_inception_score(samples, is_splits, batch_size, device, seed))
@@ -179,14 +182,15 @@ def score(
 
 def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_dir: Path,
              settings: EvaluateConfig = EvaluateConfig(), recorded: bool = False, data: DataConfig | None = None,
-             download_dir: Path | None = None, **options: Any) -> dict[str, Any]:
+             download_dir: Path | None = None, cache_samples: bool = False, **options: Any) -> dict[str, Any]:
     """Score generated samples against reference images and write the record, with the samples' md5, to `out_path`.
 
     The samples' record beside them (`genbench sample` writes one) must vouch for their bytes; `recorded`: it must
     exist (an entry's samples). Reference statistics are cached under `cache_dir` so that every family is scored
     against the same numbers without re-running the slow network on the reference set. `settings.protocol` paper
     scores against `data`'s whole training split instead (found in `download_dir`, as `prepare` fetches it), whose
-    statistics are cached the same way. `options` go to `score()` (density_k, kid_subsets, kid_subset_size,
+    statistics are cached the same way. `cache_samples`: the samples' features too (a sweep's sets, which other
+    sweeps of the entry may draw again byte for byte). `options` go to `score()` (density_k, kid_subsets, kid_subset_size,
     bootstrap, seed, is_splits, compute_inception_score).
     """
     samples_path, reference_path, out_path = Path(samples_path), Path(reference_path), Path(out_path)
@@ -229,7 +233,8 @@ def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_
         samples_name=str(samples_path), reference_name=str(reference_path), sample_labels=sample_labels,
         reference_labels=reference_labels, training=training, protocol=settings.protocol,
         dataset=data.dataset if data is not None else None,
-        reference_split="given" if data is None else "folder" if data.dataset == "folder" else "test", **options,
+        reference_split="given" if data is None else "folder" if data.dataset == "folder" else "test",
+        samples_md5=cached_digest(samples_path) if cache_samples else None, **options,
     )  # fmt: skip
     result["samples_md5"] = cached_digest(samples_path)  # hashed once: check_samples read it above
     # exclude_unset: the keys `score` returned, no more (an interval or network it did not compute stays out)

@@ -1,8 +1,10 @@
-"""Inception features of image sets, with the reference set's features cached on disk.
+"""Inception features of image sets, with the reference set's (and a sweep set's) features cached on disk.
 
 Every family is scored against the same reference numbers, and the slow network runs over the reference once:
 the cache key is the reference bytes' md5, the network's sha256 and the preprocessing, so a changed byte,
-network or resize rule recomputes.
+network or resize rule recomputes. Sweep sets are cached the same way, since sweeps of one entry overlap (the
+DDIM line of an NFE sweep is a DDIM-steps sweep; a guidance sweep's w = 1 is the entry's own setting): the same
+weights, seeds and settings give the same bytes, which pass through the network once.
 """
 
 from __future__ import annotations
@@ -46,3 +48,21 @@ def reference_features(
     mu, sigma = feature_stats(features)
     atomic_write(cache_path, lambda handle: np.savez(handle, features=features, mu=mu, sigma=sigma))
     return features, mu, sigma, key
+
+
+def set_features(
+    images: np.ndarray, md5: str, cache_dir: Path, batch_size: int, device: str, dtype: str = "fp32",
+    resize: str = "legacy-tf",
+) -> np.ndarray:
+    """Features of an image set whose bytes hash to `md5`, from the cache or computed once and cached atomically.
+    Stored as float32 where that is exact (the network gives float32): half of float64's disk."""
+    key = reference_stats_key(md5, extractor_identity(), preprocessing(resize) | dtype_record(dtype))
+    cache_path = Path(cache_dir) / f"features-{key}.npz"
+    if cache_path.is_file():
+        with np.load(cache_path, allow_pickle=False) as cached:
+            return cached["features"].astype(np.float64)
+    features = extract_features(images, batch_size=batch_size, device=device, dtype=dtype, resize=resize)
+    narrow = features.astype(np.float32)
+    stored = narrow if np.array_equal(narrow, features) else features
+    atomic_write(cache_path, lambda handle: np.savez(handle, features=stored))
+    return features

@@ -45,7 +45,7 @@ STAGE = Stage(
         Place("reference", lambda here, at: here.reference, "in", "Real reference .npy."),
         Place("sets", lambda here, at: here.sweep(at.sweep), "out", "Folder of the sample sets and their metrics."),
         Place("out", lambda here, at: here.sweep_summary(at.sweep), "metrics", "Summary JSON."),
-        Place("cache", lambda here, at: here.cache, "scratch", "Cache of the reference set's features."),
+        Place("cache", lambda here, at: here.cache, "scratch", "Cache of the reference's and the sets' features."),
         Place("downloads", lambda here, at: here.downloads, "scratch", "Where the dataset is downloaded."),
     ),
     code=("components/sweep", "components/sample", "components/evaluate", "components/prepare", *SHARED_CODE),

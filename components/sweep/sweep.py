@@ -49,7 +49,7 @@ def sweep(name: str, config: SweepConfig, run_dir: Path, base: SamplingConfig, s
         drawn = sample(run_dir, images, config.entry, settings, sampling, seed)
         seconds = time.perf_counter() - started
         metrics = evaluate(images, reference_path, scores, cache_dir=cache_dir, settings=evaluate_settings,
-                           recorded=True, data=data, download_dir=download_dir)
+                           recorded=True, data=data, download_dir=download_dir, cache_samples=True)
         protocol = metrics["protocol"]
         sampler, options = sampling.sampler_call()
         rows.append(SweepRow(value=value, sampler=sampler, sample_steps=options.get("sample_steps"),
