@@ -84,7 +84,7 @@ def _replace(old: str, new: str) -> Text:
 
 
 VAE_TINY_TRAIN = "steps: 4, batch_size: 16, log_every: 1"
-VAE_QUICK_TRAIN = "steps: 1200, batch_size: 32"
+VAE_QUICK_TRAIN = "steps: 800, batch_size: 32"
 
 
 def _mutate(edit) -> dict:
@@ -179,7 +179,7 @@ BAD = [
      "models.vae.profiles.quick.train.batch_size", "valid integer; write a whole number"),
     ("integral float for an integer", lambda r: r["sample"]["profiles"]["quick"].update(batch_size=150.0),
      "sample.profiles.quick.batch_size", "(got 150.0)"),
-    ("1e9 as written (PyYAML: a string)", _replace(VAE_QUICK_TRAIN, "steps: 1200, batch_size: 1e9"),
+    ("1e9 as written (PyYAML: a string)", _replace(VAE_QUICK_TRAIN, "steps: 800, batch_size: 1e9"),
      "models.vae.profiles.quick.train.batch_size", "(got '1e9')"),
     ("train_size above the train split", lambda r: r["data"]["profiles"]["quick"].update(train_size=70000),
      "data.train_size", "70000 exceeds the 60000 images of fashion_mnist's train split; lower it"),
