@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from genbench.components.evaluate import training_stats
-from genbench.components.evaluate.inception import extract_features
+from genbench.components.evaluate.inception import NUM_FEATURES
 from genbench.components.evaluate.metrics import feature_stats
 from genbench.components.evaluate.training_stats import RunningMoments, training_statistics
 
@@ -29,13 +29,26 @@ def _images(n: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(0, 256, size=(n, 8, 8, 1), dtype=np.uint8), rng.integers(0, 10, size=n)
 
 
+PROJECTION = np.random.default_rng(2).normal(size=(64, NUM_FEATURES))
+
+
+def _features(images: np.ndarray) -> np.ndarray:
+    """A stand-in for the network (what is tested is the streaming, not the features): a fixed projection."""
+    return images.reshape(len(images), -1).astype(np.float64) @ PROJECTION
+
+
+def _batches(images: np.ndarray, batch_size: int = 50, *_: object, **__: object):
+    for start in range(0, len(images), batch_size):
+        yield start, _features(images[start : start + batch_size])
+
+
 def test_streamed_statistics_equal_the_feature_matrix_and_resume(tmp_path, monkeypatch) -> None:
     images, labels = _images(23)
-    features = extract_features(images, batch_size=4)
+    features = _features(images)
     mu, sigma = feature_stats(features)
     monkeypatch.setattr(training_stats, "CHUNK_ROWS", 6)
     monkeypatch.setattr(training_stats, "CHECKPOINT_IMAGES", 8)
-    real_iter = training_stats.iter_features
+    real_iter = _batches
 
     def stopped(*args, **kwargs):  # a pass killed after its third batch (12 images, one checkpoint at 8)
         for index, item in enumerate(real_iter(*args, **kwargs)):
