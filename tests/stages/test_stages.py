@@ -364,6 +364,8 @@ def check_plain_mlflow_loads_the_champion(project: Path) -> None:
     assert mlmodel.flavors["python_function"]["loader_module"] == "mlflow.pyfunc.loaders.code_model"
     assert (version / "generator_model.py").is_file() and not list(version.rglob("*.pkl"))
     assert f"genbench=={metadata_version('genbench')}" in (version / "requirements.txt").read_text().split()
+    # conda.yaml pins the pip that installed these (a venv without pip leaves it bare, and MLflow warns)
+    assert f"pip<={metadata_version('pip')}" in yaml.safe_load((version / "conda.yaml").read_text())["dependencies"]
     assert mlmodel.signature.inputs.to_dict() == [{"type": "long", "name": "n", "required": True},
                                                   {"type": "long", "name": "seed", "required": True}]
     assert mlmodel.signature.outputs.to_dict() == [{"name": "images", "type": "tensor",
