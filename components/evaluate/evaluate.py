@@ -190,8 +190,8 @@ def evaluate(samples_path: Path, reference_path: Path, out_path: Path, *, cache_
     against the same numbers without re-running the slow network on the reference set. `settings.protocol` paper
     scores against `data`'s whole training split instead (found in `download_dir`, as `prepare` fetches it), whose
     statistics are cached the same way. `cache_samples`: the samples' features too (a sweep's sets, which other
-    sweeps of the entry may draw again byte for byte). `options` go to `score()` (density_k, kid_subsets, kid_subset_size,
-    bootstrap, seed, is_splits, compute_inception_score).
+    sweeps of the entry may draw again byte for byte). `options` go to `score()` (density_k, kid_subsets,
+    kid_subset_size, bootstrap, seed, is_splits, compute_inception_score).
     """
     samples_path, reference_path, out_path = Path(samples_path), Path(reference_path), Path(out_path)
     paper = settings.protocol == "paper"

@@ -28,10 +28,11 @@ def sweep(name: str, config: SweepConfig, run_dir: Path, base: SamplingConfig, s
           reference_path: Path, out_dir: Path, summary_path: Path, *, cache_dir: Path,
           evaluate_settings: EvaluateConfig = EvaluateConfig(), data: DataConfig | None = None,
           download_dir: Path | None = None) -> SweepRecord:
-    """Sample `config.n` (else `settings.n`) images from `run_dir` (entry `config.entry`) under `base` with `config.set` and each
-    value of `config.vary` (or each sampler and NFE target: `SweepConfig.points`, for the run's own arch), score each
-    set against `reference_path` (or under `evaluate_settings.protocol` paper, against `data`'s training split in
-    `download_dir`), and write the per-set rows."""
+    """Sample `config.n` (else `settings.n`) images from `run_dir` (entry `config.entry`) under `base` with
+    `config.set` and each value of `config.vary` (or each sampler and NFE target: `SweepConfig.points`, for the
+    run's own arch), score each set against `reference_path` (or under `evaluate_settings.protocol` paper, against
+    `data`'s training split in `download_dir`), and write the per-set rows. A set's features are cached by its
+    bytes, so a set another sweep drew alike is not run through the network again."""
     out_dir, summary_path = Path(out_dir), Path(summary_path)
     settings = settings.model_copy(update={"n": config.n}) if config.n else settings
     check_complete(run_dir)  # inputs first: a missing or unfinished run stops the sweep before anything is touched
