@@ -237,7 +237,7 @@ def _reference(config: Config, data: Path, work: Path, settings: EvidenceSetting
     reference, md5 = load_npy(path), cached_digest(path)
     split = "folder" if config.data.dataset == "folder" else "test"
     title = f"FID reference: features of {len(reference)} {config.data.dataset} {split} images (protocol holdout)"
-    phases.run("reference", title, lambda: reference_features(reference, md5, scoring["cache_dir"], **options)[3],
+    phases.run("reference", title, lambda: reference_features(reference, md5, scoring["cache_dir"], **options)[1],
                lambda key: f"cached as {key[:12]}")
     return scoring | {"reference": reference, "reference_md5": md5, "reference_split": split}
 

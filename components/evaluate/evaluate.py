@@ -126,19 +126,18 @@ def score(
     if training is None:
         assert reference is not None, "a reference set or training statistics"
         check_sets(samples, reference, k, density_k, samples_name, reference_name)
-        ref_features, ref_mu, ref_sigma, key = reference_features(reference, reference_md5, cache_dir, batch_size,
-                                                                  device, dtype, resize)
-        n_reference = len(reference)
+        ref_features, key = reference_features(reference, reference_md5, cache_dir, batch_size, device, dtype, resize)
+        n_reference, fixed_stats = len(reference), None
     else:
         check_sets(samples, None, k, density_k, samples_name)
-        ref_features, ref_mu, ref_sigma, key = training.features, training.mu, training.sigma, training.key
+        ref_features, key, fixed_stats = training.features, training.key, (training.mu, training.sigma)
         n_reference, reference_labels = training.n, training.labels if sample_labels is not None else None
     sample_features = (extract_features(samples, batch_size=batch_size, device=device, dtype=dtype, resize=resize)
                        if samples_md5 is None else
                        set_features(samples, samples_md5, cache_dir, batch_size, device, dtype, resize))
     result = compute_metrics(
-        ref_features, sample_features, fixed_stats=(ref_mu, ref_sigma) if training is not None else None, k=k,
-        density_k=density_k, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, bootstrap=bootstrap, seed=seed,
+        ref_features, sample_features, fixed_stats=fixed_stats, k=k, density_k=density_k, kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size, bootstrap=bootstrap, seed=seed,
     )  # fmt: skip
     if compute_inception_score:
         result.update(_try_inception_score(samples, is_splits, batch_size, device, seed))

@@ -16,7 +16,6 @@ import numpy as np
 
 from genbench.components.common.io import atomic_write, config_hash
 from genbench.components.evaluate.inception import extract_features, extractor_identity, preprocessing
-from genbench.components.evaluate.metrics import feature_stats
 
 
 def dtype_record(dtype: str) -> dict[str, str]:
@@ -33,36 +32,36 @@ def reference_stats_key(reference_md5: str, extractor: dict[str, str], preproces
     return config_hash({"reference_md5": reference_md5, "extractor": extractor, "preprocessing": preprocessing})
 
 
+def _cached_features(
+    images: np.ndarray, md5: str, cache_dir: Path, kind: str, batch_size: int, device: str, dtype: str,
+    resize: str,
+) -> tuple[np.ndarray, str]:
+    """Features of an image set whose bytes hash to `md5`, and their cache key: from `cache_dir`, or computed once
+    and cached atomically (per dtype and resize mode: features of one are never mixed with another's). Stored as
+    float32 where that is exact (the network gives float32): half of float64's disk."""
+    key = reference_stats_key(md5, extractor_identity(), preprocessing(resize) | dtype_record(dtype))
+    cache_path = Path(cache_dir) / f"{kind}-{key}.npz"
+    if cache_path.is_file():
+        with np.load(cache_path, allow_pickle=False) as cached:
+            return cached["features"].astype(np.float64), key
+    features = extract_features(images, batch_size=batch_size, device=device, dtype=dtype, resize=resize)
+    narrow = features.astype(np.float32)
+    stored = narrow if np.array_equal(narrow, features) else features
+    atomic_write(cache_path, lambda handle: np.savez(handle, features=stored))
+    return features, key
+
+
 def reference_features(
     reference: np.ndarray, reference_md5: str, cache_dir: Path, batch_size: int, device: str,
     dtype: str = "fp32", resize: str = "legacy-tf",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """Reference features, mean, covariance and cache key, from the cache or computed once and cached atomically
-    (per dtype and resize mode: features of one are never mixed with another's)."""
-    key = reference_stats_key(reference_md5, extractor_identity(), preprocessing(resize) | dtype_record(dtype))
-    cache_path = Path(cache_dir) / f"reference-{key}.npz"
-    if cache_path.is_file():
-        with np.load(cache_path, allow_pickle=False) as cached:
-            return cached["features"], cached["mu"], cached["sigma"], key
-    features = extract_features(reference, batch_size=batch_size, device=device, dtype=dtype, resize=resize)
-    mu, sigma = feature_stats(features)
-    atomic_write(cache_path, lambda handle: np.savez(handle, features=features, mu=mu, sigma=sigma))
-    return features, mu, sigma, key
+) -> tuple[np.ndarray, str]:
+    """The reference set's features and their cache key (every metric takes the rows; FID too, exactly)."""
+    return _cached_features(reference, reference_md5, cache_dir, "reference", batch_size, device, dtype, resize)
 
 
 def set_features(
     images: np.ndarray, md5: str, cache_dir: Path, batch_size: int, device: str, dtype: str = "fp32",
     resize: str = "legacy-tf",
 ) -> np.ndarray:
-    """Features of an image set whose bytes hash to `md5`, from the cache or computed once and cached atomically.
-    Stored as float32 where that is exact (the network gives float32): half of float64's disk."""
-    key = reference_stats_key(md5, extractor_identity(), preprocessing(resize) | dtype_record(dtype))
-    cache_path = Path(cache_dir) / f"features-{key}.npz"
-    if cache_path.is_file():
-        with np.load(cache_path, allow_pickle=False) as cached:
-            return cached["features"].astype(np.float64)
-    features = extract_features(images, batch_size=batch_size, device=device, dtype=dtype, resize=resize)
-    narrow = features.astype(np.float32)
-    stored = narrow if np.array_equal(narrow, features) else features
-    atomic_write(cache_path, lambda handle: np.savez(handle, features=stored))
-    return features
+    """A generated set's features (a sweep's: another sweep may draw the same bytes), cached like the reference's."""
+    return _cached_features(images, md5, cache_dir, "features", batch_size, device, dtype, resize)[0]

@@ -48,10 +48,9 @@ def test_streamed_statistics_equal_the_feature_matrix_and_resume(tmp_path, monke
     mu, sigma = feature_stats(features)
     monkeypatch.setattr(training_stats, "CHUNK_ROWS", 6)
     monkeypatch.setattr(training_stats, "CHECKPOINT_IMAGES", 8)
-    real_iter = _batches
 
     def stopped(*args, **kwargs):  # a pass killed after its third batch (12 images, one checkpoint at 8)
-        for index, item in enumerate(real_iter(*args, **kwargs)):
+        for index, item in enumerate(_batches(*args, **kwargs)):
             if index == 3:
                 raise KeyboardInterrupt
             yield item
@@ -64,7 +63,7 @@ def test_streamed_statistics_equal_the_feature_matrix_and_resume(tmp_path, monke
 
     def counted(images_left, *args, **kwargs):
         resumed.append(len(images_left))
-        return real_iter(images_left, *args, **kwargs)
+        return _batches(images_left, *args, **kwargs)
 
     monkeypatch.setattr(training_stats, "iter_features", counted)
     stats = training_statistics(images, labels, tmp_path, keep=7, batch_size=4)
