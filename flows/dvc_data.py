@@ -37,7 +37,7 @@ def in_dvc_project(root: Path) -> bool:
     dvc_yaml = root / "dvc.yaml"
     if not (root / ".dvc").is_dir() or not dvc_yaml.is_file():
         return False
-    stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages") or {}
+    stages = (yaml.load(dvc_yaml.read_text(), Loader=yaml.CSafeLoader) or {}).get("stages") or {}
     if PREPARE_STAGE not in stages:
         return False
     from dvc.exceptions import NotDvcRepoError

@@ -176,9 +176,9 @@ class Plan:
 def params_text(params: Path) -> str:
     """params.yaml as one line of flow-style YAML, the same mapping without the comments: the KFP compiler copies
     every default into the IR file's header comment, where a line break would end the comment and break the YAML."""
-    raw = yaml.safe_load(Path(params).read_text())
+    raw = yaml.load(Path(params).read_text(), Loader=yaml.CSafeLoader)
     text = yaml.safe_dump(raw, default_flow_style=True, sort_keys=False, width=float("inf")).strip()
-    if "\n" in text or yaml.safe_load(text) != raw:
+    if "\n" in text or yaml.load(text, Loader=yaml.CSafeLoader) != raw:
         raise ValueError(f"{params}: a value spans several lines; the pipeline's params_yaml parameter must fit one")
     return text
 

@@ -23,8 +23,9 @@ class ConfigError(ValueError):
     """Bad parameters: the message names each offending field and what is allowed."""
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a mapping key written twice: PyYAML keeps the last one silently, so an edit
+class UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """PyYAML's safe loader (on libyaml's parser where the wheel has it, as the pure-Python one is slow enough to
+    show in every command), refusing a mapping key written twice: PyYAML keeps the last one silently, so an edit
     to the first would do nothing. Keys are compared as written, before merge keys are expanded: a key written
     beside `<<: *anchor` replaces the merged one, as YAML intends, and is not a duplicate."""
 

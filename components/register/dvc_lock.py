@@ -15,7 +15,7 @@ PREPARED = "data/prepared"  # its output folder, as dvc.yaml and dvc.lock spell 
 def read_lock(root: Path) -> dict[str, Any]:
     """dvc.lock of the project at `root`, or {} where DVC never ran."""
     path = Path(root) / "dvc.lock"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return (yaml.load(path.read_text(), Loader=yaml.CSafeLoader) or {}) if path.is_file() else {}
 
 
 def data_lock_hash(root: Path) -> str | None:

@@ -36,7 +36,7 @@ def _outputs(root: Path) -> set[str]:
 @pytest.mark.server  # the flow starts Prefect's ephemeral server
 def test_flow_writes_every_artifact(flow_project: Path) -> None:
     root = flow_project
-    n = yaml.safe_load((root / "params.yaml").read_text())["sample"]["profiles"]["tiny"]["n"]
+    n = yaml.load((root / "params.yaml").read_text(), Loader=yaml.CSafeLoader)["sample"]["profiles"]["tiny"]["n"]
     for family in FAMILIES:
         images = np.load(root / "samples" / family / "seed-0.npy")
         assert images.dtype == np.uint8 and images.shape == (n, 28, 28, 1) and images.max() > images.min()
@@ -71,7 +71,7 @@ def test_flow_logs_and_registers_in_mlflow(flow_project: Path) -> None:
     experiment = client.get_experiment_by_name("genbench")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     # The flow's data step went through DVC's prepare stage: dvc.lock records it, and every run carries its md5.
-    assert list(yaml.safe_load((root / "dvc.lock").read_text())["stages"]) == ["prepare"]
+    assert list(yaml.load((root / "dvc.lock").read_text(), Loader=yaml.CSafeLoader)["stages"]) == ["prepare"]
     data_md5 = data_lock_hash(root)
     assert data_md5 is not None and data_md5.endswith(".dir")
     assert set(runs) == set(FAMILIES)
@@ -122,7 +122,7 @@ def _status_after(root: Path, edit) -> str:
     path = root / "params.yaml"
     original = path.read_text()
     plan = (root / "plan.yaml").read_text()
-    params = yaml.safe_load(original)
+    params = yaml.load(original, Loader=yaml.CSafeLoader)
     edit(params)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     refresh_plan(root)

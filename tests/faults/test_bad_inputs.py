@@ -53,11 +53,11 @@ def _params(edit: object) -> Callable[[Path], None]:
         text = _params_text(edit)
         (root / "params.yaml").write_text(text)
         try:
-            raw = yaml.safe_load(text)
+            raw = yaml.load(text, Loader=yaml.CSafeLoader)
         except yaml.YAMLError:
             raw = None
         if not isinstance(raw, dict) or not isinstance(raw.get("profiles"), dict):
-            raw = yaml.safe_load((REPO / "params.yaml").read_text())
+            raw = yaml.load((REPO / "params.yaml").read_text(), Loader=yaml.CSafeLoader)
         (root / "plan.yaml").write_text(plan_text(raw, "quick", root / "params.yaml"))
     return setup
 
@@ -65,7 +65,7 @@ def _params(edit: object) -> Callable[[Path], None]:
 def _tiny_params(edit: Callable[[dict], None]) -> Callable[[Path], None]:
     """Edit the project's own (tiny, vae-only) params."""
     def setup(root: Path) -> None:
-        raw = yaml.safe_load((root / "params.yaml").read_text())
+        raw = yaml.load((root / "params.yaml").read_text(), Loader=yaml.CSafeLoader)
         edit(raw)
         (root / "params.yaml").write_text(yaml.safe_dump(raw))
     return setup

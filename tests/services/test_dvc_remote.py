@@ -113,7 +113,7 @@ def test_a_fresh_clone_pulls_everything_and_reruns_only_the_report(s3: dict[str,
     _run(["git", "add", "dvc.lock"], first, env)
     _run(["git", "commit", "-qm", "dvc repro"], first, env)
     _run(["dvc", "push"], first, env)
-    lock = yaml.safe_load((first / "dvc.lock").read_text())["stages"]
+    lock = yaml.load((first / "dvc.lock").read_text(), Loader=yaml.CSafeLoader)["stages"]
     assert _remote_key(data_lock_hash(first) or "?") in _bucket_keys(s3)
 
     second = tmp_path / "second"
@@ -148,7 +148,7 @@ def test_the_flow_data_step_reproduces_dvc_prepare_and_pushes_it(s3: dict[str, s
             monkeypatch.setenv(key, value)
     monkeypatch.chdir(root)
     md5 = reproduce_prepare(root)
-    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    lock = yaml.load((root / "dvc.lock").read_text(), Loader=yaml.CSafeLoader)["stages"]
     assert list(lock) == ["prepare"] and md5 == data_lock_hash(root) and md5.endswith(".dir")
     assert [out["md5"] for out in lock["prepare"]["outs"] if out["path"] == "data/prepared"] == [md5]
     assert "Data and pipelines are up to date." in _run(["dvc", "status", "prepare"], root, env)

@@ -45,7 +45,7 @@ def _garbage(name: str) -> Damage:
 
 
 def _edit_params(root: Path, edit: Callable[[dict], None]) -> None:
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = yaml.load((root / "params.yaml").read_text(), Loader=yaml.CSafeLoader)
     edit(params)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 

@@ -84,8 +84,9 @@ def test_fid_agrees_with_torchmetrics_on_real_images(
 def test_channels_last_features_equal_the_plain_layout_and_bf16_stays_close(
     fid_network: None, fashion_test_images: np.ndarray
 ) -> None:
-    """The default path (NHWC weights and inputs) against the network as loaded (NCHW) on the same 4 images."""
-    images = fashion_test_images[:4]
+    """The default path (NHWC weights and inputs) against the network as loaded (NCHW) on the same 2 images (bf16
+    runs emulated on CPUs without AMX, where each image costs seconds)."""
+    images = fashion_test_images[:2]
     plain = torch.jit.load(str(inception.locate_weights())).eval()
     with torch.inference_mode():
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float().repeat(1, 3, 1, 1)
@@ -94,7 +95,8 @@ def test_channels_last_features_equal_the_plain_layout_and_bf16_stays_close(
     np.testing.assert_allclose(exact, expected, rtol=1e-5, atol=1e-5)
     bf16 = extract_features(images, batch_size=8, dtype="bf16")
     relative = np.linalg.norm(bf16 - exact) / np.linalg.norm(exact)
-    assert 0 < relative < 0.1, relative  # features move by 3.2 % (relative norm) on these 4 images, 3.5 % on 40 (measured)
+    print(f"bf16 moves the features by {relative:.2%} (relative norm)")  # 3.7 % on these 2 images, 3.5 % on 40
+    assert 0 < relative < 0.1, relative
 
 
 # evaluate() end to end, and the reference cache ------------------------------------------------------

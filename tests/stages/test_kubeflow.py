@@ -83,17 +83,18 @@ def test_compile_has_a_component_per_stage_and_typed_artifacts(project: Path) ->
     # the loop runs train → fid-curve → sample → evaluate → register once per (entry, seed) of the plan, one at a time
     (loop,), (sweeps,) = [task for task in _loops(spec) if "collect" not in task.get("dependentTasks", [])], \
         [task for task in _loops(spec) if "collect" in task.get("dependentTasks", [])]
-    items = yaml.safe_load(loop["parameterIterator"]["items"]["raw"])
+    items = yaml.load(loop["parameterIterator"]["items"]["raw"], Loader=yaml.CSafeLoader)
     assert items == [{"entry": entry, "seed": "0"} for entry in ("vae", "dcgan", "ddpm")]
     assert loop["iteratorPolicy"]["parallelismLimit"] == 1
     body = components[loop["componentRef"]["name"]]["dag"]["tasks"]
     assert set(body) == {"train", "fid-curve", "sample", "evaluate", "register"}
     assert body["register"]["dependentTasks"] == ["evaluate", "fid-curve", "sample", "train"]
-    assert yaml.safe_load(sweeps["parameterIterator"]["items"]["raw"]) == ["ddim_steps"]
+    assert yaml.load(sweeps["parameterIterator"]["items"]["raw"], Loader=yaml.CSafeLoader) == ["ddim_steps"]
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     # the params as one line (the compiler's header comment would break on a line break), the same mapping
     default = parameters["params_yaml"]["defaultValue"]
-    assert "\n" not in default and yaml.safe_load(default) == yaml.safe_load((project / "params.yaml").read_text())
+    params = yaml.load((project / "params.yaml").read_text(), Loader=yaml.CSafeLoader)
+    assert "\n" not in default and yaml.load(default, Loader=yaml.CSafeLoader) == params
     assert parameters["profile"]["defaultValue"] == "tiny"  # the active profile: tasks have no plan.yaml
     assert "defaultValue" not in parameters["mlflow_tracking_uri"]  # the cluster's MLflow must be named
     assert spec["root"]["outputDefinitions"]["artifacts"]["Output"]["artifactType"]["schemaTitle"] == "system.HTML"
@@ -121,7 +122,7 @@ def test_compile_trains_an_entry_after_the_runs_it_is_built_on(project: Path) ->
     use_tiny(project, entries=["vae", "ldm"], sweeps={})
     spec, _ = _compile(project, "--gpus", "0", "--image", "registry.local/genbench:test")
     loops = _loops(spec)
-    entries = [[item["entry"] for item in yaml.safe_load(task["parameterIterator"]["items"]["raw"])]
+    entries = [[item["entry"] for item in yaml.load(task["parameterIterator"]["items"]["raw"], Loader=yaml.CSafeLoader)]
                for task in loops]
     assert entries == [["vae"], ["ldm"]]
     second = spec["components"][loops[1]["componentRef"]["name"]]["dag"]["tasks"]

@@ -52,7 +52,7 @@ def invoke(*args: str) -> str:
 
 def edit_params(edit) -> None:
     """Edit the project's params.yaml as data, then rewrite plan.yaml as `genbench use tiny` would."""
-    params = yaml.safe_load(Path("params.yaml").read_text())
+    params = yaml.load(Path("params.yaml").read_text(), Loader=yaml.CSafeLoader)
     edit(params)
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     refresh_plan(Path("."))
@@ -365,7 +365,8 @@ def check_plain_mlflow_loads_the_champion(project: Path) -> None:
     assert (version / "generator_model.py").is_file() and not list(version.rglob("*.pkl"))
     assert f"genbench=={metadata_version('genbench')}" in (version / "requirements.txt").read_text().split()
     # conda.yaml pins the pip that installed these (a venv without pip leaves it bare, and MLflow warns)
-    assert f"pip<={metadata_version('pip')}" in yaml.safe_load((version / "conda.yaml").read_text())["dependencies"]
+    conda = yaml.load((version / "conda.yaml").read_text(), Loader=yaml.CSafeLoader)
+    assert f"pip<={metadata_version('pip')}" in conda["dependencies"]
     assert mlmodel.signature.inputs.to_dict() == [{"type": "long", "name": "n", "required": True},
                                                   {"type": "long", "name": "seed", "required": True}]
     assert mlmodel.signature.outputs.to_dict() == [{"name": "images", "type": "tensor",

@@ -17,7 +17,7 @@ def test_the_committed_dvc_yaml_is_the_generated_one() -> None:
 
 
 def test_every_stage_appears_with_the_command_the_cli_builds() -> None:
-    stages = yaml.safe_load(render())["stages"]
+    stages = yaml.load(render(), Loader=yaml.CSafeLoader)["stages"]
     assert list(stages) == list(STAGES)
     assert stages["train"]["cmd"] == "genbench train ${item.entry} --seed ${item.seed}"
     assert stages["evaluate-real"]["cmd"] == "genbench evaluate real"

@@ -33,7 +33,7 @@ PLACEHOLDER = "CHANGE_ME"
 
 
 def load(name: str) -> Any:
-    return yaml.safe_load((K8S / name).read_text())
+    return yaml.load((K8S / name).read_text(), Loader=yaml.CSafeLoader)
 
 
 def job() -> dict[str, Any]:

@@ -90,7 +90,7 @@ def test_the_worker_renders_a_valid_batch_job(gpus: int) -> None:
     (job_container,) = pod["containers"]
     assert job_container["image"] == IMAGE and job_container["args"] == ["prefect", "flow-run", "execute"]
     assert job_container["resources"]["limits"]["nvidia.com/gpu"] == gpus
-    secret = yaml.safe_load((REPO / "infra" / "k8s" / "secret.example.yaml").read_text())
+    secret = yaml.load((REPO / "infra" / "k8s" / "secret.example.yaml").read_text(), Loader=yaml.CSafeLoader)
     assert job_container["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
     assert manifest["metadata"]["namespace"] == secret["metadata"]["namespace"]
     assert "serviceAccountName" not in pod  # unset: the namespace's default account

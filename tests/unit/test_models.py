@@ -91,11 +91,12 @@ def test_losses_and_samples_have_the_right_shapes_and_range(family: str, channel
     assert images.std() > 0  # not a constant image
 
 
-@pytest.mark.parametrize(("family", "threshold"), [("vae", 0.6), ("ddpm", 0.5), ("ldm", 0.6)])
-def test_single_group_families_drive_their_loss_down(family: str, threshold: float) -> None:
+# the UNet's steps cost the most, and 20 of them already bring its loss far below the threshold
+@pytest.mark.parametrize(("family", "threshold", "steps"), [("vae", 0.6, 50), ("ddpm", 0.5, 20), ("ldm", 0.6, 50)])
+def test_single_group_families_drive_their_loss_down(family: str, threshold: float, steps: int) -> None:
     model, x = tiny(family), toy_batch()
     before = fixed_noise_loss(model, x, "model")
-    train(model, x, "model", steps=50, lr=3e-3)
+    train(model, x, "model", steps=steps, lr=3e-3)
     after = fixed_noise_loss(model, x, "model")
     assert after < threshold * before, (before, after)
 

@@ -104,7 +104,7 @@ BAD = [
 
 @pytest.mark.parametrize(("case", "change", "field", "hint"), BAD, ids=[case for case, *_ in BAD])
 def test_a_bad_nfe_sweep_names_the_field(tmp_path: Path, case: str, change: dict, field: str, hint: str) -> None:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = yaml.load((REPO / "params.yaml").read_text(), Loader=yaml.CSafeLoader)
     raw["profiles"]["quick"]["sweeps"]["nfe"].update(change)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError) as info:
@@ -113,7 +113,7 @@ def test_a_bad_nfe_sweep_names_the_field(tmp_path: Path, case: str, change: dict
 
 
 def test_samplers_belong_to_an_nfe_sweep(tmp_path: Path) -> None:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = yaml.load((REPO / "params.yaml").read_text(), Loader=yaml.CSafeLoader)
     raw["profiles"]["quick"]["sweeps"]["ddim_steps"]["samplers"] = ["ddim"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="sweeps.ddim_steps.samplers: only vary: nfe takes samplers"):

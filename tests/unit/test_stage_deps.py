@@ -34,7 +34,7 @@ def closure(root: Path, start: str) -> set[str]:
 
 def uncovered(root: Path) -> list[str]:
     """`stage: module (path)` for every module a stage of `root`'s dvc.yaml runs outside its deps."""
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    stages = yaml.load((root / "dvc.yaml").read_text(), Loader=yaml.CSafeLoader)["stages"]
     known = modules(root)
     found = []
     for name, stage in STAGES.items():

@@ -137,7 +137,7 @@ def test_attention_sizes_the_unet_lacks_are_errors_naming_the_field() -> None:
 @pytest.mark.parametrize(("value", "hint"), [([14, 14], "lists a size twice"), ([0], "greater than 0"),
                                              (14, "valid tuple"), ("all", "valid tuple")])
 def test_bad_attention_resolutions_in_params_name_the_field(tmp_path: Path, value: object, hint: str) -> None:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = yaml.load((REPO / "params.yaml").read_text(), Loader=yaml.CSafeLoader)
     raw["models"]["ddpm"]["arch"] = {"attention_resolutions": value}
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))
@@ -149,7 +149,7 @@ def test_bad_attention_resolutions_in_params_name_the_field(tmp_path: Path, valu
 @pytest.mark.parametrize(("field", "value", "hint"), [("num_res_blocks", 0, "greater than 0"),
                                                       ("dropout", 1.0, "less than 1")])
 def test_bad_unet_settings_in_params_name_the_field(tmp_path: Path, field: str, value: object, hint: str) -> None:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = yaml.load((REPO / "params.yaml").read_text(), Loader=yaml.CSafeLoader)
     raw["models"]["ddpm"]["arch"] = {field: value}
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))
