@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from .kubeflow_config import KubeflowConfig
 from .models import REGISTRY
 from .models.config import Int, NonNegativeInt, PositiveInt, SamplingConfig, Strict, TrainConfig
 from .models.samplers import ignores, takers
@@ -252,6 +253,7 @@ class Config(Strict):
     sample: SampleConfig = SampleConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     sweeps: dict[str, SweepConfig] = {}  # sweeps.<name>: sampling settings swept over trained weights
+    kubeflow: KubeflowConfig = KubeflowConfig()  # image, namespace, secrets and resources on a cluster
 
     @model_validator(mode="before")
     @classmethod
