@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from .models.config import NonNegativeInt, Strict
 
-__all__ = ["KubeflowConfig", "Resources", "Secrets", "Toleration", "STAGE_NAMES"]
+__all__ = ["KubeflowConfig", "Resources", "SECRET_KEYS", "Secrets", "Toleration", "STAGE_NAMES"]
 
 # the stages of genbench/stages.py, spelled out here because config must not import the components
 STAGE_NAMES = ("prepare", "evaluate-real", "train", "fid-curve", "sample", "evaluate", "register", "sweep", "report")
@@ -71,9 +71,18 @@ def _default_resources() -> dict[str, Resources]:
     }
 
 
+# The secret contract: the keys each secret may hold, named as the environment variables they become, so that a
+# pod can take a whole secret (`envFrom`) and a KFP task the same keys one by one (`use_secret_as_env`). Every key
+# is optional: an MLflow server without auth needs no credentials, AWS S3 no endpoint.
+SECRET_KEYS: dict[str, tuple[str, ...]] = {
+    "mlflow": ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"),
+    "s3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"),
+}
+
+
 class Secrets(Strict):
-    """Names of the Kubernetes secrets every task, job and pod reads credentials from (their keys: docs/kubeflow.md,
-    "Secrets"). No credential is ever a parameter."""
+    """Names of the Kubernetes secrets every task, job and pod reads credentials from (their keys: SECRET_KEYS).
+    No credential is ever a parameter."""
 
     mlflow: str = "genbench-mlflow"
     s3: str = "genbench-s3"
@@ -81,7 +90,8 @@ class Secrets(Strict):
 
 class KubeflowConfig(Strict):
     image: str = "ghcr.io/genbench/genbench"  # the repository the image is pushed to and pulled from, registry included
-    tag: str | None = None  # None: the genbench version (the build script also tags the git commit)
+    tag: str | None = None  # None: the genbench version (the build script also tags the git commit); a variant
+    # suffix (-cuda, -cpu) follows it
     namespace: str = "genbench"  # the Kubernetes namespace, and the KFP profile namespace runs are created in
     secrets: Secrets = Secrets()
     resources: dict[str, Resources] = Field(default_factory=_default_resources)  # per stage: STAGE_NAMES
@@ -111,6 +121,8 @@ class KubeflowConfig(Strict):
                     update={"gpu": train.gpu, "accelerator": train.accelerator})
         return self
 
-    def image_ref(self, version: str) -> str:
-        """The full image reference: `image:tag`, the tag defaulting to `version`."""
-        return f"{self.image}:{self.tag or version}"
+    def image_ref(self, variant: Literal["cuda", "cpu"] = "cuda") -> str:
+        """The full image reference, `image:TAG-VARIANT`, TAG defaulting to the installed genbench version."""
+        from importlib.metadata import version
+
+        return f"{self.image}:{self.tag or version('genbench')}-{variant}"
