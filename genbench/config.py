@@ -42,8 +42,8 @@ from .profiles import (
     resolve_profiles,
 )
 
-__all__ = ["Config", "ConfigError", "EntrySettings", "NFE", "SweepConfig", "SweepPoint", "load_config", "schema",
-           "PROFILES"]
+__all__ = ["Config", "ConfigError", "DistributedConfig", "EntrySettings", "NFE", "SweepConfig", "SweepPoint",
+           "load_config", "schema", "PROFILES"]
 
 Profile = Literal[PROFILES]  # type: ignore[valid-type]
 
@@ -145,6 +145,17 @@ class EvaluateConfig(Strict):
             raise ValueError(f"evaluate.dtype: {self.dtype} under evaluate.protocol paper, which scores in fp32 as "
                              "published FIDs are; set evaluate.dtype: fp32 (or evaluate.protocol: holdout)")
         return self
+
+
+class DistributedConfig(Strict):
+    """How long the processes of a torchrun training wait for each other (components/train/distributed.py). Neither
+    limit changes what trains, so neither is part of a run's identity or a dependency of the train stage: raising
+    one after a timeout resumes the same checkpoint."""
+
+    timeout_seconds: PositiveInt = 1800  # the process group's timeout (torch's own default for gloo): how long a
+    # collective waits for a rank that is hung or gone before the run fails
+    main_wait_seconds: PositiveInt = 7200  # how long the other ranks wait while rank 0 alone saves a snapshot, a
+    # checkpoint or the run (not in a process-group collective); a dead rank 0 fails them at once, this bounds a hang
 
 
 NAME = re.compile(r"[a-z][a-z0-9_]*")  # an entry name is a folder, a DVC stage key and an MLflow model name
@@ -253,6 +264,7 @@ class Config(Strict):
     sample: SampleConfig = SampleConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     sweeps: dict[str, SweepConfig] = {}  # sweeps.<name>: sampling settings swept over trained weights
+    distributed: DistributedConfig = DistributedConfig()  # how long torchrun's processes wait for each other
     kubeflow: KubeflowConfig = KubeflowConfig()  # image, namespace, secrets and resources on a cluster
 
     @model_validator(mode="before")

@@ -30,7 +30,7 @@ INSTALLED = {"components": "genbench.components", "models": "genbench.models", "
 # What every stage runs besides its own package: the shared helpers, the params schema (built from the models'
 # configs) and the layout.
 SHARED_CODE = ("components/__init__.py", "components/common", "genbench/__init__.py", "genbench/config.py",
-               "genbench/profiles.py", "genbench/layout.py", "models")
+               "genbench/kubeflow_config.py", "genbench/profiles.py", "genbench/layout.py", "models")
 Role = Literal["in", "out", "metrics", "scratch"]  # scratch: a cache or download folder no driver tracks
 Over = Literal["once", "entries", "sweeps"]  # once; per (entry, seed) of the plan; per sweep of the plan
 

@@ -14,8 +14,18 @@ trains on the same global batch (`train.batch_size`, split evenly, b = batch_siz
   a resumed run continues each stream; it must resume with the same N.
 - BatchNorm: normalised over the global batch (`GlobalBatchNorm`), as one process normalises the whole batch; DDP's
   default instead normalises each rank's b images and copies rank 0's running statistics to the others.
-- Rank 0 alone logs, checkpoints, measures the FID curve and writes the run folder; the others wait at a barrier.
-  Every rank keeps the EMA itself: the ranks hold identical weights after every step, hence identical averages.
+- Rank 0 alone logs, checkpoints, saves the FID-curve snapshots and writes the run folder; the others wait for it
+  (`Processes.wait_for_main`). Every rank keeps the EMA itself: the ranks hold identical weights after every step,
+  hence identical averages.
+- Waiting: a collective waits for the other ranks up to the process group's timeout (`distributed.timeout_seconds`),
+  which is meant to catch a hung rank, not to bound work that rank 0 does alone: a snapshot (BatchNorm statistics of
+  the averaged weights, then a write) or a checkpoint on slow storage may take longer. So while rank 0 works alone
+  the others wait at a barrier of a gloo group of their own whose timeout is `distributed.main_wait_seconds`, with
+  nothing pending on the process group. Rather than each rank computing its share of that work: the FID network
+  never runs in training (the fid-curve stage scores the snapshots afterwards, in one process, so its curve does
+  not depend on how many processes trained), and what remains is a write only rank 0 does. Rather than waiting on
+  the rendezvous store: a gloo connection breaks when rank 0 dies, so the others fail at once instead of at the
+  limit, and a barrier needs no private API.
 - Stopping: after every step the ranks agree (`Processes.largest`) whether any received SIGTERM or SIGINT, so all
   checkpoint the same step and stop together, whichever rank the signal reached first.
 
@@ -27,9 +37,11 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -40,9 +52,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
 from genbench.components.common.devices import pick_device
+from genbench.config import DistributedConfig
 from genbench.models.base import GenerativeModel
 
 Losses = Callable[[Tensor, str, Tensor], dict[str, Tensor]]
+TIMED_OUT = re.compile(r"Timed out waiting \d+ ?ms")  # how gloo says that a collective ran past its group's timeout
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -71,6 +85,8 @@ class Processes:
     world_size: int
     device: torch.device
     control: Any = None  # a gloo group for the CPU-side agreements of `largest` when the main group is nccl
+    waiting: Any = None  # a gloo group whose timeout is `limits.main_wait_seconds`, for `wait_for_main`
+    limits: DistributedConfig = field(default_factory=DistributedConfig)
 
     @property
     def main(self) -> bool:
@@ -142,32 +158,56 @@ class Processes:
         dist.broadcast_object_list(box, src=0, device=self.device if self.device.type == "cuda" else None)
         return box[0]
 
-    def barrier(self) -> None:
-        """Wait until every rank gets here (after rank 0 wrote what the others may read)."""
-        if self.distributed:
-            dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
+    def wait_for_main(self, what: str) -> None:
+        """Every rank calls it after rank 0 did `what` alone (the others may read what it wrote next): they wait for
+        rank 0 at a barrier of `waiting`, whose timeout is `distributed.main_wait_seconds`, not in a collective of
+        the process group, whose timeout is meant for hung ranks (the module's docstring: Waiting)."""
+        if not self.distributed:
+            return
+        try:
+            dist.barrier(group=self.waiting)
+        except RuntimeError as exc:
+            if not TIMED_OUT.search(str(exc)):
+                raise
+            waited = self.limits.main_wait_seconds
+            raise ValueError(f"distributed.main_wait_seconds: rank {self.rank} waited {waited} s for rank 0 to {what} "
+                             "and gave up; if rank 0 was only slow (storage, a large model), "
+                             "raise distributed.main_wait_seconds in params.yaml, then run the same command again to "
+                             "resume from the last checkpoint") from None
 
 
 @contextmanager
-def processes(device: str) -> Iterator[Processes]:
-    """This process's `Processes` on `device` (`train.device`): under torchrun the process group is joined here,
-    and left at the end, unless the caller had initialised it already."""
+def processes(device: str, limits: DistributedConfig = DistributedConfig()) -> Iterator[Processes]:
+    """This process's `Processes` on `device` (`train.device`): under torchrun the process group is joined here, with
+    `limits.timeout_seconds` as its timeout, and left at the end, unless the caller had initialised it already. A
+    collective that times out on gloo is a ValueError naming the setting (nccl's watchdog ends the process itself,
+    logging the timeout)."""
     picked, size = pick_device(device), world_size()
     if size == 1:
-        yield Processes(0, 1, picked)
+        yield Processes(0, 1, picked, limits=limits)
         return
     if picked.type == "cuda":
         picked = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(picked)
-    owned = not dist.is_initialized()
+    owned, timeout = not dist.is_initialized(), timedelta(seconds=limits.timeout_seconds)
     if owned:
-        dist.init_process_group("nccl" if picked.type == "cuda" else "gloo")
-    control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+        dist.init_process_group("nccl" if picked.type == "cuda" else "gloo", timeout=timeout)
+    control = dist.new_group(backend="gloo", timeout=timeout) if dist.get_backend() != "gloo" else None
+    waiting = dist.new_group(backend="gloo", timeout=timedelta(seconds=limits.main_wait_seconds))
     try:
-        yield Processes(dist.get_rank(), dist.get_world_size(), picked, control)
+        yield Processes(dist.get_rank(), dist.get_world_size(), picked, control, waiting, limits)
+    except RuntimeError as exc:
+        if not TIMED_OUT.search(str(exc)):
+            raise
+        raise ValueError(f"distributed.timeout_seconds: rank {dist.get_rank()} waited {limits.timeout_seconds} s in a "
+                         "collective for the other ranks and gave up; one of them hung, or was only slow: then raise "
+                         "distributed.timeout_seconds in params.yaml and run the same command again to resume from "
+                         "the last checkpoint") from None
     finally:
-        if control is not None and not owned:
-            dist.destroy_process_group(control)
+        if not owned:
+            for group in (control, waiting):
+                if group is not None:
+                    dist.destroy_process_group(group)
         if owned:
             dist.destroy_process_group()
 

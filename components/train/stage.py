@@ -13,7 +13,8 @@ RUN_FILES = ("model.safetensors", "config.json", "summary.json", "history.csv", 
 def _call(run: Call) -> Any:
     from genbench.components.train.train import train
 
-    return train(run.entry, run.config.entry(run.entry), run.seed, run.data, run.out)
+    # `distributed` (how long torchrun's processes wait) is not among the params: it changes nothing that trains
+    return train(run.entry, run.config.entry(run.entry), run.seed, run.data, run.out, run.config.distributed)
 
 
 def _says(summary: Any, run: Call) -> str:

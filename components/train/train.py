@@ -60,7 +60,7 @@ from genbench.components.common.manifest import cached_digest, verify_prepared
 from genbench.components.train import optimizers
 from genbench.components.train.distributed import Processes, processes, world_size
 from genbench.components.train.ema import EMA, averaged
-from genbench.config import EntrySettings
+from genbench.config import DistributedConfig, EntrySettings
 from genbench.models import build_model
 from genbench.models import family as family_spec
 from genbench.models.base import GenerativeModel
@@ -69,7 +69,8 @@ from genbench.models.config import TrainConfig
 CHECKPOINT = "checkpoint.pt"
 
 
-def train(entry: str, settings: EntrySettings, seed: int, data_dir: Path, out_dir: Path) -> TrainSummary:
+def train(entry: str, settings: EntrySettings, seed: int, data_dir: Path, out_dir: Path,
+          distributed: DistributedConfig = DistributedConfig()) -> TrainSummary:
     """Train `entry` (its `models.<entry>` settings: family, arch and train) and write model.safetensors,
     history.csv, config.json and summary.json to out_dir.
 
@@ -78,14 +79,15 @@ def train(entry: str, settings: EntrySettings, seed: int, data_dir: Path, out_di
     snapshots/step-<step>.safetensors, which the fid-curve stage scores (components/evaluate/fid_curve.py):
     training never runs the FID network, so a change to it leaves trained runs valid.
 
-    Under torchrun every process calls this; `train.batch_size` is the global batch, split evenly over them.
+    Under torchrun every process calls this; `train.batch_size` is the global batch, split evenly over them, and
+    `distributed` says how long they wait for each other (components/train/distributed.py).
     """
     size = world_size()
     if settings.train.batch_size % size:
         raise ValueError(f"models.{entry}.train.batch_size: {settings.train.batch_size} is not divisible by the {size} "
                          f"processes torchrun started, which share each batch evenly; use a multiple of {size} or "
                          "start another number of processes")
-    with processes(settings.train.device) as ranks:
+    with processes(settings.train.device, distributed) as ranks:
         return _train(entry, settings, seed, Path(data_dir), Path(out_dir), ranks)
 
 
@@ -140,6 +142,7 @@ def _train(entry: str, settings: EntrySettings, seed: int, data_dir: Path, out_d
         (out_dir / SUMMARY).unlink(missing_ok=True)
         if step == 0:  # a fresh run: snapshots of an earlier one would join its curve
             shutil.rmtree(out_dir / SNAPSHOTS, ignore_errors=True)
+    ranks.wait_for_main("clear the run folder")
     model.train()
     training_losses = ranks.losses(model, len(optimizers))
     started = time.perf_counter() - seconds
@@ -182,10 +185,12 @@ def _train(entry: str, settings: EntrySettings, seed: int, data_dir: Path, out_d
                 if logging:
                     history.extend((step, term, value) for term, value in logged.items())
                     bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if k.endswith("/loss")})
-            if cfg.fid_every and step % cfg.fid_every == 0 and ranks.main:
-                with averaged(model, ema, seed, batch_size) as statistics:
-                    snapshot = ema.shadow | statistics
-                save_weights(out_dir, model, snapshot, {"entry": entry, "step": str(step)}, snapshot_name(step))
+            if cfg.fid_every and step % cfg.fid_every == 0:
+                if ranks.main:
+                    with averaged(model, ema, seed, batch_size) as statistics:
+                        snapshot = ema.shadow | statistics
+                    save_weights(out_dir, model, snapshot, {"entry": entry, "step": str(step)}, snapshot_name(step))
+                ranks.wait_for_main(f"save the snapshot of step {step}")
             if saving:
                 elapsed = time.perf_counter() - started
                 rng = ranks.rng_states()
@@ -193,7 +198,7 @@ def _train(entry: str, settings: EntrySettings, seed: int, data_dir: Path, out_d
                     _save_checkpoint(out_dir / CHECKPOINT, fingerprint, model, ema, optimizers, precision, batches,
                                      step, order, cursor, elapsed, history, rng)
                     write_history(out_dir, history)
-                ranks.barrier()
+                ranks.wait_for_main(f"write the checkpoint of step {step}")
                 saved = step
             if stopping:
                 bar.close()
@@ -218,7 +223,7 @@ def _train(entry: str, settings: EntrySettings, seed: int, data_dir: Path, out_d
         save_weights(out_dir, model, averaged_state, {"entry": entry, "family": family, "config_sha256": fingerprint})
         summary = summary.model_copy(update={"sha256": signed_digests(out_dir)})
         write_summary(out_dir, summary)
-    ranks.barrier()
+    ranks.wait_for_main("write the run folder")
     return summary
 
 
@@ -271,7 +276,9 @@ def _resume(
     torchrun checkpoint keeps every rank's generators, so it resumes only with as many processes. Every rank
     loads rank 0's file, which it writes: on several nodes another rank's copy may be stale or absent."""
     fresh = {"step": 0, "order": None, "cursor": 0, "seconds": 0.0, "history": []}
-    raw = ranks.from_main(path.read_bytes() if ranks.main and path.exists() else None)
+    raw = path.read_bytes() if ranks.main and path.exists() else None
+    ranks.wait_for_main(f"read {path}")
+    raw = ranks.from_main(raw)
     if raw is None:
         return fresh
     checkpoint = _read_checkpoint(path, raw)

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from genbench.components.common.interrupts import Interrupted
 from genbench.components.train import train as train_module
-from genbench.components.train.distributed import global_batchnorm
-from genbench.config import EntrySettings
+from genbench.components.train.distributed import Processes, global_batchnorm
+from genbench.config import DistributedConfig, EntrySettings
 from genbench.models import REGISTRY
 from genbench.models import family as family_spec
 from genbench.models.base import Family, GenerativeModel, randn_per_sample
@@ -35,6 +35,7 @@ ARCH = {
     "wgan_gp": {"base_channels": 4, "latent_dim": 8, "n_critic": 2},
     "vae_gan": {"base_channels": 4, "latent_dim": 8},
     "toy_gan": {},
+    "vae": {"base_channels": 4, "latent_dim": 8},
 }
 TRAIN = {"ddpm": {"warmup_steps": 2}}  # a short warmup; the DDPM's gradient clipping (1.0) stays on
 GANS = ("dcgan", "wgan_gp", "vae_gan")
@@ -189,3 +190,42 @@ def _sigterm_to_rank_1_during_step_3(rank: int, data: Path, out: Path, probe: Pa
         record["checkpoint_step"] = torch.load(out / train_module.CHECKPOINT, weights_only=True)["step"]
         record["weights_written"] = (out / "model.safetensors").exists()
     (probe / f"signalled-rank{rank}.json").write_text(json.dumps(record))
+
+
+# The slow snapshot: the process group's timeout is short, and rank 0 spends several times as long saving the step-2
+# snapshot, as a large model on slow storage would. A VAE (its images are smooth functions of its weights, where a
+# DDPM this small clips every pixel to 0 or 255), a snapshot every 2 steps, scored on 6 images.
+TIMEOUT, DELAY = 3, 9  # seconds
+CURVE = {"fid_every": 2, "fid_n": 6}
+
+
+def slow_snapshot(rank: int, root: str, port: int, scenario: str) -> None:
+    """Rank `rank` trains the vae with CURVE under `distributed.timeout_seconds: TIMEOUT` while rank 0 saves the step-2
+    snapshot for DELAY; train() joins the group itself, with that timeout. Scenario `waits` runs the code as it is;
+    `collective` has the other ranks wait in a barrier of the process group instead, as they waited before
+    `wait_for_main`. Each rank records how its call ended in root/probe/<scenario>-rank<r>.json."""
+    torch.set_num_threads(1)
+    torch.cuda.is_available = lambda: False
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(WORLD))
+    save = train_module.save_weights
+
+    def slow_step_2(run_dir: Path, model: GenerativeModel, *args: object) -> None:
+        if args[-1] == train_module.snapshot_name(2):
+            time.sleep(DELAY)
+        save(run_dir, model, *args)
+
+    if rank == 0:
+        train_module.save_weights = slow_step_2
+    if scenario == "collective":
+        Processes.wait_for_main = lambda self, what: dist.barrier()
+    limits = DistributedConfig(timeout_seconds=TIMEOUT, main_wait_seconds=10 * DELAY)
+    started = time.perf_counter()
+    try:
+        train_module.train("vae", settings("vae", **CURVE), 0, Path(root) / "data", Path(root) / scenario, limits)
+        record = {"finished": True, "seconds": time.perf_counter() - started}
+    except (ValueError, RuntimeError) as exc:
+        record = {"finished": False, "seconds": time.perf_counter() - started, "error": type(exc).__name__,
+                  "message": str(exc)}
+    (Path(root) / "probe").mkdir(exist_ok=True)
+    (Path(root) / "probe" / f"{scenario}-rank{rank}.json").write_text(json.dumps(record))

@@ -91,6 +91,18 @@ def draws_like_ranks(losses: Callable[..., dict[str, torch.Tensor]], seed: int) 
     return split
 
 
+def drawing_like_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every model the trainer builds draws as `draws_like_ranks` says (seed 0)."""
+    build = train_module.build_model
+
+    def build_drawing_like_ranks(*args: object, **kwargs: object) -> torch.nn.Module:
+        model = build(*args, **kwargs)
+        model.training_losses = draws_like_ranks(model.training_losses, seed=0)
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", build_drawing_like_ranks)
+
+
 def assert_same_run(ddp_run: Path, single: Path) -> None:
     """history.csv and every tensor of model.safetensors (EMA, raw, BatchNorm statistics) agree to the tolerance."""
     ddp_history, single_history = read_history(ddp_run), read_history(single)
@@ -141,14 +153,7 @@ def test_two_processes_train_the_ddpm_of_one_process_drawing_each_ranks_noise(
     process whose draws for rows [4r, 4r + 4) come from rank r's stream, and differs from a plain process."""
     plain = tmp_path / "plain"
     train("ddpm", settings("ddpm"), 0, ddp / "data", plain)
-    build = train_module.build_model
-
-    def build_drawing_like_ranks(*args: object, **kwargs: object) -> torch.nn.Module:
-        model = build(*args, **kwargs)
-        model.training_losses = draws_like_ranks(model.training_losses, seed=0)
-        return model
-
-    monkeypatch.setattr(train_module, "build_model", build_drawing_like_ranks)
+    drawing_like_ranks(monkeypatch)
     single = tmp_path / "single"
     train("ddpm", settings("ddpm"), 0, ddp / "data", single)
     assert_same_run(ddp / "ddp" / "ddpm-rank0", single)
@@ -221,3 +226,69 @@ def test_a_global_batch_the_processes_cannot_share_is_an_input_error(
     assert result.exit_code == 2
     assert "models.ddpm.train.batch_size: 16 is not divisible by the 3 processes" in result.output
     assert not Path("runs").exists()
+
+
+@pytest.fixture(scope="module")
+def slow_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ddp_worker.slow_snapshot's two scenarios, each on two forked processes; returns their root folder, with a
+    validation set to score the curve against."""
+    import torch._dynamo  # noqa: F401  (as in `ddp`)
+
+    root = tmp_path_factory.mktemp("slow")
+    write_data(root / "data")
+    np.save(root / "data" / "validation.npy", np.random.default_rng(1).integers(0, 256, (16, 8, 8, 1), dtype=np.uint8))
+    for scenario in ("waits", "collective"):
+        mp.start_processes(ddp_worker.slow_snapshot, args=(str(root), free_port(), scenario), nprocs=WORLD,
+                           start_method="fork")
+    return root
+
+
+def outcome(root: Path, scenario: str) -> list[dict[str, object]]:
+    return [json.loads((root / "probe" / f"{scenario}-rank{rank}.json").read_text()) for rank in range(WORLD)]
+
+
+def test_a_snapshot_longer_than_the_process_group_timeout_finishes_and_scores_as_one_process(
+    slow_snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pixel_network: list[int]
+) -> None:
+    """Rank 0 saved the step-2 snapshot for three times `distributed.timeout_seconds` while rank 1 waited for it in
+    `wait_for_main`: both finished, and the snapshots and the curve the fid-curve stage scores on them are those of
+    one process that draws each rank's noise for its rows."""
+    from genbench.components.evaluate.fid_curve import fid_curve
+
+    waited = outcome(slow_snapshot, "waits")
+    assert [rank["finished"] for rank in waited] == [True, True], waited
+    assert min(rank["seconds"] for rank in waited) > ddp_worker.DELAY  # rank 1 waited the whole delay out
+    curve_settings = settings("vae", **ddp_worker.CURVE)
+    single, ddp_run = tmp_path / "single", slow_snapshot / "waits"
+    drawing_like_ranks(monkeypatch)
+    train("vae", curve_settings, 0, slow_snapshot / "data", single)
+    assert_same_run(ddp_run, single)
+    names = sorted(p.name for p in (ddp_run / "snapshots").iterdir())
+    assert names == sorted(p.name for p in (single / "snapshots").iterdir()) and len(names) == 2
+    for name in names:
+        ddp_weights, single_weights = load_file(ddp_run / "snapshots" / name), load_file(single / "snapshots" / name)
+        assert ddp_weights.keys() == single_weights.keys()
+        for key, value in ddp_weights.items():
+            assert_close(value, single_weights[key], f"{name}: {key}")
+
+    validation = slow_snapshot / "data" / "validation.npy"
+    ddp_curve, single_curve = (
+        [(p.step, p.fid) for p in fid_curve(run, validation, tmp_path / f"{run.name}.json", "vae", curve_settings, 0,
+                                            tmp_path / "cache").points]
+        for run in (ddp_run, single))
+    assert [step for step, _ in ddp_curve] == [step for step, _ in single_curve] == [2, 4]
+    np.testing.assert_allclose([fid for _, fid in ddp_curve], [fid for _, fid in single_curve], rtol=RTOL)
+    assert ddp_curve[0][1] != ddp_curve[1][1]  # the points follow the weights
+    assert (tmp_path / "waits.json").is_file()
+
+
+def test_waiting_for_the_snapshot_in_a_collective_times_out_naming_the_setting(slow_snapshot: Path) -> None:
+    """The same run with rank 1 waiting in a barrier of the process group (where it waited before `wait_for_main`):
+    rank 1 gives up after `distributed.timeout_seconds`, long before rank 0 is done, naming the setting."""
+    rank_0, rank_1 = outcome(slow_snapshot, "collective")
+    assert not rank_1["finished"] and rank_1["error"] == "ValueError", rank_1
+    assert rank_1["message"].startswith(f"distributed.timeout_seconds: rank 1 waited {ddp_worker.TIMEOUT} s in a "
+                                        "collective"), rank_1
+    assert ddp_worker.TIMEOUT <= rank_1["seconds"] < ddp_worker.DELAY, rank_1
+    assert not rank_0["finished"], rank_0  # rank 1 left, so rank 0's next collective failed too
+    assert not (slow_snapshot / "collective" / "summary.json").exists()
