@@ -42,13 +42,7 @@ from genbench.components.common.run_logging import git_commit, log_run, numeric_
 from genbench.components.register.dvc_lock import data_lock_hash
 from genbench.components.register.generator_contract import served_model
 from genbench.components.register.promotion import TAG_DATA_MD5, TAG_EXTRACTOR_SHA, TAG_FID, TAG_PROTOCOL
-from genbench.components.register.registry import (
-    apply_promotion,
-    create_version,
-    logged_models,
-    model_name,
-    verify_logged_model,
-)
+from genbench.components.register.registry import logged_models, model_name, register_version, verify_logged_model
 from genbench.components.register.tracking import configure_tracking, get_experiment_id
 
 TAG_ENTRY = "genbench.entry"  # the run's params entry (`genbench.name` in runs logged before the rename)
@@ -150,12 +144,11 @@ def register(entry: str, run_dir: Path, metrics_path: Path, manifest_path: Path,
     except Exception:
         client.set_terminated(run_id, "FAILED")  # a run whose model is not stored is no finished run
         raise
-    version = create_version(client, entry, run_id, {TAG_FID: repr(fid), **provenance, **stage_tags,
+    decision = register_version(client, entry, run_id, {TAG_FID: repr(fid), **provenance, **stage_tags,
                                                          TAG_GIT_COMMIT: commit},
-                             description=f"{entry}: FID {fid:.4f} (run {run_id})")
-    decision = apply_promotion(client, model_name(entry), version)
+                                description=f"{entry}: FID {fid:.4f} (run {run_id})")
     result = RegisterRecord(entry=entry, family=record.family, run_id=run_id, model_name=model_name(entry),
-                            version=version, fid=fid,
+                            version=decision.version, fid=fid,
                             champion_version=decision.champion_version, promoted=decision.promoted,
                             tracking_uri=tracking_uri)
     write_json(Path(out_path), result.model_dump(mode="json"))

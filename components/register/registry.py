@@ -6,6 +6,7 @@ A version of `genbench-<entry>` is the pyfunc model its run logged (`generator_c
 run folder's `model.safetensors` and `config.json`, which `fetch_registered` gives `genbench sample --model`.
 A version is created, and the alias moved, only once the artifact store lists the model's files
 (`verify_logged_model`): an upload that failed half-way, or storage that lost it, never becomes the champion.
+Concurrent registrations of one entry end with `champion` on the best comparable version (`settle_champion`).
 MLflow is imported inside the functions (it takes seconds).
 """
 
@@ -19,10 +20,11 @@ from pydantic import BaseModel
 
 from genbench.components.common.artifacts import CONFIG, WEIGHTS
 from genbench.components.common.records import RegisteredSource
-from genbench.components.register.promotion import decide, tag_fid
+from genbench.components.register.promotion import Floor, decide, read_floor, settled_champion, tag_fid
 from genbench.components.register.tracking import configure_tracking, require_registry
 
 CHAMPION_ALIAS = "champion"
+FLOOR_TAG = "genbench.champion_floor"  # a registered-model tag: the last forced promotion (`promotion.Floor`)
 
 
 class PromotionRecord(BaseModel):
@@ -88,8 +90,55 @@ def create_version(client: Any, entry: str, run_id: str, tags: dict[str, str], d
                                            description=description, model_id=models[0]).version)
 
 
+def all_versions(client: Any, name: str) -> dict[int, Any]:
+    """Every version of `name`, with its tags, by number (every page of the search)."""
+    found: dict[int, Any] = {}
+    token = None
+    while True:
+        page = client.search_model_versions(f"name = '{name}'", page_token=token)
+        found |= {int(version.version): version for version in page}
+        if not (token := page.token):
+            return found
+
+
+def settle_champion(client: Any, name: str, own: int) -> int:
+    """Move `champion` to the version the whole registry says (`promotion.settled_champion`) until a fresh read
+    finds it there; return that version. `own` is the caller's version: the alias's stand-in if it is missing.
+
+    Why concurrent registrations converge without a lock (MLflow's REST API has no compare-and-set): every writer
+    of the alias runs this after its write, and this ends only on a read, made after the writer's last write,
+    that finds the alias already on the best version it lists. Take the last write of all: its writer then read
+    the alias unchanged and listed every version created before that read, and none was better; a version created
+    later was created before its own registration ran this, which read the same alias and wrote nothing, so it was
+    no better either. The best version depends only on the registry's contents, so writers never fight: each
+    write is one every later reader agrees with, or is replaced by one. A version whose files the artifact store
+    no longer lists is passed over (the caller's own raises, as before it was registered)."""
+    from mlflow.exceptions import MlflowException
+
+    passed_over: set[int] = set()
+    while True:
+        registered = client.get_registered_model(name)  # the alias and the floor, read together
+        current = int(registered.aliases[CHAMPION_ALIAS]) if CHAMPION_ALIAS in registered.aliases else None
+        versions = all_versions(client, name)
+        best = settled_champion(own if current is None else current,
+                                {number: version.tags for number, version in versions.items()},
+                                read_floor(registered.tags.get(FLOOR_TAG)), frozenset(passed_over))
+        if best == current:
+            return best
+        if (model_id := logged_model_id(versions[best].source or "")) is not None:
+            try:
+                verify_logged_model(client, model_id, {"MLmodel": None, WEIGHTS: None, CONFIG: None})
+            except MlflowException:
+                if best == own:
+                    raise
+                passed_over.add(best)
+                continue
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, str(best))
+
+
 def apply_promotion(client: Any, name: str, version: int, force: bool = False) -> PromotionRecord:
-    """Read the version's and the champion's tags, `decide`, and move the alias when it says so."""
+    """Read the version's and the champion's tags, `decide`, move the alias when it says so, then
+    `settle_champion` (a registration running beside this one may have read the same champion)."""
     from mlflow.exceptions import MlflowException
 
     candidate = client.get_model_version(name, str(version))
@@ -101,13 +150,27 @@ def apply_promotion(client: Any, name: str, version: int, force: bool = False) -
                       same_version=champion is not None and int(champion.version) == int(version), force=force)
     if decision.forced:
         client.set_model_version_tag(name, str(version), "promoted_by_force", f"true ({decision.reason})")
+        newest = max(all_versions(client, name))  # written before the alias: whoever reads the alias then sees it
+        client.set_registered_model_tag(name, FLOOR_TAG, Floor(int(version), newest).tag())
     if decision.promote:
         if (model_id := logged_model_id(candidate.source or "")) is not None:
             verify_logged_model(client, model_id, {"MLmodel": None, WEIGHTS: None, CONFIG: None})
         client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version))
-    current = int(version) if decision.promote else int(champion.version)
-    return PromotionRecord(model_name=name, version=int(version), promoted=decision.promote,
-                           champion_version=current, reason=decision.reason)
+    current = settle_champion(client, name, int(version))
+    reason = decision.reason
+    if current != (int(version) if decision.promote else int(champion.version)):
+        settled = client.get_model_version(name, str(current))
+        reason += f"; with the versions registered meanwhile, v{current} (FID {tag_fid(settled.tags):.4f}) is champion"
+    return PromotionRecord(model_name=name, version=int(version), promoted=current == int(version),
+                           champion_version=current, reason=reason)
+
+
+def register_version(client: Any, entry: str, run_id: str, tags: dict[str, str], description: str
+                     ) -> PromotionRecord:
+    """What the register stage does once the run is logged: a new version of `genbench-<entry>` from the run's
+    model, then its promotion."""
+    version = create_version(client, entry, run_id, tags, description)
+    return apply_promotion(client, model_name(entry), version)
 
 
 def promote(entry: str, *, project_dir: Path, version: int | None = None, force: bool = False) -> PromotionRecord:

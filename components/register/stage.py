@@ -15,7 +15,8 @@ def _call(run: Call) -> Any:
 
     hashes = {stage: run.provenance.parents[1] / stage / run.provenance.name for stage in UPSTREAM}
     return register(run.entry, run.run, run.metrics, run.manifest, run.out, sample_record=run.sample_record,
-                    project_dir=run.here.root.resolve(), curve=run.curve, provenance=hashes, tags=dict(run.extra.get("tags") or {}))
+                    project_dir=run.here.root.resolve(), curve=run.curve, provenance=hashes,
+                    tags=dict(run.extra.get("tags") or {}))
 
 
 def _says(result: Any, run: Call) -> str:

@@ -16,9 +16,13 @@ STORED = {None: [("MLmodel", False, 900), ("artifacts", True, None)],
 EXPECTED = {"MLmodel": None, "model.safetensors": 4096, "config.json": 300}
 
 
+class Page(list):
+    token = None  # MLflow's PagedList: the last page has no token
+
+
 @dataclass
 class Store:
-    """The two calls of MlflowClient that registry.py makes here, over an in-memory listing."""
+    """The calls of MlflowClient that registry.py makes here, over an in-memory listing and one version."""
 
     listing: dict
     aliases: dict = field(default_factory=dict)
@@ -29,10 +33,18 @@ class Store:
     def get_model_version(self, name: str, version: str) -> SimpleNamespace:
         return SimpleNamespace(version=version, source="models:/m-1", tags={"fid": "1.0"})
 
+    def search_model_versions(self, filter_string: str, page_token: str | None = None) -> Page:
+        return Page([self.get_model_version("genbench-vae", "1")])
+
+    def get_registered_model(self, name: str) -> SimpleNamespace:
+        return SimpleNamespace(tags={}, aliases=dict(self.aliases))
+
     def get_model_version_by_alias(self, name: str, alias: str) -> SimpleNamespace:
         from mlflow.exceptions import MlflowException
 
-        raise MlflowException("no champion yet")
+        if alias not in self.aliases:
+            raise MlflowException("no champion yet")
+        return self.get_model_version(name, self.aliases[alias])
 
     def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
         self.aliases[alias] = version
