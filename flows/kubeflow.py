@@ -3,10 +3,11 @@ register) per entry and seed → sampling sweeps → report, the component calls
 
 Files travel as KFP artifacts (`dsl.Dataset` for data, samples and sweep sets, `dsl.Model` for run folders,
 `dsl.Metrics` for metrics files, `dsl.HTML` for the report's index.html), each a folder laid out like a project
-(flows/kubeflow_tasks.py); params travel as pipeline parameters: params.yaml (as one line of YAML), the profile,
-the MLflow tracking URI and the names of the Kubernetes secrets. Each task is a lightweight Python component run in the
-genbench image (`IMAGE`, which has genbench and kfp installed, so `install_kfp_package=False`); its body imports
-genbench and makes the same component call as the Prefect task of the same name.
+(flows/kubeflow_tasks.py), holding what later tasks read and no more: a run without its resume checkpoint, its EMA
+snapshots in an artifact of their own for fid-curve alone. Params travel as pipeline parameters: params.yaml (as one
+line of YAML), the profile and the MLflow tracking URI. Each task is a lightweight Python component run in the
+genbench image (which has genbench and kfp installed, so `install_kfp_package=False`); its body imports genbench and
+makes the same component call as the Prefect task of the same name.
 
 The plan (entries, seeds, sweeps) is fixed when the pipeline is compiled, as dvc.yaml iterates it as written: a
 `dsl.ParallelFor` over the (entry, seed) pairs, fanned in with `dsl.Collected` into one project artifact that the
@@ -15,11 +16,15 @@ that gets that project. The loops run one iteration at a time, in the Prefect fl
 moves the `champion` alias, which two concurrent registrations of one entry would race on, and so each entry's
 versions get the numbers and champion the other drivers give them.
 
-Kubernetes: train, sample and sweep request `gpus` accelerators of type `GPU`; register gets the MLflow and S3
-credentials from the secrets named by the `mlflow_secret` and `s3_secret` parameters (`use_secret_as_env`; keys
-in `SECRET_KEYS`). Both are optional: an MLflow server without auth needs no secret, and one that proxies
-artifacts (infra/'s does) no S3 keys. No credential is a parameter. kfp.local (`run_local`) ignores both and runs every task as a
-subprocess of this Python.
+Kubernetes, from `kubeflow:` in params (genbench/kubeflow_config.py), also fixed at compile time: each task's pod
+requests its stage's resources (CPU, memory, accelerators, tolerations, node selector) and runs the image variant
+that fits them (`cuda` when it requests accelerators, else `cpu`). The secret contract (SECRET_KEYS) reaches tasks
+as optional environment variables (`use_secret_as_env`), by secret name, never as a parameter: the S3 keys reach
+every task, since with a pipeline root on S3 whose launcher config reads credentials from the environment
+(`fromEnv`) every task's launcher moves its artifacts with them, and MLflow's reach register, the one task that
+talks to MLflow. Both are optional: an MLflow server without auth needs no secret, one that proxies artifacts
+(infra/'s does) no S3 keys. The compiled pipeline needs a KFP backend of at least MIN_BACKEND (flows/kfp_client.py).
+kfp.local (`run_local`) ignores images, resources and secrets and runs every task as a subprocess of this Python.
 """
 
 import tempfile
@@ -33,17 +38,9 @@ from kfp import compiler, dsl, kubernetes
 
 from genbench.components.common.io import atomic_path
 from genbench.config import Config, load_config
+from genbench.kubeflow_config import SECRET_KEYS, KubeflowConfig, Resources
 from genbench.models import REGISTRY
 
-IMAGE = "ghcr.io/genbench/genbench:latest"  # built by infra/genbench.Dockerfile; `--image` overrides it
-GPU = "nvidia.com/gpu"
-MLFLOW_SECRET = "genbench-mlflow"  # default of the `mlflow_secret` parameter
-S3_SECRET = "genbench-s3"  # default of the `s3_secret` parameter
-# secret → {key in the secret: environment variable register sees}; the S3 keys reach MLflow's artifact store
-SECRET_KEYS = {
-    "mlflow": {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"},
-    "s3": {"access_key_id": "AWS_ACCESS_KEY_ID", "secret_access_key": "AWS_SECRET_ACCESS_KEY"},
-}
 PIPELINE_NAME = "genbench-pipeline"
 
 
@@ -70,19 +67,23 @@ def evaluate_real(params_yaml: str, profile: str, data: dsl.Input[dsl.Dataset], 
 
 
 def train(params_yaml: str, profile: str, entry: str, seed: str, data: dsl.Input[dsl.Dataset],
-          run: dsl.Output[dsl.Model], trained: dsl.Input[dsl.Artifact] = None):
-    """runs/ENTRY/seed-SEED; `trained` holds the runs an entry is built on (the ldm's vae)."""
-    from genbench.flows.kubeflow_tasks import run_stage
+          run: dsl.Output[dsl.Model], snapshots: dsl.Output[dsl.Artifact], trained: dsl.Input[dsl.Artifact] = None):
+    """runs/ENTRY/seed-SEED: its weights, config, summary and history in `run`, its EMA snapshots in `snapshots`
+    (`split_run`); `trained` holds the runs an entry is built on (the ldm's vae)."""
+    from genbench.flows.kubeflow_tasks import run_stage, split_run
 
     run_stage("train", params_yaml, profile, data, trained, outputs={"out": run}, entry=entry, seed=seed)
+    split_run(run, snapshots, entry, seed)
 
 
 def fid_curve(params_yaml: str, profile: str, entry: str, seed: str, run: dsl.Input[dsl.Model],
-              data: dsl.Input[dsl.Dataset], cache: dsl.Input[dsl.Artifact], curve: dsl.Output[dsl.Metrics]):
+              snapshots: dsl.Input[dsl.Artifact], data: dsl.Input[dsl.Dataset], cache: dsl.Input[dsl.Artifact],
+              curve: dsl.Output[dsl.Metrics]):
     """metrics/ENTRY/seed-SEED.curve.json: FID of the run's snapshots."""
     from genbench.flows.kubeflow_tasks import run_stage
 
-    run_stage("fid-curve", params_yaml, profile, run, data, cache, outputs={"out": curve}, entry=entry, seed=seed)
+    run_stage("fid-curve", params_yaml, profile, run, snapshots, data, cache, outputs={"out": curve}, entry=entry,
+              seed=seed)
 
 
 def sample(params_yaml: str, profile: str, entry: str, seed: str, run: dsl.Input[dsl.Model],
@@ -117,8 +118,8 @@ def collect(runs: dsl.Input[List[dsl.Model]], samples: dsl.Input[List[dsl.Datase
             metrics: dsl.Input[List[dsl.Metrics]], curves: dsl.Input[List[dsl.Metrics]],
             records: dsl.Input[List[dsl.Artifact]], project: dsl.Output[dsl.Artifact],
             previous: dsl.Input[dsl.Artifact] = None):
-    """One project of a loop's runs, samples, metrics, FID curves and registry records (and the `previous`
-    loops')."""
+    """One project of what the report and the sweeps read of a loop's runs, samples, metrics, FID curves and
+    registry records (and the `previous` loops')."""
     from genbench.flows.kubeflow_tasks import collect as run_collect
 
     run_collect([previous, *runs, *samples, *metrics, *curves, *records], project)
@@ -148,6 +149,9 @@ def report(params_yaml: str, profile: str, data: dsl.Input[dsl.Dataset], real: d
 
 
 TASKS = (prepare, evaluate_real, train, fid_curve, sample, evaluate, register, collect, sweep, report)
+# Whose `kubeflow.resources` entry each task runs with: its stage's; collect, no stage of its own, gathers the
+# report's inputs and runs with the report's.
+RESOURCES_OF = {task.__name__: "report" if task is collect else task.__name__.replace("_", "-") for task in TASKS}
 
 
 @dataclass(frozen=True)
@@ -183,85 +187,112 @@ def params_text(params: Path) -> str:
     return text
 
 
-def build(params: Path, profile: str | None, image: str = IMAGE, gpus: int = 1) -> Any:
+def image(cluster: KubeflowConfig, resources: Resources) -> str:
+    """The image variant a pod with `resources` runs: CUDA's when it requests accelerators, else the smaller CPU one."""
+    return cluster.image_ref("cuda" if resources.gpu else "cpu")
+
+
+def place(task: dsl.PipelineTask, resources: Resources) -> None:
+    """What the task's pod requests and where it may run. Memory is also the limit, so a pod that outgrows it is
+    stopped rather than starving its node; CPU has no limit, so a pod may use a node's idle cores."""
+    task.set_cpu_request(resources.cpu).set_memory_request(resources.memory).set_memory_limit(resources.memory)
+    if resources.gpu:
+        task.set_accelerator_type(resources.accelerator).set_accelerator_limit(resources.gpu)
+    for toleration in resources.tolerations:
+        kubernetes.add_toleration(task, key=toleration.key, operator=toleration.operator, value=toleration.value,
+                                  effect=toleration.effect)
+    for key, value in resources.node_selector.items():
+        kubernetes.add_node_selector(task, key, value)
+
+
+def use_secrets(task: dsl.PipelineTask, cluster: KubeflowConfig, kinds: tuple[str, ...]) -> None:
+    """The secret contract's keys of the secrets `kinds` as the task's environment variables of the same names,
+    each optional (a key or secret a deployment does not need may be absent)."""
+    for kind in kinds:
+        kubernetes.use_secret_as_env(task, secret_name=getattr(cluster.secrets, kind),
+                                     secret_key_to_env={key: key for key in SECRET_KEYS[kind]}, optional=True)
+
+
+def build(params: Path, profile: str | None) -> Any:
     """The pipeline for the plan in `params`, whose text (`params_text`) and active profile (`profile`, else
     plan.yaml's) are the defaults of the pipeline's parameters `params_yaml` and `profile`: a task's scratch project
-    holds params.yaml alone."""
+    holds params.yaml alone. Images, resources and secret names come from its `kubeflow:` section."""
     config = load_config(params, profile)
-    plan, text = Plan.of(config), params_text(params)
-    ops = {task.__name__: dsl.component(task, base_image=image, install_kfp_package=False) for task in TASKS}
+    plan, text, cluster = Plan.of(config), params_text(params), config.kubeflow
+    ops = {task.__name__: dsl.component(task, base_image=image(cluster, cluster.resources[RESOURCES_OF[task.__name__]]),
+                                        install_kfp_package=False) for task in TASKS}
 
-    def on_gpu(task: dsl.PipelineTask) -> None:
-        if gpus:
-            task.set_accelerator_type(GPU).set_accelerator_limit(gpus)
+    def step(name: str, /, **arguments: Any) -> dsl.PipelineTask:
+        """Task `name` with its stage's resources and the secrets it needs."""
+        task = ops[name](**arguments)
+        place(task, cluster.resources[RESOURCES_OF[name]])
+        use_secrets(task, cluster, ("s3", "mlflow") if name == "register" else ("s3",))
+        return task
 
     @dsl.pipeline(name=PIPELINE_NAME, description="genbench: train, sample, evaluate and register each entry and "
                                                   "seed of the plan, then the report.")
-    def pipeline(mlflow_tracking_uri: str, params_yaml: str = text, profile: str = config.profile,
-                 mlflow_secret: str = MLFLOW_SECRET, s3_secret: str = S3_SECRET) -> dsl.HTML:
+    def pipeline(mlflow_tracking_uri: str, params_yaml: str = text, profile: str = config.profile) -> dsl.HTML:
         params = {"params_yaml": params_yaml, "profile": profile}
-        data = ops["prepare"](**params, entries=list(plan.entries), seeds=list(plan.seeds),
-                              sweeps=list(plan.sweeps)).outputs["data"]
-        floor = ops["evaluate_real"](**params, data=data)
+        data = step("prepare", **params, entries=list(plan.entries), seeds=list(plan.seeds),
+                   sweeps=list(plan.sweeps)).outputs["data"]
+        floor = step("evaluate_real", **params, data=data)
         real, cache = floor.outputs["metrics"], floor.outputs["cache"]
         trained = None
         for pairs in plan.loops:
             with dsl.ParallelFor([{"entry": name, "seed": str(seed)} for name, seed in pairs], parallelism=1) as item:
                 built_on = {"trained": trained} if trained is not None else {}
-                train_task = ops["train"](**params, entry=item.entry, seed=item.seed, data=data, **built_on)
-                run = train_task.outputs["run"]
-                curve_task = ops["fid_curve"](**params, entry=item.entry, seed=item.seed, run=run, data=data,
-                                              cache=cache)
-                sample_task = ops["sample"](**params, entry=item.entry, seed=item.seed, run=run)
-                evaluate_task = ops["evaluate"](**params, entry=item.entry, seed=item.seed,
-                                                samples=sample_task.outputs["samples"], data=data, cache=cache)
-                register_task = ops["register"](**params, entry=item.entry, seed=item.seed,
-                                                mlflow_tracking_uri=mlflow_tracking_uri,
-                                                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, run=run,
-                                                samples=sample_task.outputs["samples"],
-                                                metrics=evaluate_task.outputs["metrics"],
-                                                curve=curve_task.outputs["curve"], data=data)
-                on_gpu(train_task)
-                on_gpu(sample_task)
+                instance = {**params, "entry": item.entry, "seed": item.seed}
+                train_task = step("train", **instance, data=data, **built_on)
+                trained_run = train_task.outputs["run"]
+                curve_task = step("fid_curve", **instance, run=trained_run, snapshots=train_task.outputs["snapshots"],
+                                 data=data, cache=cache)
+                sample_task = step("sample", **instance, run=trained_run)
+                evaluate_task = step("evaluate", **instance, samples=sample_task.outputs["samples"], data=data,
+                                    cache=cache)
+                register_task = step("register", **instance, mlflow_tracking_uri=mlflow_tracking_uri,
+                                    kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, run=trained_run,
+                                    samples=sample_task.outputs["samples"], metrics=evaluate_task.outputs["metrics"],
+                                    curve=curve_task.outputs["curve"], data=data)
                 register_task.set_caching_options(False)  # it writes to MLflow: never skip it as done
-                for kind, secret_name in (("mlflow", mlflow_secret), ("s3", s3_secret)):
-                    kubernetes.use_secret_as_env(register_task, secret_name=secret_name,
-                                                 secret_key_to_env=SECRET_KEYS[kind], optional=True)
             previous = {"previous": trained} if trained is not None else {}
-            trained = ops["collect"](runs=dsl.Collected(run), samples=dsl.Collected(sample_task.outputs["samples"]),
-                                     metrics=dsl.Collected(evaluate_task.outputs["metrics"]),
-                                     curves=dsl.Collected(curve_task.outputs["curve"]),
-                                     records=dsl.Collected(register_task.outputs["record"]),
-                                     **previous).outputs["project"]
+            trained = step("collect", runs=dsl.Collected(trained_run),
+                          samples=dsl.Collected(sample_task.outputs["samples"]),
+                          metrics=dsl.Collected(evaluate_task.outputs["metrics"]),
+                          curves=dsl.Collected(curve_task.outputs["curve"]),
+                          records=dsl.Collected(register_task.outputs["record"]), **previous).outputs["project"]
         swept = {}
         if plan.sweeps:
             with dsl.ParallelFor(list(plan.sweeps)) as name:
-                sweep_task = ops["sweep"](**params, name=name, data=data, cache=cache, trained=trained)
-                on_gpu(sweep_task)
+                sweep_task = step("sweep", **params, name=name, data=data, cache=cache, trained=trained)
             swept = {"sweeps": dsl.Collected(sweep_task.outputs["summary"])}
-        return ops["report"](**params, data=data, real=real, trained=trained, **swept).outputs["index"]
+        return step("report", **params, data=data, real=real, trained=trained, **swept).outputs["index"]
 
     return pipeline
 
 
-def compile_pipeline(params: Path, profile: str | None, out: Path, image: str = IMAGE, gpus: int = 1) -> None:
+def compile_pipeline(params: Path, profile: str | None, out: Path) -> None:
     """The pipeline of `params` as KFP's IR YAML at `out` (no cluster needed)."""
-    pipeline = build(params, profile, image, gpus)
+    pipeline = build(params, profile)
     with tempfile.TemporaryDirectory() as scratch, atomic_path(out) as tmp:
         compiled = Path(scratch) / "pipeline.yaml"  # the compiler picks the format by the suffix
         compiler.Compiler().compile(pipeline, str(compiled))
         tmp.write_bytes(compiled.read_bytes())
 
 
-def submit(host: str, params: Path, profile: str | None, mlflow_tracking_uri: str, image: str = IMAGE,
-           gpus: int = 1, experiment: str = "genbench") -> str:
-    """Start a run of the pipeline of `params` on the KFP endpoint `host`; returns the run id."""
-    from kfp import Client
+def submit(host: str, params: Path, profile: str | None, mlflow_tracking_uri: str, token: str, namespace: str,
+           experiment: str = "genbench") -> tuple[str, str]:
+    """Start a run of the pipeline of `params` in KFP profile namespace `namespace` on the KFP endpoint `host`,
+    authenticated by `token` (flows/kfp_client.py), after checking the backend's version; returns (run id, backend
+    version)."""
+    from genbench.flows.kfp_client import connect, refused_token
 
-    pipeline = build(params, profile, image, gpus)
-    result = Client(host=host).create_run_from_pipeline_func(
-        pipeline, arguments={"mlflow_tracking_uri": mlflow_tracking_uri}, experiment_name=experiment)
-    return result.run_id
+    pipeline = build(params, profile)  # bad params stop here, before any request
+    with refused_token(host):
+        client, version = connect(host, token, namespace)
+        result = client.create_run_from_pipeline_func(
+            pipeline, arguments={"mlflow_tracking_uri": mlflow_tracking_uri}, experiment_name=experiment,
+            namespace=namespace)
+    return result.run_id, version
 
 
 def run_local(root: Path, params: Path, profile: str | None, mlflow_tracking_uri: str) -> Path:
@@ -271,9 +302,12 @@ def run_local(root: Path, params: Path, profile: str | None, mlflow_tracking_uri
 
     pipeline = build(params, profile)
     outputs = root / ".genbench" / "kfp"
-    # With use_venv=False a task runs on this Python, whatever its image; kfp warns about the image every task.
+    # With use_venv=False a task runs on this Python, whatever its image and resources; kfp warns about both for
+    # every task.
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom or non-Python",
                             category=RuntimeWarning)
+    warnings.filterwarnings("ignore", message="Task '.*': settings .* have no effect in the current local runner",
+                            category=UserWarning)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(outputs),
                workspace_root=str(outputs / "workspace"))
     return Path(pipeline(mlflow_tracking_uri=mlflow_tracking_uri).output.path)

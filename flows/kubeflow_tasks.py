@@ -5,6 +5,7 @@ components read and write one project folder laid out by genbench/layout.py. So 
 is a folder laid out like a project root that holds only what its task wrote (a run at `runs/vae/seed-0/`,
 samples at `samples/vae/seed-0.npy`), and each task runs its component in a scratch project made of links to its
 input artifacts, with the same `Layout` paths as the Prefect flow, writing under `Layout(<output artifact>)`.
+Artifacts hold what later tasks read and no more (`split_run`, `collect`), since a pipeline root keeps every run's.
 
 These functions run inside the tasks (the genbench image, or kfp.local's subprocesses); nothing here imports kfp.
 """
@@ -75,8 +76,9 @@ def run_stage(name: str, params_yaml: str, profile: str, *inputs: Artifact | Non
 
 
 def use_tracking(uri: str) -> None:
-    """Point MLflow at `uri` (components/register/tracking.py reads MLFLOW_TRACKING_URI). A task's folder is gone when it
-    ends, so the embedded default store would lose every run: the pipeline must name a server or a lasting store."""
+    """Point MLflow at `uri` (components/register/tracking.py reads MLFLOW_TRACKING_URI). A task's folder is gone
+    when it ends, so the embedded default store would lose every run: the pipeline must name a server or a lasting
+    store."""
     if not uri.strip():
         raise ValueError("mlflow_tracking_uri is empty: pass the MLflow server the tasks register to "
                          "(genbench kfp submit --mlflow-uri URL)")
@@ -88,12 +90,41 @@ def out(artifact: Artifact) -> Layout:
     return Layout(Path(artifact.path))
 
 
+def split_run(run: Artifact, snapshots: Artifact, entry: str, seed: str) -> None:
+    """Leave in the run artifact what sample, register, the sweeps and the report read (weights, config, summary,
+    history and the train provenance): move the EMA snapshots, which fid-curve alone reads, to the `snapshots`
+    artifact at the same project path (fid-curve's scratch project joins both into one run folder), and drop the
+    resume checkpoint (train's persisted files), which no task reads: a retried task trains in a fresh folder."""
+    from genbench.components.common.artifacts import SNAPSHOTS
+    from genbench.stages import STAGES
+
+    folder = out(run).run(entry, seed)
+    for name in STAGES["train"].place("out").persist:
+        (folder / name).unlink(missing_ok=True)
+    target = out(snapshots).run(entry, seed) / SNAPSHOTS
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(folder / SNAPSHOTS, target)  # train always makes the folder, empty without a curve
+
+
 def collect(parts: Iterable[Artifact | None], into: Artifact) -> None:
-    """Copy the project folders `parts` into one (`into`): KFP fans a loop's outputs in as lists of artifacts,
-    and the report, the sweeps and the entries trained on other entries' runs each need one project."""
+    """Copy what the report reads (its `in` places: runs, samples, metrics, registry records, provenance) of the
+    project folders `parts` into one (`into`): KFP fans a loop's outputs in as lists of artifacts, and the report,
+    the sweeps and the entries trained on other entries' runs (all of whose inputs are report inputs) each need one
+    project. Anything else a part holds stays out."""
+    from genbench.stages import STAGES, At
+
+    places = [place.rule(Layout(), At()) for place in STAGES["report"].places if place.role == "in"]
+    Path(into.path).mkdir(parents=True, exist_ok=True)
     for part in parts:
-        if part is not None:
-            shutil.copytree(part.path, into.path, dirs_exist_ok=True)
+        if part is None:
+            continue
+        for relative in places:
+            source, target = Path(part.path) / relative, Path(into.path) / relative
+            if source.is_dir():
+                shutil.copytree(source, target, dirs_exist_ok=True)
+            elif source.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
 
 
 def log_metrics(artifact: Any, record: Mapping[str, Any], prefix: str = "") -> None:

@@ -39,6 +39,9 @@ app.add_typer(stack_app, name="stack")
 kfp_app = typer.Typer(help="The Kubeflow Pipelines driver: compile it, submit it to a cluster, or run it here.",
                       no_args_is_help=True)
 app.add_typer(kfp_app, name="kfp")
+trainjob_app = typer.Typer(help="Kubeflow Trainer v2: one entry's training as a TrainJob (docs/kubeflow.md).",
+                           no_args_is_help=True)
+app.add_typer(trainjob_app, name="trainjob")
 T = TypeVar("T")
 
 
@@ -636,8 +639,8 @@ def deploy(
         help="process: a worker on this machine runs the flow in this folder. kubernetes: a Kubernetes worker runs "
              "each flow run as a Job in --image; the pool's base job template is --pool-template.")] = "process",
     image: Annotated[Optional[str], typer.Option(
-        help="kubernetes: the genbench image (infra/genbench.Dockerfile) the Jobs run, as the cluster pulls it, "
-             "e.g. registry.example.com/genbench:0.1.0.")] = None,
+        help="kubernetes: the genbench image (infra/genbench.Dockerfile) the Jobs run, as the cluster pulls it "
+             "(default: `genbench image ref`, from kubeflow.image in params).", show_default=False)] = None,
     pool_template: Annotated[Path, typer.Option(
         help="kubernetes: the base job template the pool gets.")] = HERE.root / "infra" / "k8s" / "prefect-work-pool.json",
     params: ParamsOpt = HERE.params,
@@ -646,13 +649,10 @@ def deploy(
     """Create a scheduled Prefect deployment of the pipeline (needs a Prefect server). --params is checked here
     and read where the flow runs: this folder, or with --pool-type kubernetes the image's /opt/genbench, which
     holds the params.yaml it was built with."""
-    _config(params, profile)
+    config = _config(params, profile)
     template = None
     if pool_type == "kubernetes":
-        if not image:
-            typer.echo("error: --pool-type kubernetes needs --image: the genbench image (infra/genbench.Dockerfile) "
-                       "as the cluster pulls it, e.g. --image registry.example.com/genbench:0.1.0", err=True)
-            raise typer.Exit(2)
+        image = image or config.kubeflow.image_ref("cuda")
         if not pool_template.is_file():
             typer.echo(f"error: {pool_template} not found: the work pool's base job template is "
                        "infra/k8s/prefect-work-pool.json in the repository; run from its root or pass --pool-template",
@@ -682,7 +682,8 @@ def deploy(
 
 @stack_app.command("up")
 def stack_up(host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you mean it.")] = "127.0.0.1") -> None:
-    """Start S3 storage (MinIO or moto), an MLflow server and a Prefect server; wait until healthy."""
+    """Start SeaweedFS (S3; GENBENCH_S3_ENDPOINT_URL names another), PostgreSQL, an MLflow server and a Prefect
+    server; wait until each answers."""
     from .stack import StackError, stack_file, up
 
     try:
@@ -740,25 +741,18 @@ def stack_exec(
         raise typer.Exit(2) from None
 
 
-ImageOpt = Annotated[str, typer.Option(help="Image every task runs in (infra/genbench.Dockerfile builds it) "
-                                          "(default: flows/kubeflow.py IMAGE).")]
-GpusOpt = Annotated[int, typer.Option(min=0, help="Accelerators (nvidia.com/gpu) per train, sample and sweep task; "
-                                                  "0: none.")]
-
-
 @kfp_app.command("compile")
 def kfp_compile(
     out: Annotated[Path, typer.Argument(help="Pipeline file to write (KFP IR YAML).")],
     params: ParamsOpt = HERE.params,
     profile: ProfileOpt = None,
-    image: ImageOpt = "",
-    gpus: GpusOpt = 1,
 ) -> None:
-    """Write the pipeline for the plan in params (entries, seeds, sweeps) as KFP IR YAML; needs no cluster."""
+    """Write the pipeline for the plan in params (entries, seeds, sweeps) as KFP IR YAML, each task's image,
+    resources and secrets from `kubeflow:` in params; needs no cluster."""
     _config(params, profile)
-    from .flows.kubeflow import IMAGE, compile_pipeline
+    from .flows.kubeflow import compile_pipeline
 
-    _call(compile_pipeline, params, profile, out, image or IMAGE, gpus)
+    _call(compile_pipeline, params, profile, out)
     typer.echo(f"wrote {out}")
 
 
@@ -768,11 +762,16 @@ def kfp_submit(
                                                  "reaches it (its credentials come from the mlflow secret).")] = "",
     params: ParamsOpt = HERE.params,
     profile: ProfileOpt = None,
-    image: ImageOpt = "",
-    gpus: GpusOpt = 1,
     experiment: Annotated[str, typer.Option(help="KFP experiment of the run.")] = "genbench",
+    namespace: Annotated[str, typer.Option(help="KFP profile namespace the experiment and run belong to (default: "
+                                                "kubeflow.namespace in params).", show_default=False)] = "",
+    token_file: Annotated[Optional[Path], typer.Option(
+        help="File holding the bearer token KFP accepts (default: $KFP_TOKEN, else the service-account token at "
+             "$KF_PIPELINES_SA_TOKEN_PATH, default /var/run/secrets/kubeflow/pipelines/token).",
+        show_default=False)] = None,
 ) -> None:
-    """Compile the pipeline and start a run on the KFP endpoint in KFP_HOST."""
+    """Compile the pipeline and start a run on the KFP endpoint in KFP_HOST, authenticated and in a namespace, after
+    checking that the backend is recent enough (docs/kubeflow.md)."""
     host = os.environ.get("KFP_HOST", "").strip()
     if not host:
         typer.echo("error: KFP_HOST is not set: export KFP_HOST=URL of the Kubeflow Pipelines API (e.g. "
@@ -782,11 +781,15 @@ def kfp_submit(
     if not mlflow_uri:
         typer.echo("error: --mlflow-uri is required: the MLflow server the cluster's tasks register to", err=True)
         raise typer.Exit(2)
-    _config(params, profile)
-    from .flows.kubeflow import IMAGE, submit
+    config = _config(params, profile)
+    from .flows.kfp_client import MIN_BACKEND, find_token, version_text
+    from .flows.kubeflow import submit
 
-    run_id = _call(submit, host, params, profile, mlflow_uri, image or IMAGE, gpus, experiment)
-    typer.echo(f"started run {run_id} on {host}")
+    token = _call(find_token, token_file)
+    namespace = namespace or config.kubeflow.namespace
+    run_id, backend = _call(submit, host, params, profile, mlflow_uri, token, namespace, experiment)
+    typer.echo(f"started run {run_id} in namespace {namespace} on {host} (KFP backend {backend}; needs "
+               f"{version_text(MIN_BACKEND)} or newer)")
 
 
 @kfp_app.command("local")
@@ -800,6 +803,100 @@ def kfp_local(params: ParamsOpt = HERE.params, profile: ProfileOpt = None) -> No
     tracking_uri = configure_tracking(HERE.root)  # the embedded store, or MLFLOW_TRACKING_URI when set
     index = _call(run_local, HERE.root, params, profile, tracking_uri)
     typer.echo(f"results: {index}")
+
+
+NodesOpt = Annotated[int, typer.Option(help="Pods (nodes) the run spans; each runs one process per accelerator of "
+                                            "kubeflow.resources.train (one on CPU).")]
+
+
+def _trainjob(entry: str, seed: int | None, nodes: int, params: Path, profile: str | None) -> dict[str, Any]:
+    """The TrainJob for ENTRY from params, or exit 2 naming the bad input."""
+    config = _config(params, profile, entry)
+    from .flows.trainjob import render
+
+    return _call(render, config, entry, _seed(config, seed), nodes)
+
+
+@trainjob_app.command("render")
+def trainjob_render(
+    entry: EntryArg,
+    seed: SeedOpt = None,
+    nodes: NodesOpt = 1,
+    out: Annotated[Optional[Path], typer.Option(help="File to write (default: standard output).",
+                                                show_default=False)] = None,
+    params: ParamsOpt = HERE.params,
+    profile: ProfileOpt = None,
+) -> None:
+    """Write the TrainJob that trains ENTRY with torchrun on the runtime genbench-torch (infra/k8s/runtime.yaml):
+    image, resources, placement, namespace, secrets and S3 prefix from params' `kubeflow` section. Needs no cluster;
+    `kubectl apply -f` the file, or use `genbench trainjob submit`."""
+    import yaml
+
+    text = yaml.safe_dump(_trainjob(entry, seed, nodes, params, profile), sort_keys=False)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    from .components.common.io import atomic_path
+
+    with _input_errors(), atomic_path(out) as tmp:
+        tmp.write_text(text)
+    typer.echo(f"wrote {out}")
+
+
+@trainjob_app.command("submit")
+def trainjob_submit(
+    entry: EntryArg,
+    seed: SeedOpt = None,
+    nodes: NodesOpt = 1,
+    params: ParamsOpt = HERE.params,
+    profile: ProfileOpt = None,
+) -> None:
+    """Create the TrainJob `genbench trainjob render` writes, through the Kubeflow SDK's Kubernetes client
+    (kubeconfig's current context, or the pod's service account in a cluster)."""
+    manifest = _trainjob(entry, seed, nodes, params, profile)
+    from .flows.trainjob import submit
+
+    name = _call(submit, manifest)
+    typer.echo(f"created TrainJob {manifest['metadata']['namespace']}/{name}; follow it with "
+               f"`kubectl -n {manifest['metadata']['namespace']} get trainjob {name}`")
+
+
+image_app = typer.Typer(help="The genbench image (infra/genbench.Dockerfile, built by infra/build-image.sh): its "
+                             "reference, from params' `kubeflow.image` and `kubeflow.tag`.", no_args_is_help=True)
+app.add_typer(image_app, name="image")
+ImageVariant = Literal["cuda", "cpu"]  # KubeflowConfig.image_ref's variants, as build-arg VARIANT of the Dockerfile
+
+
+def _git_commit() -> str:
+    """The checkout's HEAD as git abbreviates it (7 hex digits or more), for the image's commit tag."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=HERE.root, capture_output=True,
+                              text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        _fail("--commit: no git commit here (not a git checkout, or git missing); run it in the repository, or "
+              "drop --commit for the version tag")
+    return done.stdout.strip()
+
+
+@image_app.command("ref")
+def image_ref(
+    variant: Annotated[ImageVariant, typer.Option(
+        help="cuda: torch with its CUDA libraries (runs on CPU nodes too). cpu: CPU-only torch, a smaller image.")
+    ] = "cuda",
+    commit: Annotated[bool, typer.Option(
+        "--commit", help="Tag with this checkout's git commit (sha-COMMIT-VARIANT) instead of the version.")] = False,
+    params: ParamsOpt = HERE.params,
+    profile: ProfileOpt = None,
+) -> None:
+    """Print the image reference the build pushes and the cluster pulls: `kubeflow.image`:TAG-VARIANT, TAG being
+    `kubeflow.tag` or else the genbench version. Manifests, tasks and infra/build-image.sh all name the image
+    from that one setting."""
+    kubeflow = _config(params, profile).kubeflow
+    if commit:
+        kubeflow = kubeflow.model_copy(update={"tag": f"sha-{_git_commit()}"})
+    typer.echo(kubeflow.image_ref(variant))
 
 
 if __name__ == "__main__":

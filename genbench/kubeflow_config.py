@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .models.config import NonNegativeInt, Strict
 
@@ -94,7 +94,16 @@ class KubeflowConfig(Strict):
     # suffix (-cuda, -cpu) follows it
     namespace: str = "genbench"  # the Kubernetes namespace, and the KFP profile namespace runs are created in
     secrets: Secrets = Secrets()
+    storage: str = "s3://genbench-artifacts/k8s"  # S3 prefix a TrainJob restores data/prepared/ and runs/ from and
+    # pushes its run folder to (docs/kubeflow.md, "Training with a TrainJob")
     resources: dict[str, Resources] = Field(default_factory=_default_resources)  # per stage: STAGE_NAMES
+
+    @field_validator("storage")
+    @classmethod
+    def _s3_prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^/]+)*", value):
+            raise ValueError(f"storage: {value!r} is not an S3 prefix; write s3://BUCKET/PREFIX, without a trailing /")
+        return value
 
     @model_validator(mode="before")
     @classmethod

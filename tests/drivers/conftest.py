@@ -116,9 +116,14 @@ def _torchrun_command(root: Path) -> list[str]:
                         f"genbench train ddpm && echo \"{TORCHRUN_TIMES} $started $(date +%s.%N)\""]
 
 
+KFP_ENTRIES = (*FAMILIES, "ldm")  # the ldm diffuses in runs/vae: the pipeline's second loop, after the first's fan-in
+
+
 def _kfp_command(root: Path) -> list[str]:
-    """The Kubeflow pipeline under kfp.local: each task a subprocess of this environment, artifacts in
-    .genbench/kfp, MLflow embedded in the project (no git: its tasks run in scratch folders anyway)."""
+    """The Kubeflow pipeline under kfp.local, on FAMILIES and an ldm built on their vae: each task a subprocess of
+    this environment, artifacts in .genbench/kfp, MLflow embedded in the project (no git: its tasks run in scratch
+    folders anyway)."""
+    use_tiny(root, entries=list(KFP_ENTRIES))
     return [sys.executable, "-m", "genbench.cli", "kfp", "local"]
 
 

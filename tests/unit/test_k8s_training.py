@@ -40,6 +40,12 @@ def job() -> dict[str, Any]:
     return load("pytorchjob.yaml")
 
 
+def secrets() -> dict[str, dict[str, Any]]:
+    """secrets.example.yaml's Secrets by name."""
+    documents = yaml.load_all((K8S / "secrets.example.yaml").read_text(), Loader=yaml.CSafeLoader)
+    return {document["metadata"]["name"]: document for document in documents}
+
+
 def roles(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return manifest["spec"]["pytorchReplicaSpecs"]
 
@@ -144,8 +150,13 @@ def test_the_job_parameters_are_valid_for_the_images_params() -> None:
 
 
 def test_kustomization_names_the_image_and_leaves_the_secret_out() -> None:
+    from genbench.config import load_config
+
     kustomization = load("kustomization.yaml")
     assert [image["name"] for image in kustomization["images"]] == ["genbench"]
+    # the image of the repository's params (the one setting, kubeflow.image), as `genbench image ref` prints it
+    [image] = kustomization["images"]
+    assert f"{image['newName']}:{image['newTag']}" == load_config(REPO / "params.yaml").kubeflow.image_ref("cuda")
     for role in roles(job()).values():
         assert container(role, "pytorch")["image"] == "genbench"  # what `images:` rewrites
     assert all((K8S / resource).is_file() for resource in kustomization["resources"])
@@ -154,19 +165,30 @@ def test_kustomization_names_the_image_and_leaves_the_secret_out() -> None:
     assert kustomization["generatorOptions"]["disableNameSuffixHash"] is True
     namespace = load("namespace.yaml")
     kubernetes_validate.validate(namespace, KUBERNETES, strict=True)
-    assert kustomization["namespace"] == namespace["metadata"]["name"] == load("secret.example.yaml")["metadata"][
-        "namespace"]
+    assert {kustomization["namespace"], namespace["metadata"]["name"]} == {
+        secret["metadata"]["namespace"] for secret in secrets().values()}
 
 
-def test_secret_template_holds_placeholders_and_every_container_reads_it() -> None:
-    secret = load("secret.example.yaml")
-    kubernetes_validate.validate(secret, KUBERNETES, strict=True)
-    assert set(secret["stringData"].values()) == {PLACEHOLDER} and "data" not in secret
-    assert {"MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= secret["stringData"].keys()
+def test_secret_templates_are_the_contract_with_placeholders_only() -> None:
+    """One Secret per entry of kubeflow.secrets, holding exactly SECRET_KEYS' keys, every value a placeholder."""
+    from genbench.kubeflow_config import SECRET_KEYS, Secrets
+
+    found = secrets()
+    assert found.keys() == set(Secrets().model_dump().values())
+    for role, name in Secrets().model_dump().items():
+        secret = found[name]
+        kubernetes_validate.validate(secret, KUBERNETES, strict=True)
+        assert tuple(secret["stringData"]) == SECRET_KEYS[role] and "data" not in secret
+        assert set(secret["stringData"].values()) == {PLACEHOLDER}
+
+
+def test_only_the_s3_containers_read_the_s3_secret() -> None:
+    """fetch and upload talk to S3; the trainer talks to no server, so it gets no credential."""
+    s3 = {"secretRef": {"name": "genbench-s3", "optional": True}}
     for role in roles(job()).values():
         for each in all_containers(role):
-            assert {"secretRef": {"name": secret["metadata"]["name"]}} in each["envFrom"], each["name"]
-            assert not {var["name"] for var in each.get("env", [])} & secret["stringData"].keys()
+            wanted = [s3] if each["name"] in ("fetch", "upload") else []
+            assert [ref for ref in each["envFrom"] if "secretRef" in ref] == wanted, each["name"]
 
 
 def test_the_image_runs_as_the_pods_user_and_holds_the_params_they_name() -> None:

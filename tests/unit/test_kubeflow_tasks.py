@@ -1,4 +1,5 @@
-"""The Kubeflow tasks' plumbing: artifact folders become one scratch project, loops fan in, a foreign plan stops."""
+"""The Kubeflow tasks' plumbing: artifact folders become one scratch project, a run splits into what its readers
+need, loops fan in what the report reads, a foreign plan stops."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from genbench.config import load_config
-from genbench.flows.kubeflow_tasks import check_plan, collect, use_tracking, workspace
+from genbench.flows.kubeflow_tasks import check_plan, collect, split_run, use_tracking, workspace
 
 from ..conftest import use_tiny
 
@@ -57,14 +58,56 @@ def test_workspace_refuses_a_file_artifact(tmp_path: Path) -> None:
         pass
 
 
-def test_collect_unites_project_folders(tmp_path: Path) -> None:
-    parts = [_fragment(tmp_path / "a", {"runs/vae/seed-0/model.safetensors": "w"}),
-             _fragment(tmp_path / "b", {"metrics/vae/seed-0.json": "{}"}), None]
+def _files(root: Path | str) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*") if p.is_file())
+
+
+def test_collect_unites_what_the_report_reads(tmp_path: Path) -> None:
+    parts = [_fragment(tmp_path / "a", {"runs/vae/seed-0/model.safetensors": "w",
+                                        "provenance/train/vae-seed-0.json": "{}"}),
+             _fragment(tmp_path / "b", {"metrics/vae/seed-0.json": "{}", "samples/vae/seed-0.npy": "s",
+                                        "registry/vae/seed-0.json": "{}",
+                                        # no report input: a cache and a sweep set stay out
+                                        ".genbench/cache/features.npz": "f", "sweeps/ddim_steps/a.npy": "x"}),
+             None]
     into = Artifact(str(tmp_path / "project"))
     collect(parts, into)
-    files = sorted(p.relative_to(into.path).as_posix() for p in Path(into.path).rglob("*") if p.is_file())
-    assert files == ["metrics/vae/seed-0.json", "runs/vae/seed-0/model.safetensors"]
+    assert _files(into.path) == ["metrics/vae/seed-0.json", "provenance/train/vae-seed-0.json",
+                                 "registry/vae/seed-0.json", "runs/vae/seed-0/model.safetensors",
+                                 "samples/vae/seed-0.npy"]
     assert not any(p.is_symlink() for p in Path(into.path).rglob("*"))  # copies: an artifact must stand alone
+    empty = Artifact(str(tmp_path / "empty"))
+    collect([None], empty)
+    assert Path(empty.path).is_dir() and _files(empty.path) == []  # an output artifact exists even when empty
+
+
+RUN = "runs/vae/seed-0"
+
+
+def test_split_run_keeps_what_readers_need_and_moves_the_snapshots(tmp_path: Path) -> None:
+    """The run artifact keeps weights, config, summary, history and the train provenance; the EMA snapshots move
+    to their own artifact at the same project path; the resume checkpoint goes."""
+    run = _fragment(tmp_path / "run", {f"{RUN}/{name}": name for name in (
+        "model.safetensors", "config.json", "summary.json", "history.csv", "checkpoint.pt",
+        "snapshots/step-00000010.safetensors")} | {"provenance/train/vae-seed-0.json": "{}"})
+    snapshots = Artifact(str(tmp_path / "snapshots"))
+    split_run(run, snapshots, "vae", "0")
+    assert _files(run.path) == ["provenance/train/vae-seed-0.json", f"{RUN}/config.json", f"{RUN}/history.csv",
+                                f"{RUN}/model.safetensors", f"{RUN}/summary.json"]
+    assert _files(snapshots.path) == [f"{RUN}/snapshots/step-00000010.safetensors"]
+    with workspace(None, run, snapshots) as here:  # fid-curve's scratch project: one run folder again
+        assert sorted(p.name for p in here.run("vae", 0).iterdir()) == [
+            "config.json", "history.csv", "model.safetensors", "snapshots", "summary.json"]
+
+
+def test_split_run_without_snapshots_leaves_an_empty_snapshots_artifact(tmp_path: Path) -> None:
+    """Trained without a curve, the snapshots folder train always makes is empty; the artifact still exists."""
+    run = _fragment(tmp_path / "run", {f"{RUN}/model.safetensors": "w", f"{RUN}/checkpoint.pt": "c"})
+    (tmp_path / "run" / RUN / "snapshots").mkdir()
+    snapshots = Artifact(str(tmp_path / "snapshots"))
+    split_run(run, snapshots, "vae", "0")
+    assert _files(run.path) == [f"{RUN}/model.safetensors"]
+    assert (Path(snapshots.path) / RUN / "snapshots").is_dir() and _files(snapshots.path) == []
 
 
 def test_check_plan_names_what_differs(tmp_path: Path) -> None:
