@@ -34,7 +34,8 @@ app = typer.Typer(
     add_completion=False,
 )
 HERE = Layout()
-stack_app = typer.Typer(help="A local MLflow + Prefect + S3 stack on 127.0.0.1, without docker.", no_args_is_help=True)
+stack_app = typer.Typer(help="A local S3 + PostgreSQL + MLflow + Prefect stack on 127.0.0.1, without docker.",
+                        no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 kfp_app = typer.Typer(help="The Kubeflow Pipelines driver: compile it, submit it to a cluster, or run it here.",
                       no_args_is_help=True)
@@ -681,7 +682,9 @@ def deploy(
 
 
 @stack_app.command("up")
-def stack_up(host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you mean it.")] = "127.0.0.1") -> None:
+def stack_up(
+    host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you mean it.")] = "127.0.0.1",
+) -> None:
     """Start SeaweedFS (S3; GENBENCH_S3_ENDPOINT_URL names another), PostgreSQL, an MLflow server and a Prefect
     server; wait until each answers."""
     from .stack import StackError, stack_file, up
@@ -693,6 +696,7 @@ def stack_up(host: Annotated[str, typer.Option(help="Interface to bind; keep 127
         raise typer.Exit(1) from None
     for name, service in stack["services"].items():
         typer.echo(f"{name:8s} {service['url']}  (pid {service['pid']})")
+    typer.echo(f"all answering {stack['started_in_s']:.0f} s after the start")
     typer.echo(f"MLflow and Prefect require a login: the credentials are in {stack_file(HERE.root)} (mode 0600).")
     typer.echo("genbench commands in this folder now use these servers, logged in; `genbench stack exec -- CMD` "
                "gives another client (a Prefect worker, dvc) the same access; `genbench stack down` stops them.")

@@ -1,10 +1,11 @@
-"""An S3 store that can go down: moto's S3 behind a relay that cuts it off mid-upload, and MLflow's basic-auth
-server (as `genbench stack up` starts it) whose artifacts go through the relay, all on 127.0.0.1.
+"""An S3 store that can go down: the run's shared SeaweedFS (tests/services/backing.py) behind a relay that cuts it
+off mid-upload, and MLflow's basic-auth server (as `genbench stack up` starts it, its store a database of its own in
+the shared PostgreSQL) whose artifacts go through the relay, all on 127.0.0.1.
 
-moto keeps its objects in memory, so stopping its process would lose the bucket (and every earlier version's
-files with it): the outage is cut in front of it instead. When armed, the relay resets every open connection and
-stops listening as soon as a client starts uploading a given file, and listens again some seconds later: to
-MLflow, the S3 server died mid-request and came back with its data intact.
+When armed, the relay resets every open connection and stops listening as soon as a client starts uploading a given
+file, and listens again some seconds later: to MLflow, the S3 server died mid-request and came back. The relay
+stays for the outages a restart of the server cannot make on cue (the cut at the first byte of one upload);
+SeaweedFS keeps its data on disk, so a test may also stop the server itself.
 
 `OutageStack(root)` returns once S3 answers; `ready` waits for MLflow, which takes a minute to start on a busy
 2-core host, so tests/faults/conftest.py starts the stack with the first test of the tier.
@@ -13,13 +14,16 @@ MLflow, the S3 server died mid-request and came back with its data intact.
 from __future__ import annotations
 
 import contextlib
-import secrets
 import socket
 import struct
 import threading
 from pathlib import Path
 
 from genbench import stack
+from genbench.stack.apps import start_mlflow
+from genbench.stack.processes import free_port, stop, wait_healthy
+
+from ..services.backing import shared_backing, shared_folder
 
 HOST = "127.0.0.1"
 
@@ -29,7 +33,7 @@ class Relay:
     and stop listening when a client sends `marker`, and to listen again `outage_s` seconds later."""
 
     def __init__(self, target: tuple[str, int]) -> None:
-        self.target, self.port = target, stack._free_port(HOST)
+        self.target, self.port = target, free_port(HOST)
         self.marker: bytes | None = None
         self.outage_s = 0.0
         self.seen = 0  # PUT requests whose path holds the marker
@@ -69,7 +73,10 @@ class Relay:
         """Stop listening and reset (RST, as a dying server's kernel does) every open connection."""
         with self.lock:
             doomed, self.open = [*self.open, self.listener], set()
-            self.listener = None
+            listener, self.listener = self.listener, None
+        if listener is not None:  # close alone leaves it listening while its thread waits in accept()
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
         for sock in doomed:
             if sock is None:
                 continue
@@ -107,22 +114,22 @@ class Relay:
 
 
 class OutageStack:
-    """moto, the `Relay` in front of it and MLflow's server behind the relay, under `root`; stop with `close`."""
+    """The shared S3 with the `Relay` in front of it and MLflow's server behind the relay, under `root`; stop with
+    `close` (which leaves the shared servers to their last user)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.keys = {"AWS_ACCESS_KEY_ID": f"genbench{secrets.token_hex(6)}",
-                     "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(24), "AWS_DEFAULT_REGION": stack.REGION}
         self.services: list[dict] = []
+        self.exit = contextlib.ExitStack()
         folder = stack.stack_dir(root)
         (folder / "logs").mkdir(parents=True)
         try:
-            s3 = self._started(stack._start_s3(HOST, stack._free_port(HOST), folder, self.keys))
-            stack._wait_healthy("s3", s3, stack._s3_health_url(s3))
-            stack._create_buckets(s3["url"], self.keys)
-            self.relay = Relay((HOST, int(s3["url"].rsplit(":", 1)[1])))
-            self.password = stack._write_mlflow_auth_config(root)
-            self.mlflow = self._started(stack.start_mlflow(root, HOST, self.relay.url, self.keys))
+            backing = self.exit.enter_context(shared_backing(shared_folder(root.parent)))
+            self.keys = backing.s3_env
+            self.relay = Relay((HOST, int(backing.s3_url.rsplit(":", 1)[1])))
+            self.password = stack.write_mlflow_auth_config(root)
+            self.mlflow = self._started(start_mlflow(root, HOST, self.relay.url, self.keys,
+                                                     backing.database("psycopg2")))
         except BaseException:
             self.close()
             raise
@@ -133,7 +140,7 @@ class OutageStack:
 
     def ready(self) -> dict[str, str]:
         """Wait for MLflow; the environment that logs a client in to it."""
-        stack._wait_healthy("mlflow", self.mlflow, f"{self.mlflow['url']}/health")
+        wait_healthy("mlflow", self.mlflow, f"{self.mlflow['url']}/health")
         return {"MLFLOW_TRACKING_URI": self.mlflow["url"], "MLFLOW_TRACKING_USERNAME": stack.MLFLOW_ADMIN,
                 "MLFLOW_TRACKING_PASSWORD": self.password}
 
@@ -141,4 +148,5 @@ class OutageStack:
         if hasattr(self, "relay"):
             self.relay.close()
         for service in self.services:
-            stack._stop(service["pid"])
+            stop(service["pid"])
+        self.exit.close()

@@ -3,7 +3,7 @@ registration retries and ends registered with its files stored, or fails with no
 where it was. A second outage outlasts every retry, so that the failing branch runs too: exit 75, nothing
 registered, and the same command registers once S3 is back.
 
-The servers are those of `genbench stack up` (moto's S3, MLflow's basic-auth server proxying artifacts to it, with
+The servers are those of `genbench stack up` (the S3 server, MLflow's basic-auth server proxying artifacts to it, with
 the stack's transient-only retries), the outage a relay in front of S3 (tests/faults/outage.py) that resets every
 connection when the upload of model.safetensors starts and stays down for OUTAGE_S seconds.
 """

@@ -1,5 +1,5 @@
-"""DVC's remote on a real S3-compatible server on 127.0.0.1 (MinIO where installed, else moto's, as `genbench
-stack` starts it), in tiny git + DVC projects of one entry (vae) and one seed.
+"""DVC's remote on a real S3 server on 127.0.0.1 (the run's shared SeaweedFS, started as `genbench stack up` starts
+it: backing.py), in tiny git + DVC projects of one entry (vae) and one seed.
 
 - A fresh clone rebuilds without retraining: `dvc pull` brings every cached output back, and `dvc repro` then
   runs only `report`, whose `results/` is not cached (`cache: false`), into the same tables.
@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,8 +25,11 @@ from genbench import stack
 from genbench.components.register.dvc_lock import data_lock_hash
 from genbench.config import load_config
 from genbench.flows.dvc_data import DataPushWarning, reproduce_prepare
+from genbench.stack.processes import free_port
 from tests.conftest import use_tiny
 from tests.drivers.conftest import REPO, copy_ignore, driver_env
+
+from .backing import Backing
 
 # DVC 3.67 calls pygtrie's deprecated `_NoneStep.value` internally; nothing here can change it
 pytestmark = [pytest.mark.server, pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")]
@@ -40,20 +41,9 @@ SKIPPED = re.compile(r"Stage '([^']+)' didn't change, skipping")
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """An S3 server started as `genbench stack up` starts it, with the stack's buckets (genbench-dvc among them);
-    yields its URL and keys. Only this server: DVC needs neither MLflow's nor Prefect's."""
-    folder = tmp_path_factory.mktemp("s3")
-    (folder / "logs").mkdir()
-    keys = {"AWS_ACCESS_KEY_ID": f"genbench{secrets.token_hex(6)}", "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(24),
-            "AWS_DEFAULT_REGION": stack.REGION}
-    service = stack._start_s3(HOST, stack._free_port(HOST), folder, keys)
-    try:
-        stack._wait_healthy("s3", service, stack._s3_health_url(service))
-        stack._create_buckets(service["url"], keys)
-        yield {"url": service["url"], **keys}
-    finally:
-        stack._stop(service["pid"])
+def s3(backing: Backing) -> dict[str, str]:
+    """The shared SeaweedFS, with the stack's buckets (genbench-dvc among them): its URL and keys."""
+    return {"url": backing.s3_url, **backing.s3_env}
 
 
 def _env(root: Path, s3: dict[str, str]) -> dict[str, str]:
@@ -154,7 +144,7 @@ def test_the_flow_data_step_reproduces_dvc_prepare_and_pushes_it(s3: dict[str, s
     assert "Data and pipelines are up to date." in _run(["dvc", "status", "prepare"], root, env)
     assert _remote_key(md5) in _bucket_keys(s3)  # pushed to the default remote
 
-    _set_endpoint(root, f"http://{HOST}:{stack._free_port(HOST)}", env)
+    _set_endpoint(root, f"http://{HOST}:{free_port(HOST)}", env)
     with pytest.warns(DataPushWarning, match=f"remote '{REMOTE}'"):
         assert reproduce_prepare(root) == md5
     data = load_config(root / "params.yaml").data

@@ -3,7 +3,8 @@
 The pool is created as type kubernetes with the repository's base job template and kept equal to it, the
 deployment carries the image as its job variable, the server accepts a flow run of it, and prefect-kubernetes
 resolves that flow run exactly as a worker would, into a Job the Kubernetes schema accepts. The server is
-started with genbench.stack's process helpers and stopped at the end.
+started as `genbench stack up` starts it, on a database of its own in the run's shared PostgreSQL (backing.py),
+and stopped at the end.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
-from genbench import stack
+from genbench.stack.apps import start_prefect
+from genbench.stack.processes import stop, wait_healthy
 
 from ..conftest import REPO, use_tiny
+from .backing import Backing
 from .screenshots import api
 
 pytestmark = pytest.mark.server
@@ -30,22 +33,17 @@ IMAGE = "registry.example.com/genbench:0.1.0"
 
 
 @pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+def prefect_api(tmp_path_factory: pytest.TempPathFactory, backing: Backing):
     """A Prefect server with API auth on, as `genbench stack up` runs it; yields its clients' variables."""
     folder = tmp_path_factory.mktemp("prefect-server")
     (folder / "logs").mkdir()
-    port = stack._free_port("127.0.0.1")
     auth = f"admin:{secrets.token_urlsafe(16)}"
-    service = stack._start(
-        "prefect", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        folder, {"PREFECT_HOME": str(folder / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                 "PREFECT_SERVER_API_AUTH_STRING": auth},
-        url=f"http://127.0.0.1:{port}")
+    service = start_prefect(folder, "127.0.0.1", auth, backing.database("asyncpg"))
     try:
-        stack._wait_healthy("prefect", service, f"{service['url']}/api/health")
+        wait_healthy("prefect", service, f"{service['url']}/api/health")
         yield {"PREFECT_API_URL": f"{service['url']}/api", "PREFECT_API_AUTH_STRING": auth}
     finally:
-        stack._stop(service["pid"])
+        stop(service["pid"])
 
 
 def genbench_deploy(project: Path, client_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

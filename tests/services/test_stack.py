@@ -1,9 +1,11 @@
-"""`genbench stack` against real servers on 127.0.0.1: S3 (moto's server, or MinIO), MLflow, Prefect.
+"""`genbench stack` against real servers on 127.0.0.1: SeaweedFS (S3), PostgreSQL, MLflow, Prefect.
 
-The pipeline runs through the Prefect *server* (not the ephemeral one) and logs to the MLflow *server*,
-whose artifacts must land in the S3 bucket. Both servers demand the credentials `stack up` generated, which
-the genbench commands here take from the stack file alone (their environment has none). Everything the
-test starts, it stops.
+The pipeline runs through the Prefect *server* (not the ephemeral one) and logs to the MLflow *server*, both
+keeping their state in the stack's PostgreSQL, MLflow's artifacts in the SeaweedFS bucket. Every server demands
+the credentials `stack up` generated, which the genbench commands here take from the stack file alone (their
+environment has none). The module's stack is the only one in the run that `stack up` starts whole (the other
+files share backing.py's store); its last test stops it, checks that no process of it is left, and starts it
+again on the same data and keys. Everything the test starts, it stops.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import stat
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import psutil
 import pytest
 
 from genbench import stack
@@ -28,14 +32,15 @@ from genbench import stack
 from ..conftest import use_tiny
 from ..faults.records import FaultRecord, append_record
 from . import screenshots
+from .backing import outside_pytest
 
 pytestmark = pytest.mark.server
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def running_stack(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("stack")
+def running_stack():
+    root = outside_pytest("genbench-stack-")
     use_tiny(root)
     started = stack.up(root)
     try:
@@ -44,8 +49,47 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory):
                 patch.setenv(key, started["env"][key])
             yield root, started
     finally:
+        last = stack.read_stack(root) or started
         stack.down(root)
-    assert not any(stack._alive(service["pid"]) for service in started["services"].values())
+        left = _left_over(root, last)
+        shutil.rmtree(root)
+    assert left == []
+
+
+def _left_over(root: Path, started: dict[str, Any]) -> list[str]:
+    """Processes of the stack still running: in a service's process group (MLflow's and Prefect's workers
+    included) or naming the stack folder on their command line (weed, postgres and PostgreSQL's backends)."""
+    groups = {service["pid"] for service in started["services"].values()}
+    folder = str(stack.stack_dir(root))
+    left = []
+    for process in psutil.process_iter(["pid", "name", "cmdline", "status"]):
+        try:
+            in_group = os.getpgid(process.pid) in groups
+        except ProcessLookupError:
+            continue
+        named = any(folder in part for part in process.info["cmdline"] or [])
+        if (in_group or named) and process.info["status"] != psutil.STATUS_ZOMBIE:
+            left.append(f"{process.pid} {process.info['name']}")
+    return left
+
+
+def _keys(root: Path) -> dict[str, str]:
+    return json.loads(stack.keys_file(stack.stack_dir(root)).read_text())
+
+
+def _postgres_rows(root: Path, started: dict[str, Any], database: str, query: str) -> list[tuple]:
+    """`query`'s rows in one of the stack's databases, logged in as its owner with the generated password."""
+    import psycopg2
+
+    address = urllib.parse.urlsplit(started["services"]["postgres"]["url"])
+    connection = psycopg2.connect(host=address.hostname, port=address.port, user=database, dbname=database,
+                                  password=_keys(root)[f"{database}_db_password"], connect_timeout=10)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(query)
+            return cursor.fetchall()
+    finally:
+        connection.close()
 
 
 def _client_env(services: dict[str, str] | None = None) -> dict[str, str]:
@@ -69,11 +113,27 @@ def _genbench(root: Path, *args: str) -> str:
 
 def test_servers_bind_loopback_and_report_healthy(running_stack) -> None:
     root, started = running_stack
-    assert all(service["url"].startswith("http://127.0.0.1:") for service in started["services"].values())
-    for private in stack.stack_file(root), stack.mlflow_auth_config(root):  # they hold the generated secrets
+    services = started["services"]
+    assert list(services) == ["s3", "postgres", "mlflow", "prefect"]
+    assert all(service["url"].split("://")[1].startswith("127.0.0.1:") for service in services.values())
+    for private in _private_files(root):  # they hold the generated secrets
         assert oct(private.stat().st_mode & 0o777) == "0o600", private
+    # every port SeaweedFS and PostgreSQL listen on (weed alone opens eight: master, volume, filer and S3, HTTP and
+    # gRPC each) is on loopback
+    for name in ("s3", "postgres"):
+        listening = [c.laddr for c in psutil.Process(services[name]["pid"]).net_connections("inet")
+                     if c.status == psutil.CONN_LISTEN]
+        assert listening and {address.ip for address in listening} == {"127.0.0.1"}, (name, listening)
+    assert len([1 for c in psutil.Process(services["s3"]["pid"]).net_connections("inet")
+                if c.status == psutil.CONN_LISTEN]) == 8
     output = _genbench(root, "stack", "status")
-    assert output.count("healthy") == 3, output
+    assert output.count("healthy") == 4, output
+
+
+def _private_files(root: Path) -> list[Path]:
+    folder = stack.stack_dir(root)
+    return [stack.stack_file(root), stack.mlflow_auth_config(root), stack.keys_file(folder),
+            folder / "seaweedfs" / "s3-identities.json", folder / "seaweedfs" / "security.toml"]
 
 
 class Pipeline(NamedTuple):
@@ -144,9 +204,16 @@ def test_pipeline_logs_to_servers_and_stores_weights_in_s3(pipeline_ran: Pipelin
         model_id = champion.source.removeprefix("models:/")  # the pyfunc model the run logged, with the weights
         assert any(k.endswith(f"models/{model_id}/artifacts/artifacts/model.safetensors") for k in keys), keys
     assert not (root / "mlflow.db").exists()  # nothing fell back to the embedded store
+    assert not (stack.stack_dir(root) / "mlflow.db").exists()  # nor to the stack's SQLite
+    assert _postgres_rows(root, pipeline_ran.started, "mlflow", "SELECT name FROM runs ORDER BY name") == [
+        ("dcgan",), ("ddpm",), ("vae",)]
+    assert _postgres_rows(root, pipeline_ran.started, "mlflow", "SELECT name FROM registered_models ORDER BY name") \
+        == [(f"genbench-{family}",) for family in sorted(families)]
 
     runs = _api(env, "/flow_runs/filter", {})
     assert [run["state_type"] for run in runs] == ["COMPLETED"], runs
+    assert _postgres_rows(root, pipeline_ran.started, "prefect", "SELECT id::text, state_type FROM flow_run") == [
+        (runs[0]["id"], "COMPLETED")]
 
 
 def test_champion_moves_only_for_a_lower_fid_and_samples_from_the_registry(pipeline_ran: Pipeline) -> None:
@@ -174,8 +241,8 @@ def test_champion_moves_only_for_a_lower_fid_and_samples_from_the_registry(pipel
     loser_run, loser_metrics, loser_samples = (
         ("runs/ddpm/seed-0", "metrics/ddpm/seed-0.json", "samples/ddpm/seed-0.json") if loser is first
         else ("runs/ddpm-b", "metrics/ddpm-b.json", "samples/ddpm-b.json"))
-    _genbench(root, "register", "ddpm", "--run", loser_run, "--metrics", loser_metrics, "--sample-record", loser_samples,
-              "--out", "registry/ddpm-c.json")
+    _genbench(root, "register", "ddpm", "--run", loser_run, "--metrics", loser_metrics,
+              "--sample-record", loser_samples, "--out", "registry/ddpm-c.json")
     third = json.loads((root / "registry" / "ddpm-c.json").read_text())
     assert third["version"] == 3 and not third["promoted"]
     assert client.get_model_version_by_alias("genbench-ddpm", "champion").version == str(winner["version"])
@@ -231,27 +298,70 @@ def _status(url: str, body: dict | None = None, login: str | None = None) -> int
 
 def test_servers_refuse_requests_without_the_generated_credentials(running_stack, faults_record_dir: Path) -> None:
     """Also a fault record (tests/faults/records.py): each refused request is a try that survived."""
-    _, started = running_stack
+    root, started = running_stack
     env = started["env"]
     admin = f"{env['MLFLOW_TRACKING_USERNAME']}:{env['MLFLOW_TRACKING_PASSWORD']}"
     calls = {  # name: (url, body, the login that works)
         "mlflow": (f"{env['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/search", {"max_results": 5}, admin),
         "prefect": (f"{env['PREFECT_API_URL']}/flows/filter", {}, env["PREFECT_API_AUTH_STRING"]),
     }
-    refused, admitted = {}, {}
+    refused: dict[str, dict[str, str]] = {}
+    admitted: dict[str, str] = {}
     for name, (url, body, login) in calls.items():
-        wrong = f"{login[:-1]}{'A' if login[-1] != 'A' else 'B'}"
-        refused[name] = {"anonymous": _status(url, body), "wrong password": _status(url, body, wrong),
-                         "MLflow's old default": _status(url, body, "admin:password1234")}
-        admitted[name] = _status(url, body, login)
-    answers = [(name, how, code) for name, codes in refused.items() for how, code in codes.items()]
+        refused[name] = {how: f"HTTP {_status(url, body, wrong)}" for how, wrong in (
+            ("anonymous", None), ("wrong password", _wrong(login)), ("MLflow's old default", "admin:password1234"))}
+        admitted[name] = f"HTTP {_status(url, body, login)}"
+    keys = (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+    refused["s3"] = {"anonymous": f"HTTP {_status(env['AWS_ENDPOINT_URL'] + '/' + stack.DVC_BUCKET)}",
+                     "wrong secret key": _s3_list(env["AWS_ENDPOINT_URL"], keys[0], _wrong(keys[1])),
+                     "unknown access key": _s3_list(env["AWS_ENDPOINT_URL"], _wrong(keys[0]), keys[1])}
+    admitted["s3"] = _s3_list(env["AWS_ENDPOINT_URL"], *keys)
+    passwords = _keys(root)
+    refused["postgres"] = {
+        "no password": _postgres_login(started, "postgres", ""),
+        "wrong superuser password": _postgres_login(started, "postgres", _wrong(passwords["postgres_password"])),
+        "MLflow's password for Prefect's": _postgres_login(started, "prefect", passwords["mlflow_db_password"]),
+    }
+    admitted["postgres"] = _postgres_login(started, "postgres", passwords["postgres_password"])
+    answers = [(name, how, outcome) for name, outcomes in refused.items() for how, outcome in outcomes.items()]
     append_record(faults_record_dir, FaultRecord(
-        fault="requests to the stack's MLflow and Prefect APIs without the generated credentials", kind="auth",
-        tried=len(answers), survived=sum(code in (401, 403) for *_, code in answers), lost="nothing",
-        detail="; ".join(f"{name} {how}: HTTP {code}" for name, how, code in answers)))
-    for name, codes in refused.items():
-        assert set(codes.values()) <= {401, 403}, (name, codes)
-        assert admitted[name] == 200, name
+        fault="requests to the stack's S3, PostgreSQL, MLflow and Prefect without the generated credentials",
+        kind="auth", tried=len(answers), survived=sum(outcome in REFUSED for *_, outcome in answers), lost="nothing",
+        detail="; ".join(f"{name} {how}: {outcome}" for name, how, outcome in answers)))
+    for name, outcomes in refused.items():
+        assert set(outcomes.values()) <= REFUSED, (name, outcomes)
+    assert admitted == {"mlflow": "HTTP 200", "prefect": "HTTP 200", "s3": "HTTP 200", "postgres": "logged in"}
+
+
+REFUSED = {"HTTP 401", "HTTP 403", "password authentication failed", "no password supplied"}
+
+
+def _wrong(secret: str) -> str:
+    return f"{secret[:-1]}{'A' if secret[-1] != 'A' else 'B'}"
+
+
+def _s3_list(url: str, access_key: str, secret_key: str) -> str:
+    """ListBuckets signed with these keys: its HTTP status."""
+    from botocore.exceptions import ClientError
+
+    from genbench.stack.seaweedfs import s3_client
+
+    try:
+        return f"HTTP {s3_client(url, access_key, secret_key).list_buckets()['ResponseMetadata']['HTTPStatusCode']}"
+    except ClientError as error:
+        return f"HTTP {error.response['ResponseMetadata']['HTTPStatusCode']}"
+
+
+def _postgres_login(started: dict[str, Any], user: str, password: str) -> str:
+    import psycopg2
+
+    address = urllib.parse.urlsplit(started["services"]["postgres"]["url"])
+    try:
+        psycopg2.connect(host=address.hostname, port=address.port, user=user, password=password, dbname=user,
+                         connect_timeout=10).close()
+    except psycopg2.OperationalError as error:
+        return next((why for why in REFUSED if why in str(error)), str(error))
+    return "logged in"
 
 
 def test_scheduled_deployment_runs_on_a_worker_and_logs_to_mlflow(pipeline_ran: Pipeline) -> None:
@@ -291,9 +401,9 @@ def test_browser_shows_the_deployment_schedule_and_the_champion(pipeline_ran: Pi
 
 
 def test_generated_secrets_stay_in_the_stack_files(pipeline_ran: Pipeline) -> None:
-    """No generated secret (nor the Basic header made of it) in a file of the project other than the two 0600
-    stack files, in what any genbench command here printed, or in MLflow's params and tags or Prefect's
-    flow-run parameters. Last in the module, so it searches what the other tests left too."""
+    """No generated secret (nor the Basic header made of it) in a file of the project other than the 0600 stack
+    files (`_private_files`), in what any genbench command here printed, or in MLflow's params and tags or
+    Prefect's flow-run parameters. After the tests that use the stack, so it searches what they left too."""
     from mlflow import MlflowClient
 
     root, env = pipeline_ran.root, pipeline_ran.started["env"]
@@ -305,6 +415,7 @@ def test_generated_secrets_stay_in_the_stack_files(pipeline_ran: Pipeline) -> No
     secrets = {
         "MLflow password": env["MLFLOW_TRACKING_PASSWORD"], "Prefect auth string": prefect_password,
         "S3 secret key": env["AWS_SECRET_ACCESS_KEY"],
+        **{f"PostgreSQL {name}": password for name, password in _keys(root).items() if name.endswith("password")},
         "MLflow Basic header": base64.b64encode(mlflow_login.encode()).decode(),
         "Prefect Basic header": base64.b64encode(env["PREFECT_API_AUTH_STRING"].encode()).decode(),
     }
@@ -316,8 +427,8 @@ def test_generated_secrets_stay_in_the_stack_files(pipeline_ran: Pipeline) -> No
     files = {path: holding(path.read_bytes()) for path in root.rglob("*") if path.is_file()}
     assert len(files) > 20  # the run's folders, the stack's databases and logs, the worker's log
     holders = {path.relative_to(root): names for path, names in files.items() if names}
-    private = {path.relative_to(root) for path in (stack.stack_file(root), stack.mlflow_auth_config(root))}
-    assert set(holders) == private, holders
+    private = {path.relative_to(root) for path in _private_files(root)}
+    assert set(holders) == private - {Path(".genbench/stack/seaweedfs/security.toml")}, holders
     assert all(stat.S_IMODE((root / path).stat().st_mode) == 0o600 for path in private)
 
     assert len(OUTPUTS) >= 3  # at least `deploy`, `stack up`, `stack status`
@@ -330,3 +441,45 @@ def test_generated_secrets_stay_in_the_stack_files(pipeline_ran: Pipeline) -> No
     recorded += [(f"{v.name} v{v.version}", v.tags) for v in client.search_model_versions()]
     recorded += [(flow_run["name"], flow_run["parameters"]) for flow_run in _api(env, "/flow_runs/filter", {})]
     assert not holding(json.dumps(recorded)), holding(json.dumps(recorded))
+
+
+def test_down_stops_every_process_and_up_again_keeps_data_and_keys(pipeline_ran: Pipeline) -> None:
+    """`stack down` leaves no process of the stack (weed, postgres and its backends, MLflow's and Prefect's
+    workers); a second `stack up` serves the same registry and the same stored weights with the same keys. Last in
+    the module: the stack it leaves running has new ports."""
+    from mlflow import MlflowClient
+
+    root, before = pipeline_ran.root, pipeline_ran.started
+    keys = _keys(root)
+    champion, weights = _champion_weights(before["env"])
+    output = _genbench(root, "stack", "down")
+    assert output.strip() == "stopped: s3, postgres, mlflow, prefect", output
+    assert _left_over(root, before) == []
+
+    output = _genbench(root, "stack", "up")
+    assert "all answering" in output, output
+    after = stack.read_stack(root)
+    assert after is not None and _keys(root) == keys
+    kept = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD")
+    assert {k: after["env"][k] for k in kept} == {k: before["env"][k] for k in kept}
+    assert after["env"]["MLFLOW_TRACKING_URI"] != before["env"]["MLFLOW_TRACKING_URI"]  # a new server, new port
+    again, weights_again = _champion_weights(after["env"])
+    assert (again.version, again.source) == (champion.version, champion.source)
+    assert weights_again == weights and len(weights) > 1000
+    assert MlflowClient(tracking_uri=after["env"]["MLFLOW_TRACKING_URI"]).search_model_versions(
+        "name = 'genbench-ddpm'")
+
+
+def _champion_weights(env: dict[str, str]) -> tuple[Any, bytes]:
+    """genbench-ddpm's champion and its weights as the stack's S3 stores them."""
+    import boto3
+    from mlflow import MlflowClient
+
+    champion = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).get_model_version_by_alias(
+        "genbench-ddpm", "champion")
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    suffix = f"models/{champion.source.removeprefix('models:/')}/artifacts/artifacts/model.safetensors"
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=stack.ARTIFACT_BUCKET)
+    key = next(item["Key"] for page in pages for item in page.get("Contents", []) if item["Key"].endswith(suffix))
+    return champion, s3.get_object(Bucket=stack.ARTIFACT_BUCKET, Key=key)["Body"].read()

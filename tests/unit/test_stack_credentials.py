@@ -45,9 +45,9 @@ def test_credentials_go_only_with_their_own_endpoint(tmp_path: Path, monkeypatch
 def test_mlflow_auth_config_is_private_and_keeps_the_admin_password_of_an_existing_database(tmp_path: Path) -> None:
     stack.stack_dir(tmp_path).mkdir(parents=True)
     config = stack.mlflow_auth_config(tmp_path)
-    first = stack._write_mlflow_auth_config(tmp_path)
+    first = stack.write_mlflow_auth_config(tmp_path)
     config.chmod(0o644)
-    second = stack._write_mlflow_auth_config(tmp_path)  # no auth database yet: nothing to keep
+    second = stack.write_mlflow_auth_config(tmp_path)  # no auth database yet: nothing to keep
     assert oct(config.stat().st_mode & 0o777) == "0o600"
     assert first != second and len(second) >= 32 and "password1234" not in (first, second)
     parsed = configparser.ConfigParser()
@@ -61,10 +61,10 @@ def test_mlflow_auth_config_is_private_and_keeps_the_admin_password_of_an_existi
     }
 
     stack.mlflow_auth_database(tmp_path).touch()  # MLflow created its admin with `second`
-    assert stack._write_mlflow_auth_config(tmp_path) == second
+    assert stack.write_mlflow_auth_config(tmp_path) == second
     config.unlink()
     with pytest.raises(stack.StackError, match=r"mlflow-auth\.ini .*missing; delete .*mlflow-auth\.db"):
-        stack._write_mlflow_auth_config(tmp_path)
+        stack.write_mlflow_auth_config(tmp_path)
 
 
 def test_stack_exec_needs_a_stack_and_an_executable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

