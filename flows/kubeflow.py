@@ -187,11 +187,6 @@ def params_text(params: Path) -> str:
     return text
 
 
-def image(cluster: KubeflowConfig, resources: Resources) -> str:
-    """The image variant a pod with `resources` runs: CUDA's when it requests accelerators, else the smaller CPU one."""
-    return cluster.image_ref("cuda" if resources.gpu else "cpu")
-
-
 def place(task: dsl.PipelineTask, resources: Resources) -> None:
     """What the task's pod requests and where it may run. Memory is also the limit, so a pod that outgrows it is
     stopped rather than starving its node; CPU has no limit, so a pod may use a node's idle cores."""
@@ -219,7 +214,7 @@ def build(params: Path, profile: str | None) -> Any:
     holds params.yaml alone. Images, resources and secret names come from its `kubeflow:` section."""
     config = load_config(params, profile)
     plan, text, cluster = Plan.of(config), params_text(params), config.kubeflow
-    ops = {task.__name__: dsl.component(task, base_image=image(cluster, cluster.resources[RESOURCES_OF[task.__name__]]),
+    ops = {task.__name__: dsl.component(task, base_image=cluster.image_for(RESOURCES_OF[task.__name__]),
                                         install_kfp_package=False) for task in TASKS}
 
     def step(name: str, /, **arguments: Any) -> dsl.PipelineTask:

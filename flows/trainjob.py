@@ -74,7 +74,7 @@ def render(config: Config, entry: str, seed: int, nodes: int) -> dict[str, Any]:
         "spec": {
             "runtimeRef": {"apiGroup": GROUP, "kind": "TrainingRuntime", "name": RUNTIME},
             "trainer": {
-                "image": kubeflow.image_ref("cuda" if gpus else "cpu"),
+                "image": kubeflow.image_for("train"),
                 "command": ["torchrun"],
                 "args": trainer_args(entry, seed, config.profile),
                 "numNodes": nodes,

@@ -868,7 +868,9 @@ def trainjob_submit(
 image_app = typer.Typer(help="The genbench image (infra/genbench.Dockerfile, built by infra/build-image.sh): its "
                              "reference, from params' `kubeflow.image` and `kubeflow.tag`.", no_args_is_help=True)
 app.add_typer(image_app, name="image")
-ImageVariant = Literal["cuda", "cpu"]  # KubeflowConfig.image_ref's variants, as build-arg VARIANT of the Dockerfile
+# genbench/kubeflow_config.py's ImageVariant, repeated: importing it would import torch (through genbench.models) at
+# every command's start; tests/unit/test_image.py holds the two equal
+ImageVariant = Literal["cuda", "cpu"]
 
 
 def _git_commit() -> str:

@@ -15,10 +15,9 @@ from pydantic import Field, field_validator, model_validator
 
 from .models.config import NonNegativeInt, Strict
 
-__all__ = ["KubeflowConfig", "Resources", "SECRET_KEYS", "Secrets", "Toleration", "STAGE_NAMES"]
+__all__ = ["ImageVariant", "KubeflowConfig", "Resources", "SECRET_KEYS", "Secrets", "Toleration"]
 
-# the stages of genbench/stages.py, spelled out here because config must not import the components
-STAGE_NAMES = ("prepare", "evaluate-real", "train", "fid-curve", "sample", "evaluate", "register", "sweep", "report")
+ImageVariant = Literal["cuda", "cpu"]  # the image's two builds (build-arg VARIANT of infra/genbench.Dockerfile)
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")  # a Kubernetes resource quantity
 # Stages that run a network over many images; they request what train requests unless given their own GPUs.
 NETWORK_STAGES = ("evaluate-real", "fid-curve", "sample", "evaluate", "sweep")
@@ -56,7 +55,9 @@ class Resources(Strict):
 
 
 def _default_resources() -> dict[str, Resources]:
-    """Sizes that fit each stage: training and the network stages on one accelerator each, the rest on CPU."""
+    """Sizes that fit each stage of genbench/stages.py (named here, since config must not import the components; a
+    unit test holds the two lists equal): training and the network stages on one accelerator each, the rest on
+    CPU."""
     small = Resources(cpu="1", memory="4Gi", gpu=0)
     return {
         "prepare": Resources(cpu="2", memory="8Gi", gpu=0),
@@ -96,7 +97,7 @@ class KubeflowConfig(Strict):
     secrets: Secrets = Secrets()
     storage: str = "s3://genbench-artifacts/k8s"  # S3 prefix a TrainJob restores data/prepared/ and runs/ from and
     # pushes its run folder to (docs/kubeflow.md, "Training with a TrainJob")
-    resources: dict[str, Resources] = Field(default_factory=_default_resources)  # per stage: STAGE_NAMES
+    resources: dict[str, Resources] = Field(default_factory=_default_resources)  # per stage of genbench/stages.py
 
     @field_validator("storage")
     @classmethod
@@ -116,7 +117,7 @@ class KubeflowConfig(Strict):
         merged = dict(defaults)
         for stage, fields in raw["resources"].items():
             if stage not in defaults:
-                raise ValueError(f"resources.{stage}: not a stage; the stages are {', '.join(STAGE_NAMES)}")
+                raise ValueError(f"resources.{stage}: not a stage; the stages are {', '.join(defaults)}")
             merged[stage] = defaults[stage] | fields if isinstance(fields, dict) else fields
         return {**raw, "resources": merged}
 
@@ -130,8 +131,12 @@ class KubeflowConfig(Strict):
                     update={"gpu": train.gpu, "accelerator": train.accelerator})
         return self
 
-    def image_ref(self, variant: Literal["cuda", "cpu"] = "cuda") -> str:
+    def image_ref(self, variant: ImageVariant = "cuda") -> str:
         """The full image reference, `image:TAG-VARIANT`, TAG defaulting to the installed genbench version."""
         from importlib.metadata import version
 
         return f"{self.image}:{self.tag or version('genbench')}-{variant}"
+
+    def image_for(self, stage: str) -> str:
+        """The image a pod of `stage` runs: CUDA's build when it requests accelerators, else the smaller CPU one."""
+        return self.image_ref("cuda" if self.resources[stage].gpu else "cpu")

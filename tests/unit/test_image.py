@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from itertools import takewhile
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 import pytest
 import yaml
@@ -224,6 +224,12 @@ def test_image_ref_prints_the_setting_with_version_or_commit(tmp_path: Path, mon
                               "--commit"])
     assert (cuda.exit_code, cuda.output) == (0, "registry.test:5000/team/genbench:2.0.1-cuda\n")
     assert (cpu.exit_code, cpu.output) == (0, f"registry.test:5000/team/genbench:sha-{commit}-cpu\n")
+
+
+def test_the_cli_offers_exactly_the_configs_image_variants() -> None:
+    from genbench import cli, kubeflow_config
+
+    assert get_args(cli.ImageVariant) == get_args(kubeflow_config.ImageVariant) == ("cuda", "cpu")
 
 
 def test_image_ref_tags_the_installed_version_by_default(tmp_path: Path) -> None:

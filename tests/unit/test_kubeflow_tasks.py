@@ -127,3 +127,15 @@ def test_use_tracking_needs_a_store_that_outlives_the_task(monkeypatch: pytest.M
     assert "MLFLOW_TRACKING_URI" not in os.environ
     use_tracking("http://mlflow:5000")
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+def test_every_stage_has_its_resources_and_an_unknown_one_is_named() -> None:
+    """kubeflow_config names the stages itself (config must not import the components): the same, in order."""
+    from pydantic import ValidationError
+
+    from genbench.kubeflow_config import KubeflowConfig
+    from genbench.stages import STAGES
+
+    assert tuple(KubeflowConfig().resources) == tuple(STAGES)
+    with pytest.raises(ValidationError, match=f"resources.trian: not a stage; the stages are {', '.join(STAGES)}"):
+        KubeflowConfig.model_validate({"resources": {"trian": {"gpu": 0}}})
