@@ -63,7 +63,7 @@ def decide(candidate: Mapping[str, str], champion: Mapping[str, str] | None, sam
     if same_version:
         return Decision(False, "already champion")
     new, old = tag_fid(candidate), tag_fid(champion)
-    differ = [what for tag, what in COMPARABLE_ON.items() if candidate.get(tag) != champion.get(tag)]
+    differ = differences(candidate, champion)
     if differ:
         verdict = Decision(False, f"FIDs not comparable: different {' and '.join(differ)} (the champion's "
                                   f"{TAG_PROTOCOL}: {champion.get(TAG_PROTOCOL, 'not recorded')})")
@@ -76,9 +76,14 @@ def decide(candidate: Mapping[str, str], champion: Mapping[str, str] | None, sam
     return verdict
 
 
+def differences(a: Mapping[str, str], b: Mapping[str, str]) -> list[str]:
+    """What keeps the FIDs of two versions apart (COMPARABLE_ON's names of the tags that differ); none: comparable."""
+    return [what for tag, what in COMPARABLE_ON.items() if a.get(tag) != b.get(tag)]
+
+
 def comparable(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
     """Whether the FIDs of two versions can be compared (the same reference data, extractor and protocol)."""
-    return all(a.get(tag) == b.get(tag) for tag in COMPARABLE_ON)
+    return not differences(a, b)
 
 
 def settled_champion(champion: int, versions: Mapping[int, Mapping[str, str]], floor: Floor | None = None,
