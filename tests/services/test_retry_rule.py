@@ -24,6 +24,7 @@ import pytest
 
 from genbench.flows.retries import http_status, is_transient, retry_transient
 
+from ..json_stub import JsonHandler
 from ..mlflow_server import MlflowServer, free_port, mlflow_server
 
 pytestmark = pytest.mark.server
@@ -152,20 +153,12 @@ class Stub(http.server.ThreadingHTTPServer):
         self.status, self.hits = status, 0
         stub = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def _answer(self) -> None:
                 stub.hits += 1
-                body = b'{"message": "stub"}'
-                self.send_response(stub.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_json(stub.status, {"message": "stub"})
 
             do_GET = do_POST = do_PUT = do_HEAD = _answer
-
-            def log_message(self, *args: object) -> None:
-                pass
 
         super().__init__(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.serve_forever, daemon=True).start()

@@ -9,10 +9,8 @@ import copy
 import json
 import re
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -26,6 +24,7 @@ from genbench.cli import app
 from genbench.config import load_config
 
 from ..conftest import use_tiny
+from ..json_stub import JsonHandler, serve
 
 # What the compiled pipeline must hold, written here rather than read from flows/kubeflow.py
 S3_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"}
@@ -317,7 +316,7 @@ def kfp_stub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[KfpStu
 
     stub = KfpStub()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def _serve(self) -> None:
             parsed = urlparse(self.path)
             length = int(self.headers.get("Content-Length") or 0)
@@ -327,21 +326,11 @@ def kfp_stub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[KfpStu
                 status, reply = 401, {"error": "Unauthenticated", "code": 16}
             else:
                 status, reply = 200, stub.answer(self.command, parsed.path, parse_qs(parsed.query), body)
-            data = json.dumps(reply).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(status, reply)
 
         do_GET = do_POST = _serve
 
-        def log_message(self, *_: object) -> None:  # keep the test output to the CLI's
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = serve(Handler)
     stub.url = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setenv("KFP_HOST", stub.url)
     for name in ("KFP_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH"):
@@ -351,9 +340,8 @@ def kfp_stub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[KfpStu
     try:
         yield stub
     finally:
-        server.shutdown()
+        server.shutdown()  # returns once serve_forever has
         server.server_close()
-        thread.join()
 
 
 def _submit(*args: str) -> Any:

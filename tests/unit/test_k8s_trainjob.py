@@ -15,10 +15,8 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from typer.testing import CliRunner
 from genbench.cli import app
 
 from ..conftest import REPO
+from ..json_stub import JsonHandler, serve
 
 K8S = REPO / "infra" / "k8s"
 PARAMS = REPO / "params.yaml"
@@ -165,46 +164,34 @@ def test_submit_without_a_cluster_config_is_one_line(tmp_path: Path, monkeypatch
     assert len(result.output.strip().splitlines()) == 1, result.output
 
 
-class StandInAPI(BaseHTTPRequestHandler):
+class StandInAPI(JsonHandler):
     """The few Kubernetes API calls `submit` makes: the runtime (when `runtime` is set), the Trainer's version
     ConfigMap (absent), and the TrainJob create, whose body it records (409 once one exists)."""
 
     runtime: dict[str, Any] | None = None
     created: list[dict[str, Any]] = []
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _answer(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_GET(self) -> None:
         if self.runtime and self.path.endswith("/namespaces/genbench/trainingruntimes/genbench-torch"):
-            self._answer(200, self.runtime)
+            self.send_json(200, self.runtime)
         else:
-            self._answer(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404})
+            self.send_json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404})
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if not self.path.endswith("/apis/trainer.kubeflow.org/v1alpha1/namespaces/genbench/trainjobs"):
-            self._answer(404, {"kind": "Status", "code": 404})
+            self.send_json(404, {"kind": "Status", "code": 404})
         elif self.created:
-            self._answer(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})
+            self.send_json(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})
         else:
             self.created.append(body)
-            self._answer(201, body)
+            self.send_json(201, body)
 
 
 @pytest.fixture
 def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[type[StandInAPI]]:
     handler = type("API", (StandInAPI,), {"runtime": None, "created": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve(handler)
     kubeconfig = {"apiVersion": "v1", "kind": "Config", "current-context": "stand-in",
                   "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
                   "users": [{"name": "u", "user": {"token": "t"}}],
