@@ -30,15 +30,14 @@ TIER_MARKERS = {"unit": "unit", "stages": "stages", "drivers": "drivers", "servi
 
 # The order tests are handed out in: the tiers that mostly wait on servers and outages first, so their waits
 # overlap the CPU-bound tiers; within them the longest serial chains first (one module-scoped stack each); the
-# drivers' tests last, by when their background runs are done. Under `--dist loadfile` each file goes to one worker
-# in this order (README command 2).
+# drivers' tests last, by when their background runs are done, and with them every file that waits for a driver's
+# project. Under `--dist loadfile` each file goes to one worker in this order (README command 2).
 TIER_ORDER = ("services", "faults", "stages", "unit", "drivers")
-LONGEST_FIRST = ("services/test_stack.py", "faults/test_s3_outage.py", "services/test_dvc_remote.py")
+LONGEST_FIRST = ("services/test_stack.py", "faults/test_s3_outage.py")
 
 
-def _order(item: pytest.Item) -> tuple[int, int]:
-    path = Path(str(item.fspath)).relative_to(Path(__file__).parent).as_posix()
-    tier = path.split("/")[0]
+def _order(path: str, waits_for_a_driver: bool) -> tuple[int, int]:
+    tier = "drivers" if waits_for_a_driver else path.split("/")[0]
     first = LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
     return TIER_ORDER.index(tier) if tier in TIER_ORDER else len(TIER_ORDER), first
 
@@ -49,7 +48,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     run a command in its project, the services start real servers (the DVC remote's round trip runs eight
     genbench processes), and the faults kill and rerun stages after building a project of their own. Then the
     tests are put in TIER_ORDER (a stable sort: within a file, the file's order)."""
-    from .drivers.conftest import WAIT
+    from .drivers.conftest import COMMANDS, WAIT
 
     limits = {"drivers": 2 * WAIT, "services": 900, "faults": 600}  # seconds
     tests = Path(__file__).parent
@@ -59,7 +58,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(TIER_MARKERS[tier])
         if tier in limits and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(limits[tier]))
-    items.sort(key=_order)
+    paths = {item: Path(str(item.fspath)).relative_to(tests).as_posix() for item in items}
+    waiting = {paths[item] for item in items if set(COMMANDS) & set(getattr(item, "fixturenames", ()))}
+    items.sort(key=lambda item: _order(paths[item], paths[item] in waiting))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -208,3 +209,31 @@ def faults_record_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     chosen = os.environ.get(RECORD_ENV)
     return Path(chosen) if chosen else tmp_path_factory.mktemp("faults-records")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kfp_names_its_caller_cheaply() -> Any:
+    """KFP's task setters (`set_cpu_request`, `set_env_variable`, ...) each call `inspect.stack()` only to name
+    themselves in an error message; that reads the source of every frame and scans `sys.modules` for each one. Under
+    a pytest-xdist worker (deep stacks, frames of exec'd code, thousands of modules loaded) it costs seconds per
+    compile and was most of the Kubeflow tests' time. Here it walks the frames without source: the compiled
+    pipeline does not depend on it (tests/stages/test_kubeflow.py compares it as written)."""
+    import inspect
+
+    from kfp.dsl import pipeline_task
+
+    class _Inspect:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(inspect, name)
+
+        @staticmethod
+        def stack(context: int = 1) -> list[tuple[Any, str, int, str]]:
+            frame, frames = sys._getframe(1), []
+            while frame is not None:
+                frames.append((frame, frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+                frame = frame.f_back
+            return frames
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline_task, "inspect", _Inspect())
+        yield
