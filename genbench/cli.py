@@ -727,6 +727,40 @@ def stack_status() -> None:
         raise typer.Exit(1)
 
 
+@stack_app.command("load")
+def stack_load(
+    clients: Annotated[str, typer.Option(help="Concurrency levels to run in turn, rising.")] = "1,2,4,8,16",
+    seconds: Annotated[float, typer.Option(help="How long each level runs.", min=1.0)] = 20.0,
+    upload_kb: Annotated[int, typer.Option(help="Size of each artifact upload.", min=1)] = 256,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the levels as JSON here.",
+                                                show_default=False)] = None,
+) -> None:
+    """Drive the running stack's MLflow server (and through it S3) with concurrent clients: runs logging
+    metrics, registry reads, artifact uploads; print requests per second, p50/p99 latency and errors per level,
+    and the level where it degrades. A benchmark: it adds to the stack's registry and bucket, and removes the
+    runs and model it made."""
+    from .stack import stack_file
+    from .stack.load import degrades_at, drive, parse_levels, table
+
+    if not stack_file(HERE.root).exists():
+        typer.echo("error: no stack here; `genbench stack up` starts one", err=True)
+        raise typer.Exit(2)
+    with _input_errors():
+        levels = parse_levels(clients)
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    typer.echo(f"{len(levels)} levels of {seconds:.0f} s against {uri}")
+    done = drive(uri, levels, seconds, upload_kb,
+                 progress=lambda level: typer.echo(f"{level.clients:4d} clients: {level.per_second:7.1f} requests/s, "
+                                                   f"{level.failed} errors of {level.total}"))
+    typer.echo(table(done))
+    worst = degrades_at(done)
+    typer.echo(f"degrades at {worst} clients" if worst else f"still scaling at {levels[-1]} clients")
+    if out is not None:
+        from .components.common.io import write_json
+
+        write_json(out, {"levels": [level.as_dict() for level in done], "degrades_at": worst})
+
+
 @stack_app.command("exec", context_settings={"ignore_unknown_options": True})
 def stack_exec(
     command: Annotated[list[str], typer.Argument(help="The command and its arguments, after `--`.")],

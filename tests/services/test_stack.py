@@ -36,12 +36,13 @@ from .backing import outside_pytest
 
 pytestmark = pytest.mark.server
 REPO = Path(__file__).resolve().parents[2]
+PLAN = {"entries": ["vae", "ddpm"], "seeds": [0], "sweeps": {}}  # two families show the servers keep them apart
 
 
 @pytest.fixture(scope="module")
 def running_stack():
     root = outside_pytest("genbench-stack-")
-    use_tiny(root)
+    use_tiny(root, **PLAN)
     started = stack.up(root)
     try:
         with pytest.MonkeyPatch.context() as patch:  # this process's MLflow clients log in as genbench's do
@@ -194,7 +195,7 @@ def test_pipeline_logs_to_servers_and_stores_weights_in_s3(pipeline_ran: Pipelin
     s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
                       aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=stack.ARTIFACT_BUCKET).get("Contents", [])]
-    families = ("vae", "dcgan", "ddpm")
+    families = tuple(PLAN["entries"])
     for family in families:
         registry = json.loads((root / "registry" / family / "seed-0.json").read_text())
         assert registry["tracking_uri"] == env["MLFLOW_TRACKING_URI"]
@@ -206,7 +207,7 @@ def test_pipeline_logs_to_servers_and_stores_weights_in_s3(pipeline_ran: Pipelin
     assert not (root / "mlflow.db").exists()  # nothing fell back to the embedded store
     assert not (stack.stack_dir(root) / "mlflow.db").exists()  # nor to the stack's SQLite
     assert _postgres_rows(root, pipeline_ran.started, "mlflow", "SELECT name FROM runs ORDER BY name") == [
-        ("dcgan",), ("ddpm",), ("vae",)]
+        (family,) for family in sorted(families)]
     assert _postgres_rows(root, pipeline_ran.started, "mlflow", "SELECT name FROM registered_models ORDER BY name") \
         == [(f"genbench-{family}",) for family in sorted(families)]
 
@@ -377,7 +378,7 @@ def test_scheduled_deployment_runs_on_a_worker_and_logs_to_mlflow(pipeline_ran: 
     experiment = client.get_experiment_by_name("genbench")
     runs = client.search_runs([experiment.experiment_id],
                               filter_string=f"tags.`prefect.flow_run_id` = '{pipeline_ran.flow_run_id}'")
-    assert sorted(r.info.run_name for r in runs) == ["dcgan", "ddpm", "vae"]
+    assert sorted(r.info.run_name for r in runs) == sorted(PLAN["entries"])
 
 
 @pytest.mark.browser
@@ -398,6 +399,25 @@ def test_browser_shows_the_deployment_schedule_and_the_champion(pipeline_ran: Pi
         "genbench-ddpm", "champion")
     shots = screenshots.capture(started, pipeline_ran.deployment, champion.version, tmp_path, executable)
     assert all(Image.open(shot).size == (1600, 1000) for shot in shots)
+
+
+def test_load_benchmark_drives_the_stack_and_removes_what_it_made(pipeline_ran: Pipeline) -> None:
+    """`genbench stack load` (the benchmark of docs/benchmarks.md, here two short levels): every operation ran at
+    each level with no error, and the runs and model it made are gone from the registry afterwards."""
+    from mlflow import MlflowClient
+
+    from genbench.stack.load import EXPERIMENT, MODEL, OPERATIONS
+
+    root, env = pipeline_ran.root, pipeline_ran.started["env"]
+    output = _genbench(root, "stack", "load", "--clients", "1,2", "--seconds", "2", "--out", "load.json")
+    assert "| clients | requests/s |" in output and "errors of" in output, output
+    levels = json.loads((root / "load.json").read_text())["levels"]
+    assert [level["clients"] for level in levels] == [1, 2]
+    for level in levels:
+        assert all(level["requests"][op] > 0 for op in OPERATIONS) and not any(level["errors"].values()), level
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    assert not client.search_registered_models(f"name = '{MODEL}'")
+    assert client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id]) == []
 
 
 def test_generated_secrets_stay_in_the_stack_files(pipeline_ran: Pipeline) -> None:
