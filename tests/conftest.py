@@ -33,7 +33,7 @@ TIER_MARKERS = {"unit": "unit", "stages": "stages", "drivers": "drivers", "servi
 # drivers' tests last, by when their background runs are done, and with them every file that waits for a driver's
 # project. Under `--dist loadfile` each file goes to one worker in this order (README command 2).
 TIER_ORDER = ("services", "faults", "stages", "unit", "drivers")
-LONGEST_FIRST = ("services/test_stack.py", "faults/test_s3_outage.py")
+LONGEST_FIRST = ("services/test_stack.py", "faults/test_server_kills.py")
 
 
 def _order(path: str, waits_for_a_driver: bool) -> tuple[int, int]:

@@ -22,6 +22,9 @@ from .files import write_private
 from .processes import StackError, free_port, start
 
 REGION = "us-east-1"
+# weed finishes its graceful stop (volume server, filer, gRPC) at once on SIGTERM, then idles before exiting; its
+# volumes are append-only and survive a kill -9 (tests/faults/test_server_kills.py), so `down` kills it after this
+STOP_GRACE_S = 3.0
 VOLUME_SIZE_LIMIT_MB = 512  # a volume per bucket and growth step: small ones, so a full disk still has room for many
 
 
@@ -32,8 +35,11 @@ def weed() -> str:
     return found
 
 
-def start_seaweedfs(folder: Path, host: str, access_key: str, secret_key: str) -> dict[str, Any]:
-    """Start SeaweedFS with its data in folder/seaweedfs; the service record carries the S3 URL."""
+def start_seaweedfs(folder: Path, host: str, access_key: str, secret_key: str,
+                    ports: dict[str, int] | None = None) -> dict[str, Any]:
+    """Start SeaweedFS with its data in folder/seaweedfs; the service record carries the S3 URL and every port it
+    listens on (`ports`). Given an earlier record's `ports`, a restart answers at the same addresses (clients keep
+    their URLs); without them each port is picked free."""
     home = folder / "seaweedfs"
     (home / "data").mkdir(mode=0o700, parents=True, exist_ok=True)
     home.chmod(0o700)
@@ -45,19 +51,23 @@ def start_seaweedfs(folder: Path, host: str, access_key: str, secret_key: str) -
         f'[{section}]\nkey = "{secrets.token_hex(32)}"\nexpires_after_seconds = 60\n'
         for section in ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
     ) + "[access]\nui = false\n")
-    ports = {part: free_port(host) for part in ("master", "volume", "filer", "s3")}
-    grpc = {part: free_port(host) for part in ports}
+    # by weed's flag: master.port, master.port.grpc, ... s3.port.grpc
+    ports = ports or {f"{part}.port{grpc}": free_port(host)
+                      for part in ("master", "volume", "filer", "s3") for grpc in ("", ".grpc")}
     cmd = [
         weed(), "server", f"-ip={host}", f"-ip.bind={host}", f"-dir={home / 'data'}", "-master.telemetry=false",
         f"-master.volumeSizeLimitMB={VOLUME_SIZE_LIMIT_MB}", "-volume.max=0", "-volume.preStopSeconds=0",
+        # a lone master waits this long for peers before it leads: SeaweedFS's default, made for a cluster, keeps a
+        # restarted store (on existing data) refusing objects for that long and its volumes unknown until the
+        # volume server's next heartbeat after it
+        "-master.electionTimeout=1s",
         "-filer", "-s3", f"-s3.config={home / 's3-identities.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
         # its unix sockets default to /tmp; here they sit in the stack's folder, which only its owner can list
         f"-filer.localSocket={home / 'filer.sock'}", f"-s3.localSocket={home / 's3.sock'}",
-        *(f"-{part}.port={port}" for part, port in ports.items()),
-        *(f"-{part}.port.grpc={port}" for part, port in grpc.items()),
+        *(f"-{flag}={port}" for flag, port in ports.items()),
     ]
-    return start("s3", cmd, folder, {}, cwd=home, url=f"http://{host}:{ports['s3']}", engine="seaweedfs",
-                 grpc_ports=sorted(grpc.values()))
+    return start("s3", cmd, folder, {}, cwd=home, url=f"http://{host}:{ports['s3.port']}", engine="seaweedfs",
+                 ports=ports, grpc_ports=sorted(port for flag, port in ports.items() if flag.endswith(".grpc")))
 
 
 def s3_client(url: str, access_key: str, secret_key: str) -> Any:

@@ -30,7 +30,6 @@ from ..stages.conftest import (
     tiny_trained,  # noqa: F401 - the stages tier's session project, shared
 )
 from .launcher import Launcher
-from .outage import OutageStack
 from .records import FaultRecord, append_record
 
 VAE_ONLY = {"entries": ["vae"], "seeds": [0], "sweeps": {}}  # the vae alone: every stage in seconds
@@ -68,22 +67,6 @@ def launcher() -> Iterator[Launcher]:
     started = Launcher(env)
     yield started
     started.close()
-
-
-@pytest.fixture(scope="session")
-def outage_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OutageStack]:
-    """S3 behind a relay that can cut it off, and MLflow's server storing artifacts through it (test_s3_outage.py)."""
-    started = OutageStack(tmp_path_factory.mktemp("outage-stack"))
-    yield started
-    started.close()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _start_the_outage_stack_early(request: pytest.FixtureRequest) -> None:
-    """MLflow's server takes a minute to start on a busy 2-core host: when the outage test is to run, start it with
-    the first test of the tier, so that it comes up while the others run."""
-    if any(item.path.name == "test_s3_outage.py" for item in request.session.items):
-        request.getfixturevalue("outage_stack")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,6 +1,7 @@
 """Fault records: one JSON line per fault a test injected, for docs/reliability.md (`reliability_report.py`).
 
-A record says what was done to the system and how it came out: {fault, kind, tried, survived, lost, detail}.
+A record says what was done to the system and how it came out: {fault, kind, tried, survived, lost, detail, made_by,
+verified}.
 `tried` counts the injections, `survived` those after which every promise held (a resume gave the same weights,
 a bad input left every file as it was, no secret leaked); `lost` says what a try lost even when it survived
 (the step in flight, a half-written temporary file). The folder is $GENBENCH_FAULTS_RECORD, else one under
@@ -26,6 +27,8 @@ class FaultRecord:
     survived: int | None = None  # None: decided by the test's outcome (tests/faults/conftest.py)
     lost: str = ""
     detail: str = ""
+    made_by: str = ""  # how the fault was made, e.g. "kill -9 of weed (SeaweedFS) at the first PUT of the weights"
+    verified: str = ""  # what was checked afterwards, with its counts, e.g. "N objects before, N after, md5 equal"
 
 
 def append_record(folder: Path, record: FaultRecord) -> Path:

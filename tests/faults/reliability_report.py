@@ -4,7 +4,8 @@
     uv run python -m tests.faults.reliability_report --records /tmp/faults --out docs/reliability.md
 
 The page says when, from which commit and from how many records it was made, totals what was tried and what
-survived (an xfail case counts as not survived), and lists every record as the test wrote it.
+survived (an xfail case counts as not survived), and lists every record as the test wrote it: how the fault was
+made, what was verified afterwards, what was lost.
 """
 
 from __future__ import annotations
@@ -56,10 +57,13 @@ def render(records: list[FaultRecord], generated: str, commit: str) -> str:
         *(f"| {cell(kind)} | {len(group)} | {sum(r.tried for r in group)} | {sum(r.survived for r in group)} |"
           for kind, group in kinds.items()),
         "",
-        "| fault | kind | tried | survived | lost | detail |",
-        "|---|---|---:|---:|---|---|",
-        *(f"| {cell(r.fault)} | {cell(r.kind)} | {r.tried} | {r.survived} | {cell(r.lost)} | {cell(r.detail)} |"
-          for r in records),
+        "Each fault below: how the test made it (which real process it killed, which input it planted), what it",
+        "checked afterwards, what the tries lost, and what it saw.",
+        "",
+        "| fault | kind | made by | tried | survived | verified afterwards | lost | detail |",
+        "|---|---|---|---:|---:|---|---|---|",
+        *(f"| {cell(r.fault)} | {cell(r.kind)} | {cell(r.made_by or 'not recorded')} | {r.tried} | {r.survived} "
+          f"| {cell(r.verified or 'not recorded')} | {cell(r.lost)} | {cell(r.detail)} |" for r in records),
     ]
     return "\n".join(lines) + "\n"
 

@@ -250,6 +250,8 @@ def test_bad_input_names_the_culprit_exits_2_and_touches_nothing(
     naming = next((line.strip() for line in lines if case.names[0] in line), error)  # params: the field's own line
     naming = naming.replace(f"{project.resolve()}/", "")  # the record reads the same from run to run
     fault.detail = f"`genbench {' '.join(case.args)}`: {naming or 'no error line'}"[:300]
+    fault.made_by = "the input planted in a copy of the project or its environment, then the command in detail"
+    fault.verified = "exit 2, an error line naming the culprit, no traceback; every file unchanged (mtime, sha256)"
     uncaught = result.exception if isinstance(result.exception, Exception) else None
     assert "Traceback" not in result.output and uncaught is None, (
         f"uncaught {type(uncaught).__name__}: {str(uncaught).strip().splitlines()[0][:200]}")
@@ -275,5 +277,7 @@ def test_a_pickled_checkpoint_is_refused_and_its_payload_never_runs(
         error = f"{type(result.exception).__name__}: {str(result.exception).splitlines()[0]}"
     ran = "RAN" if marker.exists() else "never ran"
     fault.detail = f"`genbench train vae` exit {result.exit_code}: {error[:200]}; the payload {ran}"
+    fault.made_by = "a checkpoint.pt whose pickle creates a file when unpickled, planted in the run; `genbench train`"
+    fault.verified = "non-zero exit with one error line; the payload's file never appeared; the weights unchanged"
     assert result.exit_code != 0 and not marker.exists()
     assert (project / RUN / WEIGHTS).read_bytes() == weights

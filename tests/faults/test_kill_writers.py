@@ -82,6 +82,9 @@ def test_a_stage_killed_while_writing_leaves_nothing_that_looks_complete(
     code, output = launcher.run(project, args, tmp_path / "rerun.log", stand_in_network=True)
     assert code == 0 and complete(project), output
     fault.lost = "the killed command's work (the rerun redid it)"
+    fault.made_by = (f"SIGKILL of the `genbench {args[0]}` process from inside it, at its {die['call']} of a path "
+                     f"holding {die['match'].strip()!r}")
+    fault.verified = "no output looked complete after the kill; the same command rerun completed them"
     shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
     fault.detail = f"left behind: {shown or 'nothing'}; the rerun completed"
 
@@ -113,4 +116,6 @@ def test_a_resample_killed_between_its_files_never_pairs_new_images_with_the_old
     fault.detail = (f"resampling with the raw weights over the EMA samples, killed after the .npy: images "
                     f"{'new' if new_images else 'old'}, record {record.weights if record else 'absent'}")
     fault.lost = "the earlier samples (the rerun draws them again)" if new_images else "nothing"
+    fault.made_by = "SIGKILL of the `genbench sample` process from inside it, after it replaced the .npy"
+    fault.verified = "the images and the sample record on disk never pair new images with the old (EMA) record"
     assert not (new_images and record is not None and record.weights == "ema"), "new images beside the old record"

@@ -1,6 +1,7 @@
 """One SeaweedFS and one PostgreSQL for the whole test run, started as `genbench stack up` starts them and shared by
-every test file that needs a store but not a whole stack (test_dvc_remote.py, test_kubernetes_pool.py,
-tests/faults/outage.py): under `pytest -n 4 --dist loadfile` those files run at once on different workers.
+every test file that needs a store but not a whole stack (test_dvc_remote.py, test_kubernetes_pool.py): under
+`pytest -n 4 --dist loadfile` those files run at once on different workers. They are never killed: the fault tier's
+kill tests start servers of their own (tests/faults/killable.py).
 
 The first worker to come starts the two servers in the run's shared temporary folder; each use registers there
 (by pid) while it lasts; the last to leave stops them (a worker that comes after that starts them again
@@ -127,7 +128,7 @@ def _start(state: Path) -> Backing:
 def _stop(state: Path, backing: Backing) -> None:
     """Stop both servers and remove their folder (its logs go with it: pytest keeps none of this run's either)."""
     stop(backing.pids[1], first=signal.SIGINT)
-    stop(backing.pids[0])
+    stop(backing.pids[0], grace_s=seaweedfs.STOP_GRACE_S)
     saved = json.loads(state.read_text())
     seaweedfs.remove_grpc_sockets(saved)
     shutil.rmtree(saved["folder"], ignore_errors=True)

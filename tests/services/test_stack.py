@@ -328,6 +328,8 @@ def test_servers_refuse_requests_without_the_generated_credentials(running_stack
     append_record(faults_record_dir, FaultRecord(
         fault="requests to the stack's S3, PostgreSQL, MLflow and Prefect without the generated credentials",
         kind="auth", tried=len(answers), survived=sum(outcome in REFUSED for *_, outcome in answers), lost="nothing",
+        made_by="requests to each running server anonymous, with a wrong password or key, with another role's password",
+        verified="each refused (HTTP 401/403, PostgreSQL's login refused); the generated credentials admitted",
         detail="; ".join(f"{name} {how}: {outcome}" for name, how, outcome in answers)))
     for name, outcomes in refused.items():
         assert set(outcomes.values()) <= REFUSED, (name, outcomes)

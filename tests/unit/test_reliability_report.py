@@ -12,14 +12,17 @@ from ..faults.reliability_report import cell, main, render
 
 def test_records_round_trip_and_render_with_totals(tmp_path: Path) -> None:
     append_record(tmp_path, FaultRecord("bad input: a", "bad input", survived=0, detail="xfail (needs branch inputs)"))
-    append_record(tmp_path, FaultRecord("kill -9 | train", "crash", tried=5, survived=4, lost="a step", detail="x"))
+    append_record(tmp_path, FaultRecord("kill -9 | train", "crash", tried=5, survived=4, lost="a step", detail="x",
+                                        made_by="SIGKILL of train", verified="same weights"))
     records = read_records(tmp_path)
     assert [r.fault for r in records] == ["bad input: a", "kill -9 | train"]
     page = render(records, "2026-12-01 12:00 UTC", "abc1234")
     assert "Generated 2026-12-01 12:00 UTC at commit `abc1234`" in page
     assert "**Total: 4 of 6 faults survived** (2 not), in 2 records." in page
     assert "| crash | 1 | 5 | 4 |" in page and "| bad input | 1 | 1 | 0 |" in page
-    assert "| kill -9 \\| train | crash | 5 | 4 | a step | x |" in page  # a pipe cannot split a row
+    # a pipe cannot split a row; how the fault was made and what was checked after it sit beside the outcome
+    assert "| kill -9 \\| train | crash | SIGKILL of train | 5 | 4 | same weights | a step | x |" in page
+    assert "| bad input: a | bad input | not recorded | 1 | 0 | not recorded |" in page
     assert page.index("| kill -9") < page.index("| bad input: a")  # by kind: the long table of inputs last
     assert cell("\x1b[1mbold\x1b[0m\n  text") == "bold text"  # one line, no terminal colours
 
