@@ -30,14 +30,15 @@ TIER_MARKERS = {"unit": "unit", "stages": "stages", "drivers": "drivers", "servi
 
 # The order tests are handed out in: the tiers that mostly wait on servers and outages first, so their waits
 # overlap the CPU-bound tiers; within them the longest serial chains first (one module-scoped stack each); the
-# drivers' tests last, by when their background runs are done, and with them every file that waits for a driver's
-# project. Under `--dist loadfile` each file goes to one worker in this order (README command 2).
+# drivers' tests last, by when their background runs are done. Under `--dist loadfile` each file goes to one worker
+# in this order (README command 2).
 TIER_ORDER = ("services", "faults", "stages", "unit", "drivers")
-LONGEST_FIRST = ("services/test_stack.py", "faults/test_server_kills.py")
+LONGEST_FIRST = ("services/test_stack.py", "faults/test_server_kills.py", "services/test_dvc_remote.py")
 
 
-def _order(path: str, waits_for_a_driver: bool) -> tuple[int, int]:
-    tier = "drivers" if waits_for_a_driver else path.split("/")[0]
+def _order(item: pytest.Item) -> tuple[int, int]:
+    path = Path(str(item.fspath)).relative_to(Path(__file__).parent).as_posix()
+    tier = path.split("/")[0]
     first = LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
     return TIER_ORDER.index(tier) if tier in TIER_ORDER else len(TIER_ORDER), first
 
@@ -48,7 +49,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     run a command in its project, the services start real servers (the DVC remote's round trip runs eight
     genbench processes), and the faults kill and rerun stages after building a project of their own. Then the
     tests are put in TIER_ORDER (a stable sort: within a file, the file's order)."""
-    from .drivers.conftest import COMMANDS, WAIT
+    from .drivers.conftest import WAIT
 
     limits = {"drivers": 2 * WAIT, "services": 900, "faults": 600}  # seconds
     tests = Path(__file__).parent
@@ -58,9 +59,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(TIER_MARKERS[tier])
         if tier in limits and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(limits[tier]))
-    paths = {item: Path(str(item.fspath)).relative_to(tests).as_posix() for item in items}
-    waiting = {paths[item] for item in items if set(COMMANDS) & set(getattr(item, "fixturenames", ()))}
-    items.sort(key=lambda item: _order(paths[item], paths[item] in waiting))
+    items.sort(key=_order)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -1,10 +1,8 @@
 """DVC's remote on a real S3 server on 127.0.0.1 (the run's shared SeaweedFS, started as `genbench stack up` starts
-it: backing.py).
+it: backing.py), in tiny git + DVC projects of one entry (vae) and one seed.
 
-- A fresh clone rebuilds without retraining: the DVC driver's project (tests/drivers: `dvc repro` on the tiny
-  profile, two entries, their sweeps, after a ddpm edit) is committed and pushed; in a clone of it `dvc pull` brings
-  every cached output back, and `dvc repro` then runs only `report`, whose `results/` is not cached
-  (`cache: false`), into the same tables.
+- A fresh clone rebuilds without retraining: `dvc pull` brings every cached output back, and `dvc repro` then
+  runs only `report`, whose `results/` is not cached (`cache: false`), into the same tables.
 - The Prefect flow's data step reproduces DVC's `prepare` stage: dvc.lock records it and the remote holds it
   (tests/drivers checks that the flow takes this step and tags its MLflow runs with the md5).
 
@@ -29,7 +27,7 @@ from genbench.config import load_config
 from genbench.flows.dvc_data import DataPushWarning, reproduce_prepare
 from genbench.stack.processes import free_port
 from tests.conftest import use_tiny
-from tests.drivers.conftest import REPO, copy_ignore, driver_env, dvc_project  # noqa: F401 - the DVC driver's
+from tests.drivers.conftest import REPO, copy_ignore, driver_env
 
 from .backing import Backing
 
@@ -98,18 +96,12 @@ def _remote_key(md5: str) -> str:
     return f"files/md5/{md5[:2]}/{md5[2:]}"
 
 
-def test_a_fresh_clone_pulls_everything_and_reruns_only_the_report(
-    s3: dict[str, str], dvc_project: tuple[Path, str, str, str], tmp_path: Path,  # noqa: F811
-) -> None:
-    first = tmp_path / "first"  # a copy: the drivers tier's tests read the driver's own folder
-    shutil.copytree(dvc_project[0], first, symlinks=True)
-    env = _env(first, s3)
+def test_a_fresh_clone_pulls_everything_and_reruns_only_the_report(s3: dict[str, str], tmp_path: Path) -> None:
+    first, env = _project(tmp_path / "first", s3)
+    _run(["dvc", "repro"], first, env)
     reported_at = _run(["git", "rev-parse", "HEAD"], first, env).strip()  # the commit the report records
-    # what the driver changed in tracked files (its ddpm edit, DVC's .gitignore entries) and what it reproduced
-    _run(["git", "add", "--update"], first, env)
     _run(["git", "add", "dvc.lock"], first, env)
     _run(["git", "commit", "-qm", "dvc repro"], first, env)
-    _set_endpoint(first, s3["url"], env)
     _run(["dvc", "push"], first, env)
     lock = yaml.load((first / "dvc.lock").read_text(), Loader=yaml.CSafeLoader)["stages"]
     assert _remote_key(data_lock_hash(first) or "?") in _bucket_keys(s3)
@@ -123,7 +115,7 @@ def test_a_fresh_clone_pulls_everything_and_reruns_only_the_report(
 
     assert RAN.findall(output) == ["report"], output
     assert sorted(SKIPPED.findall(output)) == sorted(set(lock) - {"report"}), output
-    assert {"train@vae-0", "sample@ddpm-0", "evaluate@vae-0", "register@ddpm-0", "prepare"} <= set(lock)
+    assert {"train@vae-0", "sample@vae-0", "evaluate@vae-0", "register@vae-0", "prepare"} <= set(lock)
     assert "Data and pipelines are up to date." in _run(["dvc", "status"], second, env)
     # The same bytes, but for the git commit each report records: the first ran before dvc.lock was committed.
     rebuilt_at = _run(["git", "rev-parse", "HEAD"], second, env).strip()
