@@ -29,6 +29,8 @@ from genbench.stack.apps import start_mlflow
 from genbench.stack.files import stack_keys
 from genbench.stack.processes import alive, free_port, stop, wait_healthy
 
+from ..services.backing import postgres_rows
+
 HOST = "127.0.0.1"
 BACKENDS_EXIT_S = 30.0  # a backend notices its postmaster's death when it next waits
 
@@ -200,15 +202,7 @@ class KillableStack:
 
     def rows(self, query: str) -> list[tuple]:
         """The rows of a query on MLflow's database, straight from PostgreSQL."""
-        import psycopg2
-
-        connection = psycopg2.connect(connect_timeout=10, **self.database)
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(query)
-                return cursor.fetchall()
-        finally:
-            connection.close()
+        return postgres_rows(query, **self.database)
 
     def close(self) -> None:
         if self.tap is not None:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from genbench import stack
 from genbench.stack import postgres, seaweedfs
@@ -50,6 +51,19 @@ class Backing:
         password = secrets.token_hex(16)
         postgres.ensure_database(HOST, self.postgres_port, self.postgres_password, name, password)
         return postgres.url(driver, HOST, self.postgres_port, name, password)
+
+
+def postgres_rows(query: str, **connect: Any) -> list[tuple]:
+    """`query`'s rows, on a connection made with psycopg2's keywords (host, port, user, password, dbname)."""
+    import psycopg2
+
+    connection = psycopg2.connect(connect_timeout=10, **connect)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(query)
+            return cursor.fetchall()
+    finally:
+        connection.close()
 
 
 def shared_folder(basetemp: Path) -> Path:

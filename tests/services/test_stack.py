@@ -32,7 +32,7 @@ from genbench import stack
 from ..conftest import use_tiny
 from ..faults.records import FaultRecord, append_record
 from . import screenshots
-from .backing import outside_pytest
+from .backing import outside_pytest, postgres_rows
 
 pytestmark = pytest.mark.server
 REPO = Path(__file__).resolve().parents[2]
@@ -80,17 +80,9 @@ def _keys(root: Path) -> dict[str, str]:
 
 def _postgres_rows(root: Path, started: dict[str, Any], database: str, query: str) -> list[tuple]:
     """`query`'s rows in one of the stack's databases, logged in as its owner with the generated password."""
-    import psycopg2
-
     address = urllib.parse.urlsplit(started["services"]["postgres"]["url"])
-    connection = psycopg2.connect(host=address.hostname, port=address.port, user=database, dbname=database,
-                                  password=_keys(root)[f"{database}_db_password"], connect_timeout=10)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(query)
-            return cursor.fetchall()
-    finally:
-        connection.close()
+    return postgres_rows(query, host=address.hostname, port=address.port, user=database, dbname=database,
+                         password=_keys(root)[f"{database}_db_password"])
 
 
 def _client_env(services: dict[str, str] | None = None) -> dict[str, str]:
