@@ -727,6 +727,15 @@ def stack_status() -> None:
         raise typer.Exit(1)
 
 
+def _require_stack() -> None:
+    """Exit 2 unless `genbench stack up` runs here (its variables are then in os.environ: _use_running_stack)."""
+    from .stack import stack_file
+
+    if not stack_file(HERE.root).exists():
+        typer.echo("error: no stack here; `genbench stack up` starts one", err=True)
+        raise typer.Exit(2)
+
+
 @stack_app.command("load")
 def stack_load(
     clients: Annotated[str, typer.Option(help="Concurrency levels to run in turn, rising.")] = "1,2,4,8,16",
@@ -739,19 +748,17 @@ def stack_load(
     metrics, registry reads, artifact uploads; print requests per second, p50/p99 latency and errors per level,
     and the level where it degrades. A benchmark: it adds to the stack's registry and bucket, and removes the
     runs and model it made."""
-    from .stack import stack_file
     from .stack.load import degrades_at, drive, parse_levels, table
 
-    if not stack_file(HERE.root).exists():
-        typer.echo("error: no stack here; `genbench stack up` starts one", err=True)
-        raise typer.Exit(2)
+    _require_stack()
     with _input_errors():
         levels = parse_levels(clients)
     uri = os.environ["MLFLOW_TRACKING_URI"]
     typer.echo(f"{len(levels)} levels of {seconds:.0f} s against {uri}")
-    done = drive(uri, levels, seconds, upload_kb,
-                 progress=lambda level: typer.echo(f"{level.clients:4d} clients: {level.per_second:7.1f} requests/s, "
-                                                   f"{level.failed} errors of {level.total}"))
+    # the client's own retries off: a failed request is counted, not hidden in a retried one's latency
+    with _environment("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"):
+        done = drive(uri, levels, seconds, upload_kb, progress=lambda level: typer.echo(
+            f"{level.clients:4d} clients: {level.per_second:7.1f} requests/s, {level.failed} errors of {level.total}"))
     typer.echo(table(done))
     worst = degrades_at(done)
     typer.echo(f"degrades at {worst} clients" if worst else f"still scaling at {levels[-1]} clients")
@@ -767,11 +774,7 @@ def stack_exec(
 ) -> None:
     """Run COMMAND (e.g. `prefect worker start --pool genbench`, `dvc push`) with the stack's endpoints and
     credentials in its environment, so no one has to copy the secrets out of the stack file."""
-    from .stack import stack_file
-
-    if not stack_file(HERE.root).exists():
-        typer.echo("error: no stack here; `genbench stack up` starts one", err=True)
-        raise typer.Exit(2)
+    _require_stack()
     try:
         os.execvp(command[0], command)  # the stack's variables are in os.environ since _use_running_stack
     except FileNotFoundError:

@@ -37,7 +37,7 @@ from .apps import (
 )
 from .files import keys_file, read_stack, stack_dir, stack_file, stack_keys, write_private
 from .processes import HEALTH_TIMEOUT_S, StackError, alive, answers, free_port, stop, wait_healthy
-from .seaweedfs import REGION, STOP_GRACE_S, create_buckets, lists_buckets, remove_grpc_sockets, start_seaweedfs
+from .seaweedfs import REGION, create_buckets, lists_buckets, start_seaweedfs, stop_seaweedfs
 
 __all__ = [
     "ARTIFACT_BUCKET", "CREDENTIALS", "DVC_BUCKET", "HEALTH_TIMEOUT_S", "MLFLOW_ADMIN", "MLFLOW_AUTH_CACHE_S",
@@ -162,11 +162,9 @@ def _stop_all(services: dict[str, dict[str, Any]]) -> list[str]:
     stopped = []
     for name, service in reversed(services.items()):
         # PostgreSQL's SIGTERM waits for every client to leave; SIGINT is its fast shutdown (still clean)
-        grace = {"grace_s": STOP_GRACE_S} if name == "s3" else {}
-        if stop(service["pid"], first=signal.SIGINT if name == "postgres" else signal.SIGTERM, **grace):
+        if (stop_seaweedfs(service) if name == "s3" else
+                stop(service["pid"], first=signal.SIGINT if name == "postgres" else signal.SIGTERM)):
             stopped.append(name)
-        if name == "s3":
-            remove_grpc_sockets(service)
     return stopped[::-1]
 
 

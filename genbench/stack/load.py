@@ -3,8 +3,8 @@
 Each client is a thread with its own MLflow run that loops, for a fixed time, over what genbench's clients do
 against the stack: log a batch of per-step metrics (the training loop), read the registry (`champion` by alias, as
 `register` and `sample --model` do), and every few loops upload an artifact (weights, through MLflow's artifact
-proxy into the S3 bucket). Every request is timed; the client's own retries are off (MLFLOW_HTTP_REQUEST_MAX_RETRIES
-0), so a failed request counts as an error instead of hiding in a retried one's latency. Levels of concurrency run
+proxy into the S3 bucket). Every request is timed; a failed one counts as an error (the command turns the client's
+own retries off, MLFLOW_HTTP_REQUEST_MAX_RETRIES 0, so none hides in a retried one's latency). Levels of concurrency run
 one after another on the same stack; a level *degrades* when its requests per second no longer grow by
 `GAIN` over the level before, or when any request failed.
 
@@ -18,8 +18,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -86,19 +85,6 @@ def parse_levels(text: str) -> list[int]:
     if not levels or any(n < 1 for n in levels) or levels != sorted(set(levels)):
         raise ValueError(f"--clients {text!r}: give rising positive counts, e.g. 1,2,4,8")
     return levels
-
-
-@contextmanager
-def _no_client_retries() -> Iterator[None]:
-    saved = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
-        else:
-            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = saved
 
 
 class _Target:
@@ -187,7 +173,7 @@ def drive(tracking_uri: str, levels: Sequence[int], seconds: float, upload_kb: i
     """Each level in turn against the MLflow server at `tracking_uri` (logged in through the environment's
     MLFLOW_TRACKING_USERNAME/PASSWORD); `progress` hears each level as it ends. What the load made is deleted."""
     done: list[Level] = []
-    with _no_client_retries(), tempfile.TemporaryDirectory(prefix="genbench-load-") as folder:
+    with tempfile.TemporaryDirectory(prefix="genbench-load-") as folder:
         target = _Target(tracking_uri, max(levels), upload_kb, Path(folder))
         try:
             for clients in levels:

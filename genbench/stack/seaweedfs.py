@@ -14,12 +14,13 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from .files import write_private
-from .processes import StackError, free_port, start
+from .processes import StackError, free_port, start, stop
 
 REGION = "us-east-1"
 # weed finishes its graceful stop (volume server, filer, gRPC) at once on SIGTERM, then idles before exiting; its
@@ -93,6 +94,14 @@ def create_buckets(url: str, access_key: str, secret_key: str, buckets: set[str]
     existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
     for bucket in sorted(buckets - existing):
         client.create_bucket(Bucket=bucket)
+
+
+def stop_seaweedfs(service: dict[str, Any], first: signal.Signals = signal.SIGTERM) -> bool:
+    """Stop the server of a service record (SIGKILL after `STOP_GRACE_S`) and clear its gRPC sockets; False if it
+    was not running."""
+    stopped = stop(service["pid"], grace_s=STOP_GRACE_S, first=first)
+    remove_grpc_sockets(service)
+    return stopped
 
 
 def remove_grpc_sockets(service: dict[str, Any]) -> None:

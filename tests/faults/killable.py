@@ -208,12 +208,11 @@ class KillableStack:
         if self.tap is not None:
             self.tap.close()
         # weed takes its grace period to end on SIGTERM, and its data goes with the folder: it is killed at once
-        signals = {"mlflow": signal.SIGTERM, "postgres": signal.SIGINT, "s3": signal.SIGKILL}
-        for name, first in signals.items():
+        for name, first in {"mlflow": signal.SIGTERM, "postgres": signal.SIGINT}.items():
             if name in self.services:
                 stop(self.services[name]["pid"], first=first)
         if "s3" in self.services:
-            seaweedfs.remove_grpc_sockets(self.services["s3"])
+            seaweedfs.stop_seaweedfs(self.services["s3"], first=signal.SIGKILL)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -142,8 +142,7 @@ def _start(state: Path) -> Backing:
 def _stop(state: Path, backing: Backing) -> None:
     """Stop both servers and remove their folder (its logs go with it: pytest keeps none of this run's either)."""
     stop(backing.pids[1], first=signal.SIGINT)
-    stop(backing.pids[0], grace_s=seaweedfs.STOP_GRACE_S)
     saved = json.loads(state.read_text())
-    seaweedfs.remove_grpc_sockets(saved)
+    seaweedfs.stop_seaweedfs({"pid": backing.pids[0], "grpc_ports": saved["grpc_ports"]})
     shutil.rmtree(saved["folder"], ignore_errors=True)
     state.unlink()
