@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from genbench.cli import app
 from genbench.components.bench import evidence as evidence_module
 from genbench.components.bench.fid_copy import REBUILT_FILE
+from genbench.components.common import dtypes
 from genbench.components.evaluate.inception import DATA_DIR_ENV, FID_WEIGHTS_ENV
 
 TINY = ["bench", "--gpu-evidence", "--profile", "tiny", "--minutes", "0.02", "--fid-n", "8", "--nfe", "2",
@@ -30,6 +31,9 @@ TINY = ["bench", "--gpu-evidence", "--profile", "tiny", "--minutes", "0.02", "--
 def test_the_dry_run_trains_samples_scores_and_writes_its_table(project: Path, pixel_network: list[int],
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(FID_WEIGHTS_ENV, raising=False)
+    # a CPU without native bf16, whichever CPU runs the test: `dtype: auto` then trains in eager fp32
+    monkeypatch.setattr(dtypes, "native_bf16", lambda _: False)
+    monkeypatch.setattr(evidence_module, "native_bf16", lambda _: False)
     seen: list[str | None] = []
     prepare = evidence_module.prepare
     monkeypatch.setattr(evidence_module, "prepare",
