@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from genbench.flows.retries import http_status, is_transient, retry_transient
+from genbench.stack.seaweedfs import remove_grpc_sockets
 
 from ..json_stub import JsonHandler
 from ..mlflow_server import MlflowServer, free_port, mlflow_server
@@ -123,6 +124,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # its data is this test's temporary folder
         process.wait(timeout=30)
+        remove_grpc_sockets({"grpc_ports": [port for flag, port in ports.items() if flag.endswith(".grpc")]})
 
 
 def _s3(url: str, secret: str, attempts: int = 6):
