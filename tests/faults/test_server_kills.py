@@ -136,6 +136,25 @@ def _weights_copies(objects: dict[str, str], weights_md5: str) -> tuple[int, lis
     return len(copies), sorted(key for key, md5 in copies.items() if md5 != weights_md5)
 
 
+def _one_new_champion(client: Any, versions: dict[int, dict[str, str]]) -> tuple[dict[int, dict[str, str]], int]:
+    """The registry after one registration on top of `versions`: exactly one new version, and it is the champion.
+    Returns the versions after and the new one's number."""
+    after, champion = _state(client)
+    new = max(versions) + 1
+    assert sorted(after) == [*sorted(versions), new] and champion == new, (sorted(after), champion)
+    return after, new
+
+
+def _objects_intact(servers: KillableStack, before: dict[str, str], weights_md5: str) -> tuple[dict[str, str], int]:
+    """The artifact bucket after a fault: every object read before it still there with the same md5, and every
+    stored copy of the weights the run's bytes (none half-written). Returns the objects and the copies' count."""
+    stored = servers.objects(stack.ARTIFACT_BUCKET)
+    assert not _kept(before, stored), f"objects lost or changed: {_kept(before, stored)}"
+    copies, wrong = _weights_copies(stored, weights_md5)
+    assert not wrong, f"stored weights that are not the run's (half-written): {wrong}"
+    return stored, copies
+
+
 def _stored_weights(client: Any, version: int, into: Path) -> bytes:
     import mlflow
 
@@ -245,15 +264,10 @@ def test_s3_killed_at_the_weights_upload_registers_after_retries(
 
     assert outage.killed, "the weights' upload never reached MLflow through the tap"
     assert code == 0, f"exit {code} ({error!r}):\n{output}"
-    after, new_champion = _state(client)
-    new = max(versions) + 1
-    assert sorted(after) == [*sorted(versions), new] and new_champion == new, (sorted(after), new_champion)
+    after, new = _one_new_champion(client, versions)
     assert {number: after[number] for number in versions} == versions, "a version's tags changed"
     assert _stored_weights(client, new, tmp_path / "stored") == (project / HERE.run("vae", 0) / WEIGHTS).read_bytes()
-    stored = servers.objects(stack.ARTIFACT_BUCKET)
-    assert not _kept(objects, stored), f"objects lost or changed: {_kept(objects, stored)}"
-    copies, wrong = _weights_copies(stored, weights_md5)
-    assert not wrong, f"stored weights that are not the run's: {wrong}"
+    stored, copies = _objects_intact(servers, objects, weights_md5)
     fault.made_by = (f"kill -9 of weed (SeaweedFS) when the client's PUT of {WEIGHTS} reached MLflow (tap), before "
                      f"MLflow got it; restarted on the same ports and data {RESTART_AFTER_S:.0f} s later")
     # the weights reached MLflow after weed died: sent once, MLflow's server retried its upload to S3 until it was back
@@ -291,16 +305,11 @@ def test_s3_killed_past_every_retry_registers_nothing_and_the_same_command_regis
     assert not (project / "registry" / "second.json").exists()
 
     servers.start_s3()
-    stored = servers.objects(stack.ARTIFACT_BUCKET)
-    assert not _kept(objects, stored), f"objects lost or changed: {_kept(objects, stored)}"
-    copies, wrong = _weights_copies(stored, weights_md5)
-    assert not wrong, f"stored weights that are not the run's (half-written): {wrong}"
+    _, copies = _objects_intact(servers, objects, weights_md5)
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
     code, error, output = _register("registry/second.json")
     assert code == 0, f"{error!r}\n{output}"
-    after, new_champion = _state(client)
-    new = max(versions) + 1
-    assert sorted(after) == [*sorted(versions), new] and new_champion == new, (sorted(after), new_champion)
+    _, new = _one_new_champion(client, versions)
     fault.made_by = (f"kill -9 of weed (SeaweedFS) when the client's PUT of {WEIGHTS} reached MLflow (tap), before "
                      "MLflow got it; the client's own retries off; restarted on the same ports after the command "
                      "exited")
@@ -331,9 +340,7 @@ def test_postgres_killed_at_the_version_create_registers_one_version_after_retri
     assert outage.killed, "the version's create never reached MLflow through the tap"
     assert code == 0, f"exit {code} ({error!r}):\n{output}"
     assert servers.tap.seen >= 2, "registered without the create meeting the dead database"
-    after, new_champion = _state(client)
-    new = max(versions) + 1
-    assert sorted(after) == [*sorted(versions), new] and new_champion == new, (sorted(after), new_champion)
+    after, new = _one_new_champion(client, versions)
     assert {number: after[number] for number in versions} == versions, "a version's tags changed"
     now = _registry_rows(servers)
     assert now["versions"][:len(rows["versions"])] == rows["versions"], "a version's row changed"
