@@ -68,7 +68,7 @@ def start_seaweedfs(folder: Path, host: str, access_key: str, secret_key: str,
         *(f"-{flag}={port}" for flag, port in ports.items()),
     ]
     return start("s3", cmd, folder, {}, cwd=home, url=f"http://{host}:{ports['s3.port']}", engine="seaweedfs",
-                 ports=ports, grpc_ports=sorted(port for flag, port in ports.items() if flag.endswith(".grpc")))
+                 ports=ports)
 
 
 def s3_client(url: str, access_key: str, secret_key: str) -> Any:
@@ -105,8 +105,12 @@ def stop_seaweedfs(service: dict[str, Any], first: signal.Signals = signal.SIGTE
 
 
 def remove_grpc_sockets(service: dict[str, Any]) -> None:
-    """weed leaves a unix socket per gRPC port in /tmp (no option moves them); clear a stopped server's."""
-    for port in service.get("grpc_ports", []):
+    """weed leaves a unix socket per gRPC port in /tmp (no option moves them); clear a stopped server's, by the
+    `ports` of its record (weed's flags: the gRPC ones end in `.grpc`). Records written before they held `ports`
+    listed `grpc_ports`."""
+    ports = service.get("ports")
+    grpc = [port for flag, port in ports.items() if flag.endswith(".grpc")] if ports else service.get("grpc_ports", [])
+    for port in grpc:
         for socket_file in Path("/tmp").glob(f"seaweedfs-*-grpc-{port}.sock"):
             if socket_file.is_socket():
                 socket_file.unlink(missing_ok=True)

@@ -122,12 +122,12 @@ def _start(state: Path) -> Backing:
     try:
         database = postgres.start_postgres(folder, HOST, port, keys["postgres_password"])
     except BaseException:
-        stop(s3["pid"])
+        seaweedfs.stop_seaweedfs(s3)
         shutil.rmtree(folder)
         raise
     backing = Backing(s3["url"], keys["s3_access_key"], keys["s3_secret_key"], port, keys["postgres_password"],
                       (s3["pid"], database["pid"]))
-    state.write_text(json.dumps({"backing": asdict(backing), "grpc_ports": s3["grpc_ports"], "folder": str(folder)}))
+    state.write_text(json.dumps({"backing": asdict(backing), "ports": s3["ports"], "folder": str(folder)}))
     try:
         wait_healthy("s3", s3, lambda: seaweedfs.lists_buckets(backing.s3_url, backing.access_key, backing.secret_key))
         seaweedfs.create_buckets(backing.s3_url, backing.access_key, backing.secret_key,
@@ -143,6 +143,6 @@ def _stop(state: Path, backing: Backing) -> None:
     """Stop both servers and remove their folder (its logs go with it: pytest keeps none of this run's either)."""
     stop(backing.pids[1], first=signal.SIGINT)
     saved = json.loads(state.read_text())
-    seaweedfs.stop_seaweedfs({"pid": backing.pids[0], "grpc_ports": saved["grpc_ports"]})
+    seaweedfs.stop_seaweedfs({"pid": backing.pids[0], "ports": saved["ports"]})
     shutil.rmtree(saved["folder"], ignore_errors=True)
     state.unlink()

@@ -124,7 +124,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # its data is this test's temporary folder
         process.wait(timeout=30)
-        remove_grpc_sockets({"grpc_ports": [port for flag, port in ports.items() if flag.endswith(".grpc")]})
+        remove_grpc_sockets({"ports": ports})
 
 
 def _s3(url: str, secret: str, attempts: int = 6):
