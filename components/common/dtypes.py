@@ -15,6 +15,7 @@ convolutions save, so a profile may pin `precision`. The step times behind both 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,11 +24,26 @@ import torch
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) under which its bf16 kernels still run in hardware: names with BF16,
+# FP16 or AMX, the AVX10 levels, and no cap at all.
+_ONEDNN_BF16_ISAS = ("BF16", "FP16", "AMX", "AVX10", "ALL", "DEFAULT")
+
+
+def _onednn_caps_bf16() -> bool:
+    """Whether the oneDNN ISA cap in the environment, if any, leaves out the bf16 instructions."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return bool(cap) and not any(name in cap.upper() for name in _ONEDNN_BF16_ISAS)
+
+
 def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 in hardware: a GPU that supports it, a CPU with AMX or avx512-bf16."""
+    """Whether `device` computes bf16 in hardware: a GPU that supports it, a CPU with AMX or avx512-bf16 whose
+    kernels are not capped below it (`ATEN_CPU_CAPABILITY=avx2` or an AVX2 `ONEDNN_MAX_CPU_ISA` run the AVX2
+    kernels, bf16 emulated: what an AVX2-only CPU runs)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    if device.type != "cpu" or torch.backends.cpu.get_cpu_capability() != "AVX512" or _onednn_caps_bf16():
+        return False
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
 def resolve(precision: str, channels_last: str | bool, device: torch.device) -> tuple[str, bool]:

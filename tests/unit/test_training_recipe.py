@@ -51,8 +51,29 @@ def test_auto_precision_takes_bf16_and_channels_last_only_on_native_bf16_hardwar
     assert resolve("bf16", "auto", cpu) == ("bf16", True)
     assert resolve("auto", True, cpu) == ("fp32", True)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     assert resolve("auto", "auto", cpu) == ("bf16", True)
     assert resolve("fp32", "auto", cpu) == ("fp32", False)
+
+
+@pytest.mark.parametrize(("capability", "onednn_cap", "native"), [
+    ("AVX512", None, True), ("AVX512", "AVX512_CORE_AMX", True), ("AVX512", "avx512_core_bf16", True),
+    ("AVX512", "ALL", True), ("AVX2", None, False), ("AVX512", "AVX2", False), ("AVX512", "AVX512_CORE_VNNI", False),
+])
+def test_auto_precision_is_fp32_where_the_kernels_are_capped_below_bf16(
+    monkeypatch: pytest.MonkeyPatch, capability: str, onednn_cap: str | None, native: bool,
+) -> None:
+    """Forcing the AVX2 kernels on an AMX host runs what an AVX2-only CPU runs: bf16 emulated, so auto is fp32."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if onednn_cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn_cap)
+    assert resolve("auto", "auto", torch.device("cpu"))[0] == ("bf16" if native else "fp32")
 
 
 # bf16 keeps 8 bits of mantissa: the DDPM loss of one tiny batch moves by well under 0.5 % (measured 0.014 %).
