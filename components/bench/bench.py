@@ -49,8 +49,8 @@ from genbench.models.ddpm import DDPM, DDPMArch
 from genbench.models.samplers import DiffusionSampling
 
 ENTRY = "ddpm"
-BF16_EMULATED = ("bf16 is emulated on this device (no AMX or avx512-bf16), slower than fp32: a bf16 figure would "
-                 "measure the emulation")
+BF16_EMULATED = ("bf16 is emulated on this device (no AMX or avx512-bf16, or its kernels capped below them), slower "
+                 "than fp32: a bf16 figure would measure the emulation")
 
 
 class BenchSizes(Strict):
