@@ -71,13 +71,16 @@ def start_seaweedfs(folder: Path, host: str, access_key: str, secret_key: str,
                  ports=ports)
 
 
-def s3_client(url: str, access_key: str, secret_key: str) -> Any:
+def s3_client(url: str, access_key: str, secret_key: str, attempts: int = 1) -> Any:
+    """A boto3 S3 client of the store. One attempt answers a health check at once; more take boto3's standard retry
+    mode (refused connections, timeouts and 5xx repeated with backoff)."""
     import boto3
     from botocore.config import Config
 
     return boto3.client("s3", endpoint_url=url, region_name=REGION, aws_access_key_id=access_key,
                         aws_secret_access_key=secret_key,
-                        config=Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 1}))
+                        config=Config(connect_timeout=3, read_timeout=10,
+                                      retries={"mode": "standard", "max_attempts": attempts}))
 
 
 def lists_buckets(url: str, access_key: str, secret_key: str) -> bool:

@@ -29,7 +29,7 @@ from genbench.stack.apps import start_mlflow
 from genbench.stack.files import stack_keys
 from genbench.stack.processes import alive, free_port, stop, wait_healthy
 
-from ..services.backing import postgres_rows
+from ..services.backing import object_keys, postgres_rows
 
 HOST = "127.0.0.1"
 BACKENDS_EXIT_S = 30.0  # a backend notices its postmaster's death when it next waits
@@ -189,14 +189,8 @@ class KillableStack:
     def objects(self, bucket: str) -> dict[str, str]:
         """Every object in `bucket`, read back whole: key -> md5 of its bytes. The reads retry a 5xx: a restarted
         SeaweedFS lists its buckets before its volume server has told the master which volumes it holds."""
-        import boto3
-        from botocore.config import Config
-
-        client = boto3.client("s3", endpoint_url=self.s3_url, region_name=stack.REGION,
-                              aws_access_key_id=self.s3_keys[0], aws_secret_access_key=self.s3_keys[1],
-                              config=Config(retries={"mode": "standard", "max_attempts": 10}))
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-        keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+        client = seaweedfs.s3_client(self.s3_url, *self.s3_keys, attempts=10)
+        keys = object_keys(client, bucket)
         return {key: hashlib.md5(client.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest()
                 for key in keys}
 

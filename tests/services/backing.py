@@ -53,6 +53,18 @@ class Backing:
         return postgres.url(driver, HOST, self.postgres_port, name, password)
 
 
+def s3_of(env: dict[str, str], attempts: int = 1) -> Any:
+    """A boto3 client of the store that `env`'s AWS_* variables name (a stack's environment)."""
+    return seaweedfs.s3_client(env["AWS_ENDPOINT_URL"], env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
+                               attempts)
+
+
+def object_keys(client: Any, bucket: str) -> list[str]:
+    """Every key in `bucket`, page by page."""
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
 def postgres_rows(query: str, **connect: Any) -> list[tuple]:
     """`query`'s rows, on a connection made with psycopg2's keywords (host, port, user, password, dbname)."""
     import psycopg2

@@ -26,10 +26,11 @@ from genbench.components.register.dvc_lock import data_lock_hash
 from genbench.config import load_config
 from genbench.flows.dvc_data import DataPushWarning, reproduce_prepare
 from genbench.stack.processes import free_port
+from genbench.stack.seaweedfs import s3_client
 from tests.conftest import use_tiny
 from tests.drivers.conftest import REPO, copy_ignore, driver_env
 
-from .backing import Backing
+from .backing import Backing, object_keys
 
 # DVC 3.67 calls pygtrie's deprecated `_NoneStep.value` internally; nothing here can change it
 pytestmark = [pytest.mark.server, pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")]
@@ -83,12 +84,7 @@ def _set_endpoint(root: Path, url: str, env: dict[str, str]) -> None:
 
 
 def _bucket_keys(s3: dict[str, str]) -> set[str]:
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=s3["url"], region_name=s3["AWS_DEFAULT_REGION"],
-                          aws_access_key_id=s3["AWS_ACCESS_KEY_ID"], aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"])
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=stack.DVC_BUCKET)
-    return {item["Key"] for page in pages for item in page.get("Contents", [])}
+    return set(object_keys(s3_client(s3["url"], s3["AWS_ACCESS_KEY_ID"], s3["AWS_SECRET_ACCESS_KEY"]), stack.DVC_BUCKET))
 
 
 def _remote_key(md5: str) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from genbench.flows.retries import http_status, is_transient, retry_transient
-from genbench.stack.seaweedfs import remove_grpc_sockets
+from genbench.stack.seaweedfs import remove_grpc_sockets, s3_client
 
 from ..json_stub import JsonHandler
 from ..mlflow_server import MlflowServer, free_port, mlflow_server
@@ -128,12 +128,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _s3(url: str, secret: str, attempts: int = 6):
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=S3_KEY,
-                        aws_secret_access_key=secret,
-                        config=Config(retries={"mode": "standard", "max_attempts": attempts}))
+    return s3_client(url, S3_KEY, secret, attempts)
 
 
 @pytest.mark.parametrize(("case", "status"), [("wrong secret", 403), ("missing bucket", 404),

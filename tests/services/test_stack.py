@@ -32,7 +32,7 @@ from genbench import stack
 from ..conftest import use_tiny
 from ..faults.records import FaultRecord, append_record
 from . import screenshots
-from .backing import outside_pytest, postgres_rows
+from .backing import object_keys, outside_pytest, postgres_rows, s3_of
 
 pytestmark = pytest.mark.server
 REPO = Path(__file__).resolve().parents[2]
@@ -179,13 +179,11 @@ def pipeline_ran(running_stack) -> Pipeline:
 
 
 def test_pipeline_logs_to_servers_and_stores_weights_in_s3(pipeline_ran: Pipeline) -> None:
-    import boto3
     from mlflow import MlflowClient
 
     root, env = pipeline_ran.root, pipeline_ran.started["env"]
 
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    s3 = s3_of(env)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=stack.ARTIFACT_BUCKET).get("Contents", [])]
     families = tuple(PLAN["entries"])
     for family in families:
@@ -249,7 +247,6 @@ def test_champion_moves_only_for_a_lower_fid_and_samples_from_the_registry(pipel
 def test_dvc_push_and_pull_through_the_s3_endpoint(running_stack, tmp_path: Path) -> None:
     """The committed remote (`.dvc/config`: s3://genbench-dvc, named, not the default) takes its endpoint and keys
     from the stack env."""
-    import boto3
 
     _, started = running_stack
     env = _client_env(started["env"])
@@ -264,8 +261,7 @@ def test_dvc_push_and_pull_through_the_s3_endpoint(running_stack, tmp_path: Path
     run("git", "init", "-q")
     run("dvc", "add", "-q", "blob.bin")
     run("dvc", "push", "-q", "-r", "storage")
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    s3 = s3_of(env)
     assert s3.list_objects_v2(Bucket=stack.DVC_BUCKET).get("KeyCount", 0) >= 1
     (tmp_path / "blob.bin").unlink()
     shutil.rmtree(tmp_path / ".dvc" / "cache")
@@ -486,14 +482,11 @@ def test_down_stops_every_process_and_up_again_keeps_data_and_keys(pipeline_ran:
 
 def _champion_weights(env: dict[str, str]) -> tuple[Any, bytes]:
     """genbench-ddpm's champion and its weights as the stack's S3 stores them."""
-    import boto3
     from mlflow import MlflowClient
 
     champion = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).get_model_version_by_alias(
         "genbench-ddpm", "champion")
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    s3 = s3_of(env)
     suffix = f"models/{champion.source.removeprefix('models:/')}/artifacts/artifacts/model.safetensors"
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=stack.ARTIFACT_BUCKET)
-    key = next(item["Key"] for page in pages for item in page.get("Contents", []) if item["Key"].endswith(suffix))
+    key = next(key for key in object_keys(s3, stack.ARTIFACT_BUCKET) if key.endswith(suffix))
     return champion, s3.get_object(Bucket=stack.ARTIFACT_BUCKET, Key=key)["Body"].read()
