@@ -56,7 +56,9 @@ def start_seaweedfs(folder: Path, host: str, access_key: str, secret_key: str,
     ports = ports or {f"{part}.port{grpc}": free_port(host)
                       for part in ("master", "volume", "filer", "s3") for grpc in ("", ".grpc")}
     cmd = [
-        weed(), "server", f"-ip={host}", f"-ip.bind={host}", f"-dir={home / 'data'}", "-master.telemetry=false",
+        # -logtostderr: its log goes to the service's log file only; otherwise weed also writes log files to /tmp
+        weed(), "-logtostderr", "server", f"-ip={host}", f"-ip.bind={host}", f"-dir={home / 'data'}",
+        "-master.telemetry=false",
         f"-master.volumeSizeLimitMB={VOLUME_SIZE_LIMIT_MB}", "-volume.max=0", "-volume.preStopSeconds=0",
         # a lone master waits this long for peers before it leads: SeaweedFS's default, made for a cluster, keeps a
         # restarted store (on existing data) refusing objects for that long and its volumes unknown until the

