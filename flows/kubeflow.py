@@ -27,6 +27,7 @@ talks to MLflow. Both are optional: an MLflow server without auth needs no secre
 kfp.local (`run_local`) ignores images, resources and secrets and runs every task as a subprocess of this Python.
 """
 
+import os
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -305,4 +306,15 @@ def run_local(root: Path, params: Path, profile: str | None, mlflow_tracking_uri
                             category=UserWarning)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(outputs),
                workspace_root=str(outputs / "workspace"))
-    return Path(pipeline(mlflow_tracking_uri=mlflow_tracking_uri).output.path)
+    # A Python component writes its source to a `mktemp -d` folder it never removes (a pod's disk goes with the pod;
+    # here they would pile up in /tmp): the tasks get a temporary folder of their own, removed after the run.
+    previous = os.environ.get("TMPDIR")
+    with tempfile.TemporaryDirectory(prefix="genbench-kfp-local-") as scratch:
+        os.environ["TMPDIR"] = scratch
+        try:
+            return Path(pipeline(mlflow_tracking_uri=mlflow_tracking_uri).output.path)
+        finally:
+            if previous is None:
+                os.environ.pop("TMPDIR")
+            else:
+                os.environ["TMPDIR"] = previous

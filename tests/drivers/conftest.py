@@ -63,6 +63,11 @@ def driver_env(home: Path) -> dict[str, str]:
     return env
 
 
+def driver_tmp(root: Path) -> Path:
+    """The temporary folder (TMPDIR) of the background driver run in `root`."""
+    return root.parent / f"{root.name}.tmp"
+
+
 def run_checked(cmd: list[str], cwd: Path, timeout: int = WAIT) -> str:
     done = subprocess.run(cmd, cwd=cwd, env=driver_env(cwd), capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{cmd} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
@@ -172,8 +177,11 @@ def start(folder: Path, names: list[str], one_thread_here: bool) -> None:
         root = tiny_project(folder / name)
         command = COMMANDS[name](root)
         (root / COMMAND).write_text(json.dumps(command))
+        scratch = driver_tmp(root)  # what a driver leaves in its temporary folder stays beside its project
+        scratch.mkdir()
         with open(root / LOG, "w") as log:  # a file, not a pipe: a full pipe would stall the run
-            process = subprocess.Popen(command, cwd=root, env=driver_env(root), stdout=log, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(command, cwd=root, env=driver_env(root) | {"TMPDIR": str(scratch)},
+                                       stdout=log, stderr=subprocess.STDOUT)
         _processes[name] = process
         threading.Thread(target=_record_exit, args=(process, root), daemon=True).start()
 

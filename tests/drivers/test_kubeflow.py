@@ -20,7 +20,7 @@ from genbench.components.register.promotion import TAG_DATA_MD5, TAG_EXTRACTOR_S
 from genbench.components.register.register import TAG_PARAMS_HASH
 from genbench.components.register.registry import CHAMPION_ALIAS
 
-from .conftest import FAMILIES, KFP_ENTRIES
+from .conftest import FAMILIES, KFP_ENTRIES, driver_tmp
 
 ARTIFACTS = Path(".genbench") / "kfp"
 SECOND_LOOP = ("train-2", "fid-curve-2", "sample-2", "evaluate-2", "register-2", "collect-2")  # the ldm's
@@ -56,6 +56,8 @@ def test_kfp_pipeline_runs_every_stage_to_the_report(kfp_project: tuple[Path, st
     assert page.stat().st_size > 10000
     report = _copies(root, "results/results.md")[0].read_text()
     assert all(f"| {entry} | 0 |" in report for entry in KFP_ENTRIES) and "| real data (held-out images) |" in report
+    # kfp's Python components write their source to `mktemp -d` folders and keep them: the run removes them
+    assert not list(driver_tmp(root).glob("**/ephemeral_component.py"))
 
 
 def test_kfp_trains_the_ldm_on_the_first_loops_vae(kfp_project: tuple[Path, str]) -> None:
