@@ -227,7 +227,9 @@ def _dvc_project(root: Path, servers: KillableStack) -> tuple[Path, dict[str, st
     """A git + DVC project whose default remote is the module's DVC bucket: the endpoint in `.dvc/config.local`, the
     keys only in the environment (as tests/services/test_dvc_remote.py sets them)."""
     root.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))} | servers.s3_env
+    # DVC_NO_ANALYTICS: the config below replaces the repository's, which turns DVC's usage reports off
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))} | servers.s3_env | {
+        "DVC_NO_ANALYTICS": "1"}
     subprocess.run(["git", "init", "-q"], cwd=root, env=env, check=True)
     _dvc(["init", "-q"], root, env)
     # what `dvc remote add --default` and `dvc remote modify --local ... endpointurl` write, without two more
