@@ -22,7 +22,7 @@ from genbench.flows.trainjob import PARAMS_IN_IMAGE, render
 from genbench.kubeflow_config import KubeflowConfig
 
 
-def test_the_trainer_command_resumes_the_restored_run_under_torchrun(trained: Path) -> None:
+def test_the_trainer_command_resumes_the_restored_run_under_torchrun(trained: Path, tmp_path: Path) -> None:
     config = load_config(trained / "params.yaml")
     config = config.model_copy(update={"kubeflow": KubeflowConfig.model_validate(
         {"resources": {"train": {"gpu": 0}}})})
@@ -36,8 +36,10 @@ def test_the_trainer_command_resumes_the_restored_run_under_torchrun(trained: Pa
               "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(port)}
     before = read_summary(trained / "runs" / "vae" / "seed-0")
     (torchrun,) = trainer["command"]
+    # TMPDIR: torchrun keeps its log folder (torchelastic_*) there
     done = subprocess.run([str(Path(sys.executable).with_name(torchrun)), *args], cwd=trained, timeout=240,
-                          env=os.environ | plugin | {"CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True)
+                          env=os.environ | plugin | {"CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp_path)},
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"resuming at step {before.steps}" in done.stdout + done.stderr
     after = read_summary(trained / "runs" / "vae" / "seed-0")
