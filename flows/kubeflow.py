@@ -27,7 +27,6 @@ talks to MLflow. Both are optional: an MLflow server without auth needs no secre
 kfp.local (`run_local`) ignores images, resources and secrets and runs every task as a subprocess of this Python.
 """
 
-import os
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import Any, List
 import yaml
 from kfp import compiler, dsl, kubernetes
 
+from genbench.components.common.environment import environment
 from genbench.components.common.io import atomic_path
 from genbench.config import Config, load_config
 from genbench.kubeflow_config import SECRET_KEYS, KubeflowConfig, Resources
@@ -308,13 +308,5 @@ def run_local(root: Path, params: Path, profile: str | None, mlflow_tracking_uri
                workspace_root=str(outputs / "workspace"))
     # A Python component writes its source to a `mktemp -d` folder it never removes (a pod's disk goes with the pod;
     # here they would pile up in /tmp): the tasks get a temporary folder of their own, removed after the run.
-    previous = os.environ.get("TMPDIR")
-    with tempfile.TemporaryDirectory(prefix="genbench-kfp-local-") as scratch:
-        os.environ["TMPDIR"] = scratch
-        try:
-            return Path(pipeline(mlflow_tracking_uri=mlflow_tracking_uri).output.path)
-        finally:
-            if previous is None:
-                os.environ.pop("TMPDIR")
-            else:
-                os.environ["TMPDIR"] = previous
+    with tempfile.TemporaryDirectory(prefix="genbench-kfp-local-") as scratch, environment("TMPDIR", scratch):
+        return Path(pipeline(mlflow_tracking_uri=mlflow_tracking_uri).output.path)

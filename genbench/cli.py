@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Optional, T
 
 import typer
 
+from .components.common.environment import environment
 from .components.common.stage import At, Place, Stage
 from .layout import REAL, Layout
 from .profiles import PROFILES
@@ -537,7 +538,7 @@ def _gpu_evidence(config: Config, device: str, minutes: float, fid_n: int, nfe: 
         with atomic_path(out) as tmp:
             tmp.write_text(table(result, command))
 
-    with _environment(FID_WEIGHTS_ENV, None if network is None else str(network)):
+    with environment(FID_WEIGHTS_ENV, None if network is None else str(network)):
         _call(extractor_identity)  # no FID network: exit 2 now, not after the training
         typer.echo(f"the table is rewritten in {out} and the record in {record} as each phase finishes", err=True)
         with _stopped(out):
@@ -546,21 +547,6 @@ def _gpu_evidence(config: Config, device: str, minutes: float, fid_n: int, nfe: 
     typer.echo(table(result, command), nl=False)
     if printed:
         typer.echo(result.model_dump_json(indent=2))
-
-
-@contextmanager
-def _environment(name: str, value: str | None) -> Iterator[None]:
-    """`name` set to `value` inside the block (untouched when None), as it was after."""
-    before = os.environ.get(name)
-    if value is not None:
-        os.environ[name] = value
-    try:
-        yield
-    finally:
-        if value is not None and before is None:
-            os.environ.pop(name, None)
-        elif value is not None and before is not None:
-            os.environ[name] = before
 
 
 @contextmanager
@@ -756,7 +742,7 @@ def stack_load(
     uri = os.environ["MLFLOW_TRACKING_URI"]
     typer.echo(f"{len(levels)} levels of {seconds:.0f} s against {uri}")
     # the client's own retries off: a failed request is counted, not hidden in a retried one's latency
-    with _environment("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"):
+    with environment("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"):
         done = drive(uri, levels, seconds, upload_kb, progress=lambda level: typer.echo(
             f"{level.clients:4d} clients: {level.per_second:7.1f} requests/s, {level.failed} errors of {level.total}"))
     typer.echo(table(done))
